@@ -1,0 +1,81 @@
+//! Wire types shared by the eBPF probe and the userspace agent.
+//!
+//! Everything here is `#[repr(C)]` and fixed-size so that the kernel side can
+//! reserve ring-buffer space for it and the agent can decode it byte for byte.
+//! One module per event family; the common header lives here.
+#![no_std]
+
+pub mod config;
+pub mod process;
+
+/// Length of `task_struct::comm`, including the trailing NUL.
+pub const COMM_LEN: usize = 16;
+
+/// Default size of the `EVENTS` ring buffer in bytes (power of two, page multiple).
+pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
+
+/// What a ring-buffer record is. The discriminant is the first field of
+/// every record, so the agent can dispatch before knowing the size.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+}
+
+impl EventKind {
+    /// Every kind, in discriminant order; also the slots of the `LOST` map.
+    pub const ALL: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
+
+    pub fn from_u32(v: u32) -> Option<EventKind> {
+        match v {
+            1 => Some(EventKind::Exec),
+            2 => Some(EventKind::Fork),
+            3 => Some(EventKind::Exit),
+            _ => None,
+        }
+    }
+
+    /// Index of this kind's slot in the per-CPU `LOST` counter map.
+    pub const fn lost_slot(self) -> u32 {
+        self as u32
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+        }
+    }
+}
+
+/// Number of slots in the `LOST` per-CPU array (index 0 is unused).
+pub const LOST_SLOTS: u32 = 4;
+
+/// Process context at the start of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] discriminant.
+    pub kind: u32,
+    /// Thread id (kernel `pid`).
+    pub pid: u32,
+    /// Process id (kernel `tgid`).
+    pub tgid: u32,
+    /// `real_parent->tgid`, 0 when the kernel layout is unknown.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub boot_ns: u64,
+    /// cgroup v2 id of the task's cgroup.
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for crate::config::ProbeConfig {}
+}

@@ -1,0 +1,53 @@
+//! Process-family records: exec, fork, exit.
+
+use crate::EventHeader;
+
+/// Bytes kept of the executed filename (including NUL).
+pub const FILENAME_MAX: usize = 1024;
+/// Bytes kept of the NUL-separated argument block.
+pub const ARGV_MAX: usize = 4096;
+
+/// The argument block was longer than [`ARGV_MAX`] and was cut.
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
+/// The filename was longer than [`FILENAME_MAX`] and was cut.
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
+/// The argument block could not be read (unknown kernel layout or fault).
+pub const EXEC_ARGV_UNREADABLE: u32 = 1 << 2;
+
+/// A successful `execve`/`execveat` (`sched:sched_process_exec`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub header: EventHeader,
+    /// Bytes of `filename` used, without the NUL.
+    pub filename_len: u32,
+    /// Bytes of `argv` used (NUL-separated arguments).
+    pub argv_len: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    /// Length of the whole argument block in the new process, before cutting.
+    pub argv_total_len: u32,
+    pub filename: [u8; FILENAME_MAX],
+    pub argv: [u8; ARGV_MAX],
+}
+
+/// A new process (not a thread): `sched_process_fork` raw tracepoint. The
+/// header describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+
+/// The last thread of a process exited (`sched:sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: EventHeader,
+    /// `task_struct.exit_code`: `(status << 8) | signal`.
+    pub exit_code: u32,
+    /// 1 when the kernel layout did not let the probe read `exit_code`.
+    pub exit_code_unknown: u32,
+}

@@ -1,0 +1,246 @@
+//! Decoded events: the agent's view of what the probe reported.
+//!
+//! `decode` turns one ring-buffer record into an [`Event`]; each event family
+//! has its own module. [`EventBody`] is exhaustive, so adding a kind fails the
+//! build wherever it is not handled.
+use std::mem::size_of;
+
+use agent_ebpf::{EventHeader, EventKind, COMM_LEN};
+use serde::Serialize;
+
+pub mod process;
+
+pub use process::{ExecInfo, ExitInfo, ForkInfo};
+
+/// Process context common to every event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessContext {
+    /// Process id (kernel tgid).
+    pub pid: u32,
+    /// Thread id (kernel pid).
+    pub tid: u32,
+    /// Parent process id; 0 when unknown.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Exec(ExecInfo),
+    Fork(ForkInfo),
+    Exit(ExitInfo),
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::Exec(_) => EventKind::Exec,
+            EventBody::Fork(_) => EventKind::Fork,
+            EventBody::Exit(_) => EventKind::Exit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Wall-clock time, ns since the Unix epoch.
+    pub time_unix_ns: i64,
+    pub process: ProcessContext,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        self.body.kind().name()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {what} ({need} bytes)")]
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Converts the probe's `CLOCK_BOOTTIME` stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct BootClock {
+    /// realtime - boottime, in ns.
+    offset_ns: i64,
+}
+
+impl BootClock {
+    /// Samples both clocks now. Cheap (vDSO); re-sample to follow clock steps.
+    pub fn now() -> BootClock {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        BootClock {
+            offset_ns: real - boot,
+        }
+    }
+
+    /// A clock with a fixed offset, for tests and replays.
+    pub fn with_offset(offset_ns: i64) -> BootClock {
+        BootClock { offset_ns }
+    }
+
+    pub fn to_unix_ns(self, boot_ns: u64) -> i64 {
+        self.offset_ns.saturating_add(boot_ns as i64)
+    }
+}
+
+fn clock_ns(id: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// Reads a `#[repr(C)]` record from the start of `bytes`, which need not be
+/// aligned.
+pub(crate) fn read_record<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need: size_of::<T>(),
+        });
+    }
+    // SAFETY: length checked; T is a plain-old-data wire type.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+/// Text up to the first NUL, lossily decoded.
+pub(crate) fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn context(h: &EventHeader) -> ProcessContext {
+    ProcessContext {
+        pid: h.tgid,
+        tid: h.pid,
+        ppid: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: c_str(&h.comm[..COMM_LEN]),
+        cgroup_id: h.cgroup_id,
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_record(bytes, "header")?;
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let body = match kind {
+        EventKind::Exec => EventBody::Exec(process::decode_exec(bytes)?),
+        EventKind::Fork => EventBody::Fork(process::decode_fork(bytes)?),
+        EventKind::Exit => EventBody::Exit(process::decode_exit(bytes)?),
+    };
+    Ok(Event {
+        time_unix_ns: clock.to_unix_ns(header.boot_ns),
+        process: context(&header),
+        body,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use agent_ebpf::EventHeader;
+
+    pub fn header(kind: agent_ebpf::EventKind) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        EventHeader {
+            kind: kind as u32,
+            pid: 4243,
+            tgid: 4242,
+            ppid: 1,
+            uid: 1000,
+            gid: 100,
+            boot_ns: 5_000,
+            cgroup_id: 77,
+            comm,
+        }
+    }
+
+    pub fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a POD value.
+        unsafe {
+            std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
+                .to_vec()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_support::*, *};
+    use agent_ebpf::process::ForkRecord;
+
+    #[test]
+    fn decodes_header_into_context_and_wall_time() {
+        let rec = ForkRecord {
+            header: header(EventKind::Fork),
+            child_pid: 99,
+            _pad: 0,
+        };
+        let ev = decode(&bytes_of(&rec), BootClock::with_offset(1_000_000)).unwrap();
+        assert_eq!(ev.time_unix_ns, 1_005_000);
+        assert_eq!(ev.process.pid, 4242);
+        assert_eq!(ev.process.tid, 4243);
+        assert_eq!(ev.process.comm, "bash");
+        assert_eq!(ev.process.cgroup_id, 77);
+        assert_eq!(ev.body, EventBody::Fork(ForkInfo { child_pid: 99 }));
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(matches!(
+            decode(&[1, 0, 0], BootClock::with_offset(0)),
+            Err(DecodeError::Short { .. })
+        ));
+        let mut h = header(EventKind::Exec);
+        h.kind = 99;
+        assert_eq!(
+            decode(&bytes_of(&h), BootClock::with_offset(0)),
+            Err(DecodeError::UnknownKind(99))
+        );
+        // An exec header without its body is short, not garbage.
+        let h = header(EventKind::Exec);
+        assert!(matches!(
+            decode(&bytes_of(&h), BootClock::with_offset(0)),
+            Err(DecodeError::Short {
+                what: "exec record",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn json_shape_is_flat_with_type_tag() {
+        let rec = ForkRecord {
+            header: header(EventKind::Fork),
+            child_pid: 99,
+            _pad: 0,
+        };
+        let ev = decode(&bytes_of(&rec), BootClock::with_offset(0)).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["type"], "fork");
+        assert_eq!(v["child_pid"], 99);
+        assert_eq!(v["process"]["pid"], 4242);
+    }
+}

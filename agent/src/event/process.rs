@@ -1,0 +1,192 @@
+//! Decoding of the process family: exec, fork, exit.
+use agent_ebpf::process::{
+    ExecRecord, ExitRecord, ForkRecord, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE,
+    EXEC_FILENAME_TRUNCATED,
+};
+use serde::Serialize;
+
+use super::{c_str, read_record, DecodeError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecInfo {
+    /// The executed path as the kernel received it.
+    pub filename: String,
+    pub filename_truncated: bool,
+    pub argv: Vec<String>,
+    /// The probe kept only the first bytes of a longer argument block; the
+    /// last element may be cut.
+    pub argv_truncated: bool,
+    /// The kernel did not let the probe read the arguments.
+    pub argv_unreadable: bool,
+    /// Size of the whole argument block in bytes, before any cut.
+    pub argv_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForkInfo {
+    pub child_pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitInfo {
+    /// `exit(N)` status; None when killed by a signal or unknown.
+    pub exit_code: Option<i32>,
+    /// Terminating signal, if any.
+    pub signal: Option<i32>,
+}
+
+pub fn decode_exec(bytes: &[u8]) -> Result<ExecInfo, DecodeError> {
+    let rec: ExecRecord = read_record(bytes, "exec record")?;
+    let flen = (rec.filename_len as usize).min(rec.filename.len());
+    let alen = (rec.argv_len as usize).min(rec.argv.len());
+    Ok(ExecInfo {
+        filename: c_str(&rec.filename[..flen]),
+        filename_truncated: rec.flags & EXEC_FILENAME_TRUNCATED != 0,
+        argv: split_argv(&rec.argv[..alen]),
+        argv_truncated: rec.flags & EXEC_ARGV_TRUNCATED != 0,
+        argv_unreadable: rec.flags & EXEC_ARGV_UNREADABLE != 0,
+        argv_bytes: rec.argv_total_len,
+    })
+}
+
+/// Splits the kernel's NUL-separated argument block. A block cut mid-way
+/// ends without a NUL; its last, partial argument is kept.
+pub fn split_argv(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+pub fn decode_fork(bytes: &[u8]) -> Result<ForkInfo, DecodeError> {
+    let rec: ForkRecord = read_record(bytes, "fork record")?;
+    Ok(ForkInfo {
+        child_pid: rec.child_pid,
+    })
+}
+
+pub fn decode_exit(bytes: &[u8]) -> Result<ExitInfo, DecodeError> {
+    let rec: ExitRecord = read_record(bytes, "exit record")?;
+    if rec.exit_code_unknown != 0 {
+        return Ok(ExitInfo {
+            exit_code: None,
+            signal: None,
+        });
+    }
+    let sig = (rec.exit_code & 0x7f) as i32;
+    Ok(if sig == 0 {
+        ExitInfo {
+            exit_code: Some(((rec.exit_code >> 8) & 0xff) as i32),
+            signal: None,
+        }
+    } else {
+        ExitInfo {
+            exit_code: None,
+            signal: Some(sig),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_support::*;
+    use agent_ebpf::{
+        process::{ARGV_MAX, FILENAME_MAX},
+        EventKind,
+    };
+
+    fn exec_record(filename: &[u8], argv: &[u8], flags: u32) -> ExecRecord {
+        let mut rec = ExecRecord {
+            header: header(EventKind::Exec),
+            filename_len: filename.len() as u32,
+            argv_len: argv.len() as u32,
+            flags,
+            argv_total_len: argv.len() as u32,
+            filename: [0; FILENAME_MAX],
+            argv: [0; ARGV_MAX],
+        };
+        rec.filename[..filename.len()].copy_from_slice(filename);
+        rec.argv[..argv.len()].copy_from_slice(argv);
+        rec
+    }
+
+    #[test]
+    fn decodes_exec_filename_and_argv() {
+        let rec = exec_record(b"/tmp/x/true", b"/tmp/x/true\0--marker\0a b\0", 0);
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert_eq!(info.filename, "/tmp/x/true");
+        assert_eq!(info.argv, vec!["/tmp/x/true", "--marker", "a b"]);
+        assert!(!info.argv_truncated && !info.argv_unreadable && !info.filename_truncated);
+    }
+
+    #[test]
+    fn truncated_argv_keeps_partial_last_argument_and_flag() {
+        let mut block = Vec::new();
+        for i in 0..2000 {
+            block.extend_from_slice(format!("arg{i}").as_bytes());
+            block.push(0);
+        }
+        let kept = &block[..ARGV_MAX];
+        let mut rec = exec_record(b"/bin/echo", kept, EXEC_ARGV_TRUNCATED);
+        rec.argv_total_len = block.len() as u32;
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert!(info.argv_truncated);
+        assert_eq!(info.argv_bytes as usize, block.len());
+        assert_eq!(info.argv[0], "arg0");
+        let joined: usize = info.argv.iter().map(|a| a.len() + 1).sum();
+        assert!(joined >= ARGV_MAX, "every kept byte is in argv");
+    }
+
+    #[test]
+    fn empty_and_unreadable_argv() {
+        let rec = exec_record(b"/bin/x", b"", EXEC_ARGV_UNREADABLE);
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert!(info.argv.is_empty());
+        assert!(info.argv_unreadable);
+    }
+
+    #[test]
+    fn lengths_beyond_buffers_are_clamped() {
+        let mut rec = exec_record(b"/bin/x", b"a\0", 0);
+        rec.filename_len = u32::MAX;
+        rec.argv_len = u32::MAX;
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert_eq!(info.filename, "/bin/x");
+    }
+
+    #[test]
+    fn exit_status_and_signal() {
+        let mk = |code, unknown| ExitRecord {
+            header: header(EventKind::Exit),
+            exit_code: code,
+            exit_code_unknown: unknown,
+        };
+        let d = |r: ExitRecord| decode_exit(&bytes_of(&r)).unwrap();
+        assert_eq!(
+            d(mk(3 << 8, 0)),
+            ExitInfo {
+                exit_code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            d(mk(9, 0)),
+            ExitInfo {
+                exit_code: None,
+                signal: Some(9)
+            }
+        );
+        assert_eq!(
+            d(mk(0, 1)),
+            ExitInfo {
+                exit_code: None,
+                signal: None
+            }
+        );
+    }
+}

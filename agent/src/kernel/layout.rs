@@ -1,0 +1,172 @@
+//! Kernel struct offsets computed from the running kernel's BTF.
+//!
+//! The probe never uses offsets from the build machine's headers: the agent
+//! resolves each field it needs by name in `/sys/kernel/btf/vmlinux`
+//! (descending into anonymous structs and unions), and a field the kernel
+//! lacks becomes `UNKNOWN_OFFSET`, which the probe reports as "unknown".
+use std::path::Path;
+
+use agent_ebpf::config::{ProbeConfig, UNKNOWN_OFFSET};
+use btf_rs::{Btf, BtfType, Type};
+
+/// Default location of the kernel's own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
+    Read {
+        path: String,
+        #[source]
+        source: btf_rs::Error,
+    },
+}
+
+/// Offsets of the fields the probe reads, and the names of those missing.
+#[derive(Debug, Clone)]
+pub struct StructOffsets {
+    pub task_real_parent: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// `struct.field` names this kernel does not have.
+    pub missing: Vec<String>,
+}
+
+impl StructOffsets {
+    /// Resolves every field from the BTF file at `path`.
+    pub fn from_btf_file(path: &Path) -> Result<StructOffsets, LayoutError> {
+        let btf = Btf::from_file(path).map_err(|source| LayoutError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::from_btf(&btf))
+    }
+
+    pub fn from_btf(btf: &Btf) -> StructOffsets {
+        let mut missing = Vec::new();
+        let mut get = |s: &str, f: &str| match member_offset(btf, s, f) {
+            Some(off) => off,
+            None => {
+                missing.push(format!("{s}.{f}"));
+                UNKNOWN_OFFSET
+            }
+        };
+        StructOffsets {
+            task_real_parent: get("task_struct", "real_parent"),
+            task_pid: get("task_struct", "pid"),
+            task_tgid: get("task_struct", "tgid"),
+            task_mm: get("task_struct", "mm"),
+            task_exit_code: get("task_struct", "exit_code"),
+            mm_arg_start: get("mm_struct", "arg_start"),
+            mm_arg_end: get("mm_struct", "arg_end"),
+            missing,
+        }
+    }
+
+    /// Copies the offsets into the probe's configuration.
+    pub fn apply(&self, cfg: &mut ProbeConfig) {
+        cfg.task_real_parent = self.task_real_parent;
+        cfg.task_pid = self.task_pid;
+        cfg.task_tgid = self.task_tgid;
+        cfg.task_mm = self.task_mm;
+        cfg.task_exit_code = self.task_exit_code;
+        cfg.mm_arg_start = self.mm_arg_start;
+        cfg.mm_arg_end = self.mm_arg_end;
+    }
+}
+
+/// Byte offset of `field` in `struct name`, searching anonymous members.
+/// Bitfields are not byte-addressable and count as missing.
+pub fn member_offset(btf: &Btf, name: &str, field: &str) -> Option<u32> {
+    let types = btf.resolve_types_by_name(name).ok()?;
+    types.iter().find_map(|t| match t {
+        Type::Struct(s) if !s.members.is_empty() => find_in_struct(btf, s, field, 0),
+        _ => None,
+    })
+}
+
+fn find_in_struct(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Option<u32> {
+    for m in &s.members {
+        let bits = base_bits + m.bit_offset();
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        if mname == field {
+            if m.bitfield_size().is_some_and(|sz| sz != 0) || !bits.is_multiple_of(8) {
+                return None;
+            }
+            return Some(bits / 8);
+        }
+        if mname.is_empty() {
+            if let Some(inner) = anonymous_aggregate(btf, m) {
+                if let Some(off) = find_in_struct(btf, &inner, field, bits) {
+                    return Some(off);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The struct or union type of an unnamed member, through typedefs and
+/// qualifiers.
+fn anonymous_aggregate(btf: &Btf, m: &dyn BtfType) -> Option<btf_rs::Struct> {
+    let mut t = btf.resolve_chained_type(m).ok()?;
+    for _ in 0..8 {
+        match t {
+            Type::Struct(s) | Type::Union(s) => return Some(s),
+            Type::Typedef(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            Type::Const(ref x) | Type::Volatile(ref x) => t = btf.resolve_chained_type(x).ok()?,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against this machine's kernel BTF, which every supported host has.
+    #[test]
+    fn resolves_task_struct_fields_from_running_kernel() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI host lacks {VMLINUX_BTF}"
+            );
+            return;
+        }
+        let offs = StructOffsets::from_btf_file(path).unwrap();
+        assert!(offs.missing.is_empty(), "missing: {:?}", offs.missing);
+        // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
+        assert_eq!(offs.task_tgid, offs.task_pid + 4);
+        assert!(offs.mm_arg_end > offs.mm_arg_start);
+    }
+
+    #[test]
+    fn missing_field_is_unknown_not_garbage() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        assert_eq!(member_offset(&btf, "task_struct", "no_such_field"), None);
+        assert_eq!(member_offset(&btf, "no_such_struct", "pid"), None);
+    }
+
+    #[test]
+    fn unreadable_btf_names_the_path_and_config() {
+        let err = StructOffsets::from_btf_file(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/nonexistent/vmlinux") && msg.contains("CONFIG_DEBUG_INFO_BTF"),
+            "{msg}"
+        );
+    }
+}

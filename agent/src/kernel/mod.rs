@@ -1,0 +1,4 @@
+//! What the agent learns from the running kernel before loading the probe:
+//! struct layouts from BTF, tracepoint record layouts from tracefs.
+pub mod layout;
+pub mod tracefs;

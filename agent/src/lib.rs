@@ -1,0 +1,10 @@
+//! Vigil's host agent as a library: the `vigil-agent` binary is a thin CLI
+//! over these modules, so tests link the same logic.
+pub mod alert;
+pub mod event;
+pub mod forward;
+pub mod host;
+pub mod kernel;
+pub mod probe;
+pub mod rules;
+pub mod run;

@@ -1,0 +1,201 @@
+//! `vigil-agent`: command-line entry point. All logic lives in the library.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use vigil_agent::{
+    rules::Matcher as _,
+    run::{self, RunOptions},
+};
+
+/// Vigil host agent: watches process activity with an eBPF probe, matches it
+/// against detection rules and forwards alerts to a Vigil collector.
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN) and a kernel with BTF
+/// (/sys/kernel/btf/vmlinux). Logs go to stderr; stdout carries only JSON lines
+/// (events with --events, alerts when no --collector is given).
+#[derive(Parser, Debug)]
+#[command(name = "vigil-agent", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, `vigil_agent=debug` (RUST_LOG overrides).
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load the probe and watch this host until SIGINT/SIGTERM.
+    ///
+    /// Examples:
+    ///   vigil-agent run --events                     # every event as JSON lines
+    ///   vigil-agent run --collector http://127.0.0.1:50051
+    ///   vigil-agent run --rules /etc/vigil/rules --collector http://collector:50051
+    Run(RunArgs),
+    /// Work with rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Print every event as one JSON object per line on stdout.
+    #[arg(long)]
+    events: bool,
+    /// Rule file or directory (its *.yaml/*.yml files, in name order).
+    /// Repeatable. Default: the rules embedded in the agent (rules/default.yaml).
+    #[arg(long, value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// Send alerts to this collector (http://HOST:PORT). Without it, alerts are
+    /// printed on stdout as JSON lines. An unreachable collector is retried
+    /// with backoff; alerts are kept (bounded) until it acknowledges them.
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// Size of the kernel ring buffer: a power of two, multiple of 4 KiB.
+    /// Accepts K and M suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    ring_buffer_size: u32,
+    /// Seconds between checks of the loss counters (kernel ring buffer, alert
+    /// queue); non-zero losses are logged and, with --events, emitted as
+    /// {"type":"lost"} records.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    stats_interval: u64,
+    /// Seconds to wait at shutdown for the collector to acknowledge queued alerts.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    shutdown_grace: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Check rule files and directories; prints each error as FILE:LINE:COL
+    /// and exits 1 if any.
+    Check {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.trim().to_ascii_uppercase() {
+        t if t.ends_with('M') => (t.trim_end_matches('M').to_string(), 1u64 << 20),
+        t if t.ends_with('K') => (t.trim_end_matches('K').to_string(), 1u64 << 10),
+        t => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 8M, 512K, 1048576)"))?;
+    let bytes = n * mult;
+    if bytes == 0 || !bytes.is_power_of_two() || !bytes.is_multiple_of(4096) || bytes > 1 << 30 {
+        return Err(format!(
+            "{bytes} bytes: must be a power of two, a multiple of 4096 and at most 1G"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let result = match cli.command {
+        Command::Run(args) => run_agent(args),
+        Command::Rules(RulesCommand::Check { paths }) => check_rules(&paths),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        events: args.events,
+        rules: args.rules,
+        collector: args.collector,
+        ring_bytes: args.ring_buffer_size,
+        stats_interval: Duration::from_secs(args.stats_interval),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run::run(opts, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_rules(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match run::load_rules(paths) {
+        Ok(rules) => {
+            println!(
+                "ok: {} rules from {} files",
+                rules.len(),
+                rules.sources.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("1000").is_err());
+        assert!(parse_size("big").unwrap_err().contains("`big`"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

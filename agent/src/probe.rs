@@ -1,0 +1,247 @@
+//! Loading and attaching the embedded eBPF probe.
+//!
+//! Checks what is missing before touching the kernel (privileges, BTF, the
+//! probe object itself), computes the kernel layout, loads the probe with it,
+//! attaches every hook and logs what is in use.
+use std::path::Path;
+
+use agent_ebpf::{config::ProbeConfig, EventKind, LOST_SLOTS};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+
+use crate::kernel::{
+    layout::{StructOffsets, VMLINUX_BTF},
+    tracefs,
+};
+
+/// The probe object built by `build.rs`; empty under `AYA_BUILD_SKIP=1`.
+static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probe"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this vigil-agent was built with AYA_BUILD_SKIP=1 and has no eBPF probe; rebuild without it")]
+    NotEmbedded,
+    #[error("loading the eBPF probe needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); running as uid {uid} without them")]
+    NotPrivileged { uid: u32 },
+    #[error("the running kernel exposes no BTF at {VMLINUX_BTF}; Vigil needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")]
+    NoBtf,
+    #[error(transparent)]
+    Layout(#[from] crate::kernel::layout::LayoutError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("ring buffer size {0} must be a power of two and a multiple of 4096 bytes")]
+    RingSize(u32),
+    #[error("loading the eBPF probe into the kernel failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0} is missing from the probe object")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Size of the EVENTS ring buffer in bytes.
+    pub ring_bytes: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            ring_bytes: agent_ebpf::DEFAULT_RING_BYTES,
+        }
+    }
+}
+
+/// A loaded and attached probe. Dropping it detaches every hook.
+pub struct Probe {
+    ebpf: Ebpf,
+    lost: Option<PerCpuArray<MapData, u64>>,
+    /// One entry per attached hook, e.g. `tracepoint sched:sched_process_exec`.
+    pub hooks: Vec<String>,
+}
+
+const EXEC_PROG: &str = "sched_process_exec";
+const FORK_PROG: &str = "sched_process_fork";
+const EXIT_PROG: &str = "sched_process_exit";
+
+impl Probe {
+    pub fn load(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
+        preflight()?;
+        if !opts.ring_bytes.is_power_of_two() || !opts.ring_bytes.is_multiple_of(4096) {
+            return Err(ProbeError::RingSize(opts.ring_bytes));
+        }
+        raise_memlock_limit();
+        let tracefs_root = tracefs::ensure_mounted()?;
+        let config = probe_config(&tracefs_root)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(PROBE_OBJECT)
+            .map_err(ProbeError::Load)?;
+        let mut hooks = Vec::new();
+        attach_tracepoint(&mut ebpf, EXEC_PROG, "sched", &mut hooks)?;
+        attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
+        attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut hooks)?;
+        tracing::info!(family = "process", hooks = %hooks.join(", "), "probe attached");
+        let lost = ebpf
+            .take_map("LOST")
+            .ok_or(ProbeError::MissingMap("LOST"))?;
+        let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map {
+            name: "LOST",
+            source,
+        })?;
+        Ok(Probe {
+            ebpf,
+            lost: Some(lost),
+            hooks,
+        })
+    }
+
+    /// Takes the EVENTS ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    /// Events lost in the kernel so far (ring buffer full), per kind, summed
+    /// over CPUs.
+    pub fn lost_counts(&self) -> Vec<(EventKind, u64)> {
+        let Some(map) = &self.lost else {
+            return Vec::new();
+        };
+        EventKind::ALL
+            .iter()
+            .filter(|k| k.lost_slot() < LOST_SLOTS)
+            .map(|k| {
+                let total = map
+                    .get(&k.lost_slot(), 0)
+                    .map(|v| v.iter().sum::<u64>())
+                    .unwrap_or(0);
+                (*k, total)
+            })
+            .collect()
+    }
+}
+
+/// Checks the object, privileges and BTF, naming exactly what is missing.
+pub fn preflight() -> Result<(), ProbeError> {
+    if PROBE_OBJECT.is_empty() {
+        return Err(ProbeError::NotEmbedded);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 && !has_bpf_capabilities() {
+        return Err(ProbeError::NotPrivileged { uid });
+    }
+    if !Path::new(VMLINUX_BTF).exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    Ok(())
+}
+
+/// CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON, in the effective set.
+fn has_bpf_capabilities() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to an initialized rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+/// The probe's start-up configuration for this kernel and this agent.
+fn probe_config(tracefs_root: &Path) -> Result<ProbeConfig, ProbeError> {
+    let mut cfg = ProbeConfig::UNSET;
+    cfg.agent_tgid = std::process::id();
+    let offsets = StructOffsets::from_btf_file(Path::new(VMLINUX_BTF))?;
+    if !offsets.missing.is_empty() {
+        tracing::warn!(missing = ?offsets.missing, "kernel lacks some fields; they are reported as unknown");
+    }
+    offsets.apply(&mut cfg);
+    let exec = tracefs::read_format(tracefs_root, "sched", "sched_process_exec")?;
+    cfg.tp_exec_filename = tracefs::field_offset(&exec, "filename").unwrap_or(cfg.tp_exec_filename);
+    let exit = tracefs::read_format(tracefs_root, "sched", "sched_process_exit")?;
+    match tracefs::field_offset(&exit, "group_dead") {
+        Some(off) => cfg.tp_exit_group_dead = off,
+        None => tracing::info!(
+            "sched_process_exit has no group_dead field; process exit is the leader's exit"
+        ),
+    }
+    Ok(cfg)
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    hooks: &mut Vec<String>,
+) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program { name, source };
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingMap(name))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach(category, name).map_err(err)?;
+    hooks.push(format!("tracepoint {category}:{name}"));
+    Ok(())
+}
+
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    hooks: &mut Vec<String>,
+) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program { name, source };
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingMap(name))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach(name).map_err(err)?;
+    hooks.push(format!("raw_tracepoint {name}"));
+    Ok(())
+}

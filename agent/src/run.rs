@@ -1,0 +1,211 @@
+//! `vigil-agent run`: the event loop from ring buffer to alerts.
+use std::{
+    future::Future,
+    io::{self, Write},
+    path::PathBuf,
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use agent_ebpf::EventKind;
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use serde_json::json;
+use tokio::io::{unix::AsyncFd, Interest};
+use vigil_proto::json::alert_json;
+
+use crate::{
+    alert,
+    event::{self, BootClock},
+    forward::{Forwarder, ForwarderConfig},
+    host,
+    probe::{Probe, ProbeOptions},
+    rules::{Matcher, RuleMeta, RuleSet},
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Print every event as a JSON line on stdout.
+    pub events: bool,
+    /// Rule files or directories; empty: the embedded default rules.
+    pub rules: Vec<PathBuf>,
+    /// Collector URL; None: alerts go to stdout as JSON lines.
+    pub collector: Option<String>,
+    pub ring_bytes: u32,
+    /// How often loss counters are checked and reported.
+    pub stats_interval: Duration,
+    /// How long to wait at shutdown for the collector to ack queued alerts.
+    pub shutdown_grace: Duration,
+}
+
+/// Loads the rules named in `paths`, or the embedded default set.
+pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<RuleSet> {
+    if paths.is_empty() {
+        return Ok(RuleSet::embedded_default());
+    }
+    Ok(RuleSet::load(paths)?)
+}
+
+/// Where alerts go.
+enum Sink {
+    Stdout,
+    Collector(Forwarder),
+}
+
+/// Counters of everything the agent may lose, reported periodically.
+#[derive(Default)]
+struct Loss {
+    kernel: Vec<(EventKind, u64)>,
+    decode_errors: u64,
+    reported_decode_errors: u64,
+    reported_queue_full: u64,
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let rules = load_rules(&opts.rules)?;
+    tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
+    let mut sink = match &opts.collector {
+        Some(url) => Sink::Collector(Forwarder::start(
+            ForwarderConfig::new(url.clone()),
+            host::detect(),
+        )?),
+        None => Sink::Stdout,
+    };
+    let mut probe = Probe::load(&ProbeOptions {
+        ring_bytes: opts.ring_bytes,
+    })?;
+    let ring = probe.take_events()?;
+    // SAFETY: the ring buffer owns its fd and outlives nothing but this AsyncFd.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("cannot poll the ring buffer")?;
+    tracing::info!(events_to_stdout = opts.events, collector = ?opts.collector, "agent running");
+
+    let mut loss = Loss::default();
+    let mut tick = tokio::time::interval(opts.stats_interval);
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    let stdout = io::stdout();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll failed")?;
+                let mut out = stdout.lock();
+                drain(guard.get_inner_mut(), &opts, &rules, &mut sink, &mut out, &mut loss);
+                out.flush().ok();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => report_loss(&probe, &sink, &opts, &mut loss),
+        }
+    }
+    tracing::info!("shutting down");
+    // Events already in the ring are still processed.
+    {
+        let mut out = stdout.lock();
+        drain(
+            ring.get_mut(),
+            &opts,
+            &rules,
+            &mut sink,
+            &mut out,
+            &mut loss,
+        );
+        out.flush().ok();
+    }
+    report_loss(&probe, &sink, &opts, &mut loss);
+    drop(probe);
+    if let Sink::Collector(f) = sink {
+        let left = f.shutdown(opts.shutdown_grace).await;
+        if left > 0 {
+            anyhow::bail!("{left} alerts were not acknowledged by the collector before shutdown");
+        }
+    }
+    Ok(())
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    opts: &RunOptions,
+    rules: &RuleSet,
+    sink: &mut Sink,
+    out: &mut impl Write,
+    loss: &mut Loss,
+) {
+    let clock = BootClock::now();
+    let mut hits: Vec<&RuleMeta> = Vec::new();
+    while let Some(item) = ring.next() {
+        let ev = match event::decode(&item, clock) {
+            Ok(ev) => ev,
+            Err(e) => {
+                loss.decode_errors += 1;
+                tracing::debug!(error = %e, "undecodable record");
+                continue;
+            }
+        };
+        if opts.events {
+            write_json_line(out, &serde_json::to_value(&ev).unwrap_or_default());
+        }
+        hits.clear();
+        rules.matches(&ev, &mut hits);
+        for rule in &hits {
+            let a = alert::build(rule, &ev);
+            match sink {
+                Sink::Stdout => write_json_line(out, &alert_json(&a)),
+                Sink::Collector(f) => {
+                    f.send(a);
+                }
+            }
+        }
+    }
+}
+
+fn write_json_line(out: &mut impl Write, v: &serde_json::Value) {
+    // A closed stdout (e.g. `| head`) must not stop detection.
+    let _ = serde_json::to_writer(&mut *out, v);
+    let _ = out.write_all(b"\n");
+}
+
+fn report_loss(probe: &Probe, sink: &Sink, opts: &RunOptions, loss: &mut Loss) {
+    let now = probe.lost_counts();
+    for (kind, total) in &now {
+        let before = loss
+            .kernel
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(0, |(_, n)| *n);
+        if *total > before {
+            let delta = total - before;
+            tracing::warn!(
+                kind = kind.name(),
+                lost = delta,
+                total,
+                "ring buffer full: events lost in the kernel"
+            );
+            if opts.events {
+                let mut out = io::stdout().lock();
+                write_json_line(
+                    &mut out,
+                    &json!({"type": "lost", "kind": kind.name(), "count": delta, "total": total}),
+                );
+                let _ = out.flush();
+            }
+        }
+    }
+    loss.kernel = now;
+    if loss.decode_errors > loss.reported_decode_errors {
+        tracing::warn!(
+            total = loss.decode_errors,
+            "records the agent could not decode"
+        );
+        loss.reported_decode_errors = loss.decode_errors;
+    }
+    if let Sink::Collector(f) = sink {
+        let full = f.counters.dropped_queue_full.load(Ordering::Relaxed);
+        if full > loss.reported_queue_full {
+            tracing::warn!(total = full, "alert queue full: alerts dropped");
+            loss.reported_queue_full = full;
+        }
+    }
+}

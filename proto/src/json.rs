@@ -1,0 +1,88 @@
+//! The JSON shape of an alert, shared by the agent's stdout output and the
+//! collector's `query --json`, so scripts parse one format.
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::v1::{Alert, HostInfo, ProcessInfo};
+
+/// RFC 3339 UTC time with nanoseconds; negative times clamp to the epoch.
+pub fn rfc3339(unix_ns: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(unix_ns.max(0) as u64);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+pub fn host_json(h: &HostInfo) -> Value {
+    json!({
+        "hostname": h.hostname,
+        "machine_id": h.machine_id,
+        "kernel": h.kernel,
+        "agent_version": h.agent_version,
+    })
+}
+
+pub fn process_json(p: &ProcessInfo) -> Value {
+    json!({
+        "pid": p.pid,
+        "tid": p.tid,
+        "ppid": p.ppid,
+        "uid": p.uid,
+        "gid": p.gid,
+        "comm": p.comm,
+        "exe": p.exe,
+        "argv": p.argv,
+        "argv_truncated": p.argv_truncated,
+        "cgroup_id": p.cgroup_id,
+    })
+}
+
+/// One alert as a JSON object with `"type": "alert"`.
+pub fn alert_json(a: &Alert) -> Value {
+    let mut v = json!({
+        "type": "alert",
+        "id": a.id,
+        "time": rfc3339(a.time_unix_ns),
+        "time_unix_ns": a.time_unix_ns,
+        "rule": a.rule,
+        "severity": a.severity().name(),
+        "output": a.output,
+        "event_type": a.event_type,
+        "tags": a.tags,
+    });
+    if let Some(p) = &a.process {
+        v["process"] = process_json(p);
+    }
+    if let Some(h) = &a.host {
+        v["host"] = host_json(h);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::Severity;
+
+    #[test]
+    fn alert_json_has_process_and_time() {
+        let a = Alert {
+            id: "x".into(),
+            rule: "r".into(),
+            severity: Severity::Warning as i32,
+            time_unix_ns: 1_700_000_000_123_456_789,
+            process: Some(ProcessInfo {
+                pid: 7,
+                exe: "/tmp/a".into(),
+                argv: vec!["/tmp/a".into(), "-x".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = alert_json(&a);
+        assert_eq!(v["severity"], "warning");
+        assert_eq!(v["process"]["pid"], 7);
+        assert_eq!(v["process"]["argv"][1], "-x");
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert!(v.get("host").is_none());
+    }
+}
