@@ -30,6 +30,8 @@ pub struct ForwarderConfig {
     pub max_unacked: usize,
     /// Most alerts in one batch.
     pub batch_max: usize,
+    /// Most encoded bytes in one batch (the collector accepts 4 MiB).
+    pub batch_max_bytes: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
 }
@@ -41,6 +43,7 @@ impl ForwarderConfig {
             queue_capacity: 10_000,
             max_unacked: 100_000,
             batch_max: 256,
+            batch_max_bytes: 1 << 20,
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
         }
@@ -56,6 +59,8 @@ pub struct ForwardCounters {
     pub dropped_unacked_overflow: AtomicU64,
     /// Unacked when the agent stopped.
     pub dropped_at_shutdown: AtomicU64,
+    /// Refused by the collector as invalid (would be refused again).
+    pub dropped_rejected: AtomicU64,
     pub acked: AtomicU64,
 }
 
@@ -230,7 +235,10 @@ impl Worker {
                 ack = acks.message() => match ack {
                     Ok(Some(ack)) => self.retire(ack.seq),
                     Ok(None) => return Err("collector closed the stream".into()),
-                    Err(s) => return Err(format!("stream error: {}", s.message())),
+                    Err(s) => {
+                        self.drop_if_rejected(&s);
+                        return Err(format!("stream error: {}", s.message()));
+                    }
                 },
                 a = self.rx.recv(), if !self.input_closed => match a {
                     Some(a) => {
@@ -245,12 +253,38 @@ impl Worker {
         }
     }
 
-    /// Groups `first` with whatever else is queued into a new unacked batch.
+    /// The collector stores batches in order, so when it refuses one as
+    /// invalid, that is the oldest unacked batch: re-sending it would fail
+    /// forever, so it is dropped and counted.
+    fn drop_if_rejected(&mut self, s: &tonic::Status) {
+        use tonic::Code;
+        if !matches!(
+            s.code(),
+            Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+        ) {
+            return;
+        }
+        if let Some(b) = self.unacked.pop_front() {
+            self.unacked_alerts -= b.alerts.len();
+            self.counters
+                .dropped_rejected
+                .fetch_add(b.alerts.len() as u64, Ordering::Relaxed);
+            tracing::error!(seq = b.seq, alerts = b.alerts.len(), reason = %s.message(), "collector rejected an alert batch; dropped it");
+        }
+    }
+
+    /// Groups `first` with whatever else is queued into a new unacked batch,
+    /// bounded in count and bytes.
     fn next_batch(&mut self, first: Alert) -> AlertBatch {
+        use prost::Message as _;
+        let mut bytes = first.encoded_len();
         let mut alerts = vec![first];
-        while alerts.len() < self.cfg.batch_max {
+        while alerts.len() < self.cfg.batch_max && bytes < self.cfg.batch_max_bytes {
             match self.rx.try_recv() {
-                Ok(a) => alerts.push(a),
+                Ok(a) => {
+                    bytes += a.encoded_len();
+                    alerts.push(a);
+                }
                 Err(_) => break,
             }
         }

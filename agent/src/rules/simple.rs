@@ -65,7 +65,8 @@ fn severity<'de, D: Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
 
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
-        Template::parse(&String::deserialize(d)?).map_err(|e| de::Error::custom(format!("`output`: {e}")))
+        Template::parse(&String::deserialize(d)?)
+            .map_err(|e| de::Error::custom(format!("`output`: {e}")))
     }
 }
 

@@ -1,0 +1,6 @@
+//! Vigil's collector as a library: storage, the gRPC service and the query
+//! client. The `vigil-collector` binary is a thin CLI over these.
+pub mod query;
+pub mod server;
+pub mod sqlite;
+pub mod store;

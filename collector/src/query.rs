@@ -1,0 +1,110 @@
+//! The investigation client: asks a running collector and prints alerts as a
+//! table or as JSON lines.
+use std::io::Write;
+
+use tonic::transport::Endpoint;
+use vigil_proto::{
+    json::{alert_json, rfc3339},
+    v1::{collector_client::CollectorClient, Alert, AlertQuery},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("invalid server address `{0}`: expected http://HOST:PORT")]
+    Address(String),
+    #[error("cannot reach collector at {0}: {1}")]
+    Connect(String, String),
+    #[error("collector refused the query: {0}")]
+    Status(String),
+}
+
+/// Fetches the alerts matching `q` from the collector at `server`.
+pub async fn fetch(server: &str, q: AlertQuery) -> Result<Vec<Alert>, QueryError> {
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        return Err(QueryError::Address(server.into()));
+    }
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|_| QueryError::Address(server.into()))?;
+    let channel = endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| QueryError::Connect(server.into(), error_chain(&e)))?;
+    let mut client =
+        CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .query_alerts(q)
+        .await
+        .map_err(|s| QueryError::Status(s.message().to_string()))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(a) = stream
+        .message()
+        .await
+        .map_err(|s| QueryError::Status(s.message().to_string()))?
+    {
+        out.push(a);
+    }
+    Ok(out)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// One JSON object per line.
+pub fn print_json(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()> {
+    for a in alerts {
+        serde_json::to_writer(&mut *out, &alert_json(a))?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// A table for people: time, severity, host, rule, pid, command line.
+pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()> {
+    if alerts.is_empty() {
+        return writeln!(out, "no alerts");
+    }
+    writeln!(
+        out,
+        "{:<30}  {:<13}  {:<20}  {:<40}  {:>7}  COMMAND",
+        "TIME", "SEVERITY", "HOST", "RULE", "PID"
+    )?;
+    for a in alerts {
+        let host = a.host.as_ref().map_or("", |h| h.hostname.as_str());
+        let (pid, cmd) = a.process.as_ref().map_or((0, String::new()), |p| {
+            let cmd = if p.argv.is_empty() {
+                p.exe.clone()
+            } else {
+                p.argv.join(" ")
+            };
+            (
+                p.pid,
+                if p.argv_truncated {
+                    format!("{cmd}…")
+                } else {
+                    cmd
+                },
+            )
+        });
+        writeln!(
+            out,
+            "{:<30}  {:<13}  {:<20}  {:<40}  {:>7}  {}",
+            rfc3339(a.time_unix_ns),
+            a.severity().name(),
+            host,
+            a.rule,
+            pid,
+            cmd
+        )?;
+    }
+    Ok(())
+}

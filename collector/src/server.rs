@@ -1,0 +1,280 @@
+//! The collector's gRPC service: alert streams in, acks after commit, and
+//! investigation queries out.
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::v1::{
+    collector_server::{Collector, CollectorServer},
+    Ack, Alert, AlertBatch, AlertQuery,
+};
+
+use crate::store::{AlertFilter, AlertStore};
+
+/// Largest protobuf message accepted (one batch).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Most alerts in one batch.
+pub const MAX_BATCH_ALERTS: usize = 10_000;
+/// Default and maximum number of alerts one query returns.
+pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
+pub const MAX_QUERY_LIMIT: u32 = 100_000;
+const MAX_ID_LEN: usize = 128;
+
+/// How long a stopping collector waits for open connections to finish.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+pub struct CollectorService {
+    store: Arc<dyn AlertStore>,
+    /// Becomes true when the collector is stopping; agent streams then end
+    /// so graceful shutdown does not wait on them forever.
+    stopping: watch::Receiver<bool>,
+}
+
+impl CollectorService {
+    pub fn new(store: Arc<dyn AlertStore>, stopping: watch::Receiver<bool>) -> CollectorService {
+        CollectorService { store, stopping }
+    }
+}
+
+/// Checks a batch from the network before it reaches storage.
+pub fn validate_batch(b: &AlertBatch) -> Result<(), String> {
+    let host = b.host.as_ref().ok_or("batch has no host")?;
+    if host.hostname.is_empty() {
+        return Err("batch host has an empty hostname".into());
+    }
+    if b.alerts.len() > MAX_BATCH_ALERTS {
+        return Err(format!(
+            "batch has {} alerts; at most {MAX_BATCH_ALERTS}",
+            b.alerts.len()
+        ));
+    }
+    for (i, a) in b.alerts.iter().enumerate() {
+        if a.id.is_empty() || a.id.len() > MAX_ID_LEN {
+            return Err(format!(
+                "alert {i} has an id of {} bytes; need 1..={MAX_ID_LEN}",
+                a.id.len()
+            ));
+        }
+        if a.rule.is_empty() {
+            return Err(format!("alert {i} ({}) has no rule name", a.id));
+        }
+    }
+    Ok(())
+}
+
+/// Turns a wire query into a storage filter, bounding the limit.
+pub fn filter_from_query(q: &AlertQuery) -> AlertFilter {
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    AlertFilter {
+        since_unix_ns: (q.since_unix_ns != 0).then_some(q.since_unix_ns),
+        host: nonempty(&q.host),
+        rule: nonempty(&q.rule),
+        min_severity: (q.min_severity != 0).then_some(q.min_severity),
+        limit: match q.limit {
+            0 => DEFAULT_QUERY_LIMIT,
+            n => n.min(MAX_QUERY_LIMIT),
+        },
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Collector for CollectorService {
+    type StreamAlertsStream = ReceiverStream<Result<Ack, Status>>;
+    type QueryAlertsStream = BoxStream<Alert>;
+
+    async fn stream_alerts(
+        &self,
+        req: Request<Streaming<AlertBatch>>,
+    ) -> Result<Response<Self::StreamAlertsStream>, Status> {
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(serve_stream(
+            self.store.clone(),
+            inbound,
+            tx,
+            peer,
+            self.stopping.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn query_alerts(
+        &self,
+        req: Request<AlertQuery>,
+    ) -> Result<Response<Self::QueryAlertsStream>, Status> {
+        let filter = filter_from_query(req.get_ref());
+        let store = self.store.clone();
+        let alerts = tokio::task::spawn_blocking(move || store.query(&filter))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "query failed");
+                Status::unavailable(e.to_string())
+            })?;
+        let stream = tokio_stream::iter(alerts.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Stores each batch of one agent stream, in order, and acks it after the
+/// commit. A bad batch ends the stream with an error; earlier batches stay.
+async fn serve_stream(
+    store: Arc<dyn AlertStore>,
+    mut inbound: Streaming<AlertBatch>,
+    tx: mpsc::Sender<Result<Ack, Status>>,
+    peer: String,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            m = inbound.message() => m,
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                // Unacked batches are re-sent by the agent to the next collector.
+                let _ = tx.send(Err(Status::unavailable("collector is shutting down"))).await;
+                return;
+            }
+        };
+        let batch = match next {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(s) => {
+                // e.g. an oversized or undecodable message: tell the agent why.
+                tracing::warn!(%peer, error = %s.message(), "agent stream failed");
+                let _ = tx.send(Err(s)).await;
+                return;
+            }
+        };
+        if let Err(reason) = validate_batch(&batch) {
+            tracing::warn!(%peer, seq = batch.seq, %reason, "rejected alert batch");
+            let _ = tx.send(Err(Status::invalid_argument(reason))).await;
+            return;
+        }
+        let seq = batch.seq;
+        let st = store.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let host = batch.host.unwrap_or_default();
+            st.insert_batch(&host, &batch.alerts)
+                .map(|o| (o, host.hostname))
+        })
+        .await;
+        match res {
+            Ok(Ok((outcome, host))) => {
+                tracing::debug!(%peer, %host, seq, stored = outcome.stored, duplicates = outcome.duplicates, "batch stored");
+                let ack = Ack {
+                    seq,
+                    stored: outcome.stored,
+                    duplicates: outcome.duplicates,
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(%peer, seq, error = %e, "cannot store alert batch; agent will re-send");
+                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Serves the collector API on `listener` until `shutdown` resolves, then
+/// ends agent streams and waits up to [`SHUTDOWN_DRAIN`] for connections.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn AlertStore>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let svc = CollectorServer::new(CollectorService::new(store, stop_rx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut stop_signal = stop_rx;
+    let serve = tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop_signal.wait_for(|s| *s).await.map(|_| ());
+        });
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => return r,
+        _ = shutdown => { let _ = stop_tx.send(true); }
+    }
+    match tokio::time::timeout(SHUTDOWN_DRAIN, serve).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("connections still open after {SHUTDOWN_DRAIN:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::HostInfo;
+
+    fn batch(n: usize) -> AlertBatch {
+        AlertBatch {
+            host: Some(HostInfo {
+                hostname: "h".into(),
+                ..Default::default()
+            }),
+            seq: 1,
+            alerts: (0..n)
+                .map(|i| Alert {
+                    id: format!("id{i}"),
+                    rule: "r".into(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn validates_hostile_batches() {
+        assert!(validate_batch(&batch(3)).is_ok());
+        let mut b = batch(1);
+        b.host = None;
+        assert_eq!(validate_batch(&b).unwrap_err(), "batch has no host");
+        assert!(validate_batch(&batch(MAX_BATCH_ALERTS + 1))
+            .unwrap_err()
+            .contains("at most"));
+        let mut b = batch(1);
+        b.alerts[0].id = "x".repeat(1000);
+        assert!(validate_batch(&b).unwrap_err().contains("id of 1000 bytes"));
+        let mut b = batch(1);
+        b.alerts[0].rule.clear();
+        assert!(validate_batch(&b).unwrap_err().contains("no rule"));
+    }
+
+    #[test]
+    fn query_limits_are_bounded() {
+        let f = filter_from_query(&AlertQuery::default());
+        assert_eq!(
+            f,
+            AlertFilter {
+                limit: DEFAULT_QUERY_LIMIT,
+                ..Default::default()
+            }
+        );
+        let f = filter_from_query(&AlertQuery {
+            limit: u32::MAX,
+            host: "h".into(),
+            ..Default::default()
+        });
+        assert_eq!(f.limit, MAX_QUERY_LIMIT);
+        assert_eq!(f.host.as_deref(), Some("h"));
+    }
+}

@@ -1,0 +1,334 @@
+//! SQLite storage: one file, WAL journal, one row per alert with the filter
+//! columns broken out and the full alert kept as protobuf bytes.
+use std::{path::Path, sync::Mutex};
+
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension};
+use vigil_proto::v1::{Alert, HostInfo};
+
+use crate::store::{AlertFilter, AlertStore, InsertOutcome, StoreError};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id            TEXT PRIMARY KEY,
+    time_unix_ns  INTEGER NOT NULL,
+    received_ns   INTEGER NOT NULL,
+    hostname      TEXT NOT NULL,
+    machine_id    TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    severity      INTEGER NOT NULL,
+    pid           INTEGER,
+    exe           TEXT,
+    body          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`. The parent
+    /// directory must exist.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if path.is_dir() {
+            return Err(open_err(
+                "is a directory; give a file path such as alerts.db".into(),
+            ));
+        }
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => {
+                return Err(open_err(format!(
+                    "directory {} does not exist",
+                    p.display()
+                )));
+            }
+            _ => {}
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        Self::init(conn).map_err(|e| open_err(e.to_string()))
+    }
+
+    /// A private in-memory database (tests, dry runs).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, rusqlite::Error> {
+        // WAL: readers do not block the writer; FULL sync: an ack means on disk.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "database schema version {version} is newer than this collector ({SCHEMA_VERSION}); upgrade the collector"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Backend("database lock poisoned".into()))
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl AlertStore for SqliteStore {
+    fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let mut out = InsertOutcome::default();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alerts
+                     (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(backend)?;
+            let received = now_ns();
+            for a in alerts {
+                let mut stored = a.clone();
+                stored.host = Some(host.clone());
+                let (pid, exe) = a
+                    .process
+                    .as_ref()
+                    .map_or((None, None), |p| (Some(p.pid), Some(p.exe.clone())));
+                let n = stmt
+                    .execute(params![
+                        a.id,
+                        a.time_unix_ns,
+                        received,
+                        host.hostname,
+                        host.machine_id,
+                        a.rule,
+                        a.severity,
+                        pid,
+                        exe,
+                        stored.encode_to_vec(),
+                    ])
+                    .map_err(backend)?;
+                if n == 1 {
+                    out.stored += 1;
+                } else {
+                    out.duplicates += 1;
+                }
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+
+    fn query(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body FROM alerts
+                 WHERE (?1 IS NULL OR time_unix_ns >= ?1)
+                   AND (?2 IS NULL OR hostname = ?2)
+                   AND (?3 IS NULL OR rule = ?3)
+                   AND (?4 IS NULL OR severity >= ?4)
+                 ORDER BY time_unix_ns DESC, id
+                 LIMIT ?5",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![f.since_unix_ns, f.host, f.rule, f.min_severity, f.limit],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for body in rows {
+            let body = body.map_err(backend)?;
+            out.push(
+                Alert::decode(body.as_slice())
+                    .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// Number of stored alerts.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(backend)
+            .map(|n| n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::{ProcessInfo, Severity};
+
+    pub(crate) fn alert(id: &str, rule: &str, sev: Severity, t: i64) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: rule.into(),
+            severity: sev as i32,
+            time_unix_ns: t,
+            process: Some(ProcessInfo {
+                pid: 42,
+                exe: "/tmp/x".into(),
+                argv: vec!["/tmp/x".into(), "--y".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn host(name: &str) -> HostInfo {
+        HostInfo {
+            hostname: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stores_once_per_id_and_round_trips() {
+        let s = SqliteStore::in_memory().unwrap();
+        let a = alert("a", "r", Severity::Warning, 10);
+        assert_eq!(
+            s.insert_batch(&host("h1"), std::slice::from_ref(&a))
+                .unwrap(),
+            InsertOutcome {
+                stored: 1,
+                duplicates: 0
+            }
+        );
+        assert_eq!(
+            s.insert_batch(&host("h1"), std::slice::from_ref(&a))
+                .unwrap(),
+            InsertOutcome {
+                stored: 0,
+                duplicates: 1
+            }
+        );
+        let got = s
+            .query(&AlertFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].process.as_ref().unwrap().argv, vec!["/tmp/x", "--y"]);
+        assert_eq!(got[0].host.as_ref().unwrap().hostname, "h1");
+    }
+
+    #[test]
+    fn filters_and_orders_newest_first() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.insert_batch(
+            &host("h1"),
+            &[
+                alert("1", "r1", Severity::Notice, 100),
+                alert("2", "r2", Severity::Critical, 200),
+            ],
+        )
+        .unwrap();
+        s.insert_batch(&host("h2"), &[alert("3", "r1", Severity::Warning, 300)])
+            .unwrap();
+        let ids = |f: AlertFilter| -> Vec<String> {
+            s.query(&AlertFilter { limit: 100, ..f })
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        assert_eq!(ids(AlertFilter::default()), vec!["3", "2", "1"]);
+        assert_eq!(
+            ids(AlertFilter {
+                host: Some("h1".into()),
+                ..Default::default()
+            }),
+            vec!["2", "1"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                rule: Some("r1".into()),
+                ..Default::default()
+            }),
+            vec!["3", "1"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                since_unix_ns: Some(150),
+                ..Default::default()
+            }),
+            vec!["3", "2"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                min_severity: Some(Severity::Warning as i32),
+                ..Default::default()
+            }),
+            vec!["3", "2"]
+        );
+        assert_eq!(
+            s.query(&AlertFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.db");
+        SqliteStore::open(&path)
+            .unwrap()
+            .insert_batch(&host("h"), &[alert("a", "r", Severity::Error, 1)])
+            .unwrap();
+        assert_eq!(SqliteStore::open(&path).unwrap().count().unwrap(), 1);
+    }
+
+    #[test]
+    fn bad_paths_name_the_culprit() {
+        let e = SqliteStore::open(Path::new("/nonexistent-dir/alerts.db"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent-dir") && e.contains("does not exist"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let e = SqliteStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+    }
+}

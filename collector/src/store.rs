@@ -1,0 +1,44 @@
+//! The storage interface the collector writes alerts to and queries.
+//!
+//! SQLite is the embedded default ([`crate::sqlite`]); other backends
+//! (PostgreSQL) implement the same trait.
+use vigil_proto::v1::{Alert, HostInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+/// What one batch insert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Alerts newly stored.
+    pub stored: u32,
+    /// Alerts whose id was already stored (re-sends).
+    pub duplicates: u32,
+}
+
+/// Which stored alerts a query wants. `None` does not constrain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertFilter {
+    pub since_unix_ns: Option<i64>,
+    pub host: Option<String>,
+    pub rule: Option<String>,
+    /// Severity at least this (proto enum value).
+    pub min_severity: Option<i32>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// Durable alert storage. Methods block; async callers use `spawn_blocking`.
+pub trait AlertStore: Send + Sync + 'static {
+    /// Stores a batch atomically: when this returns Ok, every alert of the
+    /// batch is durable. Alerts whose id is already stored are skipped.
+    fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError>;
+
+    /// Alerts matching `filter`, newest first, each with its host filled in.
+    fn query(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError>;
+}

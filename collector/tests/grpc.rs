@@ -1,0 +1,205 @@
+//! The collector over real gRPC and a real SQLite file: acks after commit,
+//! idempotent re-sends, hostile batches rejected without losing what was
+//! stored, queries with filters.
+use std::{sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use vigil_collector::{query, server, sqlite::SqliteStore};
+use vigil_proto::v1::{
+    collector_client::CollectorClient, Alert, AlertBatch, AlertQuery, HostInfo, ProcessInfo,
+    Severity,
+};
+
+struct Running {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(db: &std::path::Path) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let store = Arc::new(SqliteStore::open(db).unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server::run(listener, store, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn host(name: &str) -> HostInfo {
+    HostInfo {
+        hostname: name.into(),
+        machine_id: "m".into(),
+        kernel: "6.18".into(),
+        agent_version: "test".into(),
+    }
+}
+
+fn alert(id: &str, rule: &str, sev: Severity, pid: u32) -> Alert {
+    Alert {
+        id: id.into(),
+        rule: rule.into(),
+        severity: sev as i32,
+        time_unix_ns: 1_800_000_000_000_000_000 + pid as i64,
+        event_type: "exec".into(),
+        process: Some(ProcessInfo {
+            pid,
+            exe: format!("/tmp/p{pid}"),
+            argv: vec![format!("/tmp/p{pid}"), "--flag".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn stream_ack_query_and_hostile_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("alerts.db");
+    let srv = start(&db).await;
+    let mut client = CollectorClient::connect(srv.url.clone()).await.unwrap();
+
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut acks = client
+        .stream_alerts(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(AlertBatch {
+        host: Some(host("web-1")),
+        seq: 1,
+        alerts: vec![
+            alert("a1", "tmp exec", Severity::Warning, 10),
+            alert("a2", "other", Severity::Notice, 11),
+        ],
+    })
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.seq, ack.stored, ack.duplicates), (1, 2, 0));
+
+    // A re-send after a reconnect is acked but stored once.
+    tx.send(AlertBatch {
+        host: Some(host("web-1")),
+        seq: 2,
+        alerts: vec![
+            alert("a1", "tmp exec", Severity::Warning, 10),
+            alert("a3", "tmp exec", Severity::Critical, 12),
+        ],
+    })
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.seq, ack.stored, ack.duplicates), (2, 1, 1));
+
+    // A hostile batch ends the stream with a clear error...
+    tx.send(AlertBatch {
+        host: None,
+        seq: 3,
+        alerts: vec![alert("bad", "x", Severity::Error, 1)],
+    })
+    .await
+    .unwrap();
+    let err = acks.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("no host"), "{}", err.message());
+
+    // ...and loses nothing already accepted.
+    let all = query::fetch(&srv.url, AlertQuery::default()).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, vec!["a3", "a2", "a1"]);
+    assert_eq!(all[0].host.as_ref().unwrap().hostname, "web-1");
+    assert_eq!(
+        all[2].process.as_ref().unwrap().argv,
+        vec!["/tmp/p10", "--flag"]
+    );
+
+    let warn_up = query::fetch(
+        &srv.url,
+        AlertQuery {
+            min_severity: Severity::Warning as i32,
+            rule: "tmp exec".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(warn_up.len(), 2);
+    let other_host = query::fetch(
+        &srv.url,
+        AlertQuery {
+            host: "db-1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(other_host.is_empty());
+
+    // An oversized message is refused by the transport, not stored.
+    let (tx2, rx2) = tokio::sync::mpsc::channel(1);
+    let mut acks2 = client
+        .stream_alerts(ReceiverStream::new(rx2))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut huge = alert("huge", "x", Severity::Error, 1);
+    huge.output = "x".repeat(server::MAX_MESSAGE_BYTES + 1);
+    tx2.send(AlertBatch {
+        host: Some(host("web-1")),
+        seq: 1,
+        alerts: vec![huge],
+    })
+    .await
+    .unwrap();
+    assert!(acks2.message().await.is_err());
+
+    srv.stop().await;
+    // Acked means committed: a fresh collector on the same file sees it all.
+    let srv = start(&db).await;
+    assert_eq!(
+        query::fetch(&srv.url, AlertQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn query_names_an_unreachable_collector() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let e = query::fetch(&url, AlertQuery::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&url), "{e}");
+    let e = query::fetch("127.0.0.1:1", AlertQuery::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected http://HOST:PORT"), "{e}");
+}
