@@ -66,6 +66,10 @@ struct RunArgs {
     /// Accepts K and M suffixes.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
     ring_buffer_size: u32,
+    /// The running kernel's BTF. Only needed for kernels that ship BTF as a
+    /// separate file instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
     /// Seconds between checks of the loss counters (kernel ring buffer, alert
     /// queue); non-zero losses are logged and, with --events, emitted as
     /// {"type":"lost"} records.
@@ -150,6 +154,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         rules: args.rules,
         collector: args.collector,
         ring_bytes: args.ring_buffer_size,
+        btf_path: args.btf,
         stats_interval: Duration::from_secs(args.stats_interval),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };

@@ -3,7 +3,7 @@
 //! Checks what is missing before touching the kernel (privileges, BTF, the
 //! probe object itself), computes the kernel layout, loads the probe with it,
 //! attaches every hook and logs what is in use.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_ebpf::{config::ProbeConfig, EventKind, LOST_SLOTS};
 use aya::{
@@ -26,8 +26,8 @@ pub enum ProbeError {
     NotEmbedded,
     #[error("loading the eBPF probe needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); running as uid {uid} without them")]
     NotPrivileged { uid: u32 },
-    #[error("the running kernel exposes no BTF at {VMLINUX_BTF}; Vigil needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)")]
-    NoBtf,
+    #[error("no kernel BTF at {0}; Vigil needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer), or a BTF file for this kernel given with --btf")]
+    NoBtf(String),
     #[error(transparent)]
     Layout(#[from] crate::kernel::layout::LayoutError),
     #[error(transparent)]
@@ -56,12 +56,15 @@ pub enum ProbeError {
 pub struct ProbeOptions {
     /// Size of the EVENTS ring buffer in bytes.
     pub ring_bytes: u32,
+    /// The running kernel's BTF (default `/sys/kernel/btf/vmlinux`).
+    pub btf_path: PathBuf,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
             ring_bytes: agent_ebpf::DEFAULT_RING_BYTES,
+            btf_path: PathBuf::from(VMLINUX_BTF),
         }
     }
 }
@@ -80,13 +83,14 @@ const EXIT_PROG: &str = "sched_process_exit";
 
 impl Probe {
     pub fn load(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
-        preflight()?;
+        preflight(&opts.btf_path)?;
         if !opts.ring_bytes.is_power_of_two() || !opts.ring_bytes.is_multiple_of(4096) {
             return Err(ProbeError::RingSize(opts.ring_bytes));
         }
+        warn_if_ring_small(opts.ring_bytes);
         raise_memlock_limit();
         let tracefs_root = tracefs::ensure_mounted()?;
-        let config = probe_config(&tracefs_root)?;
+        let config = probe_config(&tracefs_root, &opts.btf_path)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -144,7 +148,7 @@ impl Probe {
 }
 
 /// Checks the object, privileges and BTF, naming exactly what is missing.
-pub fn preflight() -> Result<(), ProbeError> {
+pub fn preflight(btf_path: &Path) -> Result<(), ProbeError> {
     if PROBE_OBJECT.is_empty() {
         return Err(ProbeError::NotEmbedded);
     }
@@ -153,8 +157,8 @@ pub fn preflight() -> Result<(), ProbeError> {
     if uid != 0 && !has_bpf_capabilities() {
         return Err(ProbeError::NotPrivileged { uid });
     }
-    if !Path::new(VMLINUX_BTF).exists() {
-        return Err(ProbeError::NoBtf);
+    if !btf_path.is_file() {
+        return Err(ProbeError::NoBtf(btf_path.display().to_string()));
     }
     Ok(())
 }
@@ -178,6 +182,18 @@ fn has_bpf_capabilities() -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
+/// A ring that holds few records loses events in any burst.
+fn warn_if_ring_small(ring_bytes: u32) {
+    let largest = std::mem::size_of::<agent_ebpf::process::ExecRecord>() as u32;
+    if ring_bytes < 64 * largest {
+        tracing::warn!(
+            ring_bytes,
+            largest_record = largest,
+            "ring buffer is small: it holds fewer than 64 of the largest records, so bursts will lose events"
+        );
+    }
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock_limit() {
     let lim = libc::rlimit {
@@ -191,10 +207,10 @@ fn raise_memlock_limit() {
 }
 
 /// The probe's start-up configuration for this kernel and this agent.
-fn probe_config(tracefs_root: &Path) -> Result<ProbeConfig, ProbeError> {
+fn probe_config(tracefs_root: &Path, btf_path: &Path) -> Result<ProbeConfig, ProbeError> {
     let mut cfg = ProbeConfig::UNSET;
     cfg.agent_tgid = std::process::id();
-    let offsets = StructOffsets::from_btf_file(Path::new(VMLINUX_BTF))?;
+    let offsets = StructOffsets::from_btf_file(btf_path)?;
     if !offsets.missing.is_empty() {
         tracing::warn!(missing = ?offsets.missing, "kernel lacks some fields; they are reported as unknown");
     }

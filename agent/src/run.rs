@@ -32,6 +32,8 @@ pub struct RunOptions {
     /// Collector URL; None: alerts go to stdout as JSON lines.
     pub collector: Option<String>,
     pub ring_bytes: u32,
+    /// Kernel BTF file.
+    pub btf_path: PathBuf,
     /// How often loss counters are checked and reported.
     pub stats_interval: Duration,
     /// How long to wait at shutdown for the collector to ack queued alerts.
@@ -74,6 +76,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     };
     let mut probe = Probe::load(&ProbeOptions {
         ring_bytes: opts.ring_bytes,
+        btf_path: opts.btf_path.clone(),
     })?;
     let ring = probe.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives nothing but this AsyncFd.

@@ -1,1 +1,285 @@
+//! Harness for end-to-end tests: runs the built `vigil-agent` and
+//! `vigil-collector` binaries, waits for their log lines, and stops them.
+//!
+//! Tests that need the kernel call [`kernel_tests_enabled`]: as root they
+//! run; elsewhere they skip, except under `CI`, where they fail, so CI can
+//! never pass without exercising the real probe.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
 
+/// Path of a workspace binary next to this test's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built; run `cargo build --bins` first (`cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when kernel tests can run. Panics under `CI` when they cannot.
+pub fn kernel_tests_enabled(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI is set but the test is not running as root; eBPF tests must run in CI"
+    );
+    eprintln!("SKIP {test}: needs root to load the eBPF probe (set CI=1 to make this a failure)");
+    false
+}
+
+/// A unique token for markers and paths.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
+/// A child process whose stderr (and optionally stdout) lines are collected.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    wake: mpsc::Receiver<()>,
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    wake: mpsc::Sender<()>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+            let _ = wake.send(());
+        }
+    });
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone(), tx.clone());
+        collect(child.stdout.take().unwrap(), stdout.clone(), tx);
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            stderr,
+            stdout,
+            wake: rx,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// Waits until `pred` holds for some stderr line; panics with the log on
+    /// timeout or if the process exits first.
+    pub fn wait_stderr(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_line(what, timeout, true, pred)
+    }
+
+    /// Same for stdout.
+    pub fn wait_stdout(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_line(what, timeout, false, pred)
+    }
+
+    fn wait_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        err: bool,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = if err {
+                self.stderr_lines()
+            } else {
+                self.stdout_lines()
+            };
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            if !self.alive() {
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "{} exited while waiting for {what}:\n{}",
+                    self.name,
+                    self.stderr_lines().join("\n")
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{} timed out waiting for {what}:\n{}",
+                    self.name,
+                    self.stderr_lines().join("\n")
+                );
+            }
+            let _ = self.wake.recv_timeout(left.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// SIGTERM, then waits up to 15 s; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{} did not stop on SIGTERM:\n{}",
+                    self.name,
+                    self.stderr_lines().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A collector on an ephemeral loopback port with its database in `dir`.
+pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
+    let mut cmd = Command::new(bin("vigil-collector"));
+    cmd.args(["serve", "--listen", listen, "--db"])
+        .arg(dir.join("alerts.db"));
+    let mut p = Proc::spawn("vigil-collector", cmd);
+    let line = p.wait_stderr("collector serving", Duration::from_secs(20), |l| {
+        l.contains("collector serving")
+    });
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("listen address in log line");
+    (p, format!("http://{addr}"))
+}
+
+/// An agent with the given extra arguments after `run`; waits until it runs.
+pub fn start_agent(args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("vigil-agent"));
+    cmd.arg("run").args(args);
+    let mut p = Proc::spawn("vigil-agent", cmd);
+    p.wait_stderr("agent running", Duration::from_secs(60), |l| {
+        l.contains("agent running")
+    });
+    p
+}
+
+/// Copies `/bin/true`-like `src` to a fresh directory under `/tmp` as `name`.
+pub fn marker_binary(src: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = dir.path().join(name);
+    std::fs::copy(src, &path).unwrap();
+    (dir, path)
+}
+
+/// Runs `vigil-collector query ... alerts <args> --json` until `pred` holds
+/// for the returned alerts (or the timeout passes); returns them.
+pub fn query_until(
+    server: &str,
+    args: &[&str],
+    timeout: Duration,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new(bin("vigil-collector"))
+            .args(["query", "--server", server, "alerts", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let alerts: Vec<serde_json::Value> = if out.status.success() {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("query --json prints JSON lines"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if pred(&alerts) || Instant::now() > deadline {
+            return alerts;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// An unused loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

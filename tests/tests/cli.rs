@@ -1,0 +1,155 @@
+//! Bad input to the binaries: one-line errors naming the culprit, non-zero
+//! exits, never a panic.
+use std::process::{Command, Output};
+
+use vigil_tests::*;
+
+fn run(bin_name: &str, args: &[&str]) -> Output {
+    Command::new(bin(bin_name)).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {e}"
+    );
+    assert!(!e.contains("panicked"), "panic: {e}");
+    assert!(e.contains(needle), "stderr should name `{needle}`:\n{e}");
+}
+
+#[test]
+fn unknown_flags_are_rejected() {
+    let o = run("vigil-agent", &["run", "--frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_clean_failure(&o, "--frobnicate");
+    let o = run("vigil-collector", &["serve", "--frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_clean_failure(&o, "--frobnicate");
+}
+
+#[test]
+fn unreadable_rules_path_is_named() {
+    let o = run(
+        "vigil-agent",
+        &["run", "--rules", "/nonexistent/rules.yaml"],
+    );
+    assert_clean_failure(&o, "/nonexistent/rules.yaml");
+    assert_eq!(
+        stderr(&o).trim().lines().count(),
+        1,
+        "one line: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn malformed_rules_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(&f, "- rule: ok\n  priority: info\n  match: {event: exec}\n- rule: bad\n  priority: info\n  match:\n    event: exec\n    exe_prefix: [/tmp/]\n").unwrap();
+    let o = run("vigil-agent", &["rules", "check", f.to_str().unwrap()]);
+    assert_clean_failure(&o, &format!("{}:8:5: ", f.display()));
+    assert!(stderr(&o).contains("unknown field `exe_prefix`"));
+    // The agent refuses to start on it, with the same message.
+    let o = run("vigil-agent", &["run", "--rules", f.to_str().unwrap()]);
+    assert_clean_failure(&o, &format!("{}:8:5: ", f.display()));
+
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let o = run("vigil-agent", &["rules", "check", good]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_collector_url_is_named() {
+    let o = run("vigil-agent", &["run", "--collector", "localhost:50051"]);
+    assert_clean_failure(&o, "localhost:50051");
+}
+
+#[test]
+fn bad_listen_address_and_database_path() {
+    let o = run(
+        "vigil-collector",
+        &["serve", "--listen", "not-an-address", "--db", "/tmp/x.db"],
+    );
+    assert_clean_failure(&o, "not-an-address");
+    let o = run(
+        "vigil-collector",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            "/nonexistent-dir/alerts.db",
+        ],
+    );
+    assert_clean_failure(&o, "/nonexistent-dir");
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    let o = run(
+        "vigil-collector",
+        &[
+            "query",
+            "--server",
+            "http://127.0.0.1:1",
+            "alerts",
+            "--since",
+            "soon",
+        ],
+    );
+    assert_clean_failure(&o, "soon");
+}
+
+#[test]
+fn missing_btf_is_explained() {
+    let o = run("vigil-agent", &["run", "--btf", "/nonexistent/vmlinux"]);
+    if is_root() {
+        assert_clean_failure(&o, "no kernel BTF at /nonexistent/vmlinux");
+        assert!(stderr(&o).contains("CONFIG_DEBUG_INFO_BTF"));
+    } else {
+        assert_clean_failure(&o, "needs root");
+    }
+}
+
+#[test]
+fn unprivileged_run_says_what_is_missing() {
+    if !is_root() {
+        let o = run("vigil-agent", &["run"]);
+        assert_clean_failure(&o, "needs root");
+        return;
+    }
+    // Drop to nobody with setpriv (util-linux) to see the unprivileged path.
+    let agent = bin("vigil-agent");
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&agent)
+        .arg("run")
+        .output();
+    let Ok(o) = o else {
+        assert!(std::env::var_os("CI").is_none(), "setpriv missing on CI");
+        return;
+    };
+    assert_clean_failure(&o, "needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)");
+}
+
+#[test]
+fn help_documents_the_contract() {
+    let o = run("vigil-agent", &["run", "--help"]);
+    let h = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--events", "--rules", "--collector", "--ring-buffer-size"] {
+        assert!(h.contains(flag), "agent help lacks {flag}");
+    }
+    let o = run("vigil-collector", &["query", "alerts", "--help"]);
+    let h = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--since", "--host", "--rule", "--severity", "--json"] {
+        assert!(h.contains(flag), "query help lacks {flag}");
+    }
+}
