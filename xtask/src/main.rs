@@ -1,1 +1,232 @@
-fn main() {}
+//! `cargo xtask`: what needs more than cargo.
+//!
+//! - `setup`: installs the missing eBPF toolchain pieces (nightly rust-src,
+//!   bpf-linker 0.10.0);
+//! - `run`: builds everything and runs a collector and an agent on this host
+//!   with the default rules and SQLite under a data directory;
+//! - `test`: the whole suite (format, lints, unit, integration and eBPF
+//!   end-to-end tests). `.ci/run` calls exactly this.
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+/// The bpf-linker release that works with rustc's own LLVM on this
+/// toolchain (newer ones need a system LLVM 22+).
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing eBPF build tools (nightly + rust-src, bpf-linker).
+    Setup,
+    /// Build everything, then run collector + agent here until Ctrl-C.
+    Run {
+        /// Where the collector keeps its SQLite database.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Collector listen address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Extra arguments for `vigil-agent run` (after `--`), e.g. `-- --events`.
+        #[arg(last = true)]
+        agent_args: Vec<String>,
+    },
+    /// Run the whole test suite (what CI runs).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().cmd {
+        Cmd::Setup => setup(),
+        Cmd::Run {
+            data_dir,
+            listen,
+            agent_args,
+        } => run(&data_dir, listen, &agent_args),
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("==> {what}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn setup() -> anyhow::Result<()> {
+    let Some(toolchains) = output(Command::new("rustup").args(["toolchain", "list"])) else {
+        bail!("rustup is required (https://rustup.rs); the eBPF probe builds with its nightly toolchain");
+    };
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step(
+            "installing the nightly toolchain with rust-src",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
+        )?;
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        step(
+            "adding rust-src to nightly (for -Z build-std=core)",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
+    }
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        step(
+            &format!("installing bpf-linker {BPF_LINKER_VERSION}"),
+            cargo().args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+            ]),
+        )?;
+    }
+    eprintln!("==> eBPF toolchain ready (nightly + rust-src, bpf-linker {BPF_LINKER_VERSION})");
+    Ok(())
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "cargo clippy (warnings are errors)",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    // The end-to-end tests run the real binaries.
+    step("cargo build --bins", cargo().args(["build", "--bins"]))?;
+    step("cargo test", cargo().arg("test").args(extra))?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(data_dir: &Path, listen: SocketAddr, agent_args: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    if !is_root() {
+        bail!("the agent loads an eBPF probe and needs root: run `sudo -E cargo xtask run`");
+    }
+    step(
+        "cargo build --release --bins",
+        cargo().args(["build", "--release", "--bins"]),
+    )?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let bin = Path::new("target/release");
+    let db = data_dir.join("alerts.db");
+    // Ctrl-C reaches the children too; xtask stays to wait for their clean exit.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let mut collector = spawn(
+        Command::new(bin.join("vigil-collector"))
+            .args(["serve", "--listen", &listen.to_string(), "--db"])
+            .arg(&db),
+    )?;
+    wait_for_port(listen, &mut collector)?;
+    let url = format!("http://{listen}");
+    let mut agent = spawn(
+        Command::new(bin.join("vigil-agent"))
+            .args(["run", "--collector", &url])
+            .args(agent_args),
+    )?;
+    eprintln!(
+        "==> Vigil is running: collector on {url} (database {}), agent with the default rules.\n    \
+         Try:  cp /bin/true /tmp/x && /tmp/x\n    \
+         Then: {} query --server {url} alerts --since 1h\n    \
+         Ctrl-C stops both.",
+        db.display(),
+        bin.join("vigil-collector").display()
+    );
+    let agent_status = agent.wait()?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
+    let collector_status = collector.wait()?;
+    report("vigil-agent", agent_status)?;
+    report("vigil-collector", collector_status)
+}
+
+fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
+    cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))
+}
+
+fn report(name: &str, st: ExitStatus) -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    if st.success() || st.signal() == Some(libc::SIGINT) {
+        Ok(())
+    } else {
+        bail!("{name} exited with {st}")
+    }
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!("vigil-collector exited before listening ({st})");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("vigil-collector did not listen on {addr} within 15 s")
+}
