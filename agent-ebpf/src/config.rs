@@ -33,6 +33,12 @@ pub struct ProbeConfig {
     pub tp_exec_filename: u32,
     /// `sched_process_exit` record: `bool group_dead` (kernels >= 6.16).
     pub tp_exit_group_dead: u32,
+    /// Wake the agent only once this many bytes wait in the ring buffer; the
+    /// agent also drains on a timer. 0: wake on every record. Each wake-up
+    /// costs the submitting task an irq_work (a self-IPI, several µs in a
+    /// VM), so batching them is most of the probe's cost.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 impl ProbeConfig {
@@ -49,5 +55,7 @@ impl ProbeConfig {
         mm_arg_end: UNKNOWN_OFFSET,
         tp_exec_filename: UNKNOWN_OFFSET,
         tp_exit_group_dead: UNKNOWN_OFFSET,
+        wakeup_bytes: 0,
+        _pad: 0,
     };
 }

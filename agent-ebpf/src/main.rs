@@ -53,6 +53,24 @@ mod probe {
         };
     }
 
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+
+    /// Submit flags: wake the agent only when enough data is waiting.
+    #[inline(always)]
+    fn submit_flags() -> u64 {
+        let threshold = cfg!(wakeup_bytes) as u64;
+        if threshold == 0 {
+            return 0;
+        }
+        if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        }
+    }
+
     #[inline(always)]
     fn count_lost(kind: EventKind) {
         if let Some(slot) = LOST.get_ptr_mut(kind.lost_slot()) {
@@ -124,7 +142,7 @@ mod probe {
         flags |= read_exec_filename(&ctx, ev);
         flags |= read_exec_argv(ev);
         unsafe { (*ev).flags = flags };
-        entry.submit(0);
+        entry.submit(submit_flags());
         0
     }
 
@@ -216,7 +234,7 @@ mod probe {
             (*ev).child_pid = child_pid;
             (*ev)._pad = 0;
         }
-        entry.submit(0);
+        entry.submit(submit_flags());
         0
     }
 
@@ -238,7 +256,7 @@ mod probe {
             (*ev).exit_code = code.unwrap_or(0) as u32;
             (*ev).exit_code_unknown = code.is_none() as u32;
         }
-        entry.submit(0);
+        entry.submit(submit_flags());
         0
     }
 

@@ -58,6 +58,9 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// The running kernel's BTF (default `/sys/kernel/btf/vmlinux`).
     pub btf_path: PathBuf,
+    /// Bytes waiting in the ring before the probe wakes the agent; 0 wakes
+    /// it on every record.
+    pub wakeup_bytes: u32,
 }
 
 impl Default for ProbeOptions {
@@ -65,6 +68,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             ring_bytes: agent_ebpf::DEFAULT_RING_BYTES,
             btf_path: PathBuf::from(VMLINUX_BTF),
+            wakeup_bytes: 0,
         }
     }
 }
@@ -90,7 +94,8 @@ impl Probe {
         warn_if_ring_small(opts.ring_bytes);
         raise_memlock_limit();
         let tracefs_root = tracefs::ensure_mounted()?;
-        let config = probe_config(&tracefs_root, &opts.btf_path)?;
+        let mut config = probe_config(&tracefs_root, &opts.btf_path)?;
+        config.wakeup_bytes = opts.wakeup_bytes.min(opts.ring_bytes / 2);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -127,6 +132,20 @@ impl Probe {
         })
     }
 
+    /// Per-program kernel cost so far: (program, runs, total run time).
+    /// Counts only grow while BPF statistics are enabled (see
+    /// [`enable_run_time_stats`]).
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                p.info()
+                    .ok()
+                    .map(|i| (name.to_string(), i.run_count(), i.run_time()))
+            })
+            .collect()
+    }
+
     /// Events lost in the kernel so far (ring buffer full), per kind, summed
     /// over CPUs.
     pub fn lost_counts(&self) -> Vec<(EventKind, u64)> {
@@ -145,6 +164,14 @@ impl Probe {
             })
             .collect()
     }
+}
+
+/// Turns on the kernel's BPF run-time accounting (`kernel.bpf_stats_enabled`)
+/// for as long as the returned fd is held. It costs about 20 ns per program
+/// run, so it is opt-in.
+pub fn enable_run_time_stats() -> std::io::Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Checks the object, privileges and BTF, naming exactly what is missing.

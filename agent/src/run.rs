@@ -36,6 +36,12 @@ pub struct RunOptions {
     pub btf_path: PathBuf,
     /// How often loss counters are checked and reported.
     pub stats_interval: Duration,
+    /// Bytes waiting in the ring before the probe wakes the agent (0: every
+    /// record); the agent also drains every `drain_interval`.
+    pub wakeup_bytes: u32,
+    pub drain_interval: Duration,
+    /// Enable kernel BPF run-time statistics and log each program's cost.
+    pub bpf_stats: bool,
     /// How long to wait at shutdown for the collector to ack queued alerts.
     pub shutdown_grace: Duration,
 }
@@ -77,7 +83,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut probe = Probe::load(&ProbeOptions {
         ring_bytes: opts.ring_bytes,
         btf_path: opts.btf_path.clone(),
+        wakeup_bytes: opts.wakeup_bytes,
     })?;
+    let _stats_fd = if opts.bpf_stats {
+        Some(
+            crate::probe::enable_run_time_stats()
+                .context("cannot enable BPF run-time statistics")?,
+        )
+    } else {
+        None
+    };
     let ring = probe.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives nothing but this AsyncFd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -88,6 +103,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut loss = Loss::default();
     let mut tick = tokio::time::interval(opts.stats_interval);
     tick.tick().await;
+    let mut drain_tick = tokio::time::interval(opts.drain_interval);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     let stdout = io::stdout();
     loop {
@@ -100,7 +117,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
                 out.flush().ok();
                 guard.clear_ready();
             }
-            _ = tick.tick() => report_loss(&probe, &sink, &opts, &mut loss),
+            _ = drain_tick.tick() => {
+                let mut out = stdout.lock();
+                drain(ring.get_mut(), &opts, &rules, &mut sink, &mut out, &mut loss);
+                out.flush().ok();
+            }
+            _ = tick.tick() => {
+                report_loss(&probe, &sink, &opts, &mut loss);
+                if opts.bpf_stats {
+                    report_program_cost(&probe);
+                }
+            }
         }
     }
     tracing::info!("shutting down");
@@ -168,6 +195,15 @@ fn write_json_line(out: &mut impl Write, v: &serde_json::Value) {
     // A closed stdout (e.g. `| head`) must not stop detection.
     let _ = serde_json::to_writer(&mut *out, v);
     let _ = out.write_all(b"\n");
+}
+
+/// One log line per program: runs and mean ns per run, since load.
+fn report_program_cost(probe: &Probe) {
+    for (program, runs, time) in probe.program_stats() {
+        if let Some(avg_ns) = (time.as_nanos() as u64).checked_div(runs) {
+            tracing::info!(%program, runs, total_ns = time.as_nanos() as u64, avg_ns, "bpf program cost");
+        }
+    }
 }
 
 fn report_loss(probe: &Probe, sink: &Sink, opts: &RunOptions, loss: &mut Loss) {

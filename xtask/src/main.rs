@@ -44,6 +44,13 @@ enum Cmd {
         #[arg(last = true)]
         agent_args: Vec<String>,
     },
+    /// Measure the probe's cost: process-spawn time without and with the
+    /// agent, kernel ns per program run, and agent CPU. Needs root.
+    Bench {
+        /// Processes to spawn per phase.
+        #[arg(long, default_value_t = 5000)]
+        spawns: u32,
+    },
     /// Run the whole test suite (what CI runs).
     Test {
         /// Extra arguments for `cargo test`.
@@ -66,14 +73,15 @@ fn main() -> anyhow::Result<()> {
             agent_args,
         } => run(&data_dir, listen, &agent_args),
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { spawns } => bench::run(spawns),
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("==> {what}");
     let st = cmd
         .status()
@@ -91,7 +99,7 @@ fn output(cmd: &mut Command) -> Option<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     let Some(toolchains) = output(Command::new("rustup").args(["toolchain", "list"])) else {
         bail!("rustup is required (https://rustup.rs); the eBPF probe builds with its nightly toolchain");
     };
@@ -155,7 +163,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+mod bench;
+
+pub(crate) fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
