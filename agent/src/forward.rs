@@ -134,6 +134,8 @@ impl Forwarder {
         drop(tx);
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
+            // The worker counts what it still holds when dropped; wait for that.
+            let _ = task.await;
             tracing::error!("collector did not ack every alert before shutdown");
         }
         counters.dropped_at_shutdown.load(Ordering::Relaxed)
@@ -350,6 +352,17 @@ mod tests {
             e.contains("`127.0.0.1:50051`") && e.contains("http://"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn shutdown_without_collector_counts_what_is_left() {
+        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9");
+        cfg.retry_min = Duration::from_millis(10);
+        let f = Forwarder::start(cfg, HostInfo::default()).unwrap();
+        for _ in 0..7 {
+            assert!(f.send(Alert::default()));
+        }
+        assert_eq!(f.shutdown(Duration::from_millis(300)).await, 7);
     }
 
     #[tokio::test]

@@ -203,3 +203,74 @@ async fn query_names_an_unreachable_collector() {
         .to_string();
     assert!(e.contains("expected http://HOST:PORT"), "{e}");
 }
+
+#[tokio::test]
+async fn many_agents_stream_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(&dir.path().join("alerts.db")).await;
+    const AGENTS: usize = 8;
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 20;
+    let mut tasks = Vec::new();
+    for agent in 0..AGENTS {
+        let url = srv.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = CollectorClient::connect(url).await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(BATCHES);
+            let mut acks = client
+                .stream_alerts(ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            for b in 0..BATCHES {
+                let alerts = (0..PER_BATCH)
+                    .map(|i| {
+                        alert(
+                            &format!("{agent}-{b}-{i}"),
+                            "r",
+                            Severity::Warning,
+                            i as u32,
+                        )
+                    })
+                    .collect();
+                tx.send(AlertBatch {
+                    host: Some(host(&format!("host-{agent}"))),
+                    seq: b as u64 + 1,
+                    alerts,
+                })
+                .await
+                .unwrap();
+            }
+            for b in 0..BATCHES {
+                let ack = acks.message().await.unwrap().unwrap();
+                assert_eq!(ack.seq, b as u64 + 1, "acks come in order");
+                assert_eq!(ack.stored as usize, PER_BATCH);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = query::fetch(
+        &srv.url,
+        AlertQuery {
+            limit: 100_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), AGENTS * BATCHES * PER_BATCH);
+    let one = query::fetch(
+        &srv.url,
+        AlertQuery {
+            host: "host-3".into(),
+            limit: 100_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(one.len(), BATCHES * PER_BATCH);
+    srv.stop().await;
+}
