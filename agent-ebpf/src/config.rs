@@ -29,6 +29,30 @@ pub struct ProbeConfig {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end` (unsigned long).
     pub mm_arg_end: u32,
+    /// `task_struct.cred` (pointer), `cred.euid`, `cred.egid`.
+    pub task_cred: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    /// `task_struct.loginuid` (CONFIG_AUDIT).
+    pub task_loginuid: u32,
+    /// `task_struct.group_leader` (pointer), `task_struct.start_boottime`.
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    /// `task_struct.nsproxy` (pointer), `nsproxy.mnt_ns` (pointer), and
+    /// `mnt_namespace.ns.inum`.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// The task's active pid namespace is
+    /// `task->thread_pid->numbers[level].ns`: `task_struct.thread_pid`,
+    /// `pid.level`, `pid.numbers`, `sizeof(struct upid)`, `upid.ns`, and
+    /// `pid_namespace.ns.inum`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pid_ns_inum: u32,
     /// `sched_process_exec` record: `__data_loc char[] filename`.
     pub tp_exec_filename: u32,
     /// `sched_process_exit` record: `bool group_dead` (kernels >= 6.16).
@@ -53,6 +77,21 @@ impl ProbeConfig {
         task_exit_code: UNKNOWN_OFFSET,
         mm_arg_start: UNKNOWN_OFFSET,
         mm_arg_end: UNKNOWN_OFFSET,
+        task_cred: UNKNOWN_OFFSET,
+        cred_euid: UNKNOWN_OFFSET,
+        cred_egid: UNKNOWN_OFFSET,
+        task_loginuid: UNKNOWN_OFFSET,
+        task_group_leader: UNKNOWN_OFFSET,
+        task_start_boottime: UNKNOWN_OFFSET,
+        task_nsproxy: UNKNOWN_OFFSET,
+        nsproxy_mnt_ns: UNKNOWN_OFFSET,
+        mnt_ns_inum: UNKNOWN_OFFSET,
+        task_thread_pid: UNKNOWN_OFFSET,
+        pid_level: UNKNOWN_OFFSET,
+        pid_numbers: UNKNOWN_OFFSET,
+        upid_size: UNKNOWN_OFFSET,
+        upid_ns: UNKNOWN_OFFSET,
+        pid_ns_inum: UNKNOWN_OFFSET,
         tp_exec_filename: UNKNOWN_OFFSET,
         tp_exit_group_dead: UNKNOWN_OFFSET,
         wakeup_bytes: 0,

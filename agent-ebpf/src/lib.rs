@@ -54,24 +54,47 @@ impl EventKind {
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
 pub const LOST_SLOTS: u32 = 4;
 
+/// `EventHeader::flags`: fields the probe could not read on this kernel
+/// (unknown layout or a faulting read). Their values are then 0.
+pub const HDR_PPID_UNKNOWN: u32 = 1 << 0;
+pub const HDR_CREDS_UNKNOWN: u32 = 1 << 1;
+pub const HDR_LOGINUID_UNKNOWN: u32 = 1 << 2;
+pub const HDR_MNTNS_UNKNOWN: u32 = 1 << 3;
+pub const HDR_PIDNS_UNKNOWN: u32 = 1 << 4;
+pub const HDR_START_UNKNOWN: u32 = 1 << 5;
+
 /// Process context at the start of every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
     /// An [`EventKind`] discriminant.
     pub kind: u32,
+    /// `HDR_*_UNKNOWN` bits.
+    pub flags: u32,
     /// Thread id (kernel `pid`).
     pub pid: u32,
     /// Process id (kernel `tgid`).
     pub tgid: u32,
-    /// `real_parent->tgid`, 0 when the kernel layout is unknown.
+    /// `real_parent->tgid`.
     pub ppid: u32,
+    /// Real uid and gid.
     pub uid: u32,
     pub gid: u32,
+    /// Effective uid and gid (`task->cred`).
+    pub euid: u32,
+    pub egid: u32,
+    /// Audit login uid (`task->loginuid`); `u32::MAX` when never set.
+    pub loginuid: u32,
     /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
     pub boot_ns: u64,
     /// cgroup v2 id of the task's cgroup.
     pub cgroup_id: u64,
+    /// When the process (thread-group leader) started, `CLOCK_BOOTTIME` ns:
+    /// with `tgid`, a key that pid reuse cannot collide on.
+    pub start_boottime_ns: u64,
+    /// Inode numbers of the mount and pid namespaces (as in /proc/PID/ns).
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
     pub comm: [u8; COMM_LEN],
 }
 

@@ -17,7 +17,8 @@ mod probe {
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
             EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX,
         },
-        EventHeader, EventKind, DEFAULT_RING_BYTES, LOST_SLOTS,
+        EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN,
+        HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, LOST_SLOTS,
     };
     use aya_ebpf::{
         helpers::{
@@ -99,24 +100,82 @@ mod probe {
         agent != 0 && agent == tgid
     }
 
+    /// Follows a pointer field, then reads a `T` at `offset` in its target.
+    #[inline(always)]
+    fn read_via<T>(base: *const u8, ptr_offset: u32, offset: u32) -> Option<T> {
+        let p: *const u8 = read_kernel(base, ptr_offset)?;
+        read_kernel(p, offset)
+    }
+
+    /// `task->thread_pid->numbers[level].ns->ns.inum`: the pid namespace
+    /// the task lives in (not the one its children will get).
+    #[inline(always)]
+    fn pid_ns_inum(task: *const u8) -> Option<u32> {
+        let pid: *const u8 = read_kernel(task, cfg!(task_thread_pid))?;
+        let level: u32 = read_kernel(pid, cfg!(pid_level))?;
+        let (numbers, size, ns_off) = (cfg!(pid_numbers), cfg!(upid_size), cfg!(upid_ns));
+        if numbers == UNKNOWN_OFFSET
+            || size == UNKNOWN_OFFSET
+            || ns_off == UNKNOWN_OFFSET
+            || level > 64
+        {
+            return None;
+        }
+        let upid_ns = numbers as u64 + level as u64 * size as u64 + ns_off as u64;
+        let ns: *const u8 = read_kernel(pid, upid_ns as u32)?;
+        read_kernel(ns, cfg!(pid_ns_inum))
+    }
+
     /// Fills the common header from the current task.
     #[inline(always)]
     fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
         let uid_gid = bpf_get_current_uid_gid();
         let task = current_task();
-        let parent: Option<*const u8> = read_kernel(task, cfg!(task_real_parent));
-        let ppid: u32 = parent
-            .and_then(|p| read_kernel::<u32>(p, cfg!(task_tgid)))
-            .unwrap_or(0);
+        let mut flags = 0u32;
+        let ppid: Option<u32> = read_via(task, cfg!(task_real_parent), cfg!(task_tgid));
+        let cred: Option<*const u8> = read_kernel(task, cfg!(task_cred));
+        let euid: Option<u32> = cred.and_then(|c| read_kernel(c, cfg!(cred_euid)));
+        let egid: Option<u32> = cred.and_then(|c| read_kernel(c, cfg!(cred_egid)));
+        let loginuid: Option<u32> = read_kernel(task, cfg!(task_loginuid));
+        let start: Option<u64> = read_via(task, cfg!(task_group_leader), cfg!(task_start_boottime));
+        let nsproxy: Option<*const u8> = read_kernel(task, cfg!(task_nsproxy));
+        let mnt_ns: Option<u32> =
+            nsproxy.and_then(|n| read_via(n, cfg!(nsproxy_mnt_ns), cfg!(mnt_ns_inum)));
+        let pid_ns = pid_ns_inum(task);
+        if ppid.is_none() {
+            flags |= HDR_PPID_UNKNOWN;
+        }
+        if euid.is_none() || egid.is_none() {
+            flags |= HDR_CREDS_UNKNOWN;
+        }
+        if loginuid.is_none() {
+            flags |= HDR_LOGINUID_UNKNOWN;
+        }
+        if start.is_none() {
+            flags |= HDR_START_UNKNOWN;
+        }
+        if mnt_ns.is_none() {
+            flags |= HDR_MNTNS_UNKNOWN;
+        }
+        if pid_ns.is_none() {
+            flags |= HDR_PIDNS_UNKNOWN;
+        }
         unsafe {
             (*h).kind = kind as u32;
+            (*h).flags = flags;
             (*h).pid = pid_tgid as u32;
             (*h).tgid = (pid_tgid >> 32) as u32;
-            (*h).ppid = ppid;
+            (*h).ppid = ppid.unwrap_or(0);
             (*h).uid = uid_gid as u32;
             (*h).gid = (uid_gid >> 32) as u32;
+            (*h).euid = euid.unwrap_or(0);
+            (*h).egid = egid.unwrap_or(0);
+            (*h).loginuid = loginuid.unwrap_or(0);
             (*h).boot_ns = bpf_ktime_get_boot_ns();
             (*h).cgroup_id = bpf_get_current_cgroup_id();
+            (*h).start_boottime_ns = start.unwrap_or(0);
+            (*h).mnt_ns = mnt_ns.unwrap_or(0);
+            (*h).pid_ns = pid_ns.unwrap_or(0);
             (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         }
     }

@@ -33,6 +33,12 @@ pub fn process_json(p: &ProcessInfo) -> Value {
         "argv": p.argv,
         "argv_truncated": p.argv_truncated,
         "cgroup_id": p.cgroup_id,
+        "euid": p.euid,
+        "egid": p.egid,
+        "loginuid": p.loginuid,
+        "mnt_ns": p.mnt_ns,
+        "pid_ns": p.pid_ns,
+        "start_boottime_ns": p.start_boottime_ns,
     })
 }
 

@@ -5,7 +5,10 @@
 //! build wherever it is not handled.
 use std::mem::size_of;
 
-use agent_ebpf::{EventHeader, EventKind, COMM_LEN};
+use agent_ebpf::{
+    EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN,
+    HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN,
+};
 use serde::Serialize;
 
 pub mod process;
@@ -21,10 +24,23 @@ pub struct ProcessContext {
     pub tid: u32,
     /// Parent process id; 0 when unknown.
     pub ppid: u32,
+    /// Real ids.
     pub uid: u32,
     pub gid: u32,
+    /// Effective ids; None when the kernel layout is unknown.
+    pub euid: Option<u32>,
+    pub egid: Option<u32>,
+    /// Audit login uid: -1 when never set (no login session), None when
+    /// the kernel has no audit support.
+    pub loginuid: Option<i64>,
     pub comm: String,
     pub cgroup_id: u64,
+    /// Mount and pid namespace inode numbers (as in `/proc/PID/ns/*`).
+    pub mnt_ns: Option<u32>,
+    pub pid_ns: Option<u32>,
+    /// Process start, CLOCK_BOOTTIME ns: (pid, start) identifies a process
+    /// across pid reuse.
+    pub start_boottime_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -130,14 +146,25 @@ pub(crate) fn c_str(bytes: &[u8]) -> String {
 }
 
 fn context(h: &EventHeader) -> ProcessContext {
+    let known = |bit: u32| h.flags & bit == 0;
     ProcessContext {
         pid: h.tgid,
         tid: h.pid,
-        ppid: h.ppid,
+        ppid: if known(HDR_PPID_UNKNOWN) { h.ppid } else { 0 },
         uid: h.uid,
         gid: h.gid,
+        euid: known(HDR_CREDS_UNKNOWN).then_some(h.euid),
+        egid: known(HDR_CREDS_UNKNOWN).then_some(h.egid),
+        loginuid: known(HDR_LOGINUID_UNKNOWN).then_some(if h.loginuid == u32::MAX {
+            -1
+        } else {
+            h.loginuid as i64
+        }),
         comm: c_str(&h.comm[..COMM_LEN]),
         cgroup_id: h.cgroup_id,
+        mnt_ns: known(HDR_MNTNS_UNKNOWN).then_some(h.mnt_ns),
+        pid_ns: known(HDR_PIDNS_UNKNOWN).then_some(h.pid_ns),
+        start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
     }
 }
 
@@ -166,13 +193,20 @@ pub(crate) mod test_support {
         comm[..4].copy_from_slice(b"bash");
         EventHeader {
             kind: kind as u32,
+            flags: 0,
             pid: 4243,
             tgid: 4242,
             ppid: 1,
             uid: 1000,
             gid: 100,
+            euid: 0,
+            egid: 0,
+            loginuid: u32::MAX,
             boot_ns: 5_000,
             cgroup_id: 77,
+            start_boottime_ns: 4_000,
+            mnt_ns: 4026531841,
+            pid_ns: 4026531836,
             comm,
         }
     }
@@ -204,7 +238,42 @@ mod tests {
         assert_eq!(ev.process.tid, 4243);
         assert_eq!(ev.process.comm, "bash");
         assert_eq!(ev.process.cgroup_id, 77);
+        assert_eq!(ev.process.euid, Some(0));
+        assert_eq!(ev.process.loginuid, Some(-1), "unset login uid reads as -1");
+        assert_eq!(ev.process.mnt_ns, Some(4026531841));
+        assert_eq!(ev.process.start_boottime_ns, Some(4_000));
         assert_eq!(ev.body, EventBody::Fork(ForkInfo { child_pid: 99 }));
+    }
+
+    #[test]
+    fn unknown_header_fields_decode_as_none() {
+        let mut h = header(EventKind::Fork);
+        h.flags = HDR_PPID_UNKNOWN
+            | HDR_CREDS_UNKNOWN
+            | HDR_LOGINUID_UNKNOWN
+            | HDR_MNTNS_UNKNOWN
+            | HDR_PIDNS_UNKNOWN
+            | HDR_START_UNKNOWN;
+        let rec = ForkRecord {
+            header: h,
+            child_pid: 1,
+            _pad: 0,
+        };
+        let p = decode(&bytes_of(&rec), BootClock::with_offset(0))
+            .unwrap()
+            .process;
+        assert_eq!(p.ppid, 0);
+        assert_eq!(
+            (
+                p.euid,
+                p.egid,
+                p.loginuid,
+                p.mnt_ns,
+                p.pid_ns,
+                p.start_boottime_ns
+            ),
+            (None, None, None, None, None, None)
+        );
     }
 
     #[test]

@@ -34,6 +34,21 @@ pub struct StructOffsets {
     pub task_exit_code: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    pub task_cred: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub task_loginuid: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pid_ns_inum: u32,
     /// `struct.field` names this kernel does not have.
     pub missing: Vec<String>,
 }
@@ -49,15 +64,21 @@ impl StructOffsets {
     }
 
     pub fn from_btf(btf: &Btf) -> StructOffsets {
-        let mut missing = Vec::new();
-        let mut get = |s: &str, f: &str| match member_offset(btf, s, f) {
-            Some(off) => off,
-            None => {
-                missing.push(format!("{s}.{f}"));
+        let missing = std::cell::RefCell::new(Vec::new());
+        let or_unknown = |what: String, v: Option<u32>| {
+            v.unwrap_or_else(|| {
+                missing.borrow_mut().push(what);
                 UNKNOWN_OFFSET
-            }
+            })
         };
-        StructOffsets {
+        let get = |s: &str, f: &str| or_unknown(format!("{s}.{f}"), member_offset(btf, s, f));
+        // `ns.inum` inside a namespace struct: two lookups added.
+        let ns_inum = |s: &str| {
+            let v = member_offset(btf, s, "ns").zip(member_offset(btf, "ns_common", "inum"));
+            or_unknown(format!("{s}.ns.inum"), v.map(|(a, b)| a + b))
+        };
+        let upid_size = or_unknown("sizeof(struct upid)".into(), struct_size(btf, "upid"));
+        let o = StructOffsets {
             task_real_parent: get("task_struct", "real_parent"),
             task_pid: get("task_struct", "pid"),
             task_tgid: get("task_struct", "tgid"),
@@ -65,7 +86,26 @@ impl StructOffsets {
             task_exit_code: get("task_struct", "exit_code"),
             mm_arg_start: get("mm_struct", "arg_start"),
             mm_arg_end: get("mm_struct", "arg_end"),
-            missing,
+            task_cred: get("task_struct", "cred"),
+            cred_euid: get("cred", "euid"),
+            cred_egid: get("cred", "egid"),
+            task_loginuid: get("task_struct", "loginuid"),
+            task_group_leader: get("task_struct", "group_leader"),
+            task_start_boottime: get("task_struct", "start_boottime"),
+            task_nsproxy: get("task_struct", "nsproxy"),
+            nsproxy_mnt_ns: get("nsproxy", "mnt_ns"),
+            mnt_ns_inum: ns_inum("mnt_namespace"),
+            task_thread_pid: get("task_struct", "thread_pid"),
+            pid_level: get("pid", "level"),
+            pid_numbers: get("pid", "numbers"),
+            upid_size,
+            upid_ns: get("upid", "ns"),
+            pid_ns_inum: ns_inum("pid_namespace"),
+            missing: Vec::new(),
+        };
+        StructOffsets {
+            missing: missing.into_inner(),
+            ..o
         }
     }
 
@@ -78,7 +118,31 @@ impl StructOffsets {
         cfg.task_exit_code = self.task_exit_code;
         cfg.mm_arg_start = self.mm_arg_start;
         cfg.mm_arg_end = self.mm_arg_end;
+        cfg.task_cred = self.task_cred;
+        cfg.cred_euid = self.cred_euid;
+        cfg.cred_egid = self.cred_egid;
+        cfg.task_loginuid = self.task_loginuid;
+        cfg.task_group_leader = self.task_group_leader;
+        cfg.task_start_boottime = self.task_start_boottime;
+        cfg.task_nsproxy = self.task_nsproxy;
+        cfg.nsproxy_mnt_ns = self.nsproxy_mnt_ns;
+        cfg.mnt_ns_inum = self.mnt_ns_inum;
+        cfg.task_thread_pid = self.task_thread_pid;
+        cfg.pid_level = self.pid_level;
+        cfg.pid_numbers = self.pid_numbers;
+        cfg.upid_size = self.upid_size;
+        cfg.upid_ns = self.upid_ns;
+        cfg.pid_ns_inum = self.pid_ns_inum;
     }
+}
+
+/// Size in bytes of `struct name`.
+pub fn struct_size(btf: &Btf, name: &str) -> Option<u32> {
+    let types = btf.resolve_types_by_name(name).ok()?;
+    types.iter().find_map(|t| match t {
+        Type::Struct(s) if !s.members.is_empty() => u32::try_from(s.size()).ok(),
+        _ => None,
+    })
 }
 
 /// Byte offset of `field` in `struct name`, searching anonymous members.
@@ -147,6 +211,14 @@ mod tests {
         // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
         assert_eq!(offs.task_tgid, offs.task_pid + 4);
         assert!(offs.mm_arg_end > offs.mm_arg_start);
+        // struct upid { int nr; struct pid_namespace *ns; } on 64-bit.
+        assert_eq!(offs.upid_size, 16);
+        assert_eq!(offs.upid_ns, 8);
+        assert_eq!(
+            offs.cred_egid,
+            offs.cred_euid + 4,
+            "euid, egid are adjacent in struct cred"
+        );
     }
 
     #[test]

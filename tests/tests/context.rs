@@ -1,0 +1,185 @@
+//! The process context every event carries, checked against what /proc
+//! says about the same process.
+use std::{os::unix::fs::MetadataExt, process::Command, time::Duration};
+
+use serde_json::Value;
+use vigil_tests::*;
+
+/// Events of `pid` seen by `agent` (waits until one of type `want` shows).
+fn events_of(agent: &Proc, pid: u32, want: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let evs: Vec<Value> = agent
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["process"]["pid"] == pid && v["type"] != "alert")
+            .collect();
+        if evs.iter().any(|e| e["type"] == want) || std::time::Instant::now() > deadline {
+            return evs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ns_inode(kind: &str) -> u64 {
+    std::fs::metadata(format!("/proc/self/ns/{kind}"))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+fn context_matches_proc() {
+    if !kernel_tests_enabled("context_matches_proc") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let (_dir, sleeper) = marker_binary("/bin/sleep", "ctx-sleep");
+    let mut child = Command::new(&sleeper).arg("1").spawn().unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_ticks: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    child.wait().unwrap();
+
+    let evs = events_of(&agent, pid, "exit");
+    let exec = evs
+        .iter()
+        .find(|e| e["type"] == "exec")
+        .expect("exec event");
+    let exit = evs
+        .iter()
+        .find(|e| e["type"] == "exit")
+        .expect("exit event");
+    let p = &exec["process"];
+    assert_eq!(p["euid"], 0);
+    assert_eq!(p["egid"], 0);
+    let loginuid: u32 = std::fs::read_to_string("/proc/self/loginuid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let expected = if loginuid == u32::MAX {
+        -1
+    } else {
+        loginuid as i64
+    };
+    assert_eq!(p["loginuid"], expected, "inherited from the test process");
+    assert_eq!(p["mnt_ns"], ns_inode("mnt"));
+    assert_eq!(p["pid_ns"], ns_inode("pid"));
+    // /proc's starttime is the same clock in USER_HZ ticks (100 Hz on Linux).
+    let start_ns = p["start_boottime_ns"].as_u64().unwrap();
+    assert_eq!(
+        start_ns / 10_000_000,
+        start_ticks,
+        "start time {start_ns} ns vs {start_ticks} ticks"
+    );
+    assert_eq!(
+        exit["process"]["start_boottime_ns"], p["start_boottime_ns"],
+        "same process, same start"
+    );
+}
+
+#[test]
+fn effective_uid_and_new_mount_namespace() {
+    if !kernel_tests_enabled("effective_uid_and_new_mount_namespace") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let (_dir, marker) = marker_binary("/bin/true", "ctx-true");
+
+    // setpriv (util-linux) changes only the effective uid before exec.
+    let child = Command::new("setpriv")
+        .args(["--euid=65534", "--egid=65534", "--keep-groups"])
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let evs = events_of(&agent, pid, "exit");
+    let exec = evs
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "exec" && e["filename"] == marker.to_str().unwrap())
+        .expect("exec");
+    assert_eq!(exec["process"]["uid"], 0);
+    assert_eq!(exec["process"]["euid"], 65534);
+    assert_eq!(exec["process"]["egid"], 65534);
+
+    let child = Command::new("unshare")
+        .arg("-m")
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let evs = events_of(&agent, pid, "exit");
+    let exec = evs
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "exec" && e["filename"] == marker.to_str().unwrap())
+        .expect("exec");
+    let mnt = exec["process"]["mnt_ns"].as_u64().unwrap();
+    assert_ne!(
+        mnt,
+        ns_inode("mnt"),
+        "unshare -m gives the process a new mount namespace"
+    );
+    assert_ne!(mnt, 0);
+}
+
+/// Sets the kernel's last-allocated pid so the next fork gets `pid`.
+fn next_pid_will_be(pid: u32) {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+}
+
+#[test]
+fn reused_pid_has_a_different_start_time() {
+    if !kernel_tests_enabled("reused_pid_has_a_different_start_time") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let (_dir, marker) = marker_binary("/bin/true", "ctx-reuse");
+    let first = Command::new(&marker).spawn().unwrap();
+    let pid = first.id();
+    first.wait_with_output().unwrap();
+    // Other processes may take the pid first; try a few times.
+    let mut reused = None;
+    for _ in 0..20 {
+        next_pid_will_be(pid);
+        let c = Command::new(&marker).spawn().unwrap();
+        let got = c.id();
+        c.wait_with_output().unwrap();
+        if got == pid {
+            reused = Some(got);
+            break;
+        }
+    }
+    assert_eq!(reused, Some(pid), "could not get pid {pid} reused");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let execs = loop {
+        let execs: Vec<Value> = events_of(&agent, pid, "exec")
+            .into_iter()
+            .filter(|e| e["type"] == "exec" && e["filename"] == marker.to_str().unwrap())
+            .collect();
+        if execs.len() >= 2 || std::time::Instant::now() > deadline {
+            break execs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(execs.len(), 2, "two processes with pid {pid}");
+    let t0 = execs[0]["process"]["start_boottime_ns"].as_u64().unwrap();
+    let t1 = execs[1]["process"]["start_boottime_ns"].as_u64().unwrap();
+    assert!(
+        t1 > t0,
+        "the second process with pid {pid} started later: {t0} vs {t1}"
+    );
+}
