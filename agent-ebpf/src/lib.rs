@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod config;
+pub mod file;
 pub mod process;
 
 /// Length of `task_struct::comm`, including the trailing NUL.
@@ -22,17 +23,24 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    File = 4,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order; also the slots of the `LOST` map.
-    pub const ALL: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+        EventKind::File,
+    ];
 
     pub fn from_u32(v: u32) -> Option<EventKind> {
         match v {
             1 => Some(EventKind::Exec),
             2 => Some(EventKind::Fork),
             3 => Some(EventKind::Exit),
+            4 => Some(EventKind::File),
             _ => None,
         }
     }
@@ -47,12 +55,13 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::File => "file",
         }
     }
 }
 
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
-pub const LOST_SLOTS: u32 = 4;
+pub const LOST_SLOTS: u32 = 5;
 
 /// `EventHeader::flags`: fields the probe could not read on this kernel
 /// (unknown layout or a faulting read). Their values are then 0.
@@ -101,4 +110,6 @@ pub struct EventHeader {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for crate::config::ProbeConfig {}
+    unsafe impl aya::Pod for crate::file::ArgSpec {}
+    unsafe impl aya::Pod for crate::file::PendingSyscall {}
 }

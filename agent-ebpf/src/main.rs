@@ -13,6 +13,11 @@ mod probe {
 
     use agent_ebpf::{
         config::{ProbeConfig, UNKNOWN_OFFSET},
+        file::{
+            ArgSpec, FileRecord, PendingSyscall, AT_FDCWD, BASE1_TRUNCATED, BASE1_UNKNOWN,
+            BASE_MAX_KEPT, FILE_DATA_MAX, MAX_SYSCALL_NR, NO_ARG, PATH1_TRUNCATED, PATH_MAX_KEPT,
+            SPEC_FLAGS_IN_OPEN_HOW,
+        },
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
             EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX,
@@ -26,11 +31,11 @@ mod probe {
             bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
             generated::{
                 bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
-                bpf_probe_read_user,
+                bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
             },
         },
         macros::{map, raw_tracepoint, tracepoint},
-        maps::{PerCpuArray, RingBuf},
+        maps::{Array, LruHashMap, PerCpuArray, RingBuf},
         programs::{RawTracePointContext, TracePointContext},
         EbpfContext,
     };
@@ -49,9 +54,11 @@ mod probe {
     /// Reads one `CONFIG` field; volatile so the compiler cannot fold the
     /// placeholder value in at build time.
     macro_rules! cfg {
-        ($field:ident) => {
-            unsafe { ptr::read_volatile(&raw const CONFIG.$field) }
-        };
+        ($field:ident) => {{
+            #[allow(unused_unsafe)]
+            let v = unsafe { ptr::read_volatile(&raw const CONFIG.$field) };
+            v
+        }};
     }
 
     const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -330,6 +337,326 @@ mod probe {
             }
         }
         pid_tgid as u32 == (pid_tgid >> 32) as u32
+    }
+
+    // ---------------------------------------------------------------- file
+
+    /// Per syscall number: which argument is what (filled by the agent).
+    #[map]
+    static FILE_SYSCALLS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+    /// Arguments of file syscalls in flight, by thread. LRU bounds it even
+    /// when an exit is never seen (a thread killed in the syscall).
+    #[map]
+    static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+
+    /// Where a file record is assembled before its variable-size output.
+    /// The slack lets masked writes stay inside the value for the verifier.
+    #[repr(C)]
+    pub struct FileScratch {
+        rec: FileRecord,
+        data: [u8; SCRATCH_DATA],
+        /// Write position in `data`. Kept in map memory, not a register:
+        /// the verifier does not track its value, so loop iterations that
+        /// did and did not copy a name reach the same state and are pruned
+        /// instead of doubling at every directory level.
+        pos: u64,
+    }
+    const SCRATCH_DATA: usize = 8192 + 1024;
+    /// Writes land at `pos & DATA_MASK`, and no single copy exceeds 1024
+    /// bytes, so every write stays inside `data`.
+    const DATA_MASK: usize = 8191;
+
+    #[map]
+    static SCRATCH: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
+
+    /// Longest path component the walk copies (NAME_MAX + NUL).
+    const NAME_MAX_KEPT: u32 = 256;
+    /// Deepest directory the walk follows.
+    const WALK_DEPTH: u32 = 48;
+
+    const SYSCALL_NR_OFFSET: usize = 8;
+    const SYSCALL_ARGS_OFFSET: usize = 16;
+    const SYSCALL_RET_OFFSET: usize = 16;
+
+    #[tracepoint]
+    pub fn file_sys_enter(ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if is_agent((pid_tgid >> 32) as u32) {
+            return 0;
+        }
+        let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
+            return 0;
+        };
+        let Some(spec) = FILE_SYSCALLS.get(nr as u32) else {
+            return 0;
+        };
+        if spec.op == 0 {
+            return 0;
+        }
+        let mut p = PendingSyscall {
+            nr: nr as u32,
+            _pad: 0,
+            args: [0; 6],
+        };
+        for i in 0..6 {
+            p.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        }
+        let _ = PENDING.insert(&pid_tgid, &p, 0);
+        0
+    }
+
+    #[tracepoint]
+    pub fn file_sys_exit(ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+            return 0;
+        };
+        let pending = *pending;
+        let _ = PENDING.remove(&pid_tgid);
+        let result = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
+        let Some(spec) = FILE_SYSCALLS.get(pending.nr) else {
+            return 0;
+        };
+        let spec = *spec;
+        let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+            return 0;
+        };
+        emit_file(scratch, &spec, &pending, result, pid_tgid);
+        0
+    }
+
+    #[inline(always)]
+    fn arg(p: &PendingSyscall, idx: u8) -> Option<u64> {
+        if idx == NO_ARG || idx >= 6 {
+            None
+        } else {
+            Some(p.args[(idx & 7) as usize % 6])
+        }
+    }
+
+    #[inline(always)]
+    fn dirfd_of(p: &PendingSyscall, idx: u8) -> i32 {
+        arg(p, idx).map_or(AT_FDCWD, |v| v as i32)
+    }
+
+    #[inline(never)]
+    fn emit_file(
+        s: *mut FileScratch,
+        spec: &ArgSpec,
+        p: &PendingSyscall,
+        result: i64,
+        pid_tgid: u64,
+    ) {
+        let rec = unsafe { &raw mut (*s).rec };
+        fill_header(unsafe { &raw mut (*rec).header }, EventKind::File, pid_tgid);
+        let mut flags_val = arg(p, spec.flags).unwrap_or(0);
+        if spec.spec_flags & SPEC_FLAGS_IN_OPEN_HOW != 0 {
+            // openat2: flags is the first u64 of struct open_how.
+            flags_val = unsafe { aya_ebpf::helpers::bpf_probe_read_user(flags_val as *const u64) }
+                .unwrap_or(0);
+        }
+        let dirfd = dirfd_of(p, spec.dirfd);
+        let dirfd2 = dirfd_of(p, spec.dirfd2);
+        set_pos(s, 0);
+        let mut path_flags = 0u32;
+
+        let (p1, b1, f1) = copy_path_and_base(s, arg(p, spec.path), dirfd);
+        path_flags |= f1;
+        let (p2, b2, f2) = copy_path_and_base(s, arg(p, spec.path2), dirfd2);
+        // The second path's flags sit one bit above the first's.
+        path_flags |= f2 << 1;
+
+        unsafe {
+            (*rec).op = spec.op as u32;
+            (*rec).syscall_nr = p.nr;
+            (*rec).result = result;
+            (*rec).flags = flags_val;
+            (*rec).mode = arg(p, spec.mode).unwrap_or(0) as u32;
+            (*rec).uid = arg(p, spec.uid).unwrap_or(u32::MAX as u64) as u32;
+            (*rec).gid = arg(p, spec.gid).unwrap_or(u32::MAX as u64) as u32;
+            (*rec).dirfd = dirfd;
+            (*rec).dirfd2 = dirfd2;
+            (*rec).path_flags = path_flags;
+            (*rec).path1_len = p1 as u16;
+            (*rec).base1_len = b1 as u16;
+            (*rec).path2_len = p2 as u16;
+            (*rec).base2_len = b2 as u16;
+        }
+        let mut total = core::mem::size_of::<FileRecord>() + get_pos(s);
+        if total > core::mem::size_of::<FileRecord>() + FILE_DATA_MAX {
+            total = core::mem::size_of::<FileRecord>() + FILE_DATA_MAX;
+        }
+        let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total) };
+        if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+            count_lost(EventKind::File);
+        }
+    }
+
+    /// The scratch write position, masked into `data`'s bounds.
+    #[inline(always)]
+    fn get_pos(s: *mut FileScratch) -> usize {
+        (unsafe { ptr::read_volatile(&raw const (*s).pos) } as usize) & DATA_MASK
+    }
+
+    #[inline(always)]
+    fn set_pos(s: *mut FileScratch, v: usize) {
+        unsafe { ptr::write_volatile(&raw mut (*s).pos, v as u64) };
+    }
+
+    /// Copies a user path string and, when it is relative, the components
+    /// of the directory it is relative to. Returns (path bytes, base bytes,
+    /// PATH1_*/BASE1_* flags).
+    #[inline(always)]
+    fn copy_path_and_base(
+        s: *mut FileScratch,
+        user: Option<u64>,
+        dirfd: i32,
+    ) -> (usize, usize, u32) {
+        let Some(ptr) = user else {
+            return (0, 0, 0);
+        };
+        if ptr == 0 {
+            return (0, 0, 0);
+        }
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        let mut flags = 0;
+        let start = get_pos(s);
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                data.add(start) as *mut c_void,
+                PATH_MAX_KEPT as u32,
+                ptr as *const c_void,
+            )
+        };
+        if n <= 0 {
+            return (0, 0, 0);
+        }
+        let n = (n as usize).min(PATH_MAX_KEPT);
+        if n == PATH_MAX_KEPT {
+            flags |= PATH1_TRUNCATED;
+        }
+        let first = unsafe { *data.add(start) };
+        set_pos(s, start + n);
+        if first == b'/' {
+            return (n, 0, flags);
+        }
+        let base = if dirfd == AT_FDCWD {
+            cwd_path()
+        } else {
+            fd_path(dirfd)
+        };
+        let Some((mnt, dentry)) = base else {
+            return (n, 0, flags | BASE1_UNKNOWN);
+        };
+        let (b, truncated) = walk_path(s, mnt, dentry);
+        if truncated {
+            flags |= BASE1_TRUNCATED;
+        }
+        (n, b, flags)
+    }
+
+    /// `current->fs->pwd` as (vfsmount, dentry).
+    #[inline(always)]
+    fn cwd_path() -> Option<(*const u8, *const u8)> {
+        let fs: *const u8 = read_kernel(current_task(), cfg!(task_fs))?;
+        let path = unsafe { fs.add(cfg!(fs_pwd) as usize) };
+        if cfg!(fs_pwd) == UNKNOWN_OFFSET {
+            return None;
+        }
+        Some((
+            read_kernel(path, cfg!(path_mnt))?,
+            read_kernel(path, cfg!(path_dentry))?,
+        ))
+    }
+
+    /// `current->files->fdt->fd[fd]->f_path` as (vfsmount, dentry).
+    #[inline(always)]
+    fn fd_path(fd: i32) -> Option<(*const u8, *const u8)> {
+        if fd < 0 {
+            return None;
+        }
+        let files: *const u8 = read_kernel(current_task(), cfg!(task_files))?;
+        let fdt: *const u8 = read_kernel(files, cfg!(files_fdt))?;
+        let max: u32 = read_kernel(fdt, cfg!(fdt_max_fds))?;
+        if fd as u32 >= max {
+            return None;
+        }
+        let array: *const u8 = read_kernel(fdt, cfg!(fdt_fd))?;
+        let file: *const u8 = read_kernel(array, fd as u32 * 8)?;
+        if cfg!(file_f_path) == UNKNOWN_OFFSET {
+            return None;
+        }
+        let path = unsafe { file.add(cfg!(file_f_path) as usize) };
+        Some((
+            read_kernel(path, cfg!(path_mnt))?,
+            read_kernel(path, cfg!(path_dentry))?,
+        ))
+    }
+
+    /// Writes the names from `dentry` up to the global root, crossing mount
+    /// points, as NUL-terminated components at the scratch position.
+    /// Returns the bytes written and whether the walk stopped before the root.
+    #[inline(never)]
+    fn walk_path(s: *mut FileScratch, vfsmnt: *const u8, dentry: *const u8) -> (usize, bool) {
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        let start = get_pos(s);
+        let mnt_off = cfg!(mount_mnt);
+        if mnt_off == UNKNOWN_OFFSET || vfsmnt.is_null() {
+            return (0, true);
+        }
+        let mut mnt = unsafe { vfsmnt.sub(mnt_off as usize) };
+        let mut vfs = vfsmnt;
+        let mut d = dentry;
+        let mut done = false;
+        for _ in 0..WALK_DEPTH {
+            let Some(root) = read_kernel::<*const u8>(vfs, cfg!(vfsmount_root)) else {
+                break;
+            };
+            if d == root {
+                let Some(parent) = read_kernel::<*const u8>(mnt, cfg!(mount_parent)) else {
+                    break;
+                };
+                if parent == mnt {
+                    done = true;
+                    break;
+                }
+                let Some(mp) = read_kernel::<*const u8>(mnt, cfg!(mount_mountpoint)) else {
+                    break;
+                };
+                d = mp;
+                mnt = parent;
+                vfs = unsafe { parent.add(mnt_off as usize) };
+                continue;
+            }
+            let Some(parent) = read_kernel::<*const u8>(d, cfg!(dentry_parent)) else {
+                break;
+            };
+            if parent == d {
+                done = true;
+                break;
+            }
+            let at = get_pos(s);
+            if at.wrapping_sub(start) + NAME_MAX_KEPT as usize > BASE_MAX_KEPT {
+                break;
+            }
+            let Some(name) = read_kernel::<*const u8>(d, cfg!(dentry_name_ptr)) else {
+                break;
+            };
+            let n = unsafe {
+                bpf_probe_read_kernel_str(
+                    data.add(at) as *mut c_void,
+                    NAME_MAX_KEPT,
+                    name as *const c_void,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            set_pos(s, at + (n as usize & 0x1ff));
+            d = parent;
+        }
+        (get_pos(s).wrapping_sub(start) & 0xffff, !done)
     }
 
     #[panic_handler]

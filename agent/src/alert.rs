@@ -11,7 +11,9 @@ pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
     let p = &ev.process;
     let (exe, argv, argv_truncated) = match &ev.body {
         EventBody::Exec(x) => (x.filename.clone(), x.argv.clone(), x.argv_truncated),
-        EventBody::Fork(_) | EventBody::Exit(_) => (String::new(), Vec::new(), false),
+        EventBody::Fork(_) | EventBody::Exit(_) | EventBody::File(_) => {
+            (String::new(), Vec::new(), false)
+        }
     };
     Alert {
         id: uuid::Uuid::new_v4().to_string(),

@@ -36,12 +36,8 @@ pub enum ProbeError {
     RingSize(u32),
     #[error("loading the eBPF probe into the kernel failed: {0}")]
     Load(#[source] aya::EbpfError),
-    #[error("eBPF program {name}: {source}")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
+    #[error("eBPF program {name}: {message}")]
+    Program { name: &'static str, message: String },
     #[error("eBPF map {0} is missing from the probe object")]
     MissingMap(&'static str),
     #[error("eBPF map {name}: {source}")]
@@ -106,6 +102,8 @@ impl Probe {
         attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
         attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut hooks)?;
         tracing::info!(family = "process", hooks = %hooks.join(", "), "probe attached");
+        let file_hooks = attach_file_syscalls(&mut ebpf, &tracefs_root)?;
+        hooks.extend(file_hooks);
         let lost = ebpf
             .take_map("LOST")
             .ok_or(ProbeError::MissingMap("LOST"))?;
@@ -172,6 +170,25 @@ impl Probe {
 pub fn enable_run_time_stats() -> std::io::Result<std::os::fd::OwnedFd> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// A program error whose verifier log is cut to its last lines: the full
+/// log can run to megabytes, and its end says why the program was refused.
+fn program_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
+    const KEEP: usize = 25;
+    let text = source.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let message = if lines.len() > KEEP + 1 {
+        format!(
+            "{} [... {} verifier log lines omitted ...] {}",
+            lines[0],
+            lines.len() - KEEP - 1,
+            lines[lines.len() - KEEP..].join(" | ")
+        )
+    } else {
+        text
+    };
+    ProbeError::Program { name, message }
 }
 
 /// Checks the object, privileges and BTF, naming exactly what is missing.
@@ -260,7 +277,7 @@ fn attach_tracepoint(
     category: &str,
     hooks: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
-    let err = |source| ProbeError::Program { name, source };
+    let err = |source| program_error(name, source);
     let prog: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or(ProbeError::MissingMap(name))?
@@ -272,12 +289,80 @@ fn attach_tracepoint(
     Ok(())
 }
 
+const FILE_ENTER_PROG: &str = "file_sys_enter";
+const FILE_EXIT_PROG: &str = "file_sys_exit";
+
+/// Fills `FILE_SYSCALLS` and attaches the file enter/exit programs to the
+/// `syscalls:sys_{enter,exit}_<name>` tracepoint of every syscall in the
+/// table that this kernel has, with the record layout the probe expects.
+fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<String>, ProbeError> {
+    use crate::kernel::syscalls::file_syscalls;
+    let mut usable = Vec::new();
+    let mut missing = Vec::new();
+    for sc in file_syscalls() {
+        let enter =
+            tracefs::read_format(tracefs_root, "syscalls", &format!("sys_enter_{}", sc.name));
+        let exit = tracefs::read_format(tracefs_root, "syscalls", &format!("sys_exit_{}", sc.name));
+        let checked = match (enter, exit) {
+            (Ok(e), Ok(x)) => {
+                tracefs::check_sys_enter_layout(&e).and_then(|_| tracefs::check_sys_exit_layout(&x))
+            }
+            _ => Err("no syscalls tracepoint".to_string()),
+        };
+        match checked {
+            Ok(()) => usable.push(sc),
+            Err(why) => missing.push(format!("{} ({why})", sc.name)),
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut("FILE_SYSCALLS")
+            .ok_or(ProbeError::MissingMap("FILE_SYSCALLS"))?;
+        let mut specs: aya::maps::Array<&mut MapData, agent_ebpf::file::ArgSpec> =
+            aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
+                name: "FILE_SYSCALLS",
+                source,
+            })?;
+        for sc in &usable {
+            specs
+                .set(sc.nr as u32, sc.spec, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "FILE_SYSCALLS",
+                    source,
+                })?;
+        }
+    }
+    for (prog_name, dir) in [(FILE_ENTER_PROG, "enter"), (FILE_EXIT_PROG, "exit")] {
+        let err = |source| program_error(prog_name, source);
+        let prog: &mut TracePoint = ebpf
+            .program_mut(prog_name)
+            .ok_or(ProbeError::MissingMap(prog_name))?
+            .try_into()
+            .map_err(err)?;
+        prog.load().map_err(err)?;
+        for sc in &usable {
+            prog.attach("syscalls", &format!("sys_{dir}_{}", sc.name))
+                .map_err(err)?;
+        }
+    }
+    let names: Vec<&str> = usable.iter().map(|s| s.name).collect();
+    if missing.is_empty() {
+        tracing::info!(family = "file", hooks = %format!("syscalls:sys_{{enter,exit}}_{{{}}}", names.join(",")), "probe attached");
+    } else {
+        tracing::warn!(family = "file", hooks = %names.join(","), missing = %missing.join("; "), "probe attached; some file syscalls are not followed");
+    }
+    Ok(names
+        .iter()
+        .map(|n| format!("tracepoint syscalls:sys_{{enter,exit}}_{n}"))
+        .collect())
+}
+
 fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     hooks: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
-    let err = |source| ProbeError::Program { name, source };
+    let err = |source| program_error(name, source);
     let prog: &mut RawTracePoint = ebpf
         .program_mut(name)
         .ok_or(ProbeError::MissingMap(name))?

@@ -16,7 +16,11 @@ use anyhow::{bail, Context as _};
 fn spawn_loop(n: u32) -> anyhow::Result<Duration> {
     let start = Instant::now();
     for _ in 0..n {
-        let st = Command::new("/bin/true").status()?;
+        // cargo run puts toolchain dirs on LD_LIBRARY_PATH, which would make
+        // every spawn probe dozens of library paths.
+        let st = Command::new("/bin/true")
+            .env_remove("LD_LIBRARY_PATH")
+            .status()?;
         if !st.success() {
             bail!("/bin/true failed");
         }
@@ -155,8 +159,8 @@ pub fn run(n: u32) -> anyhow::Result<()> {
         "\n`cargo xtask bench --spawns {n}` on {cores} cores, kernel {}\n",
         kernel.trim()
     );
-    println!("| phase | µs per spawn | overhead | exec ns/run | fork ns/run | exit ns/run | agent CPU ms ({n} spawns) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| phase | µs per spawn | overhead | exec ns/run | fork ns/run | exit ns/run | file enter ns/run (runs) | file exit ns/run (runs) | agent CPU ms ({n} spawns) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let base_us = phases[0].per_spawn_us;
     for p in &phases {
         let ns = |prog: &str| {
@@ -165,14 +169,22 @@ pub fn run(n: u32) -> anyhow::Result<()> {
                 .find(|(q, _, _)| q == prog)
                 .map_or("–".to_string(), |(_, _, avg)| avg.to_string())
         };
+        let runs = |prog: &str| {
+            p.programs
+                .iter()
+                .find(|(q, _, _)| q == prog)
+                .map_or("–".to_string(), |(_, r, avg)| format!("{avg} ({r})"))
+        };
         println!(
-            "| {} | {:.1} | {:+.1}% | {} | {} | {} | {} |",
+            "| {} | {:.1} | {:+.1}% | {} | {} | {} | {} | {} | {} |",
             p.name,
             p.per_spawn_us,
             (p.per_spawn_us / base_us - 1.0) * 100.0,
             ns("sched_process_exec"),
             ns("sched_process_fork"),
             ns("sched_process_exit"),
+            runs("file_sys_enter"),
+            runs("file_sys_exit"),
             p.agent_cpu_ms.map_or("–".into(), |c| format!("{c:.0}")),
         );
     }

@@ -11,8 +11,10 @@ use agent_ebpf::{
 };
 use serde::Serialize;
 
+pub mod file;
 pub mod process;
 
+pub use file::FileInfo;
 pub use process::{ExecInfo, ExitInfo, ForkInfo};
 
 /// Process context common to every event.
@@ -49,6 +51,7 @@ pub enum EventBody {
     Exec(ExecInfo),
     Fork(ForkInfo),
     Exit(ExitInfo),
+    File(FileInfo),
 }
 
 impl EventBody {
@@ -57,6 +60,7 @@ impl EventBody {
             EventBody::Exec(_) => EventKind::Exec,
             EventBody::Fork(_) => EventKind::Fork,
             EventBody::Exit(_) => EventKind::Exit,
+            EventBody::File(_) => EventKind::File,
         }
     }
 }
@@ -176,6 +180,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Exec => EventBody::Exec(process::decode_exec(bytes)?),
         EventKind::Fork => EventBody::Fork(process::decode_fork(bytes)?),
         EventKind::Exit => EventBody::Exit(process::decode_exit(bytes)?),
+        EventKind::File => EventBody::File(file::decode_file(bytes)?),
     };
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),

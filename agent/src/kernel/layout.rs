@@ -49,6 +49,21 @@ pub struct StructOffsets {
     pub upid_size: u32,
     pub upid_ns: u32,
     pub pid_ns_inum: u32,
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_ptr: u32,
+    pub vfsmount_root: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
     /// `struct.field` names this kernel does not have.
     pub missing: Vec<String>,
 }
@@ -101,6 +116,25 @@ impl StructOffsets {
             upid_size,
             upid_ns: get("upid", "ns"),
             pid_ns_inum: ns_inum("pid_namespace"),
+            task_fs: get("task_struct", "fs"),
+            fs_pwd: get("fs_struct", "pwd"),
+            task_files: get("task_struct", "files"),
+            files_fdt: get("files_struct", "fdt"),
+            fdt_max_fds: get("fdtable", "max_fds"),
+            fdt_fd: get("fdtable", "fd"),
+            file_f_path: get("file", "f_path"),
+            path_mnt: get("path", "mnt"),
+            path_dentry: get("path", "dentry"),
+            dentry_parent: get("dentry", "d_parent"),
+            dentry_name_ptr: {
+                let v =
+                    member_offset(btf, "dentry", "d_name").zip(member_offset(btf, "qstr", "name"));
+                or_unknown("dentry.d_name.name".into(), v.map(|(a, b)| a + b))
+            },
+            vfsmount_root: get("vfsmount", "mnt_root"),
+            mount_mnt: get("mount", "mnt"),
+            mount_parent: get("mount", "mnt_parent"),
+            mount_mountpoint: get("mount", "mnt_mountpoint"),
             missing: Vec::new(),
         };
         StructOffsets {
@@ -133,6 +167,21 @@ impl StructOffsets {
         cfg.upid_size = self.upid_size;
         cfg.upid_ns = self.upid_ns;
         cfg.pid_ns_inum = self.pid_ns_inum;
+        cfg.task_fs = self.task_fs;
+        cfg.fs_pwd = self.fs_pwd;
+        cfg.task_files = self.task_files;
+        cfg.files_fdt = self.files_fdt;
+        cfg.fdt_max_fds = self.fdt_max_fds;
+        cfg.fdt_fd = self.fdt_fd;
+        cfg.file_f_path = self.file_f_path;
+        cfg.path_mnt = self.path_mnt;
+        cfg.path_dentry = self.path_dentry;
+        cfg.dentry_parent = self.dentry_parent;
+        cfg.dentry_name_ptr = self.dentry_name_ptr;
+        cfg.vfsmount_root = self.vfsmount_root;
+        cfg.mount_mnt = self.mount_mnt;
+        cfg.mount_parent = self.mount_parent;
+        cfg.mount_mountpoint = self.mount_mountpoint;
     }
 }
 

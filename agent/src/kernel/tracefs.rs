@@ -114,6 +114,38 @@ fn parse_field_line(line: &str) -> Option<Field> {
     })
 }
 
+/// Checks that a `syscalls:sys_enter_*` record has the layout the probe
+/// reads: `__syscall_nr` at 8 and argument `i` at `16 + 8 * i`.
+pub fn check_sys_enter_layout(fields: &[Field]) -> Result<(), String> {
+    if field_offset(fields, "__syscall_nr") != Some(8) {
+        return Err("__syscall_nr is not at offset 8".into());
+    }
+    let args = fields
+        .iter()
+        .skip_while(|f| f.name != "__syscall_nr")
+        .skip(1);
+    for (i, f) in args.enumerate() {
+        if f.offset as usize != 16 + 8 * i || f.size != 8 {
+            return Err(format!(
+                "argument {i} ({}) is at offset {} size {}, expected {} size 8",
+                f.name,
+                f.offset,
+                f.size,
+                16 + 8 * i
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a `syscalls:sys_exit_*` record has `ret` at offset 16.
+pub fn check_sys_exit_layout(fields: &[Field]) -> Result<(), String> {
+    match field_offset(fields, "ret") {
+        Some(16) => Ok(()),
+        other => Err(format!("ret is at {other:?}, expected 16")),
+    }
+}
+
 /// Offset of `name` in a parsed format.
 pub fn field_offset(fields: &[Field], name: &str) -> Option<u32> {
     fields.iter().find(|f| f.name == name).map(|f| f.offset)
@@ -146,6 +178,18 @@ print fmt: \"filename=%s pid=%d\", __get_str(filename), REC->pid
         assert_eq!(field_offset(&f, "group_dead"), Some(32));
         assert_eq!(field_offset(&f, "old_pid"), None);
         assert_eq!(f.iter().find(|x| x.name == "comm").unwrap().size, 16);
+    }
+
+    #[test]
+    fn syscall_record_layouts() {
+        let enter = parse_format(
+            "\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n",
+        );
+        assert_eq!(check_sys_enter_layout(&enter), Ok(()));
+        let odd = parse_format("\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:int dfd;\toffset:12;\tsize:4;\tsigned:0;\n");
+        assert!(check_sys_enter_layout(&odd).unwrap_err().contains("dfd"));
+        let exit = parse_format("\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n");
+        assert_eq!(check_sys_exit_layout(&exit), Ok(()));
     }
 
     #[test]

@@ -76,6 +76,7 @@ enum EventType {
     Exec,
     Fork,
     Exit,
+    File,
 }
 
 impl EventType {
@@ -84,6 +85,7 @@ impl EventType {
             EventType::Exec => EventKind::Exec,
             EventType::Fork => EventKind::Fork,
             EventType::Exit => EventKind::Exit,
+            EventType::File => EventKind::File,
         }
     }
 }
@@ -99,6 +101,40 @@ struct RawMatch {
     exe_startswith: Vec<String>,
     #[serde(default)]
     args_contain: Vec<String>,
+    #[serde(default)]
+    path_startswith: Vec<String>,
+    #[serde(default)]
+    op: Vec<FileOpName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FileOpName {
+    Open,
+    Unlink,
+    Rmdir,
+    Rename,
+    Chmod,
+    Chown,
+    Link,
+    Symlink,
+    Mknod,
+}
+
+impl FileOpName {
+    fn name(self) -> &'static str {
+        match self {
+            FileOpName::Open => "open",
+            FileOpName::Unlink => "unlink",
+            FileOpName::Rmdir => "rmdir",
+            FileOpName::Rename => "rename",
+            FileOpName::Chmod => "chmod",
+            FileOpName::Chown => "chown",
+            FileOpName::Link => "link",
+            FileOpName::Symlink => "symlink",
+            FileOpName::Mknod => "mknod",
+        }
+    }
 }
 
 /// What a rule requires of an event. Empty lists do not constrain.
@@ -112,6 +148,10 @@ struct MatchSpec {
     exe_startswith: Vec<String>,
     /// Every one of these occurs in the arguments (argv[1..]).
     args_contain: Vec<String>,
+    /// The file path (or a rename/link's new path) starts with one of these.
+    path_startswith: Vec<String>,
+    /// The file operation is one of these.
+    ops: Vec<&'static str>,
 }
 
 impl TryFrom<RawMatch> for MatchSpec {
@@ -125,20 +165,26 @@ impl TryFrom<RawMatch> for MatchSpec {
 impl MatchSpec {
     fn validate(r: RawMatch) -> Result<MatchSpec, String> {
         if r.event.is_empty() {
-            return Err("`event` needs at least one of exec, fork, exit".into());
+            return Err("`event` needs at least one of exec, fork, exit, file".into());
         }
         let exec_only =
             !(r.exe.is_empty() && r.exe_startswith.is_empty() && r.args_contain.is_empty());
         if exec_only && r.event.iter().any(|e| *e != EventType::Exec) {
             return Err("`exe`, `exe_startswith` and `args_contain` apply to exec events only; use `event: exec`".into());
         }
-        if let Some(bad) = r
+        let file_only = !(r.path_startswith.is_empty() && r.op.is_empty());
+        if file_only && r.event.iter().any(|e| *e != EventType::File) {
+            return Err(
+                "`path_startswith` and `op` apply to file events only; use `event: file`".into(),
+            );
+        }
+        let paths = r
             .exe
             .iter()
             .chain(&r.exe_startswith)
-            .find(|p| !p.starts_with('/'))
-        {
-            return Err(format!("executable path `{bad}` must be absolute"));
+            .chain(&r.path_startswith);
+        if let Some(bad) = paths.clone().find(|p| !p.starts_with('/')) {
+            return Err(format!("path `{bad}` must be absolute"));
         }
         if r.args_contain.iter().any(String::is_empty) {
             return Err("`args_contain` has an empty string, which would match everything".into());
@@ -148,6 +194,8 @@ impl MatchSpec {
             exe: r.exe,
             exe_startswith: r.exe_startswith,
             args_contain: r.args_contain,
+            path_startswith: r.path_startswith,
+            ops: r.op.into_iter().map(FileOpName::name).collect(),
         })
     }
 }
@@ -167,6 +215,16 @@ impl MatchSpec {
                         .iter()
                         .all(|s| x.argv.iter().skip(1).any(|a| a.contains(s.as_str())))
             }
+            EventBody::File(f) => {
+                (self.ops.is_empty() || self.ops.contains(&f.op))
+                    && (self.path_startswith.is_empty()
+                        || self.path_startswith.iter().any(|p| {
+                            f.path.starts_with(p.as_str())
+                                || f.new_path
+                                    .as_ref()
+                                    .is_some_and(|n| n.starts_with(p.as_str()))
+                        }))
+            }
             EventBody::Fork(_) | EventBody::Exit(_) => true,
         }
     }
@@ -178,7 +236,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EventType>, D::Err
     impl<'de> de::Visitor<'de> for V {
         type Value = Vec<EventType>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an event type (exec, fork, exit) or a list of them")
+            f.write_str("an event type (exec, fork, exit, file) or a list of them")
         }
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
             EventType::deserialize(de::value::StrDeserializer::<E>::new(s)).map(|e| vec![e])
@@ -503,6 +561,48 @@ mod tests {
         assert_eq!(out[0].output.render(&ev), "ran /bin/ls as 0: x -l /");
         assert_eq!(out[0].severity, Severity::Warning);
         assert_eq!(out[0].origin, "r.yaml:1");
+    }
+
+    #[test]
+    fn file_rules_match_op_and_path() {
+        use crate::event::{file::open_flags, FileInfo};
+        let rs = load(
+            "- rule: etc write\n  priority: error\n  match:\n    event: file\n    op: [open, rename]\n    path_startswith: [/etc/]\n  output: \"%fd.name by %proc.name\"\n",
+        )
+        .unwrap();
+        let mut ev = exec("/bin/x", &["x"]);
+        let file = |op: &'static str, path: &str, new_path: Option<&str>| FileInfo {
+            op,
+            syscall: "openat".into(),
+            path: path.into(),
+            new_path: new_path.map(Into::into),
+            target: None,
+            open: Some(open_flags(1)),
+            flags: 1,
+            mode: None,
+            uid: None,
+            gid: None,
+            result: 3,
+            error: None,
+            path_truncated: false,
+            path_unresolved: false,
+        };
+        ev.body = EventBody::File(file("open", "/etc/passwd", None));
+        let mut out = Vec::new();
+        rs.matches(&ev, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].output.render(&ev), "/etc/passwd by x");
+        ev.body = EventBody::File(file("rename", "/tmp/x", Some("/etc/cron.d/x")));
+        assert_eq!(names(&rs, &ev), vec!["etc write"], "the new name counts");
+        ev.body = EventBody::File(file("unlink", "/etc/passwd", None));
+        assert!(names(&rs, &ev).is_empty(), "op filters");
+        ev.body = EventBody::File(file("open", "/home/x", None));
+        assert!(names(&rs, &ev).is_empty());
+
+        let e = err("- rule: r\n  priority: info\n  match:\n    event: exec\n    path_startswith: [/etc/]\n");
+        assert!(e.message.contains("file events only"), "{e}");
+        let e = err("- rule: r\n  priority: info\n  match:\n    event: file\n    op: [write]\n");
+        assert!(e.message.contains("write"), "{e}");
     }
 
     #[test]

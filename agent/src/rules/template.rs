@@ -16,6 +16,7 @@ pub const FIELDS: &[&str] = &[
     "proc.args",
     "user.uid",
     "group.gid",
+    "fd.name",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +115,10 @@ fn render_field(out: &mut String, field: &str, ev: &Event) {
                 write!(out, "{} {}", p.comm, args.join(" "))
             }
         }
+        "fd.name" => match &ev.body {
+            EventBody::File(f) => write!(out, "{}", f.path),
+            _ => write!(out, "<NA>"),
+        },
         "user.uid" => write!(out, "{}", p.uid),
         "group.gid" => write!(out, "{}", p.gid),
         _ => write!(out, "<NA>"),
