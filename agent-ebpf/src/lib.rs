@@ -6,8 +6,10 @@
 #![no_std]
 
 pub mod config;
+pub mod control;
 pub mod file;
 pub mod process;
+pub mod syscall;
 
 /// Length of `task_struct::comm`, including the trailing NUL.
 pub const COMM_LEN: usize = 16;
@@ -24,6 +26,7 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     File = 4,
+    Control = 5,
 }
 
 impl EventKind {
@@ -41,6 +44,7 @@ impl EventKind {
             2 => Some(EventKind::Fork),
             3 => Some(EventKind::Exit),
             4 => Some(EventKind::File),
+            5 => Some(EventKind::Control),
             _ => None,
         }
     }
@@ -56,12 +60,13 @@ impl EventKind {
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
             EventKind::File => "file",
+            EventKind::Control => "control",
         }
     }
 }
 
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
-pub const LOST_SLOTS: u32 = 5;
+pub const LOST_SLOTS: u32 = 6;
 
 /// `EventHeader::flags`: fields the probe could not read on this kernel
 /// (unknown layout or a faulting read). Their values are then 0.
@@ -110,6 +115,6 @@ pub struct EventHeader {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for crate::config::ProbeConfig {}
-    unsafe impl aya::Pod for crate::file::ArgSpec {}
-    unsafe impl aya::Pod for crate::file::PendingSyscall {}
+    unsafe impl aya::Pod for crate::syscall::ArgSpec {}
+    unsafe impl aya::Pod for crate::syscall::PendingSyscall {}
 }

@@ -13,14 +13,15 @@ mod probe {
 
     use agent_ebpf::{
         config::{ProbeConfig, UNKNOWN_OFFSET},
-        file::{
-            ArgSpec, FileRecord, PendingSyscall, AT_FDCWD, BASE1_TRUNCATED, BASE1_UNKNOWN,
-            BASE_MAX_KEPT, FILE_DATA_MAX, MAX_SYSCALL_NR, NO_ARG, PATH1_TRUNCATED, PATH_MAX_KEPT,
-            SPEC_FLAGS_IN_OPEN_HOW,
-        },
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
             EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX,
+        },
+        syscall::{
+            ArgSpec, PendingSyscall, SyscallRecord as FileRecord, AT_FDCWD, BASE1_TRUNCATED,
+            BASE1_UNKNOWN, BASE_MAX_KEPT, FILE_DATA_MAX, MAX_SYSCALL_NR, NO_ARG, PATH1_TRUNCATED,
+            PATH_MAX_KEPT, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_STRING,
+            SPEC_PATH2_STRING, SPEC_VIA_RAW,
         },
         EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN,
         HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, LOST_SLOTS,
@@ -381,17 +382,43 @@ mod probe {
 
     #[tracepoint]
     pub fn file_sys_enter(ctx: TracePointContext) -> u32 {
+        sys_enter(&ctx, false)
+    }
+
+    #[tracepoint]
+    pub fn file_sys_exit(ctx: TracePointContext) -> u32 {
+        sys_exit(&ctx, false)
+    }
+
+    /// `raw_syscalls:sys_enter`: runs for every syscall, so it returns at
+    /// once unless the number is one the running kernel has no
+    /// `syscalls:*` tracepoint for (`SPEC_VIA_RAW`). Attached only then.
+    #[tracepoint]
+    pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
+        sys_enter(&ctx, true)
+    }
+
+    #[tracepoint]
+    pub fn raw_sys_exit(ctx: TracePointContext) -> u32 {
+        sys_exit(&ctx, true)
+    }
+
+    /// The spec for this record's syscall, if it is followed through the
+    /// kind of hook that is running (`via_raw`), so nothing is reported twice.
+    #[inline(always)]
+    fn spec_for(nr: u32, via_raw: bool) -> Option<&'static ArgSpec> {
+        let spec = FILE_SYSCALLS.get(nr)?;
+        let raw = spec.spec_flags & SPEC_VIA_RAW != 0;
+        (spec.op != 0 && raw == via_raw).then_some(spec)
+    }
+
+    #[inline(always)]
+    fn sys_enter(ctx: &TracePointContext, via_raw: bool) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
-        if is_agent((pid_tgid >> 32) as u32) {
-            return 0;
-        }
         let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
             return 0;
         };
-        let Some(spec) = FILE_SYSCALLS.get(nr as u32) else {
-            return 0;
-        };
-        if spec.op == 0 {
+        if nr < 0 || spec_for(nr as u32, via_raw).is_none() || is_agent((pid_tgid >> 32) as u32) {
             return 0;
         }
         let mut p = PendingSyscall {
@@ -406,8 +433,16 @@ mod probe {
         0
     }
 
-    #[tracepoint]
-    pub fn file_sys_exit(ctx: TracePointContext) -> u32 {
+    #[inline(always)]
+    fn sys_exit(ctx: &TracePointContext, via_raw: bool) -> u32 {
+        if via_raw {
+            let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
+                return 0;
+            };
+            if nr < 0 || spec_for(nr as u32, true).is_none() {
+                return 0;
+            }
+        }
         let pid_tgid = bpf_get_current_pid_tgid();
         let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
             return 0;
@@ -415,7 +450,7 @@ mod probe {
         let pending = *pending;
         let _ = PENDING.remove(&pid_tgid);
         let result = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
-        let Some(spec) = FILE_SYSCALLS.get(pending.nr) else {
+        let Some(spec) = spec_for(pending.nr, via_raw) else {
             return 0;
         };
         let spec = *spec;
@@ -449,7 +484,12 @@ mod probe {
         pid_tgid: u64,
     ) {
         let rec = unsafe { &raw mut (*s).rec };
-        fill_header(unsafe { &raw mut (*rec).header }, EventKind::File, pid_tgid);
+        let kind = if spec.family == EventKind::Control as u8 {
+            EventKind::Control
+        } else {
+            EventKind::File
+        };
+        fill_header(unsafe { &raw mut (*rec).header }, kind, pid_tgid);
         let mut flags_val = arg(p, spec.flags).unwrap_or(0);
         if spec.spec_flags & SPEC_FLAGS_IN_OPEN_HOW != 0 {
             // openat2: flags is the first u64 of struct open_how.
@@ -461,15 +501,30 @@ mod probe {
         set_pos(s, 0);
         let mut path_flags = 0u32;
 
-        let (p1, b1, f1) = copy_path_and_base(s, arg(p, spec.path), dirfd);
+        let (p1, b1, f1) = if spec.spec_flags & SPEC_PATH1_FD != 0 {
+            copy_fd_path(s, arg(p, spec.path))
+        } else {
+            copy_path_and_base(
+                s,
+                arg(p, spec.path),
+                dirfd,
+                spec.spec_flags & SPEC_PATH1_STRING != 0,
+            )
+        };
         path_flags |= f1;
-        let (p2, b2, f2) = copy_path_and_base(s, arg(p, spec.path2), dirfd2);
+        let (p2, b2, f2) = copy_path_and_base(
+            s,
+            arg(p, spec.path2),
+            dirfd2,
+            spec.spec_flags & SPEC_PATH2_STRING != 0,
+        );
         // The second path's flags sit one bit above the first's.
         path_flags |= f2 << 1;
 
         unsafe {
             (*rec).op = spec.op as u32;
             (*rec).syscall_nr = p.nr;
+            (*rec).args = p.args;
             (*rec).result = result;
             (*rec).flags = flags_val;
             (*rec).mode = arg(p, spec.mode).unwrap_or(0) as u32;
@@ -489,7 +544,7 @@ mod probe {
         }
         let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total) };
         if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
-            count_lost(EventKind::File);
+            count_lost(kind);
         }
     }
 
@@ -512,6 +567,7 @@ mod probe {
         s: *mut FileScratch,
         user: Option<u64>,
         dirfd: i32,
+        plain: bool,
     ) -> (usize, usize, u32) {
         let Some(ptr) = user else {
             return (0, 0, 0);
@@ -538,7 +594,7 @@ mod probe {
         }
         let first = unsafe { *data.add(start) };
         set_pos(s, start + n);
-        if first == b'/' {
+        if first == b'/' || plain {
             return (n, 0, flags);
         }
         let base = if dirfd == AT_FDCWD {
@@ -554,6 +610,24 @@ mod probe {
             flags |= BASE1_TRUNCATED;
         }
         (n, b, flags)
+    }
+
+    /// The path of the file behind fd argument `fd` (e.g. finit_module's
+    /// module file): an empty path string and the file's components.
+    #[inline(always)]
+    fn copy_fd_path(s: *mut FileScratch, fd: Option<u64>) -> (usize, usize, u32) {
+        let Some(fd) = fd else {
+            return (0, 0, 0);
+        };
+        let start = get_pos(s);
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        unsafe { *data.add(start) = 0 };
+        set_pos(s, start + 1);
+        let Some((mnt, dentry)) = fd_path(fd as i32) else {
+            return (1, 0, BASE1_UNKNOWN);
+        };
+        let (b, truncated) = walk_path(s, mnt, dentry);
+        (1, b, if truncated { BASE1_TRUNCATED } else { 0 })
     }
 
     /// `current->fs->pwd` as (vfsmount, dentry).
@@ -618,6 +692,23 @@ mod probe {
                     break;
                 };
                 if parent == mnt {
+                    // The root of the namespace, or of an internal mount
+                    // (nsfs, pipefs, anon_inode): a file that is itself such
+                    // a root is named by its dentry, as d_path does.
+                    if get_pos(s) == start {
+                        if let Some(name) = read_kernel::<*const u8>(d, cfg!(dentry_name_ptr)) {
+                            let n = unsafe {
+                                bpf_probe_read_kernel_str(
+                                    data.add(start) as *mut c_void,
+                                    NAME_MAX_KEPT,
+                                    name as *const c_void,
+                                )
+                            };
+                            if n > 0 {
+                                set_pos(s, start + (n as usize & 0x1ff));
+                            }
+                        }
+                    }
                     done = true;
                     break;
                 }

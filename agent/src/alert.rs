@@ -11,7 +11,7 @@ pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
     let p = &ev.process;
     let (exe, argv, argv_truncated) = match &ev.body {
         EventBody::Exec(x) => (x.filename.clone(), x.argv.clone(), x.argv_truncated),
-        EventBody::Fork(_) | EventBody::Exit(_) | EventBody::File(_) => {
+        EventBody::Fork(_) | EventBody::Exit(_) | EventBody::File(_) | EventBody::Control(_) => {
             (String::new(), Vec::new(), false)
         }
     };

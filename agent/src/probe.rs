@@ -291,18 +291,30 @@ fn attach_tracepoint(
 
 const FILE_ENTER_PROG: &str = "file_sys_enter";
 const FILE_EXIT_PROG: &str = "file_sys_exit";
+const RAW_ENTER_PROG: &str = "raw_sys_enter";
+const RAW_EXIT_PROG: &str = "raw_sys_exit";
 
 /// Fills `FILE_SYSCALLS` and attaches the file enter/exit programs to the
 /// `syscalls:sys_{enter,exit}_<name>` tracepoint of every syscall in the
 /// table that this kernel has, with the record layout the probe expects.
 fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<String>, ProbeError> {
-    use crate::kernel::syscalls::file_syscalls;
+    use crate::kernel::syscalls::{file_syscalls, FileSyscall};
+    use agent_ebpf::EventKind;
     let mut usable = Vec::new();
+    let mut via_raw = Vec::new();
     let mut missing = Vec::new();
-    for sc in file_syscalls() {
-        let enter =
-            tracefs::read_format(tracefs_root, "syscalls", &format!("sys_enter_{}", sc.name));
-        let exit = tracefs::read_format(tracefs_root, "syscalls", &format!("sys_exit_{}", sc.name));
+    let raw_ok = raw_syscalls_usable(tracefs_root);
+    for mut sc in file_syscalls() {
+        let enter = tracefs::read_format(
+            tracefs_root,
+            "syscalls",
+            &format!("sys_enter_{}", sc.tracepoint),
+        );
+        let exit = tracefs::read_format(
+            tracefs_root,
+            "syscalls",
+            &format!("sys_exit_{}", sc.tracepoint),
+        );
         let checked = match (enter, exit) {
             (Ok(e), Ok(x)) => {
                 tracefs::check_sys_enter_layout(&e).and_then(|_| tracefs::check_sys_exit_layout(&x))
@@ -311,19 +323,26 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
         };
         match checked {
             Ok(()) => usable.push(sc),
-            Err(why) => missing.push(format!("{} ({why})", sc.name)),
+            Err(_) if sc.raw_fallback && raw_ok.is_ok() => {
+                sc.spec.spec_flags |= agent_ebpf::syscall::SPEC_VIA_RAW;
+                via_raw.push(sc);
+            }
+            Err(why) => {
+                let why = format!("{} ({why})", sc.name);
+                missing.push((sc, why));
+            }
         }
     }
     {
         let map = ebpf
             .map_mut("FILE_SYSCALLS")
             .ok_or(ProbeError::MissingMap("FILE_SYSCALLS"))?;
-        let mut specs: aya::maps::Array<&mut MapData, agent_ebpf::file::ArgSpec> =
+        let mut specs: aya::maps::Array<&mut MapData, agent_ebpf::syscall::ArgSpec> =
             aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
                 name: "FILE_SYSCALLS",
                 source,
             })?;
-        for sc in &usable {
+        for sc in usable.iter().chain(&via_raw) {
             specs
                 .set(sc.nr as u32, sc.spec, 0)
                 .map_err(|source| ProbeError::Map {
@@ -341,20 +360,75 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
             .map_err(err)?;
         prog.load().map_err(err)?;
         for sc in &usable {
-            prog.attach("syscalls", &format!("sys_{dir}_{}", sc.name))
+            prog.attach("syscalls", &format!("sys_{dir}_{}", sc.tracepoint))
                 .map_err(err)?;
         }
     }
-    let names: Vec<&str> = usable.iter().map(|s| s.name).collect();
-    if missing.is_empty() {
-        tracing::info!(family = "file", hooks = %format!("syscalls:sys_{{enter,exit}}_{{{}}}", names.join(",")), "probe attached");
-    } else {
-        tracing::warn!(family = "file", hooks = %names.join(","), missing = %missing.join("; "), "probe attached; some file syscalls are not followed");
+    if !via_raw.is_empty() {
+        for (prog_name, tp) in [(RAW_ENTER_PROG, "sys_enter"), (RAW_EXIT_PROG, "sys_exit")] {
+            let err = |source| program_error(prog_name, source);
+            let prog: &mut TracePoint = ebpf
+                .program_mut(prog_name)
+                .ok_or(ProbeError::MissingMap(prog_name))?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach("raw_syscalls", tp).map_err(err)?;
+        }
     }
-    Ok(names
-        .iter()
-        .map(|n| format!("tracepoint syscalls:sys_{{enter,exit}}_{n}"))
-        .collect())
+    if let Err(why) = &raw_ok {
+        tracing::debug!(%why, "raw_syscalls fallback unavailable");
+    }
+    let mut hooks = Vec::new();
+    for family in [EventKind::File, EventKind::Control] {
+        let of = |sc: &&FileSyscall| sc.spec.family == family as u8;
+        let names: Vec<&str> = usable.iter().filter(of).map(|s| s.name).collect();
+        let raw: Vec<&str> = via_raw.iter().filter(of).map(|s| s.name).collect();
+        let lost: Vec<&str> = missing
+            .iter()
+            .filter(|(sc, _)| sc.spec.family == family as u8)
+            .map(|(_, why)| why.as_str())
+            .collect();
+        let tps = format!("syscalls:sys_{{enter,exit}}_{{{}}}", names.join(","));
+        let raw_desc = if raw.is_empty() {
+            "none".to_string()
+        } else {
+            format!("raw_syscalls:sys_{{enter,exit}} for {{{}}} (no syscalls tracepoint on this kernel)", raw.join(","))
+        };
+        if lost.is_empty() {
+            tracing::info!(family = family.name(), hooks = %tps, raw_syscalls = %raw_desc, "probe attached");
+        } else {
+            tracing::warn!(family = family.name(), hooks = %tps, raw_syscalls = %raw_desc, missing = %lost.join("; "), "probe attached; some syscalls are not followed");
+        }
+        hooks.extend(
+            names
+                .iter()
+                .map(|n| format!("tracepoint syscalls:sys_{{enter,exit}}_{n}")),
+        );
+        hooks.extend(
+            raw.iter()
+                .map(|n| format!("raw_syscalls:sys_{{enter,exit}} for {n}")),
+        );
+    }
+    Ok(hooks)
+}
+
+/// `raw_syscalls:sys_{enter,exit}` with the layout the probe reads: id at
+/// 8, args (or ret) from 16.
+fn raw_syscalls_usable(tracefs_root: &Path) -> Result<(), String> {
+    let enter = tracefs::read_format(tracefs_root, "raw_syscalls", "sys_enter")
+        .map_err(|e| e.to_string())?;
+    let exit = tracefs::read_format(tracefs_root, "raw_syscalls", "sys_exit")
+        .map_err(|e| e.to_string())?;
+    match (
+        tracefs::field_offset(&enter, "id"),
+        tracefs::field_offset(&enter, "args"),
+        tracefs::field_offset(&exit, "id"),
+        tracefs::field_offset(&exit, "ret"),
+    ) {
+        (Some(8), Some(16), Some(8), Some(16)) => Ok(()),
+        other => Err(format!("unexpected raw_syscalls layout {other:?}")),
+    }
 }
 
 fn attach_raw_tracepoint(

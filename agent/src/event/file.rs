@@ -4,9 +4,12 @@
 //! The probe sends each path as the process wrote it, and for a relative
 //! path the components of the directory it is relative to (cwd or dirfd),
 //! leaf first. Here they become one absolute path.
-use agent_ebpf::file::{
-    FileOp, FileRecord, BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED, BASE2_UNKNOWN,
-    PATH1_TRUNCATED, PATH2_TRUNCATED,
+use agent_ebpf::{
+    file::FileOp,
+    syscall::{
+        SyscallRecord as FileRecord, BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED,
+        BASE2_UNKNOWN, PATH1_TRUNCATED, PATH2_TRUNCATED,
+    },
 };
 use serde::Serialize;
 
@@ -140,6 +143,9 @@ pub fn errno_name(result: i64) -> Option<String> {
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ELOOP => "ELOOP",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::ESRCH => "ESRCH",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         _ => return Some(format!("errno {e}")),
     };
@@ -153,8 +159,13 @@ pub fn absolute(raw: &str, base_components: &[u8]) -> String {
     if !raw.starts_with('/') {
         let comps: Vec<&[u8]> = base_components
             .split(|&b| b == 0)
-            .filter(|c| !c.is_empty())
+            .filter(|c| !c.is_empty() && *c != b"/")
             .collect();
+        // A file on an internal filesystem (nsfs, pipefs, anon_inode) has
+        // only its own name, e.g. `uts:[4026531838]`, as d_path reports it.
+        if raw.is_empty() && comps.len() == 1 && comps[0].windows(2).any(|w| w == b":[") {
+            return String::from_utf8_lossy(comps[0]).into_owned();
+        }
         for c in comps.iter().rev() {
             parts.push(std::str::from_utf8(c).unwrap_or("?"));
         }
@@ -173,7 +184,7 @@ pub fn absolute(raw: &str, base_components: &[u8]) -> String {
 }
 
 /// Splits the tail into its four parts, clamped to what is there.
-fn tail_parts(tail: &[u8], lens: [u16; 4]) -> [&[u8]; 4] {
+pub(crate) fn tail_parts(tail: &[u8], lens: [u16; 4]) -> [&[u8]; 4] {
     let mut out: [&[u8]; 4] = [&[]; 4];
     let mut at = 0usize;
     for (i, len) in lens.iter().enumerate() {
@@ -267,6 +278,12 @@ mod tests {
         assert_eq!(absolute("./a/./b/", b"tmp\0"), "/tmp/a/b");
         assert_eq!(absolute("/etc//hosts", b"ignored\0"), "/etc/hosts");
         assert_eq!(absolute("../../../..", b"a\0"), "/");
+        assert_eq!(absolute("", b"uts:[4026531838]\0"), "uts:[4026531838]");
+        assert_eq!(
+            absolute("x", b"/\0"),
+            "/x",
+            "the real root's own name is skipped"
+        );
     }
 
     #[test]
@@ -295,6 +312,7 @@ mod tests {
             header: header(EventKind::File),
             op: op as u32,
             syscall_nr: nr as u32,
+            args: [0; 6],
             result: 0,
             flags: 0,
             mode: 0o644,

@@ -11,9 +11,11 @@ use agent_ebpf::{
 };
 use serde::Serialize;
 
+pub mod control;
 pub mod file;
 pub mod process;
 
+pub use control::ControlInfo;
 pub use file::FileInfo;
 pub use process::{ExecInfo, ExitInfo, ForkInfo};
 
@@ -52,6 +54,7 @@ pub enum EventBody {
     Fork(ForkInfo),
     Exit(ExitInfo),
     File(FileInfo),
+    Control(ControlInfo),
 }
 
 impl EventBody {
@@ -61,6 +64,7 @@ impl EventBody {
             EventBody::Fork(_) => EventKind::Fork,
             EventBody::Exit(_) => EventKind::Exit,
             EventBody::File(_) => EventKind::File,
+            EventBody::Control(_) => EventKind::Control,
         }
     }
 }
@@ -181,6 +185,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Fork => EventBody::Fork(process::decode_fork(bytes)?),
         EventKind::Exit => EventBody::Exit(process::decode_exit(bytes)?),
         EventKind::File => EventBody::File(file::decode_file(bytes)?),
+        EventKind::Control => EventBody::Control(control::decode_control(bytes)?),
     };
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),

@@ -1,17 +1,34 @@
-//! The file syscalls the probe follows, and where each keeps its arguments.
+//! The syscalls the probe follows (file and control families), and where
+//! each keeps its arguments.
 //!
 //! Numbers come from libc for the architecture the agent is built for, so
 //! the table is right on x86_64 and arm64 alike; syscalls an architecture
 //! lacks (arm64 has no `open` or `unlink`) are simply absent.
-use agent_ebpf::file::{ArgSpec, FileOp, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW};
+use agent_ebpf::{
+    control::ControlOp,
+    file::FileOp,
+    syscall::{
+        ArgSpec, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_STRING,
+        SPEC_PATH2_STRING,
+    },
+    EventKind,
+};
 
 /// One followed syscall.
 #[derive(Debug, Clone, Copy)]
 pub struct FileSyscall {
-    /// Name as in `syscalls:sys_enter_<name>`.
+    /// The syscall's name.
     pub name: &'static str,
+    /// Its tracepoint, `syscalls:sys_enter_<tracepoint>`: the name of the
+    /// kernel's SYSCALL_DEFINE, which differs for a few (umount2 is
+    /// `umount`).
+    pub tracepoint: &'static str,
     pub nr: i64,
     pub spec: ArgSpec,
+    /// Catch it through `raw_syscalls` when the kernel has no
+    /// `syscalls:*` tracepoint for it (module loading: what a detection
+    /// wants most precisely when modules are compiled out).
+    pub raw_fallback: bool,
 }
 
 /// Argument positions, for readability of the table below.
@@ -26,15 +43,40 @@ struct A {
     uid: Option<u8>,
     gid: Option<u8>,
     open_how: bool,
+    /// path / path2 are plain strings; path is an fd.
+    str1: bool,
+    str2: bool,
+    fd1: bool,
 }
 
 fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
+    spec_row(name, nr, op as u8, EventKind::File, a)
+}
+
+fn ctl(name: &'static str, nr: i64, op: ControlOp, a: A) -> FileSyscall {
+    spec_row(name, nr, op as u8, EventKind::Control, a)
+}
+
+fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FileSyscall {
     let p = |o: Option<u8>| o.unwrap_or(NO_ARG);
+    let mut spec_flags = 0;
+    for (on, bit) in [
+        (a.open_how, SPEC_FLAGS_IN_OPEN_HOW),
+        (a.str1, SPEC_PATH1_STRING),
+        (a.str2, SPEC_PATH2_STRING),
+        (a.fd1, SPEC_PATH1_FD),
+    ] {
+        if on {
+            spec_flags |= bit;
+        }
+    }
     FileSyscall {
         name,
+        tracepoint: if name == "umount2" { "umount" } else { name },
         nr,
+        raw_fallback: matches!(name, "init_module" | "finit_module" | "delete_module"),
         spec: ArgSpec {
-            op: op as u8,
+            op,
             dirfd: p(a.dirfd),
             path: p(a.path),
             dirfd2: p(a.dirfd2),
@@ -43,18 +85,152 @@ fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
             mode: p(a.mode),
             uid: p(a.uid),
             gid: p(a.gid),
-            spec_flags: if a.open_how {
-                SPEC_FLAGS_IN_OPEN_HOW
-            } else {
-                0
-            },
-            _pad: [0; 2],
+            spec_flags,
+            family: family as u8,
+            _pad: 0,
         },
     }
 }
 
-/// Every file syscall the probe follows on this architecture.
+/// Every syscall the probe follows on this architecture.
 pub fn file_syscalls() -> Vec<FileSyscall> {
+    let mut v = file_rows();
+    v.extend(control_rows());
+    v
+}
+
+/// Privilege, process-control and kernel-state syscalls. Integer
+/// arguments are read from the record's raw args by the decoder.
+fn control_rows() -> Vec<FileSyscall> {
+    use ControlOp::*;
+    let s = Some;
+    let none = A::default();
+    let mut v = vec![
+        ctl("setuid", libc::SYS_setuid, SetUid, none),
+        ctl("setreuid", libc::SYS_setreuid, SetUid, none),
+        ctl("setresuid", libc::SYS_setresuid, SetUid, none),
+        ctl("setfsuid", libc::SYS_setfsuid, SetUid, none),
+        ctl("setgid", libc::SYS_setgid, SetGid, none),
+        ctl("setregid", libc::SYS_setregid, SetGid, none),
+        ctl("setresgid", libc::SYS_setresgid, SetGid, none),
+        ctl("setfsgid", libc::SYS_setfsgid, SetGid, none),
+        ctl("ptrace", libc::SYS_ptrace, Ptrace, none),
+        ctl(
+            "memfd_create",
+            libc::SYS_memfd_create,
+            MemfdCreate,
+            A {
+                path: s(0),
+                str1: true,
+                flags: s(1),
+                ..A::default()
+            },
+        ),
+        ctl(
+            "init_module",
+            libc::SYS_init_module,
+            ModuleLoad,
+            A {
+                path2: s(2),
+                str2: true,
+                ..A::default()
+            },
+        ),
+        ctl(
+            "finit_module",
+            libc::SYS_finit_module,
+            ModuleLoad,
+            A {
+                path: s(0),
+                fd1: true,
+                path2: s(1),
+                str2: true,
+                flags: s(2),
+                ..A::default()
+            },
+        ),
+        ctl(
+            "delete_module",
+            libc::SYS_delete_module,
+            ModuleUnload,
+            A {
+                path: s(0),
+                str1: true,
+                flags: s(1),
+                ..A::default()
+            },
+        ),
+        ctl("bpf", libc::SYS_bpf, Bpf, none),
+        // mount(source, target, fstype, flags, data): the target is
+        // resolved; the fstype is kept as a string.
+        ctl(
+            "mount",
+            libc::SYS_mount,
+            Mount,
+            A {
+                path: s(1),
+                path2: s(2),
+                str2: true,
+                flags: s(3),
+                ..A::default()
+            },
+        ),
+        ctl(
+            "umount2",
+            libc::SYS_umount2,
+            Umount,
+            A {
+                path: s(0),
+                flags: s(1),
+                ..A::default()
+            },
+        ),
+        ctl(
+            "unshare",
+            libc::SYS_unshare,
+            Unshare,
+            A {
+                flags: s(0),
+                ..A::default()
+            },
+        ),
+        // The nsfs file behind the fd has no name a dentry walk can see
+        // (nsfs names dentries on the fly), so only the type is reported.
+        ctl(
+            "setns",
+            libc::SYS_setns,
+            Setns,
+            A {
+                flags: s(1),
+                ..A::default()
+            },
+        ),
+        ctl(
+            "chroot",
+            libc::SYS_chroot,
+            Chroot,
+            A {
+                path: s(0),
+                ..A::default()
+            },
+        ),
+        // prctl(option, arg2): arg2 is the new name for PR_SET_NAME.
+        ctl(
+            "prctl",
+            libc::SYS_prctl,
+            Prctl,
+            A {
+                path: s(1),
+                str1: true,
+                ..A::default()
+            },
+        ),
+    ];
+    v.retain(|r| r.nr >= 0);
+    v
+}
+
+fn file_rows() -> Vec<FileSyscall> {
     use FileOp::*;
     let s = Some;
     let mut v = vec![
@@ -330,11 +506,13 @@ mod tests {
         assert_eq!(nrs.len(), t.len(), "no syscall number twice");
         for s in &t {
             assert!(
-                s.nr >= 0 && s.nr < agent_ebpf::file::MAX_SYSCALL_NR as i64,
+                s.nr >= 0 && s.nr < agent_ebpf::syscall::MAX_SYSCALL_NR as i64,
                 "{}",
                 s.name
             );
-            assert!(s.spec.path != NO_ARG, "{} has a path", s.name);
+            if s.spec.family == EventKind::File as u8 {
+                assert!(s.spec.path != NO_ARG, "{} has a path", s.name);
+            }
             if s.spec.op == FileOp::Rename as u8 || s.spec.op == FileOp::Link as u8 {
                 assert!(s.spec.path2 != NO_ARG, "{} has a second path", s.name);
             }

@@ -77,6 +77,7 @@ enum EventType {
     Fork,
     Exit,
     File,
+    Control,
 }
 
 impl EventType {
@@ -86,6 +87,7 @@ impl EventType {
             EventType::Fork => EventKind::Fork,
             EventType::Exit => EventKind::Exit,
             EventType::File => EventKind::File,
+            EventType::Control => EventKind::Control,
         }
     }
 }
@@ -105,6 +107,8 @@ struct RawMatch {
     path_startswith: Vec<String>,
     #[serde(default)]
     op: Vec<FileOpName>,
+    #[serde(default)]
+    control_op: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -152,6 +156,8 @@ struct MatchSpec {
     path_startswith: Vec<String>,
     /// The file operation is one of these.
     ops: Vec<&'static str>,
+    /// The control operation is one of these.
+    control_ops: Vec<String>,
 }
 
 impl TryFrom<RawMatch> for MatchSpec {
@@ -165,7 +171,7 @@ impl TryFrom<RawMatch> for MatchSpec {
 impl MatchSpec {
     fn validate(r: RawMatch) -> Result<MatchSpec, String> {
         if r.event.is_empty() {
-            return Err("`event` needs at least one of exec, fork, exit, file".into());
+            return Err("`event` needs at least one of exec, fork, exit, file, control".into());
         }
         let exec_only =
             !(r.exe.is_empty() && r.exe_startswith.is_empty() && r.args_contain.is_empty());
@@ -177,6 +183,34 @@ impl MatchSpec {
             return Err(
                 "`path_startswith` and `op` apply to file events only; use `event: file`".into(),
             );
+        }
+        const CONTROL_OPS: [&str; 13] = [
+            "setuid",
+            "setgid",
+            "ptrace",
+            "memfd_create",
+            "module_load",
+            "module_unload",
+            "bpf",
+            "mount",
+            "umount",
+            "unshare",
+            "setns",
+            "chroot",
+            "prctl",
+        ];
+        if !r.control_op.is_empty() && r.event.iter().any(|e| *e != EventType::Control) {
+            return Err("`control_op` applies to control events only; use `event: control`".into());
+        }
+        if let Some(bad) = r
+            .control_op
+            .iter()
+            .find(|o| !CONTROL_OPS.contains(&o.as_str()))
+        {
+            return Err(format!(
+                "unknown control_op `{bad}`; expected one of {}",
+                CONTROL_OPS.join(", ")
+            ));
         }
         let paths = r
             .exe
@@ -196,6 +230,7 @@ impl MatchSpec {
             args_contain: r.args_contain,
             path_startswith: r.path_startswith,
             ops: r.op.into_iter().map(FileOpName::name).collect(),
+            control_ops: r.control_op,
         })
     }
 }
@@ -225,6 +260,9 @@ impl MatchSpec {
                                     .is_some_and(|n| n.starts_with(p.as_str()))
                         }))
             }
+            EventBody::Control(c) => {
+                self.control_ops.is_empty() || self.control_ops.iter().any(|o| o == c.op)
+            }
             EventBody::Fork(_) | EventBody::Exit(_) => true,
         }
     }
@@ -236,7 +274,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EventType>, D::Err
     impl<'de> de::Visitor<'de> for V {
         type Value = Vec<EventType>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an event type (exec, fork, exit, file) or a list of them")
+            f.write_str("an event type (exec, fork, exit, file, control) or a list of them")
         }
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
             EventType::deserialize(de::value::StrDeserializer::<E>::new(s)).map(|e| vec![e])

@@ -40,6 +40,28 @@ fn ret(v: i64) -> i64 {
     }
 }
 
+/// Forks a child that sleeps, attaches to it with PTRACE_ATTACH, then
+/// kills it. Returns the attach result.
+unsafe fn ptrace_attach_child() -> i64 {
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe { libc::pause() };
+        unsafe { libc::_exit(0) };
+    }
+    let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0) } as i64;
+    let r = ret(r);
+    eprintln!("child {child}");
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    if r == 0 {
+        child as i64
+    } else {
+        r
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let s = |i: usize| a.get(i).map(String::as_str).unwrap_or("");
@@ -82,6 +104,55 @@ fn main() {
             "link" => libc::link(c(s(1)).as_ptr(), c(s(2)).as_ptr()) as i64,
             "symlink" => libc::symlink(c(s(1)).as_ptr(), c(s(2)).as_ptr()) as i64,
             "mkfifo" => libc::mknod(c(s(1)).as_ptr(), libc::S_IFIFO | 0o600, 0) as i64,
+            // control family
+            "setresuid" => libc::setresuid(u32::MAX, s(1).parse().unwrap(), u32::MAX) as i64,
+            "setgid" => libc::setgid(s(1).parse().unwrap()) as i64,
+            "ptrace-attach" => ptrace_attach_child(),
+            "memfd" => libc::memfd_create(c(s(1)).as_ptr(), libc::MFD_CLOEXEC) as i64,
+            "init_module" => {
+                let junk = [0u8; 64];
+                libc::syscall(
+                    libc::SYS_init_module,
+                    junk.as_ptr(),
+                    junk.len(),
+                    c(s(1)).as_ptr(),
+                )
+            }
+            "finit_module" => {
+                let fd = libc::open(c(s(1)).as_ptr(), libc::O_RDONLY);
+                libc::syscall(libc::SYS_finit_module, fd, c(s(2)).as_ptr(), 0)
+            }
+            "delete_module" => {
+                libc::syscall(libc::SYS_delete_module, c(s(1)).as_ptr(), libc::O_NONBLOCK)
+            }
+            "bpf-map" => {
+                // union bpf_attr for BPF_MAP_CREATE: type, key size, value size, entries.
+                let attr: [u32; 16] = [
+                    2, /* ARRAY */
+                    4, 8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ];
+                libc::syscall(
+                    libc::SYS_bpf,
+                    0,
+                    attr.as_ptr(),
+                    std::mem::size_of_val(&attr),
+                )
+            }
+            "mount-tmpfs" => libc::mount(
+                c("vigil").as_ptr(),
+                c(s(1)).as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                std::ptr::null(),
+            ) as i64,
+            "umount" => libc::umount2(c(s(1)).as_ptr(), 0) as i64,
+            "unshare-uts" => libc::unshare(libc::CLONE_NEWUTS) as i64,
+            "setns-uts" => {
+                let fd = libc::open(c("/proc/self/ns/uts").as_ptr(), libc::O_RDONLY);
+                libc::setns(fd, libc::CLONE_NEWUTS) as i64
+            }
+            "chroot" => libc::chroot(c(s(1)).as_ptr()) as i64,
+            "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
     };

@@ -1,0 +1,119 @@
+//! Syscall capture shared by the file and control families.
+//!
+//! One enter and one exit program serve every followed syscall. The agent
+//! tells them, per syscall number, which argument is what ([`ArgSpec`]);
+//! adding a syscall is a row in the agent's table, not new kernel code.
+
+/// "No such argument" in an [`ArgSpec`].
+pub const NO_ARG: u8 = 0xff;
+/// `AT_FDCWD`: paths relative to the current directory.
+pub const AT_FDCWD: i32 = -100;
+/// Highest syscall number the `FILE_SYSCALLS` map covers (exclusive).
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// `ArgSpec::spec_flags`: the flags argument is a `struct open_how *` (openat2).
+pub const SPEC_FLAGS_IN_OPEN_HOW: u8 = 1 << 0;
+/// `path` is a plain string (a name, not a file path): never resolved.
+pub const SPEC_PATH1_STRING: u8 = 1 << 1;
+pub const SPEC_PATH2_STRING: u8 = 1 << 2;
+/// `path` is the index of an fd argument: the record carries that file's
+/// path (as base components, with an empty path string).
+pub const SPEC_PATH1_FD: u8 = 1 << 3;
+/// This syscall has no `syscalls:*` tracepoint on the running kernel; it is
+/// caught through `raw_syscalls:sys_{enter,exit}` instead.
+pub const SPEC_VIA_RAW: u8 = 1 << 4;
+
+/// Where a syscall keeps what the event needs: argument indexes (0..6), or
+/// [`NO_ARG`]. Missing dirfds mean `AT_FDCWD`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// A `FileOp` or `ControlOp`; 0 means "not followed".
+    pub op: u8,
+    pub dirfd: u8,
+    pub path: u8,
+    pub dirfd2: u8,
+    pub path2: u8,
+    pub flags: u8,
+    pub mode: u8,
+    pub uid: u8,
+    pub gid: u8,
+    /// `SPEC_*` bits.
+    pub spec_flags: u8,
+    /// The `EventKind` of the record (file or control).
+    pub family: u8,
+    pub _pad: u8,
+}
+
+impl ArgSpec {
+    pub const NONE: ArgSpec = ArgSpec {
+        op: 0,
+        dirfd: NO_ARG,
+        path: NO_ARG,
+        dirfd2: NO_ARG,
+        path2: NO_ARG,
+        flags: NO_ARG,
+        mode: NO_ARG,
+        uid: NO_ARG,
+        gid: NO_ARG,
+        spec_flags: 0,
+        family: 0,
+        _pad: 0,
+    };
+}
+
+/// Syscall arguments saved at `sys_enter` until `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSyscall {
+    pub nr: u32,
+    pub _pad: u32,
+    pub args: [u64; 6],
+}
+
+/// Bytes kept of a path string given to a syscall (with its NUL).
+pub const PATH_MAX_KEPT: usize = 1024;
+/// Bytes kept of a base directory's components.
+pub const BASE_MAX_KEPT: usize = 1024;
+
+/// `FileRecord::path_flags` bits.
+pub const PATH1_TRUNCATED: u32 = 1 << 0;
+pub const PATH2_TRUNCATED: u32 = 1 << 1;
+/// The base directory (cwd or dirfd) could not be resolved.
+pub const BASE1_UNKNOWN: u32 = 1 << 2;
+pub const BASE2_UNKNOWN: u32 = 1 << 3;
+/// The base directory walk hit its depth or size bound.
+pub const BASE1_TRUNCATED: u32 = 1 << 4;
+pub const BASE2_TRUNCATED: u32 = 1 << 5;
+
+/// Fixed part of a file or control event. It is followed by `data`, which holds, in
+/// order: path1 (`path1_len` bytes), base1 (`base1_len`), path2, base2.
+/// A path is the string the process passed. A base is the directory a
+/// relative path is resolved against, as NUL-terminated components from the
+/// leaf up to the root: `etc\0` for `/etc`, nothing for `/`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    pub header: crate::EventHeader,
+    pub op: u32,
+    pub syscall_nr: u32,
+    /// The raw arguments, for the decoder's per-syscall interpretation.
+    pub args: [u64; 6],
+    /// Syscall result: fd or 0 on success, -errno on failure.
+    pub result: i64,
+    /// Open flags (O_*), rename flags, unlinkat/linkat flags.
+    pub flags: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    pub path_flags: u32,
+    pub path1_len: u16,
+    pub base1_len: u16,
+    pub path2_len: u16,
+    pub base2_len: u16,
+}
+
+/// Size of the variable tail a record may carry.
+pub const FILE_DATA_MAX: usize = 2 * (PATH_MAX_KEPT + BASE_MAX_KEPT);

@@ -1,0 +1,427 @@
+//! Decoding of the control family: credential changes, ptrace, memfd,
+//! kernel modules, bpf(), mounts, namespaces, chroot, prctl.
+use agent_ebpf::{
+    control::ControlOp,
+    syscall::{SyscallRecord, BASE1_UNKNOWN},
+};
+use serde::Serialize;
+
+use super::{
+    c_str,
+    file::{absolute, errno_name, tail_parts},
+    read_record, DecodeError,
+};
+use crate::kernel::syscalls;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ControlInfo {
+    /// setuid, setgid, ptrace, memfd_create, module_load, module_unload,
+    /// bpf, mount, umount, unshare, setns, chroot, prctl.
+    pub op: &'static str,
+    /// The syscall, e.g. `setresuid`.
+    pub syscall: String,
+    pub result: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// setuid family: requested real/effective/saved/fs ids; -1 unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Ids>,
+    /// ptrace: request name (`PTRACE_ATTACH`, ...) and target pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<i64>,
+    /// memfd_create, delete_module: the name; prctl(PR_SET_NAME): the new name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// chroot: the new root; mount/umount: the target; finit_module: the
+    /// module file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// mount: the filesystem type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    /// init_module/finit_module: module parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_args: Option<String>,
+    /// bpf: the command (`BPF_PROG_LOAD`, `BPF_MAP_CREATE`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_cmd: Option<String>,
+    /// Raw flags argument, and decoded names where known (MFD_*,
+    /// CLONE_NEW*, MS_*).
+    pub flags: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flag_names: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ids {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs: Option<i64>,
+}
+
+fn id(v: u64) -> i64 {
+    if v as u32 == u32::MAX {
+        -1
+    } else {
+        v as u32 as i64
+    }
+}
+
+fn ids(syscall: &str, a: &[u64; 6]) -> Ids {
+    let s = |i: usize| Some(id(a[i]));
+    match syscall {
+        "setuid" | "setgid" => Ids {
+            real: s(0),
+            effective: s(0),
+            saved: s(0),
+            fs: None,
+        },
+        "setreuid" | "setregid" => Ids {
+            real: s(0),
+            effective: s(1),
+            ..Ids::default()
+        },
+        "setresuid" | "setresgid" => Ids {
+            real: s(0),
+            effective: s(1),
+            saved: s(2),
+            fs: None,
+        },
+        _ => Ids {
+            fs: s(0),
+            ..Ids::default()
+        },
+    }
+}
+
+fn ptrace_request(r: u64) -> String {
+    match r as i64 {
+        0 => "PTRACE_TRACEME".into(),
+        1 => "PTRACE_PEEKTEXT".into(),
+        2 => "PTRACE_PEEKDATA".into(),
+        3 => "PTRACE_PEEKUSER".into(),
+        4 => "PTRACE_POKETEXT".into(),
+        5 => "PTRACE_POKEDATA".into(),
+        6 => "PTRACE_POKEUSER".into(),
+        7 => "PTRACE_CONT".into(),
+        8 => "PTRACE_KILL".into(),
+        9 => "PTRACE_SINGLESTEP".into(),
+        12 => "PTRACE_GETREGS".into(),
+        13 => "PTRACE_SETREGS".into(),
+        16 => "PTRACE_ATTACH".into(),
+        17 => "PTRACE_DETACH".into(),
+        24 => "PTRACE_SYSCALL".into(),
+        0x4200 => "PTRACE_SETOPTIONS".into(),
+        0x4206 => "PTRACE_SEIZE".into(),
+        0x4207 => "PTRACE_INTERRUPT".into(),
+        n => format!("PTRACE_{n}"),
+    }
+}
+
+fn bpf_cmd(c: u64) -> String {
+    const NAMES: [&str; 14] = [
+        "BPF_MAP_CREATE",
+        "BPF_MAP_LOOKUP_ELEM",
+        "BPF_MAP_UPDATE_ELEM",
+        "BPF_MAP_DELETE_ELEM",
+        "BPF_MAP_GET_NEXT_KEY",
+        "BPF_PROG_LOAD",
+        "BPF_OBJ_PIN",
+        "BPF_OBJ_GET",
+        "BPF_PROG_ATTACH",
+        "BPF_PROG_DETACH",
+        "BPF_PROG_TEST_RUN",
+        "BPF_PROG_GET_NEXT_ID",
+        "BPF_MAP_GET_NEXT_ID",
+        "BPF_PROG_GET_FD_BY_ID",
+    ];
+    NAMES
+        .get(c as usize)
+        .map_or_else(|| format!("BPF_CMD_{c}"), |n| n.to_string())
+}
+
+const NS_FLAGS: &[(u64, &str)] = &[
+    (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+    (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
+    (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
+    (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
+    (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
+    (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
+    (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
+    (0x80, "CLONE_NEWTIME"),
+    (libc::CLONE_FS as u64, "CLONE_FS"),
+    (libc::CLONE_FILES as u64, "CLONE_FILES"),
+];
+
+const MFD_FLAGS: &[(u64, &str)] = &[
+    (0x1, "MFD_CLOEXEC"),
+    (0x2, "MFD_ALLOW_SEALING"),
+    (0x4, "MFD_HUGETLB"),
+    (0x8, "MFD_NOEXEC_SEAL"),
+    (0x10, "MFD_EXEC"),
+];
+
+const MS_FLAGS: &[(u64, &str)] = &[
+    (libc::MS_RDONLY, "MS_RDONLY"),
+    (libc::MS_NOSUID, "MS_NOSUID"),
+    (libc::MS_NODEV, "MS_NODEV"),
+    (libc::MS_NOEXEC, "MS_NOEXEC"),
+    (libc::MS_REMOUNT, "MS_REMOUNT"),
+    (libc::MS_BIND, "MS_BIND"),
+    (libc::MS_MOVE, "MS_MOVE"),
+    (libc::MS_REC, "MS_REC"),
+    (libc::MS_PRIVATE, "MS_PRIVATE"),
+    (libc::MS_SHARED, "MS_SHARED"),
+];
+
+fn names(flags: u64, table: &[(u64, &'static str)]) -> Vec<&'static str> {
+    table
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+fn op_name(op: ControlOp) -> &'static str {
+    use ControlOp::*;
+    match op {
+        SetUid => "setuid",
+        SetGid => "setgid",
+        Ptrace => "ptrace",
+        MemfdCreate => "memfd_create",
+        ModuleLoad => "module_load",
+        ModuleUnload => "module_unload",
+        Bpf => "bpf",
+        Mount => "mount",
+        Umount => "umount",
+        Unshare => "unshare",
+        Setns => "setns",
+        Chroot => "chroot",
+        Prctl => "prctl",
+    }
+}
+
+/// `PR_SET_NAME`.
+const PR_SET_NAME: u64 = 15;
+
+pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
+    let rec: SyscallRecord = read_record(bytes, "control record")?;
+    let op = ControlOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
+    let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
+    let [p1, b1, p2, _b2] = tail_parts(
+        tail,
+        [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
+    );
+    let (s1, s2) = (c_str(p1), c_str(p2));
+    let path1 = || {
+        if rec.path_flags & BASE1_UNKNOWN != 0 && !s1.starts_with('/') {
+            s1.clone()
+        } else {
+            absolute(&s1, b1)
+        }
+    };
+    let syscall = syscalls::name_of(rec.syscall_nr)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("syscall_{}", rec.syscall_nr));
+    let a = rec.args;
+    let mut info = ControlInfo {
+        op: op_name(op),
+        result: rec.result,
+        error: errno_name(rec.result),
+        flags: rec.flags,
+        ..ControlInfo::default()
+    };
+    use ControlOp::*;
+    match op {
+        SetUid | SetGid => info.ids = Some(ids(&syscall, &a)),
+        Ptrace => {
+            info.request = Some(ptrace_request(a[0]));
+            info.target_pid = Some(a[1] as i32 as i64);
+        }
+        MemfdCreate => {
+            info.name = Some(s1.clone());
+            info.flag_names = names(rec.flags, MFD_FLAGS);
+        }
+        ModuleLoad => {
+            info.module_args = Some(s2.clone());
+            if syscall == "finit_module" {
+                info.path = Some(path1());
+            }
+        }
+        ModuleUnload => info.name = Some(s1.clone()),
+        Bpf => info.bpf_cmd = Some(bpf_cmd(a[0])),
+        Mount => {
+            info.path = Some(path1());
+            info.fstype = Some(s2.clone());
+            info.flag_names = names(rec.flags, MS_FLAGS);
+        }
+        Umount | Chroot => info.path = Some(path1()),
+        Unshare => info.flag_names = names(rec.flags, NS_FLAGS),
+        Setns => info.flag_names = names(rec.flags, NS_FLAGS),
+        Prctl => {
+            info.request = Some(format!("PR_{}", a[0]));
+            if a[0] == PR_SET_NAME {
+                info.request = Some("PR_SET_NAME".into());
+                info.name = Some(s1.clone());
+            }
+        }
+    }
+    info.syscall = syscall;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_support::*;
+    use agent_ebpf::EventKind;
+
+    fn record(
+        op: ControlOp,
+        nr: i64,
+        args: [u64; 6],
+        flags: u64,
+        p1: &[u8],
+        b1: &[u8],
+        p2: &[u8],
+    ) -> Vec<u8> {
+        let rec = SyscallRecord {
+            header: header(EventKind::Control),
+            op: op as u32,
+            syscall_nr: nr as u32,
+            args,
+            result: 0,
+            flags,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            dirfd: -100,
+            dirfd2: -100,
+            path_flags: 0,
+            path1_len: p1.len() as u16,
+            base1_len: b1.len() as u16,
+            path2_len: p2.len() as u16,
+            base2_len: 0,
+        };
+        let mut v = bytes_of(&rec);
+        v.extend_from_slice(p1);
+        v.extend_from_slice(b1);
+        v.extend_from_slice(p2);
+        v
+    }
+
+    #[test]
+    fn setresuid_ids_with_unchanged() {
+        let b = record(
+            ControlOp::SetUid,
+            libc::SYS_setresuid,
+            [0, u32::MAX as u64, 1000, 0, 0, 0],
+            0,
+            b"",
+            b"",
+            b"",
+        );
+        let c = decode_control(&b).unwrap();
+        assert_eq!(c.syscall, "setresuid");
+        assert_eq!(
+            c.ids,
+            Some(Ids {
+                real: Some(0),
+                effective: Some(-1),
+                saved: Some(1000),
+                fs: None
+            })
+        );
+    }
+
+    #[test]
+    fn ptrace_memfd_unshare_mount() {
+        let c = decode_control(&record(
+            ControlOp::Ptrace,
+            libc::SYS_ptrace,
+            [16, 4242, 0, 0, 0, 0],
+            0,
+            b"",
+            b"",
+            b"",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.request.as_deref(), c.target_pid),
+            (Some("PTRACE_ATTACH"), Some(4242))
+        );
+        let c = decode_control(&record(
+            ControlOp::MemfdCreate,
+            libc::SYS_memfd_create,
+            [0; 6],
+            1,
+            b"payload\0",
+            b"",
+            b"",
+        ))
+        .unwrap();
+        assert_eq!(c.name.as_deref(), Some("payload"));
+        assert_eq!(c.flag_names, vec!["MFD_CLOEXEC"]);
+        let c = decode_control(&record(
+            ControlOp::Unshare,
+            libc::SYS_unshare,
+            [0; 6],
+            (libc::CLONE_NEWNS | libc::CLONE_NEWUSER) as u64,
+            b"",
+            b"",
+            b"",
+        ))
+        .unwrap();
+        assert_eq!(c.flag_names, vec!["CLONE_NEWNS", "CLONE_NEWUSER"]);
+        let c = decode_control(&record(
+            ControlOp::Mount,
+            libc::SYS_mount,
+            [0; 6],
+            libc::MS_BIND,
+            b"mnt\0",
+            b"tmp\0",
+            b"tmpfs\0",
+        ))
+        .unwrap();
+        assert_eq!(c.path.as_deref(), Some("/tmp/mnt"));
+        assert_eq!(c.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(c.flag_names, vec!["MS_BIND"]);
+    }
+
+    #[test]
+    fn finit_module_path_from_fd_and_prctl_name() {
+        let c = decode_control(&record(
+            ControlOp::ModuleLoad,
+            libc::SYS_finit_module,
+            [3, 0, 0, 0, 0, 0],
+            0,
+            b"\0",
+            b"evil.ko\0tmp\0",
+            b"debug=1\0",
+        ))
+        .unwrap();
+        assert_eq!(c.path.as_deref(), Some("/tmp/evil.ko"));
+        assert_eq!(c.module_args.as_deref(), Some("debug=1"));
+        let c = decode_control(&record(
+            ControlOp::Prctl,
+            libc::SYS_prctl,
+            [15, 0, 0, 0, 0, 0],
+            0,
+            b"kworker/0:1\0",
+            b"",
+            b"",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.request.as_deref(), c.name.as_deref()),
+            (Some("PR_SET_NAME"), Some("kworker/0:1"))
+        );
+    }
+}
