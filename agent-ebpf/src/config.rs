@@ -60,6 +60,9 @@ pub struct ProbeConfig {
     /// `mount.mnt_parent`, `mount.mnt_mountpoint`.
     pub task_fs: u32,
     pub fs_pwd: u32,
+    /// `fs_struct.root` and `mm_struct.exe_file`.
+    pub fs_root: u32,
+    pub mm_exe_file: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -114,6 +117,8 @@ impl ProbeConfig {
         pid_ns_inum: UNKNOWN_OFFSET,
         task_fs: UNKNOWN_OFFSET,
         fs_pwd: UNKNOWN_OFFSET,
+        fs_root: UNKNOWN_OFFSET,
+        mm_exe_file: UNKNOWN_OFFSET,
         task_files: UNKNOWN_OFFSET,
         files_fdt: UNKNOWN_OFFSET,
         fdt_max_fds: UNKNOWN_OFFSET,

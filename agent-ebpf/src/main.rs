@@ -15,7 +15,8 @@ mod probe {
         config::{ProbeConfig, UNKNOWN_OFFSET},
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-            EXEC_ARGV_UNREADABLE, EXEC_FILENAME_TRUNCATED, FILENAME_MAX,
+            EXEC_ARGV_UNREADABLE, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
+            EXEC_FILENAME_TRUNCATED, EXE_MAX, FILENAME_MAX,
         },
         syscall::{
             ArgSpec, PendingSyscall, SyscallRecord as FileRecord, AT_FDCWD, BASE1_TRUNCATED,
@@ -203,11 +204,14 @@ mod probe {
         let mut flags = 0u32;
         unsafe {
             (*ev).filename_len = 0;
+            (*ev).exe_len = 0;
+            (*ev)._pad = 0;
             (*ev).argv_len = 0;
             (*ev).argv_total_len = 0;
         }
         flags |= read_exec_filename(&ctx, ev);
         flags |= read_exec_argv(ev);
+        flags |= read_exec_exe(ev);
         unsafe { (*ev).flags = flags };
         entry.submit(submit_flags());
         0
@@ -235,6 +239,52 @@ mod probe {
         } else {
             0
         }
+    }
+
+    /// Resolves `current->mm->exe_file` with the scratch buffer's walk and
+    /// copies the components into the record.
+    #[inline(always)]
+    fn read_exec_exe(ev: *mut ExecRecord) -> u32 {
+        let Some(s) = SCRATCH.get_ptr_mut(0) else {
+            return EXEC_EXE_UNKNOWN;
+        };
+        let task = current_task();
+        let Some(mm) = read_kernel::<*const u8>(task, cfg!(task_mm)) else {
+            return EXEC_EXE_UNKNOWN;
+        };
+        let Some(file) = read_kernel::<*const u8>(mm, cfg!(mm_exe_file)) else {
+            return EXEC_EXE_UNKNOWN;
+        };
+        if file.is_null() || cfg!(file_f_path) == UNKNOWN_OFFSET {
+            return EXEC_EXE_UNKNOWN;
+        }
+        let path = unsafe { file.add(cfg!(file_f_path) as usize) };
+        let (Some(mnt), Some(dentry)) = (
+            read_kernel::<*const u8>(path, cfg!(path_mnt)),
+            read_kernel::<*const u8>(path, cfg!(path_dentry)),
+        ) else {
+            return EXEC_EXE_UNKNOWN;
+        };
+        set_pos(s, 0);
+        let (len, truncated, reached) = walk_path(s, mnt, dentry);
+        let mut flags = if truncated { EXEC_EXE_TRUNCATED } else { 0 };
+        if !reached && !truncated {
+            flags |= EXEC_EXE_UNREACHABLE;
+        }
+        let len = if len > EXE_MAX { EXE_MAX } else { len };
+        let data = unsafe { (&raw const (*s).data) as *const c_void };
+        let rc = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (&raw mut (*ev).exe) as *mut c_void,
+                len as u32,
+                data,
+            )
+        };
+        if rc != 0 {
+            return EXEC_EXE_UNKNOWN;
+        }
+        unsafe { (*ev).exe_len = len as u32 };
+        flags
     }
 
     /// Copies the new image's argument block (`mm->arg_start..arg_end`).
@@ -362,6 +412,9 @@ mod probe {
         /// did and did not copy a name reach the same state and are pruned
         /// instead of doubling at every directory level.
         pos: u64,
+        /// Whether the current walk passed the task's root; in map memory
+        /// for the same reason.
+        reached: u64,
     }
     const SCRATCH_DATA: usize = 8192 + 1024;
     /// Writes land at `pos & DATA_MASK`, and no single copy exceeds 1024
@@ -605,7 +658,7 @@ mod probe {
         let Some((mnt, dentry)) = base else {
             return (n, 0, flags | BASE1_UNKNOWN);
         };
-        let (b, truncated) = walk_path(s, mnt, dentry);
+        let (b, truncated, _) = walk_path(s, mnt, dentry);
         if truncated {
             flags |= BASE1_TRUNCATED;
         }
@@ -626,7 +679,7 @@ mod probe {
         let Some((mnt, dentry)) = fd_path(fd as i32) else {
             return (1, 0, BASE1_UNKNOWN);
         };
-        let (b, truncated) = walk_path(s, mnt, dentry);
+        let (b, truncated, _) = walk_path(s, mnt, dentry);
         (1, b, if truncated { BASE1_TRUNCATED } else { 0 })
     }
 
@@ -668,46 +721,46 @@ mod probe {
         ))
     }
 
-    /// Writes the names from `dentry` up to the global root, crossing mount
-    /// points, as NUL-terminated components at the scratch position.
-    /// Returns the bytes written and whether the walk stopped before the root.
+    /// Writes the names from `dentry` up to the top of its mount tree,
+    /// crossing mount points, as NUL-terminated components at the scratch
+    /// position: host paths, also for a chrooted process (a container that
+    /// pivoted its root ends at its own tree's top). Returns the bytes
+    /// written, whether the walk hit its bounds, and whether it passed the
+    /// task's root: a file that never does lives on an internal mount (a
+    /// memfd) or outside the task's mount tree.
     #[inline(never)]
-    fn walk_path(s: *mut FileScratch, vfsmnt: *const u8, dentry: *const u8) -> (usize, bool) {
+    fn walk_path(s: *mut FileScratch, vfsmnt: *const u8, dentry: *const u8) -> (usize, bool, bool) {
         let data = unsafe { (&raw mut (*s).data) as *mut u8 };
         let start = get_pos(s);
         let mnt_off = cfg!(mount_mnt);
         if mnt_off == UNKNOWN_OFFSET || vfsmnt.is_null() {
-            return (0, true);
+            return (0, true, false);
         }
+        let (root_vfs, root_d) = task_root().unwrap_or((core::ptr::null(), core::ptr::null()));
         let mut mnt = unsafe { vfsmnt.sub(mnt_off as usize) };
         let mut vfs = vfsmnt;
         let mut d = dentry;
         let mut done = false;
+        unsafe { ptr::write_volatile(&raw mut (*s).reached, 0) };
         for _ in 0..WALK_DEPTH {
-            let Some(root) = read_kernel::<*const u8>(vfs, cfg!(vfsmount_root)) else {
+            // Compared through XOR: a direct `d == root_d` would make the
+            // verifier link the two registers and stop pruning iterations.
+            let diff = ((d as u64) ^ (root_d as u64)) | ((vfs as u64) ^ (root_vfs as u64));
+            if core::hint::black_box(diff) == 0 {
+                unsafe { ptr::write_volatile(&raw mut (*s).reached, 1) };
+            }
+            let Some(mnt_root) = read_kernel::<*const u8>(vfs, cfg!(vfsmount_root)) else {
                 break;
             };
-            if d == root {
+            if d == mnt_root {
                 let Some(parent) = read_kernel::<*const u8>(mnt, cfg!(mount_parent)) else {
                     break;
                 };
                 if parent == mnt {
-                    // The root of the namespace, or of an internal mount
-                    // (nsfs, pipefs, anon_inode): a file that is itself such
-                    // a root is named by its dentry, as d_path does.
+                    // Top of the mount tree. A file that is itself the root
+                    // of an internal mount is named by itself, as d_path does.
                     if get_pos(s) == start {
-                        if let Some(name) = read_kernel::<*const u8>(d, cfg!(dentry_name_ptr)) {
-                            let n = unsafe {
-                                bpf_probe_read_kernel_str(
-                                    data.add(start) as *mut c_void,
-                                    NAME_MAX_KEPT,
-                                    name as *const c_void,
-                                )
-                            };
-                            if n > 0 {
-                                set_pos(s, start + (n as usize & 0x1ff));
-                            }
-                        }
+                        copy_name(s, d);
                     }
                     done = true;
                     break;
@@ -723,31 +776,58 @@ mod probe {
             let Some(parent) = read_kernel::<*const u8>(d, cfg!(dentry_parent)) else {
                 break;
             };
+            if get_pos(s).wrapping_sub(start) + NAME_MAX_KEPT as usize > BASE_MAX_KEPT {
+                break;
+            }
+            if !copy_name(s, d) {
+                break;
+            }
             if parent == d {
+                // A pseudo or disconnected dentry (memfd, deleted tree).
                 done = true;
                 break;
             }
-            let at = get_pos(s);
-            if at.wrapping_sub(start) + NAME_MAX_KEPT as usize > BASE_MAX_KEPT {
-                break;
-            }
-            let Some(name) = read_kernel::<*const u8>(d, cfg!(dentry_name_ptr)) else {
-                break;
-            };
-            let n = unsafe {
-                bpf_probe_read_kernel_str(
-                    data.add(at) as *mut c_void,
-                    NAME_MAX_KEPT,
-                    name as *const c_void,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            set_pos(s, at + (n as usize & 0x1ff));
             d = parent;
         }
-        (get_pos(s).wrapping_sub(start) & 0xffff, !done)
+        let _ = data;
+        let reached = unsafe { ptr::read_volatile(&raw const (*s).reached) } != 0;
+        (get_pos(s).wrapping_sub(start) & 0xffff, !done, reached)
+    }
+
+    /// Appends `d`'s name and a NUL at the scratch position.
+    #[inline(always)]
+    fn copy_name(s: *mut FileScratch, d: *const u8) -> bool {
+        let Some(name) = read_kernel::<*const u8>(d, cfg!(dentry_name_ptr)) else {
+            return false;
+        };
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        let at = get_pos(s);
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                data.add(at) as *mut c_void,
+                NAME_MAX_KEPT,
+                name as *const c_void,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        set_pos(s, at + (n as usize & 0x1ff));
+        true
+    }
+
+    /// `current->fs->root` as (vfsmount, dentry).
+    #[inline(always)]
+    fn task_root() -> Option<(*const u8, *const u8)> {
+        let fs: *const u8 = read_kernel(current_task(), cfg!(task_fs))?;
+        if cfg!(fs_root) == UNKNOWN_OFFSET {
+            return None;
+        }
+        let root = unsafe { fs.add(cfg!(fs_root) as usize) };
+        Some((
+            read_kernel(root, cfg!(path_mnt))?,
+            read_kernel(root, cfg!(path_dentry))?,
+        ))
     }
 
     #[panic_handler]

@@ -13,6 +13,16 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
 /// The argument block could not be read (unknown kernel layout or fault).
 pub const EXEC_ARGV_UNREADABLE: u32 = 1 << 2;
+/// `mm->exe_file` could not be resolved.
+pub const EXEC_EXE_UNKNOWN: u32 = 1 << 3;
+/// The executable's path was longer than [`EXE_MAX`] or deeper than the walk.
+pub const EXEC_EXE_TRUNCATED: u32 = 1 << 4;
+/// The executable is not reachable from the process's root: it lives on an
+/// internal mount (a memfd: fileless execution) or another mount tree.
+pub const EXEC_EXE_UNREACHABLE: u32 = 1 << 5;
+
+/// Bytes kept of the executable's path components.
+pub const EXE_MAX: usize = 1024;
 
 /// A successful `execve`/`execveat` (`sched:sched_process_exec`).
 #[repr(C)]
@@ -27,8 +37,14 @@ pub struct ExecRecord {
     pub flags: u32,
     /// Length of the whole argument block in the new process, before cutting.
     pub argv_total_len: u32,
+    /// Bytes of `exe` used.
+    pub exe_len: u32,
+    pub _pad: u32,
     pub filename: [u8; FILENAME_MAX],
     pub argv: [u8; ARGV_MAX],
+    /// `mm->exe_file`'s path as NUL-terminated components, leaf first (see
+    /// `syscall::SyscallRecord`).
+    pub exe: [u8; EXE_MAX],
 }
 
 /// A new process (not a thread): `sched_process_fork` raw tracepoint. The

@@ -163,3 +163,62 @@ fn ring_buffer_overflow_is_counted_and_reported() {
         .any(|l| l.contains("marker-lost") && l.contains("\"type\":\"exec\"")));
     assert!(agent.stop().success());
 }
+
+#[test]
+fn exe_is_resolved_and_fileless_exec_is_flagged() {
+    if !kernel_tests_enabled("exe_is_resolved_and_fileless_exec_is_flagged") {
+        return;
+    }
+    let mut agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let (dir, marker) = marker_binary("/bin/true", "marker-rel");
+    // A relative exec: the kernel's exe_file gives the absolute path.
+    let child = Command::new("./marker-rel")
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child.wait_with_output().unwrap();
+    let evs = events_for(&mut agent, pid, &["exec"]);
+    let exec = evs.iter().find(|e| e["type"] == "exec").expect("exec");
+    assert_eq!(exec["filename"], "./marker-rel");
+    assert_eq!(exec["exe"], marker.to_str().unwrap());
+    assert_eq!(exec["exe_memfd"], false);
+    assert_eq!(exec["exe_unreachable"], false);
+
+    // memfd_create + fexecve: nothing on disk.
+    let child = Command::new(bin("vigil-test-helper"))
+        .arg("memfd-exec")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let fileless = loop {
+        let found = agent
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["type"] == "exec" && v["process"]["pid"] == pid && v["argv"][1] == "--fileless"
+            });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fileless exec event"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(fileless["exe"], "/memfd:payload");
+    assert_eq!(fileless["exe_memfd"], true);
+    assert!(
+        fileless["filename"]
+            .as_str()
+            .unwrap()
+            .starts_with("/dev/fd/"),
+        "{}",
+        fileless["filename"]
+    );
+    assert!(agent.stop().success());
+}

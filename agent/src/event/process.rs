@@ -1,14 +1,23 @@
 //! Decoding of the process family: exec, fork, exit.
 use agent_ebpf::process::{
     ExecRecord, ExitRecord, ForkRecord, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE,
-    EXEC_FILENAME_TRUNCATED,
+    EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE, EXEC_FILENAME_TRUNCATED,
 };
 use serde::Serialize;
 
-use super::{c_str, read_record, DecodeError};
+use super::{c_str, file::absolute, read_record, DecodeError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecInfo {
+    /// The executable, resolved by the kernel from `mm->exe_file`: absolute,
+    /// symlinks followed. None when it could not be resolved.
+    pub exe: Option<String>,
+    /// The executable is not reachable from the process's root: it lives on
+    /// an internal mount. For `/memfd:*` this is fileless execution.
+    pub exe_unreachable: bool,
+    /// Fileless execution from a memfd (`memfd_create` + `execveat`).
+    pub exe_memfd: bool,
+    pub exe_truncated: bool,
     /// The executed path as the kernel received it.
     pub filename: String,
     pub filename_truncated: bool,
@@ -35,11 +44,26 @@ pub struct ExitInfo {
     pub signal: Option<i32>,
 }
 
+impl ExecInfo {
+    /// The executable's path: the kernel-resolved one, else the filename.
+    pub fn exe_path(&self) -> &str {
+        self.exe.as_deref().unwrap_or(&self.filename)
+    }
+}
+
 pub fn decode_exec(bytes: &[u8]) -> Result<ExecInfo, DecodeError> {
     let rec: ExecRecord = read_record(bytes, "exec record")?;
     let flen = (rec.filename_len as usize).min(rec.filename.len());
     let alen = (rec.argv_len as usize).min(rec.argv.len());
+    let elen = (rec.exe_len as usize).min(rec.exe.len());
+    let exe =
+        (rec.flags & EXEC_EXE_UNKNOWN == 0 && elen > 0).then(|| absolute("", &rec.exe[..elen]));
+    let unreachable = rec.flags & EXEC_EXE_UNREACHABLE != 0;
     Ok(ExecInfo {
+        exe_memfd: unreachable && exe.as_deref().is_some_and(|e| e.starts_with("/memfd:")),
+        exe_unreachable: unreachable,
+        exe_truncated: rec.flags & EXEC_EXE_TRUNCATED != 0,
+        exe,
         filename: c_str(&rec.filename[..flen]),
         filename_truncated: rec.flags & EXEC_FILENAME_TRUNCATED != 0,
         argv: split_argv(&rec.argv[..alen]),
@@ -103,6 +127,9 @@ mod tests {
     fn exec_record(filename: &[u8], argv: &[u8], flags: u32) -> ExecRecord {
         let mut rec = ExecRecord {
             header: header(EventKind::Exec),
+            exe_len: 0,
+            _pad: 0,
+            exe: [0; agent_ebpf::process::EXE_MAX],
             filename_len: filename.len() as u32,
             argv_len: argv.len() as u32,
             flags,
@@ -140,6 +167,25 @@ mod tests {
         assert_eq!(info.argv[0], "arg0");
         let joined: usize = info.argv.iter().map(|a| a.len() + 1).sum();
         assert!(joined >= ARGV_MAX, "every kept byte is in argv");
+    }
+
+    #[test]
+    fn exe_from_components_and_memfd_flag() {
+        let mut rec = exec_record(b"/dev/fd/3", b"x\0", EXEC_EXE_UNREACHABLE);
+        let comps = b"memfd:payload\0";
+        rec.exe[..comps.len()].copy_from_slice(comps);
+        rec.exe_len = comps.len() as u32;
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert_eq!(info.exe.as_deref(), Some("/memfd:payload"));
+        assert!(info.exe_memfd && info.exe_unreachable);
+
+        let mut rec = exec_record(b"./x", b"x\0", 0);
+        let comps = b"x\0tmp\0";
+        rec.exe[..comps.len()].copy_from_slice(comps);
+        rec.exe_len = comps.len() as u32;
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert_eq!(info.exe.as_deref(), Some("/tmp/x"));
+        assert!(!info.exe_memfd);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct StructOffsets {
     pub pid_ns_inum: u32,
     pub task_fs: u32,
     pub fs_pwd: u32,
+    pub fs_root: u32,
+    pub mm_exe_file: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -118,6 +120,8 @@ impl StructOffsets {
             pid_ns_inum: ns_inum("pid_namespace"),
             task_fs: get("task_struct", "fs"),
             fs_pwd: get("fs_struct", "pwd"),
+            fs_root: get("fs_struct", "root"),
+            mm_exe_file: get("mm_struct", "exe_file"),
             task_files: get("task_struct", "files"),
             files_fdt: get("files_struct", "fdt"),
             fdt_max_fds: get("fdtable", "max_fds"),
@@ -169,6 +173,8 @@ impl StructOffsets {
         cfg.pid_ns_inum = self.pid_ns_inum;
         cfg.task_fs = self.task_fs;
         cfg.fs_pwd = self.fs_pwd;
+        cfg.fs_root = self.fs_root;
+        cfg.mm_exe_file = self.mm_exe_file;
         cfg.task_files = self.task_files;
         cfg.files_fdt = self.files_fdt;
         cfg.fdt_max_fds = self.fdt_max_fds;

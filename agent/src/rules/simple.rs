@@ -239,12 +239,12 @@ impl MatchSpec {
     fn matches(&self, ev: &Event) -> bool {
         match &ev.body {
             EventBody::Exec(x) => {
-                (self.exe.is_empty() || self.exe.contains(&x.filename))
+                (self.exe.is_empty() || self.exe.iter().any(|e| e == x.exe_path()))
                     && (self.exe_startswith.is_empty()
                         || self
                             .exe_startswith
                             .iter()
-                            .any(|p| x.filename.starts_with(p.as_str())))
+                            .any(|p| x.exe_path().starts_with(p.as_str())))
                     && self
                         .args_contain
                         .iter()
@@ -533,6 +533,10 @@ mod tests {
                 start_boottime_ns: None,
             },
             body: EventBody::Exec(ExecInfo {
+                exe: None,
+                exe_unreachable: false,
+                exe_memfd: false,
+                exe_truncated: false,
                 filename: filename.into(),
                 filename_truncated: false,
                 argv: argv.iter().map(|s| s.to_string()).collect(),

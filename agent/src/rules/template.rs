@@ -103,7 +103,7 @@ fn render_field(out: &mut String, field: &str, ev: &Event) {
         "thread.tid" => write!(out, "{}", p.tid),
         "proc.name" => write!(out, "{}", p.comm),
         "proc.exe" => match &ev.body {
-            EventBody::Exec(x) => write!(out, "{}", x.filename),
+            EventBody::Exec(x) => write!(out, "{}", x.exe_path()),
             _ => write!(out, "<NA>"),
         },
         "proc.args" => write!(out, "{}", exec_args(ev).join(" ")),

@@ -152,6 +152,15 @@ fn main() {
                 libc::setns(fd, libc::CLONE_NEWUTS) as i64
             }
             "chroot" => libc::chroot(c(s(1)).as_ptr()) as i64,
+            "memfd-exec" => {
+                let fd = libc::memfd_create(c("payload").as_ptr(), 0);
+                let image = std::fs::read("/bin/true").unwrap();
+                libc::write(fd, image.as_ptr().cast(), image.len());
+                let (a0, a1) = (c("payload"), c("--fileless"));
+                let argv = [a0.as_ptr(), a1.as_ptr(), std::ptr::null()];
+                let envp = [std::ptr::null()];
+                libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) as i64
+            }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
