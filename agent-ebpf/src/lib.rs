@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod file;
+pub mod network;
 pub mod process;
 pub mod syscall;
 
@@ -27,6 +28,7 @@ pub enum EventKind {
     Exit = 3,
     File = 4,
     Control = 5,
+    Network = 6,
 }
 
 impl EventKind {
@@ -45,6 +47,7 @@ impl EventKind {
             3 => Some(EventKind::Exit),
             4 => Some(EventKind::File),
             5 => Some(EventKind::Control),
+            6 => Some(EventKind::Network),
             _ => None,
         }
     }
@@ -61,12 +64,13 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::File => "file",
             EventKind::Control => "control",
+            EventKind::Network => "network",
         }
     }
 }
 
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
-pub const LOST_SLOTS: u32 = 6;
+pub const LOST_SLOTS: u32 = 7;
 
 /// `EventHeader::flags`: fields the probe could not read on this kernel
 /// (unknown layout or a faulting read). Their values are then 0.

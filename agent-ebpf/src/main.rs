@@ -13,6 +13,7 @@ mod probe {
 
     use agent_ebpf::{
         config::{ProbeConfig, UNKNOWN_OFFSET},
+        network::SOCKADDR_MAX,
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
             EXEC_ARGV_UNREADABLE, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
@@ -21,8 +22,8 @@ mod probe {
         syscall::{
             ArgSpec, PendingSyscall, SyscallRecord as FileRecord, AT_FDCWD, BASE1_TRUNCATED,
             BASE1_UNKNOWN, BASE_MAX_KEPT, FILE_DATA_MAX, MAX_SYSCALL_NR, NO_ARG, PATH1_TRUNCATED,
-            PATH_MAX_KEPT, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_STRING,
-            SPEC_PATH2_STRING, SPEC_VIA_RAW,
+            PATH_MAX_KEPT, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
+            SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_VIA_RAW,
         },
         EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN,
         HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, LOST_SLOTS,
@@ -539,6 +540,8 @@ mod probe {
         let rec = unsafe { &raw mut (*s).rec };
         let kind = if spec.family == EventKind::Control as u8 {
             EventKind::Control
+        } else if spec.family == EventKind::Network as u8 {
+            EventKind::Network
         } else {
             EventKind::File
         };
@@ -556,6 +559,8 @@ mod probe {
 
         let (p1, b1, f1) = if spec.spec_flags & SPEC_PATH1_FD != 0 {
             copy_fd_path(s, arg(p, spec.path))
+        } else if spec.spec_flags & SPEC_PATH1_SOCKADDR != 0 {
+            copy_sockaddr(s, arg(p, spec.path))
         } else {
             copy_path_and_base(
                 s,
@@ -681,6 +686,31 @@ mod probe {
         };
         let (b, truncated, _) = walk_path(s, mnt, dentry);
         (1, b, if truncated { BASE1_TRUNCATED } else { 0 })
+    }
+
+    /// Copies a user `struct sockaddr` raw. The buffer's real size is not
+    /// known here, so the read tries the largest address first, then
+    /// sockaddr_in6 and sockaddr_in, in case the buffer ends on a page edge.
+    #[inline(always)]
+    fn copy_sockaddr(s: *mut FileScratch, user: Option<u64>) -> (usize, usize, u32) {
+        let Some(ptr) = user else {
+            return (0, 0, 0);
+        };
+        if ptr == 0 {
+            return (0, 0, 0);
+        }
+        let start = get_pos(s);
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        for size in [SOCKADDR_MAX as u32, 28, 16] {
+            let rc = unsafe {
+                bpf_probe_read_user(data.add(start) as *mut c_void, size, ptr as *const c_void)
+            };
+            if rc == 0 {
+                set_pos(s, start + size as usize);
+                return (size as usize, 0, 0);
+            }
+        }
+        (0, 0, 0)
     }
 
     /// `current->fs->pwd` as (vfsmount, dentry).

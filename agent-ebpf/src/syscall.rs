@@ -22,6 +22,9 @@ pub const SPEC_PATH1_FD: u8 = 1 << 3;
 /// This syscall has no `syscalls:*` tracepoint on the running kernel; it is
 /// caught through `raw_syscalls:sys_{enter,exit}` instead.
 pub const SPEC_VIA_RAW: u8 = 1 << 4;
+/// `path` is a `struct sockaddr *`: up to `network::SOCKADDR_MAX` raw bytes
+/// are copied (read at exit, so accept's peer address is filled in).
+pub const SPEC_PATH1_SOCKADDR: u8 = 1 << 5;
 
 /// Where a syscall keeps what the event needs: argument indexes (0..6), or
 /// [`NO_ARG`]. Missing dirfds mean `AT_FDCWD`.

@@ -11,9 +11,11 @@ pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
     let p = &ev.process;
     let (exe, argv, argv_truncated) = match &ev.body {
         EventBody::Exec(x) => (x.exe_path().to_string(), x.argv.clone(), x.argv_truncated),
-        EventBody::Fork(_) | EventBody::Exit(_) | EventBody::File(_) | EventBody::Control(_) => {
-            (String::new(), Vec::new(), false)
-        }
+        EventBody::Fork(_)
+        | EventBody::Exit(_)
+        | EventBody::File(_)
+        | EventBody::Control(_)
+        | EventBody::Network(_) => (String::new(), Vec::new(), false),
     };
     Alert {
         id: uuid::Uuid::new_v4().to_string(),

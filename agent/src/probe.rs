@@ -380,7 +380,7 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
         tracing::debug!(%why, "raw_syscalls fallback unavailable");
     }
     let mut hooks = Vec::new();
-    for family in [EventKind::File, EventKind::Control] {
+    for family in [EventKind::File, EventKind::Control, EventKind::Network] {
         let of = |sc: &&FileSyscall| sc.spec.family == family as u8;
         let names: Vec<&str> = usable.iter().filter(of).map(|s| s.name).collect();
         let raw: Vec<&str> = via_raw.iter().filter(of).map(|s| s.name).collect();

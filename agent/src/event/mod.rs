@@ -13,10 +13,12 @@ use serde::Serialize;
 
 pub mod control;
 pub mod file;
+pub mod network;
 pub mod process;
 
 pub use control::ControlInfo;
 pub use file::FileInfo;
+pub use network::NetworkInfo;
 pub use process::{ExecInfo, ExitInfo, ForkInfo};
 
 /// Process context common to every event.
@@ -55,6 +57,7 @@ pub enum EventBody {
     Exit(ExitInfo),
     File(FileInfo),
     Control(ControlInfo),
+    Network(NetworkInfo),
 }
 
 impl EventBody {
@@ -65,6 +68,7 @@ impl EventBody {
             EventBody::Exit(_) => EventKind::Exit,
             EventBody::File(_) => EventKind::File,
             EventBody::Control(_) => EventKind::Control,
+            EventBody::Network(_) => EventKind::Network,
         }
     }
 }
@@ -186,6 +190,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Exit => EventBody::Exit(process::decode_exit(bytes)?),
         EventKind::File => EventBody::File(file::decode_file(bytes)?),
         EventKind::Control => EventBody::Control(control::decode_control(bytes)?),
+        EventKind::Network => EventBody::Network(network::decode_network(bytes)?),
     };
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),

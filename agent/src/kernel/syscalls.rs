@@ -7,9 +7,10 @@
 use agent_ebpf::{
     control::ControlOp,
     file::FileOp,
+    network::NetOp,
     syscall::{
-        ArgSpec, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_STRING,
-        SPEC_PATH2_STRING,
+        ArgSpec, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
+        SPEC_PATH1_STRING, SPEC_PATH2_STRING,
     },
     EventKind,
 };
@@ -47,6 +48,7 @@ struct A {
     str1: bool,
     str2: bool,
     fd1: bool,
+    sockaddr1: bool,
 }
 
 fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
@@ -57,6 +59,62 @@ fn ctl(name: &'static str, nr: i64, op: ControlOp, a: A) -> FileSyscall {
     spec_row(name, nr, op as u8, EventKind::Control, a)
 }
 
+fn net(name: &'static str, nr: i64, op: NetOp, a: A) -> FileSyscall {
+    spec_row(name, nr, op as u8, EventKind::Network, a)
+}
+
+/// Socket syscalls. Addresses are copied raw at exit (accept's peer is
+/// filled in by then); ints come from the record's raw args.
+fn network_rows() -> Vec<FileSyscall> {
+    use NetOp::*;
+    let s = Some;
+    vec![
+        net("socket", libc::SYS_socket, Socket, A::default()),
+        net(
+            "connect",
+            libc::SYS_connect,
+            Connect,
+            A {
+                path: s(1),
+                sockaddr1: true,
+                ..A::default()
+            },
+        ),
+        net(
+            "accept",
+            libc::SYS_accept,
+            Accept,
+            A {
+                path: s(1),
+                sockaddr1: true,
+                ..A::default()
+            },
+        ),
+        net(
+            "accept4",
+            libc::SYS_accept4,
+            Accept,
+            A {
+                path: s(1),
+                sockaddr1: true,
+                flags: s(3),
+                ..A::default()
+            },
+        ),
+        net(
+            "bind",
+            libc::SYS_bind,
+            Bind,
+            A {
+                path: s(1),
+                sockaddr1: true,
+                ..A::default()
+            },
+        ),
+        net("listen", libc::SYS_listen, Listen, A::default()),
+    ]
+}
+
 fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FileSyscall {
     let p = |o: Option<u8>| o.unwrap_or(NO_ARG);
     let mut spec_flags = 0;
@@ -65,6 +123,7 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
         (a.str1, SPEC_PATH1_STRING),
         (a.str2, SPEC_PATH2_STRING),
         (a.fd1, SPEC_PATH1_FD),
+        (a.sockaddr1, SPEC_PATH1_SOCKADDR),
     ] {
         if on {
             spec_flags |= bit;
@@ -96,6 +155,7 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
 pub fn file_syscalls() -> Vec<FileSyscall> {
     let mut v = file_rows();
     v.extend(control_rows());
+    v.extend(network_rows());
     v
 }
 

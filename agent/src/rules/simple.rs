@@ -78,6 +78,7 @@ enum EventType {
     Exit,
     File,
     Control,
+    Network,
 }
 
 impl EventType {
@@ -88,6 +89,7 @@ impl EventType {
             EventType::Exit => EventKind::Exit,
             EventType::File => EventKind::File,
             EventType::Control => EventKind::Control,
+            EventType::Network => EventKind::Network,
         }
     }
 }
@@ -171,7 +173,9 @@ impl TryFrom<RawMatch> for MatchSpec {
 impl MatchSpec {
     fn validate(r: RawMatch) -> Result<MatchSpec, String> {
         if r.event.is_empty() {
-            return Err("`event` needs at least one of exec, fork, exit, file, control".into());
+            return Err(
+                "`event` needs at least one of exec, fork, exit, file, control, network".into(),
+            );
         }
         let exec_only =
             !(r.exe.is_empty() && r.exe_startswith.is_empty() && r.args_contain.is_empty());
@@ -263,7 +267,7 @@ impl MatchSpec {
             EventBody::Control(c) => {
                 self.control_ops.is_empty() || self.control_ops.iter().any(|o| o == c.op)
             }
-            EventBody::Fork(_) | EventBody::Exit(_) => true,
+            EventBody::Fork(_) | EventBody::Exit(_) | EventBody::Network(_) => true,
         }
     }
 }
@@ -274,7 +278,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EventType>, D::Err
     impl<'de> de::Visitor<'de> for V {
         type Value = Vec<EventType>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an event type (exec, fork, exit, file, control) or a list of them")
+            f.write_str(
+                "an event type (exec, fork, exit, file, control, network) or a list of them",
+            )
         }
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
             EventType::deserialize(de::value::StrDeserializer::<E>::new(s)).map(|e| vec![e])

@@ -62,6 +62,20 @@ unsafe fn ptrace_attach_child() -> i64 {
     }
 }
 
+fn v4(port: u16) -> libc::sockaddr_in {
+    // SAFETY: plain old data.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    a.sin_family = libc::AF_INET as u16;
+    a.sin_port = port.to_be();
+    a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    a
+}
+
+unsafe fn connect_v4(fd: i32, port: u16) -> i64 {
+    let a = v4(port);
+    unsafe { libc::connect(fd, (&a as *const libc::sockaddr_in).cast(), 16) as i64 }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let s = |i: usize| a.get(i).map(String::as_str).unwrap_or("");
@@ -160,6 +174,73 @@ fn main() {
                 let argv = [a0.as_ptr(), a1.as_ptr(), std::ptr::null()];
                 let envp = [std::ptr::null()];
                 libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) as i64
+            }
+            // network family
+            "socket-raw" => libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) as i64,
+            "socket-packet" => libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                (libc::ETH_P_ALL as u16).to_be() as i32,
+            ) as i64,
+            "connect4" => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                connect_v4(fd, s(1).parse().unwrap())
+            }
+            "connect4-nonblock" => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+                connect_v4(fd, s(1).parse().unwrap())
+            }
+            "connect6" => {
+                let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+                let mut a: libc::sockaddr_in6 = std::mem::zeroed();
+                a.sin6_family = libc::AF_INET6 as u16;
+                a.sin6_port = s(1).parse::<u16>().unwrap().to_be();
+                a.sin6_addr.s6_addr[15] = 1;
+                libc::connect(
+                    fd,
+                    (&a as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of_val(&a) as u32,
+                ) as i64
+            }
+            "connect-unix" => {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let mut a: libc::sockaddr_un = std::mem::zeroed();
+                a.sun_family = libc::AF_UNIX as u16;
+                for (i, b) in s(1).bytes().enumerate() {
+                    a.sun_path[i] = b as libc::c_char;
+                }
+                libc::connect(
+                    fd,
+                    (&a as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of_val(&a) as u32,
+                ) as i64
+            }
+            "serve-once" => {
+                // bind 127.0.0.1:PORT, listen, accept4 one connection that
+                // this process makes to itself.
+                let port: u16 = s(1).parse().unwrap();
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let one: i32 = 1;
+                libc::setsockopt(
+                    l,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&one as *const i32).cast(),
+                    4,
+                );
+                let a = v4(port);
+                let _ = ret(libc::bind(l, (&a as *const libc::sockaddr_in).cast(), 16) as i64);
+                let _ = ret(libc::listen(l, 7) as i64);
+                let c = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ = connect_v4(c, port);
+                let mut peer: libc::sockaddr_in = std::mem::zeroed();
+                let mut len: u32 = 16;
+                libc::accept4(
+                    l,
+                    (&mut peer as *mut libc::sockaddr_in).cast(),
+                    &mut len,
+                    libc::SOCK_CLOEXEC,
+                ) as i64
             }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),

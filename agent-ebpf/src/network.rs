@@ -1,0 +1,30 @@
+//! Network-family operations. Their records are
+//! [`crate::syscall::SyscallRecord`]; a socket address travels raw in the
+//! first path slot (`SPEC_PATH1_SOCKADDR`) and is decoded by the agent.
+
+/// What a network syscall does. Values start at 64, clear of the others.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetOp {
+    Socket = 64,
+    Connect = 65,
+    Accept = 66,
+    Bind = 67,
+    Listen = 68,
+}
+
+impl NetOp {
+    pub fn from_u8(v: u8) -> Option<NetOp> {
+        Some(match v {
+            64 => NetOp::Socket,
+            65 => NetOp::Connect,
+            66 => NetOp::Accept,
+            67 => NetOp::Bind,
+            68 => NetOp::Listen,
+            _ => return None,
+        })
+    }
+}
+
+/// Bytes of a socket address the probe copies (`sizeof(sockaddr_un)` is 110).
+pub const SOCKADDR_MAX: usize = 128;

@@ -1,0 +1,117 @@
+//! Network events from real syscalls on loopback: socket (raw and packet
+//! visible), connect (IPv4, IPv6, unix; non-blocking in progress), bind,
+//! listen, accept4 with the peer address.
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use vigil_tests::*;
+
+fn run_helper(args: &[&str]) -> (u32, i64) {
+    let child = Command::new(bin("vigil-test-helper"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    (
+        pid,
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+    )
+}
+
+fn events(agent: &Proc, pid: u32, op: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let evs: Vec<Value> = agent
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "network" && v["process"]["pid"] == pid && v["op"] == op)
+            .collect();
+        if evs.len() >= n {
+            return evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {op} event from pid {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sockets_connects_and_servers() {
+    if !kernel_tests_enabled("sockets_connects_and_servers") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let (pid, fd) = run_helper(&["socket-raw"]);
+    assert!(fd >= 0);
+    let e = &events(&agent, pid, "socket", 1)[0];
+    assert_eq!(
+        (
+            e["family"].as_str(),
+            e["socket_type"].as_str(),
+            e["protocol"].as_u64()
+        ),
+        (Some("inet"), Some("raw"), Some(1))
+    );
+    assert_eq!(e["fd"], fd);
+
+    let (pid, fd) = run_helper(&["socket-packet"]);
+    assert!(fd >= 0);
+    let e = &events(&agent, pid, "socket", 1)[0];
+    assert_eq!(e["family"], "packet");
+
+    let (pid, r) = run_helper(&["connect4", &port.to_string()]);
+    assert_eq!(r, 0);
+    let e = &events(&agent, pid, "connect", 1)[0];
+    assert_eq!(
+        e["address"],
+        serde_json::json!({"family": "inet", "ip": "127.0.0.1", "port": port})
+    );
+    assert_eq!(e["result"], 0);
+
+    let (pid, r) = run_helper(&["connect4-nonblock", &port.to_string()]);
+    assert!(r == 0 || r == -(libc_einprogress()), "{r}");
+    let e = &events(&agent, pid, "connect", 1)[0];
+    assert_eq!(e["in_progress"], r != 0);
+
+    let (pid, r) = run_helper(&["connect6", "1"]);
+    assert!(r < 0, "nothing listens on [::1]:1");
+    let e = &events(&agent, pid, "connect", 1)[0];
+    assert_eq!(
+        e["address"],
+        serde_json::json!({"family": "inet6", "ip": "::1", "port": 1})
+    );
+    assert_eq!(e["error"], "ECONNREFUSED");
+
+    let (pid, _) = run_helper(&["connect-unix", "/run/vigil-no-such.sock"]);
+    let e = &events(&agent, pid, "connect", 1)[0];
+    assert_eq!(
+        e["address"],
+        serde_json::json!({"family": "unix", "path": "/run/vigil-no-such.sock"})
+    );
+
+    let free = free_port();
+    let (pid, fd) = run_helper(&["serve-once", &free.to_string()]);
+    assert!(fd >= 0, "accept4 returned {fd}");
+    let bind = &events(&agent, pid, "bind", 1)[0];
+    assert_eq!(bind["address"]["port"], free);
+    let listen = &events(&agent, pid, "listen", 1)[0];
+    assert_eq!(listen["backlog"], 7);
+    let accept = &events(&agent, pid, "accept", 1)[0];
+    assert_eq!(accept["syscall"], "accept4");
+    assert_eq!(accept["fd"], fd);
+    assert_eq!(accept["address"]["ip"], "127.0.0.1");
+    assert_ne!(accept["address"]["port"], free, "the peer's ephemeral port");
+    drop(listener);
+}
+
+fn libc_einprogress() -> i64 {
+    115
+}
