@@ -76,6 +76,11 @@ pub struct ProbeConfig {
     pub mount_mnt: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
+    /// DNS filter: `file.private_data` (a `struct socket *` for sockets),
+    /// `socket.sk`, and `sock.__sk_common.skc_dport`.
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_dport: u32,
     /// `sched_process_exec` record: `__data_loc char[] filename`.
     pub tp_exec_filename: u32,
     /// `sched_process_exit` record: `bool group_dead` (kernels >= 6.16).
@@ -132,6 +137,9 @@ impl ProbeConfig {
         mount_mnt: UNKNOWN_OFFSET,
         mount_parent: UNKNOWN_OFFSET,
         mount_mountpoint: UNKNOWN_OFFSET,
+        file_private_data: UNKNOWN_OFFSET,
+        socket_sk: UNKNOWN_OFFSET,
+        sock_dport: UNKNOWN_OFFSET,
         tp_exec_filename: UNKNOWN_OFFSET,
         tp_exit_group_dead: UNKNOWN_OFFSET,
         wakeup_bytes: 0,

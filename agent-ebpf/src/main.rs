@@ -13,7 +13,10 @@ mod probe {
 
     use agent_ebpf::{
         config::{ProbeConfig, UNKNOWN_OFFSET},
-        network::SOCKADDR_MAX,
+        network::{
+            DNS_PAYLOAD_MAX, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO,
+            SOCKADDR_MAX,
+        },
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
             EXEC_ARGV_UNREADABLE, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
@@ -472,9 +475,12 @@ mod probe {
         let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
             return 0;
         };
-        if nr < 0 || spec_for(nr as u32, via_raw).is_none() || is_agent((pid_tgid >> 32) as u32) {
+        if nr < 0 || is_agent((pid_tgid >> 32) as u32) {
             return 0;
         }
+        let Some(spec) = spec_for(nr as u32, via_raw) else {
+            return 0;
+        };
         let mut p = PendingSyscall {
             nr: nr as u32,
             _pad: 0,
@@ -482,6 +488,11 @@ mod probe {
         };
         for i in 0..6 {
             p.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        }
+        // Sends are followed only to port 53: decide here, before anything
+        // is stored, so other traffic costs one check.
+        if spec.variant != 0 && send_dport(spec.variant, &p) != 53 {
+            return 0;
         }
         let _ = PENDING.insert(&pid_tgid, &p, 0);
         0
@@ -570,12 +581,16 @@ mod probe {
             )
         };
         path_flags |= f1;
-        let (p2, b2, f2) = copy_path_and_base(
-            s,
-            arg(p, spec.path2),
-            dirfd2,
-            spec.spec_flags & SPEC_PATH2_STRING != 0,
-        );
+        let (p2, b2, f2) = if spec.variant != 0 {
+            (copy_send_payload(s, spec.variant, p), 0, 0)
+        } else {
+            copy_path_and_base(
+                s,
+                arg(p, spec.path2),
+                dirfd2,
+                spec.spec_flags & SPEC_PATH2_STRING != 0,
+            )
+        };
         // The second path's flags sit one bit above the first's.
         path_flags |= f2 << 1;
 
@@ -713,6 +728,88 @@ mod probe {
         (0, 0, 0)
     }
 
+    /// A user `struct msghdr *`'s fields (LP64 ABI): msg_name at 0, msg_iov
+    /// at 16; `struct iovec` is {base, len}.
+    const MSGHDR_NAME: u64 = 0;
+    const MSGHDR_IOV: u64 = 16;
+
+    /// Destination port (host order) of a send: from the address given, or
+    /// from the connected socket behind the fd. 0 when unknown.
+    #[inline(always)]
+    fn send_dport(variant: u8, p: &PendingSyscall) -> u16 {
+        let addr: u64 = match variant {
+            SEND_VARIANT_SENDTO => p.args[4],
+            SEND_VARIANT_SENDMSG | SEND_VARIANT_SENDMMSG => unsafe {
+                aya_ebpf::helpers::bpf_probe_read_user((p.args[1] + MSGHDR_NAME) as *const u64)
+            }
+            .unwrap_or(0),
+            _ => 0,
+        };
+        if addr != 0 {
+            let port: u16 =
+                unsafe { aya_ebpf::helpers::bpf_probe_read_user((addr + 2) as *const u16) }
+                    .unwrap_or(0);
+            return u16::from_be(port);
+        }
+        connected_dport(p.args[0] as i32).unwrap_or(0)
+    }
+
+    /// `fd -> file -> private_data (struct socket) -> sk -> skc_dport`.
+    #[inline(always)]
+    fn connected_dport(fd: i32) -> Option<u16> {
+        let file = fd_file(fd)?;
+        let sock: *const u8 = read_kernel(file, cfg!(file_private_data))?;
+        let sk: *const u8 = read_kernel(sock, cfg!(socket_sk))?;
+        let port: u16 = read_kernel(sk, cfg!(sock_dport))?;
+        Some(u16::from_be(port))
+    }
+
+    /// Copies the first bytes of a send's payload (`DNS_PAYLOAD_MAX` at most).
+    #[inline(always)]
+    fn copy_send_payload(s: *mut FileScratch, variant: u8, p: &PendingSyscall) -> usize {
+        let (buf, len) = match variant {
+            SEND_VARIANT_SENDTO => (p.args[1], p.args[2]),
+            _ => {
+                let iov: u64 = unsafe {
+                    aya_ebpf::helpers::bpf_probe_read_user((p.args[1] + MSGHDR_IOV) as *const u64)
+                }
+                .unwrap_or(0);
+                if iov == 0 {
+                    return 0;
+                }
+                let base: u64 =
+                    unsafe { aya_ebpf::helpers::bpf_probe_read_user(iov as *const u64) }
+                        .unwrap_or(0);
+                let len: u64 =
+                    unsafe { aya_ebpf::helpers::bpf_probe_read_user((iov + 8) as *const u64) }
+                        .unwrap_or(0);
+                (base, len)
+            }
+        };
+        if buf == 0 || len == 0 {
+            return 0;
+        }
+        let n = if len > DNS_PAYLOAD_MAX as u64 {
+            DNS_PAYLOAD_MAX
+        } else {
+            len as usize
+        };
+        let start = get_pos(s);
+        let data = unsafe { (&raw mut (*s).data) as *mut u8 };
+        if unsafe {
+            bpf_probe_read_user(
+                data.add(start) as *mut c_void,
+                n as u32,
+                buf as *const c_void,
+            )
+        } != 0
+        {
+            return 0;
+        }
+        set_pos(s, start + n);
+        n
+    }
+
     /// `current->fs->pwd` as (vfsmount, dentry).
     #[inline(always)]
     fn cwd_path() -> Option<(*const u8, *const u8)> {
@@ -727,9 +824,9 @@ mod probe {
         ))
     }
 
-    /// `current->files->fdt->fd[fd]->f_path` as (vfsmount, dentry).
+    /// `current->files->fdt->fd[fd]`.
     #[inline(always)]
-    fn fd_path(fd: i32) -> Option<(*const u8, *const u8)> {
+    fn fd_file(fd: i32) -> Option<*const u8> {
         if fd < 0 {
             return None;
         }
@@ -741,6 +838,13 @@ mod probe {
         }
         let array: *const u8 = read_kernel(fdt, cfg!(fdt_fd))?;
         let file: *const u8 = read_kernel(array, fd as u32 * 8)?;
+        (!file.is_null()).then_some(file)
+    }
+
+    /// `current->files->fdt->fd[fd]->f_path` as (vfsmount, dentry).
+    #[inline(always)]
+    fn fd_path(fd: i32) -> Option<(*const u8, *const u8)> {
+        let file = fd_file(fd)?;
         if cfg!(file_f_path) == UNKNOWN_OFFSET {
             return None;
         }

@@ -11,6 +11,8 @@ pub enum NetOp {
     Accept = 66,
     Bind = 67,
     Listen = 68,
+    /// A send to port 53: a DNS query, payload decoded by the agent.
+    DnsQuery = 69,
 }
 
 impl NetOp {
@@ -21,6 +23,7 @@ impl NetOp {
             66 => NetOp::Accept,
             67 => NetOp::Bind,
             68 => NetOp::Listen,
+            69 => NetOp::DnsQuery,
             _ => return None,
         })
     }
@@ -28,3 +31,12 @@ impl NetOp {
 
 /// Bytes of a socket address the probe copies (`sizeof(sockaddr_un)` is 110).
 pub const SOCKADDR_MAX: usize = 128;
+
+/// Bytes of a DNS query payload the probe copies.
+pub const DNS_PAYLOAD_MAX: usize = 512;
+
+/// `ArgSpec::variant` for DNS-capable sends: where the destination and the
+/// payload are.
+pub const SEND_VARIANT_SENDTO: u8 = 1;
+pub const SEND_VARIANT_SENDMSG: u8 = 2;
+pub const SEND_VARIANT_SENDMMSG: u8 = 3;

@@ -43,9 +43,10 @@ pub struct ArgSpec {
     pub gid: u8,
     /// `SPEC_*` bits.
     pub spec_flags: u8,
-    /// The `EventKind` of the record (file or control).
+    /// The `EventKind` of the record (file, control or network).
     pub family: u8,
-    pub _pad: u8,
+    /// Per-family sub-kind (`network::SEND_VARIANT_*`), 0 otherwise.
+    pub variant: u8,
 }
 
 impl ArgSpec {
@@ -61,7 +62,7 @@ impl ArgSpec {
         gid: NO_ARG,
         spec_flags: 0,
         family: 0,
-        _pad: 0,
+        variant: 0,
     };
 }
 

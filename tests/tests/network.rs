@@ -115,3 +115,43 @@ fn sockets_connects_and_servers() {
 fn libc_einprogress() -> i64 {
     115
 }
+
+#[test]
+fn dns_queries_are_decoded_and_other_sends_ignored() {
+    if !kernel_tests_enabled("dns_queries_are_decoded_and_other_sends_ignored") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let (pid, r) = run_helper(&["dns-sendto", "c2.vigil-test.example", "53"]);
+    assert!(r > 0, "sendto returned {r}");
+    let e = &events(&agent, pid, "dns_query", 1)[0];
+    assert_eq!(e["syscall"], "sendto");
+    assert_eq!(e["dns"]["name"], "c2.vigil-test.example");
+    assert_eq!(e["dns"]["qtype"], "A");
+    assert_eq!(e["address"]["port"], 53);
+
+    let (pid, r) = run_helper(&["dns-connected-sendmmsg", "pool.vigil-test.example"]);
+    assert_eq!(r, 1, "one message sent");
+    let e = &events(&agent, pid, "dns_query", 1)[0];
+    assert_eq!(e["syscall"], "sendmmsg");
+    assert_eq!(e["dns"]["name"], "pool.vigil-test.example");
+
+    // The same payload to another port is filtered out in the kernel.
+    let (pid, r) = run_helper(&["dns-sendto", "quiet.vigil-test.example", "5353"]);
+    assert!(r > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let leaked = agent
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| v["type"] == "network" && v["op"] == "dns_query" && v["process"]["pid"] == pid);
+    assert!(!leaked, "a send to port 5353 must not be reported");
+    // Sanity: the helper did run and was seen.
+    assert!(
+        agent
+            .stdout_lines()
+            .iter()
+            .any(|l| l.contains("quiet.vigil-test")),
+        "helper exec seen"
+    );
+}

@@ -35,6 +35,78 @@ pub struct NetworkInfo {
     /// listen: the backlog.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<i64>,
+    /// dns_query: the question, decoded from the payload sent to port 53.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsQuery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsQuery {
+    /// The queried name, e.g. `example.com`.
+    pub name: String,
+    /// The query type (`A`, `AAAA`, `TXT`, ...).
+    pub qtype: String,
+    pub id: u16,
+}
+
+fn qtype_name(t: u16) -> String {
+    match t {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        n => format!("TYPE{n}"),
+    }
+}
+
+/// Parses the first question of a DNS query, over UDP or TCP (2-byte length
+/// prefix). None when the payload is not a well-formed query.
+pub fn parse_dns_query(payload: &[u8]) -> Option<DnsQuery> {
+    let msg = match payload {
+        [hi, lo, rest @ ..]
+            if u16::from_be_bytes([*hi, *lo]) as usize == rest.len() && rest.len() >= 12 =>
+        {
+            rest
+        }
+        _ => payload,
+    };
+    if msg.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([msg[0], msg[1]]);
+    let is_response = msg[2] & 0x80 != 0;
+    let qdcount = u16::from_be_bytes([msg[4], msg[5]]);
+    if is_response || qdcount == 0 {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = *msg.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 || labels.len() > 127 {
+            return None;
+        }
+        let label = msg.get(at..at + len)?;
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]);
+    Some(DnsQuery {
+        name: labels.join("."),
+        qtype: qtype_name(qtype),
+        id,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +185,7 @@ fn op_name(op: NetOp) -> &'static str {
         NetOp::Accept => "accept",
         NetOp::Bind => "bind",
         NetOp::Listen => "listen",
+        NetOp::DnsQuery => "dns_query",
     }
 }
 
@@ -120,7 +193,7 @@ pub fn decode_network(bytes: &[u8]) -> Result<NetworkInfo, DecodeError> {
     let rec: SyscallRecord = read_record(bytes, "network record")?;
     let op = NetOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
     let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
-    let [p1, ..] = tail_parts(
+    let [p1, _, p2, _] = tail_parts(
         tail,
         [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
     );
@@ -154,6 +227,10 @@ pub fn decode_network(bytes: &[u8]) -> Result<NetworkInfo, DecodeError> {
         }
         NetOp::Connect | NetOp::Bind => info.address = parse_sockaddr(p1),
         NetOp::Listen => info.backlog = Some(a[1] as i32 as i64),
+        NetOp::DnsQuery => {
+            info.address = parse_sockaddr(p1);
+            info.dns = parse_dns_query(p2);
+        }
     }
     Ok(info)
 }
@@ -205,6 +282,40 @@ mod tests {
             })
         );
         assert_eq!(parse_sockaddr(&[1]), None);
+    }
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        q
+    }
+
+    #[test]
+    fn dns_queries_udp_and_tcp() {
+        let q = query("pool.miner.example", 28);
+        assert_eq!(
+            parse_dns_query(&q),
+            Some(DnsQuery {
+                name: "pool.miner.example".into(),
+                qtype: "AAAA".into(),
+                id: 0x1234
+            })
+        );
+        let mut tcp = (q.len() as u16).to_be_bytes().to_vec();
+        tcp.extend_from_slice(&q);
+        assert_eq!(parse_dns_query(&tcp).unwrap().name, "pool.miner.example");
+        // Truncated, a response, garbage: no query.
+        assert_eq!(parse_dns_query(&q[..15]), None);
+        let mut resp = q.clone();
+        resp[2] |= 0x80;
+        assert_eq!(parse_dns_query(&resp), None);
+        assert_eq!(parse_dns_query(b"GET / HTTP/1.1"), None);
     }
 
     #[test]

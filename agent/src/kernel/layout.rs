@@ -66,6 +66,9 @@ pub struct StructOffsets {
     pub mount_mnt: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_dport: u32,
     /// `struct.field` names this kernel does not have.
     pub missing: Vec<String>,
 }
@@ -139,6 +142,16 @@ impl StructOffsets {
             mount_mnt: get("mount", "mnt"),
             mount_parent: get("mount", "mnt_parent"),
             mount_mountpoint: get("mount", "mnt_mountpoint"),
+            file_private_data: get("file", "private_data"),
+            socket_sk: get("socket", "sk"),
+            sock_dport: {
+                let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
+                    btf,
+                    "sock_common",
+                    "skc_dport",
+                ));
+                or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
+            },
             missing: Vec::new(),
         };
         StructOffsets {
@@ -188,6 +201,9 @@ impl StructOffsets {
         cfg.mount_mnt = self.mount_mnt;
         cfg.mount_parent = self.mount_parent;
         cfg.mount_mountpoint = self.mount_mountpoint;
+        cfg.file_private_data = self.file_private_data;
+        cfg.socket_sk = self.socket_sk;
+        cfg.sock_dport = self.sock_dport;
     }
 }
 

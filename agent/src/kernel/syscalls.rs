@@ -7,7 +7,7 @@
 use agent_ebpf::{
     control::ControlOp,
     file::FileOp,
-    network::NetOp,
+    network::{NetOp, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO},
     syscall::{
         ArgSpec, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
         SPEC_PATH1_STRING, SPEC_PATH2_STRING,
@@ -49,6 +49,8 @@ struct A {
     str2: bool,
     fd1: bool,
     sockaddr1: bool,
+    /// `network::SEND_VARIANT_*` for DNS-filtered sends.
+    variant: u8,
 }
 
 fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
@@ -112,6 +114,37 @@ fn network_rows() -> Vec<FileSyscall> {
             },
         ),
         net("listen", libc::SYS_listen, Listen, A::default()),
+        // Sends are kept only to port 53 (checked in the kernel at entry):
+        // the payload is a DNS query.
+        net(
+            "sendto",
+            libc::SYS_sendto,
+            DnsQuery,
+            A {
+                path: s(4),
+                sockaddr1: true,
+                variant: SEND_VARIANT_SENDTO,
+                ..A::default()
+            },
+        ),
+        net(
+            "sendmsg",
+            libc::SYS_sendmsg,
+            DnsQuery,
+            A {
+                variant: SEND_VARIANT_SENDMSG,
+                ..A::default()
+            },
+        ),
+        net(
+            "sendmmsg",
+            libc::SYS_sendmmsg,
+            DnsQuery,
+            A {
+                variant: SEND_VARIANT_SENDMMSG,
+                ..A::default()
+            },
+        ),
     ]
 }
 
@@ -146,7 +179,7 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
             gid: p(a.gid),
             spec_flags,
             family: family as u8,
-            _pad: 0,
+            variant: a.variant,
         },
     }
 }

@@ -76,6 +76,17 @@ unsafe fn connect_v4(fd: i32, port: u16) -> i64 {
     unsafe { libc::connect(fd, (&a as *const libc::sockaddr_in).cast(), 16) as i64 }
 }
 
+/// A DNS A query for `name`.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let s = |i: usize| a.get(i).map(String::as_str).unwrap_or("");
@@ -241,6 +252,33 @@ fn main() {
                     &mut len,
                     libc::SOCK_CLOEXEC,
                 ) as i64
+            }
+            "dns-sendto" => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let q = dns_query(s(1));
+                let a = v4(s(2).parse().unwrap_or(53));
+                libc::sendto(
+                    fd,
+                    q.as_ptr().cast(),
+                    q.len(),
+                    0,
+                    (&a as *const libc::sockaddr_in).cast(),
+                    16,
+                ) as i64
+            }
+            "dns-connected-sendmmsg" => {
+                // How glibc's resolver sends: connected UDP, sendmmsg.
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let _ = connect_v4(fd, 53);
+                let q = dns_query(s(1));
+                let mut iov = libc::iovec {
+                    iov_base: q.as_ptr() as *mut libc::c_void,
+                    iov_len: q.len(),
+                };
+                let mut msg: libc::mmsghdr = std::mem::zeroed();
+                msg.msg_hdr.msg_iov = &mut iov;
+                msg.msg_hdr.msg_iovlen = 1;
+                libc::sendmmsg(fd, &mut msg, 1, 0) as i64
             }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
