@@ -18,6 +18,9 @@ pub enum ControlOp {
     Setns = 42,
     Chroot = 43,
     Prctl = 44,
+    Capset = 45,
+    /// clone/clone3: arguments stashed for the fork event, never emitted.
+    Clone = 46,
 }
 
 impl ControlOp {
@@ -37,6 +40,8 @@ impl ControlOp {
             42 => Setns,
             43 => Chroot,
             44 => Prctl,
+            45 => Capset,
+            46 => Clone,
             _ => return None,
         })
     }

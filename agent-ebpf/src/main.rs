@@ -25,8 +25,8 @@ mod probe {
         syscall::{
             ArgSpec, PendingSyscall, SyscallRecord as FileRecord, AT_FDCWD, BASE1_TRUNCATED,
             BASE1_UNKNOWN, BASE_MAX_KEPT, FILE_DATA_MAX, MAX_SYSCALL_NR, NO_ARG, PATH1_TRUNCATED,
-            PATH_MAX_KEPT, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
-            SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_VIA_RAW,
+            PATH_MAX_KEPT, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
+            SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY, SPEC_VIA_RAW,
         },
         EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN,
         HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, LOST_SLOTS,
@@ -351,12 +351,31 @@ mod probe {
         };
         let ev = entry.as_mut_ptr();
         fill_header(unsafe { &raw mut (*ev).header }, EventKind::Fork, pid_tgid);
+        let flags = clone_flags_of(pid_tgid);
         unsafe {
             (*ev).child_pid = child_pid;
-            (*ev)._pad = 0;
+            (*ev).flags_known = flags.is_some() as u32;
+            (*ev).clone_flags = flags.unwrap_or(0);
         }
         entry.submit(submit_flags());
         0
+    }
+
+    /// The flags of the clone/clone3 the parent is in, from the arguments
+    /// its sys_enter stashed.
+    #[inline(always)]
+    fn clone_flags_of(pid_tgid: u64) -> Option<u64> {
+        let p = unsafe { PENDING.get(&pid_tgid) }?;
+        let spec = FILE_SYSCALLS.get(p.nr)?;
+        if spec.spec_flags & SPEC_STASH_ONLY == 0 {
+            return None;
+        }
+        if spec.spec_flags & SPEC_CLONE3 != 0 {
+            // struct clone_args { __u64 flags; ... }
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(p.args[0] as *const u64) }.ok()
+        } else {
+            Some(p.args[0])
+        }
     }
 
     #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -519,6 +538,9 @@ mod probe {
             return 0;
         };
         let spec = *spec;
+        if spec.spec_flags & SPEC_STASH_ONLY != 0 {
+            return 0;
+        }
         let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
             return 0;
         };

@@ -54,7 +54,10 @@ pub struct ExecRecord {
 pub struct ForkRecord {
     pub header: EventHeader,
     pub child_pid: u32,
-    pub _pad: u32,
+    /// 1 when `clone_flags` is known (the parent was in clone/clone3).
+    pub flags_known: u32,
+    /// The clone flags, including the exit signal in the low byte.
+    pub clone_flags: u64,
 }
 
 /// The last thread of a process exited (`sched:sched_process_exit`).

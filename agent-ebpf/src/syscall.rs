@@ -25,6 +25,11 @@ pub const SPEC_VIA_RAW: u8 = 1 << 4;
 /// `path` is a `struct sockaddr *`: up to `network::SOCKADDR_MAX` raw bytes
 /// are copied (read at exit, so accept's peer address is filled in).
 pub const SPEC_PATH1_SOCKADDR: u8 = 1 << 5;
+/// Keep the arguments for other programs (clone flags for the fork event)
+/// but emit nothing at exit.
+pub const SPEC_STASH_ONLY: u8 = 1 << 6;
+/// For a stash-only clone: flags are in a user `struct clone_args` (clone3).
+pub const SPEC_CLONE3: u8 = 1 << 7;
 
 /// Where a syscall keeps what the event needs: argument indexes (0..6), or
 /// [`NO_ARG`]. Missing dirfds mean `AT_FDCWD`.

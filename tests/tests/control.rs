@@ -138,3 +138,46 @@ fn module_bpf_mount_namespace_and_chroot() {
     assert_eq!(r, 0);
     assert_eq!(e["path"], root);
 }
+
+#[test]
+fn capset_and_clone_flags() {
+    let Some(f) = Fixture::new("capset_and_clone_flags") else {
+        return;
+    };
+    let (r, e) = f.op(&["capset-drop"], "capset");
+    assert_eq!(r, 0);
+    assert_eq!(e["caps"]["effective"], "0x400", "CAP_NET_BIND_SERVICE only");
+    assert_eq!(e["caps"]["permitted"], "0x400");
+    assert_eq!(e["caps"]["inheritable"], "0x0");
+
+    // The fork event carries the clone flags of the clone(2) that made it.
+    let child = Command::new(bin("vigil-test-helper"))
+        .arg("clone-newuts")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let parent = child.id();
+    let out = child.wait_with_output().unwrap();
+    let kid: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(kid > 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let fork = loop {
+        let found = f
+            .agent
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| {
+                v["type"] == "fork" && v["process"]["pid"] == parent && v["child_pid"] == kid
+            });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fork event for child {kid}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(fork["clone_flags"], serde_json::json!(["CLONE_NEWUTS"]));
+}

@@ -47,11 +47,36 @@ pub struct ControlInfo {
     /// bpf: the command (`BPF_PROG_LOAD`, `BPF_MAP_CREATE`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpf_cmd: Option<String>,
+    /// capset: the new capability sets, as hex bit masks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Caps>,
     /// Raw flags argument, and decoded names where known (MFD_*,
     /// CLONE_NEW*, MS_*).
     pub flags: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flag_names: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Caps {
+    pub effective: String,
+    pub permitted: String,
+    pub inheritable: String,
+}
+
+/// Two `__user_cap_data_struct { effective, permitted, inheritable }`
+/// (low and high 32 bits of each 64-bit set).
+fn caps(raw: &[u8]) -> Option<Caps> {
+    if raw.len() < 24 {
+        return None;
+    }
+    let w = |i: usize| u32::from_ne_bytes(raw[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
+    let set = |lo: usize| format!("{:#x}", w(lo) | (w(lo + 3) << 32));
+    Some(Caps {
+        effective: set(0),
+        permitted: set(1),
+        inheritable: set(2),
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -205,6 +230,8 @@ fn op_name(op: ControlOp) -> &'static str {
         Setns => "setns",
         Chroot => "chroot",
         Prctl => "prctl",
+        Capset => "capset",
+        Clone => "clone",
     }
 }
 
@@ -265,6 +292,8 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
         Umount | Chroot => info.path = Some(path1()),
         Unshare => info.flag_names = names(rec.flags, NS_FLAGS),
         Setns => info.flag_names = names(rec.flags, NS_FLAGS),
+        Capset => info.caps = caps(p1),
+        Clone => {}
         Prctl => {
             info.request = Some(format!("PR_{}", a[0]));
             if a[0] == PR_SET_NAME {

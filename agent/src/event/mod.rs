@@ -245,7 +245,8 @@ mod tests {
         let rec = ForkRecord {
             header: header(EventKind::Fork),
             child_pid: 99,
-            _pad: 0,
+            flags_known: 1,
+            clone_flags: 0x01200011,
         };
         let ev = decode(&bytes_of(&rec), BootClock::with_offset(1_000_000)).unwrap();
         assert_eq!(ev.time_unix_ns, 1_005_000);
@@ -257,7 +258,13 @@ mod tests {
         assert_eq!(ev.process.loginuid, Some(-1), "unset login uid reads as -1");
         assert_eq!(ev.process.mnt_ns, Some(4026531841));
         assert_eq!(ev.process.start_boottime_ns, Some(4_000));
-        assert_eq!(ev.body, EventBody::Fork(ForkInfo { child_pid: 99 }));
+        assert_eq!(
+            ev.body,
+            EventBody::Fork(ForkInfo {
+                child_pid: 99,
+                clone_flags: Some(vec!["CLONE_CHILD_CLEARTID", "CLONE_CHILD_SETTID"]),
+            })
+        );
     }
 
     #[test]
@@ -272,7 +279,8 @@ mod tests {
         let rec = ForkRecord {
             header: h,
             child_pid: 1,
-            _pad: 0,
+            flags_known: 0,
+            clone_flags: 0,
         };
         let p = decode(&bytes_of(&rec), BootClock::with_offset(0))
             .unwrap()
@@ -319,7 +327,8 @@ mod tests {
         let rec = ForkRecord {
             header: header(EventKind::Fork),
             child_pid: 99,
-            _pad: 0,
+            flags_known: 0,
+            clone_flags: 0,
         };
         let ev = decode(&bytes_of(&rec), BootClock::with_offset(0)).unwrap();
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();

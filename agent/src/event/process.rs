@@ -34,6 +34,45 @@ pub struct ExecInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForkInfo {
     pub child_pid: u32,
+    /// CLONE_* flags by name (without the exit signal); None when the
+    /// process was created outside clone/clone3 (e.g. fork(2)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clone_flags: Option<Vec<&'static str>>,
+}
+
+const CLONE_FLAG_NAMES: &[(u64, &str)] = &[
+    (0x100, "CLONE_VM"),
+    (0x200, "CLONE_FS"),
+    (0x400, "CLONE_FILES"),
+    (0x800, "CLONE_SIGHAND"),
+    (0x1000, "CLONE_PIDFD"),
+    (0x2000, "CLONE_PTRACE"),
+    (0x4000, "CLONE_VFORK"),
+    (0x8000, "CLONE_PARENT"),
+    (0x10000, "CLONE_THREAD"),
+    (0x20000, "CLONE_NEWNS"),
+    (0x40000, "CLONE_SYSVSEM"),
+    (0x80000, "CLONE_SETTLS"),
+    (0x100000, "CLONE_PARENT_SETTID"),
+    (0x200000, "CLONE_CHILD_CLEARTID"),
+    (0x800000, "CLONE_UNTRACED"),
+    (0x1000000, "CLONE_CHILD_SETTID"),
+    (0x2000000, "CLONE_NEWCGROUP"),
+    (0x4000000, "CLONE_NEWUTS"),
+    (0x8000000, "CLONE_NEWIPC"),
+    (0x10000000, "CLONE_NEWUSER"),
+    (0x20000000, "CLONE_NEWPID"),
+    (0x40000000, "CLONE_NEWNET"),
+    (0x80000000, "CLONE_IO"),
+];
+
+/// Names of the CLONE_* bits in `flags`.
+pub fn clone_flag_names(flags: u64) -> Vec<&'static str> {
+    CLONE_FLAG_NAMES
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +129,7 @@ pub fn decode_fork(bytes: &[u8]) -> Result<ForkInfo, DecodeError> {
     let rec: ForkRecord = read_record(bytes, "fork record")?;
     Ok(ForkInfo {
         child_pid: rec.child_pid,
+        clone_flags: (rec.flags_known != 0).then(|| clone_flag_names(rec.clone_flags)),
     })
 }
 

@@ -9,8 +9,8 @@ use agent_ebpf::{
     file::FileOp,
     network::{NetOp, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO},
     syscall::{
-        ArgSpec, NO_ARG, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
-        SPEC_PATH1_STRING, SPEC_PATH2_STRING,
+        ArgSpec, NO_ARG, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
+        SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
     },
     EventKind,
 };
@@ -51,6 +51,9 @@ struct A {
     sockaddr1: bool,
     /// `network::SEND_VARIANT_*` for DNS-filtered sends.
     variant: u8,
+    /// Arguments only stashed (for the fork event), never emitted.
+    stash: bool,
+    clone3: bool,
 }
 
 fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
@@ -157,6 +160,8 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
         (a.str2, SPEC_PATH2_STRING),
         (a.fd1, SPEC_PATH1_FD),
         (a.sockaddr1, SPEC_PATH1_SOCKADDR),
+        (a.stash, SPEC_STASH_ONLY),
+        (a.clone3, SPEC_CLONE3),
     ] {
         if on {
             spec_flags |= bit;
@@ -315,6 +320,37 @@ fn control_rows() -> Vec<FileSyscall> {
             A {
                 path: s(1),
                 str1: true,
+                ..A::default()
+            },
+        ),
+        // capset(header, data): the new sets, copied raw (2 x 3 u32).
+        ctl(
+            "capset",
+            libc::SYS_capset,
+            Capset,
+            A {
+                path: s(1),
+                sockaddr1: true,
+                ..A::default()
+            },
+        ),
+        // Stashed so the fork event can carry the clone flags; never emitted.
+        ctl(
+            "clone",
+            libc::SYS_clone,
+            Clone,
+            A {
+                stash: true,
+                ..A::default()
+            },
+        ),
+        ctl(
+            "clone3",
+            libc::SYS_clone3,
+            Clone,
+            A {
+                stash: true,
+                clone3: true,
                 ..A::default()
             },
         ),

@@ -188,7 +188,8 @@ impl MatchSpec {
                 "`path_startswith` and `op` apply to file events only; use `event: file`".into(),
             );
         }
-        const CONTROL_OPS: [&str; 13] = [
+        const CONTROL_OPS: [&str; 14] = [
+            "capset",
             "setuid",
             "setgid",
             "ptrace",

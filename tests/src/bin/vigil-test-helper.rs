@@ -280,6 +280,28 @@ fn main() {
                 msg.msg_hdr.msg_iovlen = 1;
                 libc::sendmmsg(fd, &mut msg, 1, 0) as i64
             }
+            "capset-drop" => {
+                // Keep only CAP_NET_BIND_SERVICE (10) effective and permitted.
+                let hdr: [u32; 2] = [0x20080522, 0];
+                let data: [u32; 6] = [1 << 10, 1 << 10, 0, 0, 0, 0];
+                libc::syscall(libc::SYS_capset, hdr.as_ptr(), data.as_ptr())
+            }
+            "clone-newuts" => {
+                // A child in a new UTS namespace, via clone(2) itself.
+                let r = libc::syscall(
+                    libc::SYS_clone,
+                    (libc::CLONE_NEWUTS | libc::SIGCHLD) as u64,
+                    0u64,
+                    0u64,
+                    0u64,
+                    0u64,
+                );
+                if r == 0 {
+                    libc::_exit(0);
+                }
+                libc::waitpid(r as i32, std::ptr::null_mut(), 0);
+                r
+            }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
