@@ -76,6 +76,15 @@ pub struct ProbeConfig {
     pub mount_mnt: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
+    /// `EXCLUDE_*` bits: which exclusion maps the agent filled, so the probe
+    /// pays for a lookup only when there is something to exclude.
+    pub exclusions: u32,
+    /// Exe exclusion key: `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
+    /// `super_block.s_dev`.
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
     /// DNS filter: `file.private_data` (a `struct socket *` for sockets),
     /// `socket.sk`, and `sock.__sk_common.skc_dport`.
     pub file_private_data: u32,
@@ -137,6 +146,11 @@ impl ProbeConfig {
         mount_mnt: UNKNOWN_OFFSET,
         mount_parent: UNKNOWN_OFFSET,
         mount_mountpoint: UNKNOWN_OFFSET,
+        exclusions: 0,
+        file_inode: UNKNOWN_OFFSET,
+        inode_ino: UNKNOWN_OFFSET,
+        inode_sb: UNKNOWN_OFFSET,
+        sb_dev: UNKNOWN_OFFSET,
         file_private_data: UNKNOWN_OFFSET,
         socket_sk: UNKNOWN_OFFSET,
         sock_dport: UNKNOWN_OFFSET,
@@ -146,3 +160,20 @@ impl ProbeConfig {
         _pad: 0,
     };
 }
+
+/// `ProbeConfig::exclusions`: `EXCLUDED_CGROUPS` has entries.
+pub const EXCLUDE_CGROUPS: u32 = 1 << 0;
+/// `ProbeConfig::exclusions`: `EXCLUDED_EXES` has entries.
+pub const EXCLUDE_EXES: u32 = 1 << 1;
+
+/// Key of `EXCLUDED_EXES`: the executable's device (kernel encoding,
+/// `major << 20 | minor`) and inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Most entries in each exclusion map.
+pub const MAX_EXCLUSIONS: u32 = 1024;

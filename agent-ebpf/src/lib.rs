@@ -120,5 +120,6 @@ pub struct EventHeader {
 mod pod {
     unsafe impl aya::Pod for crate::config::ProbeConfig {}
     unsafe impl aya::Pod for crate::syscall::ArgSpec {}
+    unsafe impl aya::Pod for crate::config::ExeKey {}
     unsafe impl aya::Pod for crate::syscall::PendingSyscall {}
 }

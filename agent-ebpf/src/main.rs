@@ -12,7 +12,9 @@ mod probe {
     use core::{ffi::c_void, ptr};
 
     use agent_ebpf::{
-        config::{ProbeConfig, UNKNOWN_OFFSET},
+        config::{
+            ExeKey, ProbeConfig, EXCLUDE_CGROUPS, EXCLUDE_EXES, MAX_EXCLUSIONS, UNKNOWN_OFFSET,
+        },
         network::{
             DNS_PAYLOAD_MAX, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO,
             SOCKADDR_MAX,
@@ -41,7 +43,7 @@ mod probe {
             },
         },
         macros::{map, raw_tracepoint, tracepoint},
-        maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
         programs::{RawTracePointContext, TracePointContext},
         EbpfContext,
     };
@@ -107,10 +109,58 @@ mod probe {
         unsafe { bpf_get_current_task() as *const u8 }
     }
 
+    /// cgroup v2 ids whose processes are not reported (`--exclude-cgroup`).
+    #[map]
+    static EXCLUDED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_EXCLUSIONS, 0);
+
+    /// Executables (device, inode) whose processes are not reported
+    /// (`--exclude-exe`).
+    #[map]
+    static EXCLUDED_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EXCLUSIONS, 0);
+
+    /// The agent itself, or a user exclusion: checked before anything is
+    /// copied, so excluded activity costs one or two map lookups.
     #[inline(always)]
     fn is_agent(tgid: u32) -> bool {
         let agent = cfg!(agent_tgid);
-        agent != 0 && agent == tgid
+        (agent != 0 && agent == tgid) || is_excluded()
+    }
+
+    #[inline(always)]
+    fn is_excluded() -> bool {
+        let which = cfg!(exclusions);
+        if which == 0 {
+            return false;
+        }
+        if which & EXCLUDE_CGROUPS != 0 {
+            let id = unsafe { bpf_get_current_cgroup_id() };
+            if unsafe { EXCLUDED_CGROUPS.get(&id) }.is_some() {
+                return true;
+            }
+        }
+        if which & EXCLUDE_EXES != 0 {
+            if let Some(key) = current_exe_key() {
+                if unsafe { EXCLUDED_EXES.get(&key) }.is_some() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// `current->mm->exe_file->f_inode`: (i_sb->s_dev, i_ino).
+    #[inline(always)]
+    fn current_exe_key() -> Option<ExeKey> {
+        let mm: *const u8 = read_kernel(current_task(), cfg!(task_mm))?;
+        let file: *const u8 = read_kernel(mm, cfg!(mm_exe_file))?;
+        let inode: *const u8 = read_kernel(file, cfg!(file_inode))?;
+        let ino: u64 = read_kernel(inode, cfg!(inode_ino))?;
+        let sb: *const u8 = read_kernel(inode, cfg!(inode_sb))?;
+        let dev: u32 = read_kernel(sb, cfg!(sb_dev))?;
+        Some(ExeKey {
+            dev: dev as u64,
+            ino,
+        })
     }
 
     /// Follows a pointer field, then reads a `T` at `offset` in its target.

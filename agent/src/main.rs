@@ -86,6 +86,15 @@ struct RunArgs {
     /// {"type":"lost"} records.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     stats_interval: u64,
+    /// Do not report processes running this executable (symlinks followed;
+    /// matched by device and inode in the kernel, before any copy).
+    /// Repeatable.
+    #[arg(long, value_name = "PATH")]
+    exclude_exe: Vec<PathBuf>,
+    /// Do not report processes in this cgroup v2 (its directory under the
+    /// cgroup2 mount, or its numeric id); matched in the kernel. Repeatable.
+    #[arg(long, value_name = "PATH|ID")]
+    exclude_cgroup: Vec<String>,
     /// Turn on the kernel's BPF run-time statistics while running and log
     /// each probe program's runs and mean ns per run every --stats-interval
     /// (adds ~20 ns per program run while on).
@@ -187,6 +196,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         ring_bytes: args.ring_buffer_size,
         btf_path: args.btf,
         bpf_stats: args.bpf_stats,
+        exclude_exes: args.exclude_exe,
+        exclude_cgroups: args.exclude_cgroup,
         wakeup_bytes: args.wakeup_bytes,
         drain_interval: Duration::from_millis(args.drain_interval_ms),
         stats_interval: Duration::from_secs(args.stats_interval),

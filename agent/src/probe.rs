@@ -57,6 +57,8 @@ pub struct ProbeOptions {
     /// Bytes waiting in the ring before the probe wakes the agent; 0 wakes
     /// it on every record.
     pub wakeup_bytes: u32,
+    /// Processes the probe skips in the kernel.
+    pub exclusions: crate::kernel::exclusions::Exclusions,
 }
 
 impl Default for ProbeOptions {
@@ -65,6 +67,7 @@ impl Default for ProbeOptions {
             ring_bytes: agent_ebpf::DEFAULT_RING_BYTES,
             btf_path: PathBuf::from(VMLINUX_BTF),
             wakeup_bytes: 0,
+            exclusions: Default::default(),
         }
     }
 }
@@ -92,11 +95,19 @@ impl Probe {
         let tracefs_root = tracefs::ensure_mounted()?;
         let mut config = probe_config(&tracefs_root, &opts.btf_path)?;
         config.wakeup_bytes = opts.wakeup_bytes.min(opts.ring_bytes / 2);
+        let ex = &opts.exclusions;
+        if !ex.cgroups.is_empty() {
+            config.exclusions |= agent_ebpf::config::EXCLUDE_CGROUPS;
+        }
+        if !ex.exes.is_empty() {
+            config.exclusions |= agent_ebpf::config::EXCLUDE_EXES;
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
+        fill_exclusions(&mut ebpf, ex)?;
         let mut hooks = Vec::new();
         attach_tracepoint(&mut ebpf, EXEC_PROG, "sched", &mut hooks)?;
         attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
@@ -286,6 +297,52 @@ fn attach_tracepoint(
     prog.load().map_err(err)?;
     prog.attach(category, name).map_err(err)?;
     hooks.push(format!("tracepoint {category}:{name}"));
+    Ok(())
+}
+
+/// Writes the exclusion keys into the probe's maps (before any hook runs).
+fn fill_exclusions(
+    ebpf: &mut Ebpf,
+    ex: &crate::kernel::exclusions::Exclusions,
+) -> Result<(), ProbeError> {
+    use aya::maps::HashMap;
+    {
+        let map = ebpf
+            .map_mut("EXCLUDED_CGROUPS")
+            .ok_or(ProbeError::MissingMap("EXCLUDED_CGROUPS"))?;
+        let mut m: HashMap<&mut MapData, u64, u8> =
+            HashMap::try_from(map).map_err(|source| ProbeError::Map {
+                name: "EXCLUDED_CGROUPS",
+                source,
+            })?;
+        for id in &ex.cgroups {
+            m.insert(id, 1, 0).map_err(|source| ProbeError::Map {
+                name: "EXCLUDED_CGROUPS",
+                source,
+            })?;
+        }
+    }
+    let map = ebpf
+        .map_mut("EXCLUDED_EXES")
+        .ok_or(ProbeError::MissingMap("EXCLUDED_EXES"))?;
+    let mut m: HashMap<&mut MapData, agent_ebpf::config::ExeKey, u8> = HashMap::try_from(map)
+        .map_err(|source| ProbeError::Map {
+            name: "EXCLUDED_EXES",
+            source,
+        })?;
+    for key in &ex.exes {
+        m.insert(key, 1, 0).map_err(|source| ProbeError::Map {
+            name: "EXCLUDED_EXES",
+            source,
+        })?;
+    }
+    if !ex.is_empty() {
+        tracing::info!(
+            exes = ex.exes.len(),
+            cgroups = ex.cgroups.len(),
+            "exclusions applied in the kernel"
+        );
+    }
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// record); the agent also drains every `drain_interval`.
     pub wakeup_bytes: u32,
     pub drain_interval: Duration,
+    /// Executables and cgroups whose processes the probe skips.
+    pub exclude_exes: Vec<PathBuf>,
+    pub exclude_cgroups: Vec<String>,
     /// Enable kernel BPF run-time statistics and log each program's cost.
     pub bpf_stats: bool,
     /// How long to wait at shutdown for the collector to ack queued alerts.
@@ -72,6 +75,8 @@ struct Loss {
 /// Runs until `shutdown` resolves.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let rules = load_rules(&opts.rules)?;
+    let exclusions =
+        crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
     let mut sink = match &opts.collector {
         Some(url) => Sink::Collector(Forwarder::start(
@@ -84,6 +89,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         ring_bytes: opts.ring_bytes,
         btf_path: opts.btf_path.clone(),
         wakeup_bytes: opts.wakeup_bytes,
+        exclusions,
     })?;
     let _stats_fd = if opts.bpf_stats {
         Some(

@@ -67,6 +67,10 @@ pub struct StructOffsets {
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
     pub file_private_data: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
     pub socket_sk: u32,
     pub sock_dport: u32,
     /// `struct.field` names this kernel does not have.
@@ -143,6 +147,10 @@ impl StructOffsets {
             mount_parent: get("mount", "mnt_parent"),
             mount_mountpoint: get("mount", "mnt_mountpoint"),
             file_private_data: get("file", "private_data"),
+            file_inode: get("file", "f_inode"),
+            inode_ino: get("inode", "i_ino"),
+            inode_sb: get("inode", "i_sb"),
+            sb_dev: get("super_block", "s_dev"),
             socket_sk: get("socket", "sk"),
             sock_dport: {
                 let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
@@ -202,6 +210,10 @@ impl StructOffsets {
         cfg.mount_parent = self.mount_parent;
         cfg.mount_mountpoint = self.mount_mountpoint;
         cfg.file_private_data = self.file_private_data;
+        cfg.file_inode = self.file_inode;
+        cfg.inode_ino = self.inode_ino;
+        cfg.inode_sb = self.inode_sb;
+        cfg.sb_dev = self.sb_dev;
         cfg.socket_sk = self.socket_sk;
         cfg.sock_dport = self.sock_dport;
     }
