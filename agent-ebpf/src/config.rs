@@ -33,6 +33,10 @@ pub struct ProbeConfig {
     pub task_cred: u32,
     pub cred_euid: u32,
     pub cred_egid: u32,
+    /// `cred.cap_effective`, `cap_permitted`, `cap_inheritable` (64-bit sets).
+    pub cred_cap_effective: u32,
+    pub cred_cap_permitted: u32,
+    pub cred_cap_inheritable: u32,
     /// `task_struct.loginuid` (CONFIG_AUDIT).
     pub task_loginuid: u32,
     /// `task_struct.group_leader` (pointer), `task_struct.start_boottime`.
@@ -117,6 +121,9 @@ impl ProbeConfig {
         task_cred: UNKNOWN_OFFSET,
         cred_euid: UNKNOWN_OFFSET,
         cred_egid: UNKNOWN_OFFSET,
+        cred_cap_effective: UNKNOWN_OFFSET,
+        cred_cap_permitted: UNKNOWN_OFFSET,
+        cred_cap_inheritable: UNKNOWN_OFFSET,
         task_loginuid: UNKNOWN_OFFSET,
         task_group_leader: UNKNOWN_OFFSET,
         task_start_boottime: UNKNOWN_OFFSET,

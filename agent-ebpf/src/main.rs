@@ -411,6 +411,22 @@ mod probe {
         0
     }
 
+    /// The caller's credentials before a control syscall changes them.
+    #[inline(always)]
+    fn stash_old_creds(p: &mut PendingSyscall) {
+        let uid_gid = bpf_get_current_uid_gid();
+        p.old_ids[0] = uid_gid as u32;
+        p.old_ids[2] = (uid_gid >> 32) as u32;
+        let Some(cred) = read_kernel::<*const u8>(current_task(), cfg!(task_cred)) else {
+            return;
+        };
+        p.old_ids[1] = read_kernel(cred, cfg!(cred_euid)).unwrap_or(u32::MAX);
+        p.old_ids[3] = read_kernel(cred, cfg!(cred_egid)).unwrap_or(u32::MAX);
+        p.old_caps[0] = read_kernel(cred, cfg!(cred_cap_effective)).unwrap_or(0);
+        p.old_caps[1] = read_kernel(cred, cfg!(cred_cap_permitted)).unwrap_or(0);
+        p.old_caps[2] = read_kernel(cred, cfg!(cred_cap_inheritable)).unwrap_or(0);
+    }
+
     /// The flags of the clone/clone3 the parent is in, from the arguments
     /// its sys_enter stashed.
     #[inline(always)]
@@ -554,7 +570,12 @@ mod probe {
             nr: nr as u32,
             _pad: 0,
             args: [0; 6],
+            old_ids: [0; 4],
+            old_caps: [0; 3],
         };
+        if spec.family == EventKind::Control as u8 {
+            stash_old_creds(&mut p);
+        }
         for i in 0..6 {
             p.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
         }
@@ -670,6 +691,8 @@ mod probe {
             (*rec).op = spec.op as u32;
             (*rec).syscall_nr = p.nr;
             (*rec).args = p.args;
+            (*rec).old_ids = p.old_ids;
+            (*rec).old_caps = p.old_caps;
             (*rec).result = result;
             (*rec).flags = flags_val;
             (*rec).mode = arg(p, spec.mode).unwrap_or(0) as u32;

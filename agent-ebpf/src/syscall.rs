@@ -78,6 +78,10 @@ pub struct PendingSyscall {
     pub nr: u32,
     pub _pad: u32,
     pub args: [u64; 6],
+    /// Credentials before the call (control family): uid, euid, gid, egid.
+    pub old_ids: [u32; 4],
+    /// Capability sets before the call: effective, permitted, inheritable.
+    pub old_caps: [u64; 3],
 }
 
 /// Bytes kept of a path string given to a syscall (with its NUL).
@@ -108,6 +112,10 @@ pub struct SyscallRecord {
     pub syscall_nr: u32,
     /// The raw arguments, for the decoder's per-syscall interpretation.
     pub args: [u64; 6],
+    /// Control family: credentials and capability sets before the call
+    /// (the header shows them after it).
+    pub old_ids: [u32; 4],
+    pub old_caps: [u64; 3],
     /// Syscall result: fd or 0 on success, -errno on failure.
     pub result: i64,
     /// Open flags (O_*), rename flags, unlinkat/linkat flags.

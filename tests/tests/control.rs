@@ -66,6 +66,8 @@ fn credentials_ptrace_memfd_and_prctl() {
     assert_eq!(e["syscall"], "setresuid");
     assert_eq!(e["ids"]["effective"], 65534);
     assert_eq!(e["ids"]["real"], -1, "unchanged");
+    assert_eq!(e["old"]["euid"], 0, "root before the call");
+    assert_eq!(e["process"]["euid"], 65534, "the context shows the result");
 
     let (r, e) = f.op(&["setgid", "65534"], "setgid");
     assert_eq!(r, 0);
@@ -149,6 +151,18 @@ fn capset_and_clone_flags() {
     assert_eq!(e["caps"]["effective"], "0x400", "CAP_NET_BIND_SERVICE only");
     assert_eq!(e["caps"]["permitted"], "0x400");
     assert_eq!(e["caps"]["inheritable"], "0x0");
+    let old_eff = u64::from_str_radix(
+        e["old"]["caps"]["effective"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(
+        old_eff.count_ones() > 30,
+        "root had the full set before: {old_eff:#x}"
+    );
 
     // The fork event carries the clone flags of the clone(2) that made it.
     let child = Command::new(bin("vigil-test-helper"))

@@ -50,11 +50,25 @@ pub struct ControlInfo {
     /// capset: the new capability sets, as hex bit masks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caps: Option<Caps>,
+    /// setuid/setgid/capset: the caller's credentials before the call (the
+    /// event's process context shows them after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<OldCreds>,
     /// Raw flags argument, and decoded names where known (MFD_*,
     /// CLONE_NEW*, MS_*).
     pub flags: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flag_names: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OldCreds {
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Caps>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -266,8 +280,22 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
         ..ControlInfo::default()
     };
     use ControlOp::*;
+    let old = |with_caps: bool| OldCreds {
+        uid: rec.old_ids[0],
+        euid: rec.old_ids[1],
+        gid: rec.old_ids[2],
+        egid: rec.old_ids[3],
+        caps: with_caps.then(|| Caps {
+            effective: format!("{:#x}", rec.old_caps[0]),
+            permitted: format!("{:#x}", rec.old_caps[1]),
+            inheritable: format!("{:#x}", rec.old_caps[2]),
+        }),
+    };
     match op {
-        SetUid | SetGid => info.ids = Some(ids(&syscall, &a)),
+        SetUid | SetGid => {
+            info.ids = Some(ids(&syscall, &a));
+            info.old = Some(old(false));
+        }
         Ptrace => {
             info.request = Some(ptrace_request(a[0]));
             info.target_pid = Some(a[1] as i32 as i64);
@@ -292,7 +320,10 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
         Umount | Chroot => info.path = Some(path1()),
         Unshare => info.flag_names = names(rec.flags, NS_FLAGS),
         Setns => info.flag_names = names(rec.flags, NS_FLAGS),
-        Capset => info.caps = caps(p1),
+        Capset => {
+            info.caps = caps(p1);
+            info.old = Some(old(true));
+        }
         Clone => {}
         Prctl => {
             info.request = Some(format!("PR_{}", a[0]));
@@ -326,6 +357,8 @@ mod tests {
             op: op as u32,
             syscall_nr: nr as u32,
             args,
+            old_ids: [0, 0, 0, 0],
+            old_caps: [u64::MAX, u64::MAX, 0],
             result: 0,
             flags,
             mode: 0,

@@ -321,6 +321,8 @@ mod tests {
             op: op as u32,
             syscall_nr: nr as u32,
             args: [0; 6],
+            old_ids: [0; 4],
+            old_caps: [0; 3],
             result: 0,
             flags: 0,
             mode: 0o644,

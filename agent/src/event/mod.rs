@@ -56,7 +56,7 @@ pub enum EventBody {
     Fork(ForkInfo),
     Exit(ExitInfo),
     File(FileInfo),
-    Control(ControlInfo),
+    Control(Box<ControlInfo>),
     Network(NetworkInfo),
 }
 
@@ -189,7 +189,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Fork => EventBody::Fork(process::decode_fork(bytes)?),
         EventKind::Exit => EventBody::Exit(process::decode_exit(bytes)?),
         EventKind::File => EventBody::File(file::decode_file(bytes)?),
-        EventKind::Control => EventBody::Control(control::decode_control(bytes)?),
+        EventKind::Control => EventBody::Control(Box::new(control::decode_control(bytes)?)),
         EventKind::Network => EventBody::Network(network::decode_network(bytes)?),
     };
     Ok(Event {

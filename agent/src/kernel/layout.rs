@@ -38,6 +38,9 @@ pub struct StructOffsets {
     pub cred_euid: u32,
     pub cred_egid: u32,
     pub task_loginuid: u32,
+    pub cred_cap_effective: u32,
+    pub cred_cap_permitted: u32,
+    pub cred_cap_inheritable: u32,
     pub task_group_leader: u32,
     pub task_start_boottime: u32,
     pub task_nsproxy: u32,
@@ -114,6 +117,9 @@ impl StructOffsets {
             cred_euid: get("cred", "euid"),
             cred_egid: get("cred", "egid"),
             task_loginuid: get("task_struct", "loginuid"),
+            cred_cap_effective: get("cred", "cap_effective"),
+            cred_cap_permitted: get("cred", "cap_permitted"),
+            cred_cap_inheritable: get("cred", "cap_inheritable"),
             task_group_leader: get("task_struct", "group_leader"),
             task_start_boottime: get("task_struct", "start_boottime"),
             task_nsproxy: get("task_struct", "nsproxy"),
@@ -181,6 +187,9 @@ impl StructOffsets {
         cfg.cred_euid = self.cred_euid;
         cfg.cred_egid = self.cred_egid;
         cfg.task_loginuid = self.task_loginuid;
+        cfg.cred_cap_effective = self.cred_cap_effective;
+        cfg.cred_cap_permitted = self.cred_cap_permitted;
+        cfg.cred_cap_inheritable = self.cred_cap_inheritable;
         cfg.task_group_leader = self.task_group_leader;
         cfg.task_start_boottime = self.task_start_boottime;
         cfg.task_nsproxy = self.task_nsproxy;
