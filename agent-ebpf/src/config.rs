@@ -80,6 +80,14 @@ pub struct ProbeConfig {
     pub mount_mnt: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
+    /// Offsets in `struct pt_regs` of syscall arguments 0..6 (x86_64: di,
+    /// si, dx, r10, r8, r9; arm64: regs[0..6]), for the raw `sys_enter`
+    /// hook, which gets the registers rather than a trace record.
+    pub regs_args: [u32; 6],
+    /// Offset in `struct pt_regs` of the syscall number at exit (x86_64
+    /// `orig_ax`, arm64 `syscallno`); lets the raw exit hook skip the
+    /// pending-map lookup for syscalls it does not follow.
+    pub regs_nr: u32,
     /// `EXCLUDE_*` bits: which exclusion maps the agent filled, so the probe
     /// pays for a lookup only when there is something to exclude.
     pub exclusions: u32,
@@ -153,6 +161,8 @@ impl ProbeConfig {
         mount_mnt: UNKNOWN_OFFSET,
         mount_parent: UNKNOWN_OFFSET,
         mount_mountpoint: UNKNOWN_OFFSET,
+        regs_args: [UNKNOWN_OFFSET; 6],
+        regs_nr: UNKNOWN_OFFSET,
         exclusions: 0,
         file_inode: UNKNOWN_OFFSET,
         inode_ino: UNKNOWN_OFFSET,

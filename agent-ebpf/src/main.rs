@@ -532,17 +532,39 @@ mod probe {
         sys_exit(&ctx, false)
     }
 
-    /// `raw_syscalls:sys_enter`: runs for every syscall, so it returns at
-    /// once unless the number is one the running kernel has no
-    /// `syscalls:*` tracepoint for (`SPEC_VIA_RAW`). Attached only then.
-    #[tracepoint]
-    pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
-        sys_enter(&ctx, true)
+    /// Raw `sys_enter(struct pt_regs *regs, long id)`: runs for every
+    /// syscall, so it returns after one map lookup unless the number is one
+    /// the running kernel has no `syscalls:*` tracepoint for
+    /// (`SPEC_VIA_RAW`). Attached only then. A raw tracepoint, not the
+    /// classic `raw_syscalls` one, because the classic one builds a perf
+    /// record for every syscall before the program even runs.
+    #[raw_tracepoint(tracepoint = "sys_enter")]
+    pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
+        let regs = ctx.arg::<u64>(0) as *const u8;
+        let nr = ctx.arg::<i64>(1);
+        if nr < 0 || nr >= MAX_SYSCALL_NR as i64 || spec_for(nr as u32, true).is_none() {
+            return 0;
+        }
+        let mut args = [0u64; 6];
+        for i in 0..6 {
+            args[i] = read_kernel::<u64>(regs, cfg!(regs_args)[i]).unwrap_or(0);
+        }
+        sys_enter_args(nr as i32, args, true);
+        0
     }
 
-    #[tracepoint]
-    pub fn raw_sys_exit(ctx: TracePointContext) -> u32 {
-        sys_exit(&ctx, true)
+    /// Raw `sys_exit(struct pt_regs *regs, long ret)`.
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
+        let regs = ctx.arg::<u64>(0) as *const u8;
+        if let Some(nr) = read_kernel::<i64>(regs, cfg!(regs_nr)) {
+            if nr < 0 || nr >= MAX_SYSCALL_NR as i64 || spec_for(nr as u32, true).is_none() {
+                return 0;
+            }
+        }
+        let ret = ctx.arg::<i64>(1);
+        sys_exit_ret(ret, true);
+        0
     }
 
     /// The spec for this record's syscall, if it is followed through the
@@ -556,67 +578,72 @@ mod probe {
 
     #[inline(always)]
     fn sys_enter(ctx: &TracePointContext, via_raw: bool) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
         let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
             return 0;
         };
+        let mut args = [0u64; 6];
+        for i in 0..6 {
+            args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+        }
+        sys_enter_args(nr, args, via_raw);
+        0
+    }
+
+    #[inline(always)]
+    fn sys_enter_args(nr: i32, args: [u64; 6], via_raw: bool) {
+        let pid_tgid = bpf_get_current_pid_tgid();
         if nr < 0 || is_agent((pid_tgid >> 32) as u32) {
-            return 0;
+            return;
         }
         let Some(spec) = spec_for(nr as u32, via_raw) else {
-            return 0;
+            return;
         };
         let mut p = PendingSyscall {
             nr: nr as u32,
             _pad: 0,
-            args: [0; 6],
+            args,
             old_ids: [0; 4],
             old_caps: [0; 3],
         };
         if spec.family == EventKind::Control as u8 {
             stash_old_creds(&mut p);
         }
-        for i in 0..6 {
-            p.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
-        }
         // Sends are followed only to port 53: decide here, before anything
         // is stored, so other traffic costs one check.
         if spec.variant != 0 && send_dport(spec.variant, &p) != 53 {
-            return 0;
+            return;
         }
         let _ = PENDING.insert(&pid_tgid, &p, 0);
-        0
     }
 
     #[inline(always)]
     fn sys_exit(ctx: &TracePointContext, via_raw: bool) -> u32 {
-        if via_raw {
-            let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
-                return 0;
-            };
-            if nr < 0 || spec_for(nr as u32, true).is_none() {
-                return 0;
-            }
-        }
+        let result = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
+        sys_exit_ret(result, via_raw);
+        0
+    }
+
+    /// Emits the record of the syscall this thread stashed, if it is one
+    /// followed through this kind of hook.
+    #[inline(always)]
+    fn sys_exit_ret(result: i64, via_raw: bool) {
         let pid_tgid = bpf_get_current_pid_tgid();
         let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
-            return 0;
+            return;
         };
         let pending = *pending;
-        let _ = PENDING.remove(&pid_tgid);
-        let result = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
         let Some(spec) = spec_for(pending.nr, via_raw) else {
-            return 0;
+            return;
         };
         let spec = *spec;
+        let _ = PENDING.remove(&pid_tgid);
         if spec.spec_flags & SPEC_STASH_ONLY != 0 {
-            return 0;
+            return;
         }
         let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-            return 0;
+            return;
         };
         emit_file(scratch, &spec, &pending, result, pid_tgid);
-        0
     }
 
     #[inline(always)]

@@ -113,7 +113,7 @@ impl Probe {
         attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
         attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut hooks)?;
         tracing::info!(family = "process", hooks = %hooks.join(", "), "probe attached");
-        let file_hooks = attach_file_syscalls(&mut ebpf, &tracefs_root)?;
+        let file_hooks = attach_file_syscalls(&mut ebpf, &tracefs_root, &config)?;
         hooks.extend(file_hooks);
         let lost = ebpf
             .take_map("LOST")
@@ -354,13 +354,24 @@ const RAW_EXIT_PROG: &str = "raw_sys_exit";
 /// Fills `FILE_SYSCALLS` and attaches the file enter/exit programs to the
 /// `syscalls:sys_{enter,exit}_<name>` tracepoint of every syscall in the
 /// table that this kernel has, with the record layout the probe expects.
-fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<String>, ProbeError> {
+fn attach_file_syscalls(
+    ebpf: &mut Ebpf,
+    tracefs_root: &Path,
+    config: &ProbeConfig,
+) -> Result<Vec<String>, ProbeError> {
     use crate::kernel::syscalls::{file_syscalls, FileSyscall};
     use agent_ebpf::EventKind;
     let mut usable = Vec::new();
     let mut via_raw = Vec::new();
     let mut missing = Vec::new();
-    let raw_ok = raw_syscalls_usable(tracefs_root);
+    let raw_ok = if config
+        .regs_args
+        .contains(&agent_ebpf::config::UNKNOWN_OFFSET)
+    {
+        Err("pt_regs argument registers unknown on this kernel".to_string())
+    } else {
+        Ok(())
+    };
     for mut sc in file_syscalls() {
         let enter = tracefs::read_format(
             tracefs_root,
@@ -424,17 +435,17 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
     if !via_raw.is_empty() {
         for (prog_name, tp) in [(RAW_ENTER_PROG, "sys_enter"), (RAW_EXIT_PROG, "sys_exit")] {
             let err = |source| program_error(prog_name, source);
-            let prog: &mut TracePoint = ebpf
+            let prog: &mut RawTracePoint = ebpf
                 .program_mut(prog_name)
                 .ok_or(ProbeError::MissingMap(prog_name))?
                 .try_into()
                 .map_err(err)?;
             prog.load().map_err(err)?;
-            prog.attach("raw_syscalls", tp).map_err(err)?;
+            prog.attach(tp).map_err(err)?;
         }
     }
     if let Err(why) = &raw_ok {
-        tracing::debug!(%why, "raw_syscalls fallback unavailable");
+        tracing::debug!(%why, "raw sys_enter fallback unavailable");
     }
     let mut hooks = Vec::new();
     for family in [EventKind::File, EventKind::Control, EventKind::Network] {
@@ -450,12 +461,12 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
         let raw_desc = if raw.is_empty() {
             "none".to_string()
         } else {
-            format!("raw_syscalls:sys_{{enter,exit}} for {{{}}} (no syscalls tracepoint on this kernel)", raw.join(","))
+            format!("raw_tracepoint sys_{{enter,exit}} for {{{}}} (no syscalls tracepoint on this kernel)", raw.join(","))
         };
         if lost.is_empty() {
-            tracing::info!(family = family.name(), hooks = %tps, raw_syscalls = %raw_desc, "probe attached");
+            tracing::info!(family = family.name(), hooks = %tps, raw_tracepoints = %raw_desc, "probe attached");
         } else {
-            tracing::warn!(family = family.name(), hooks = %tps, raw_syscalls = %raw_desc, missing = %lost.join("; "), "probe attached; some syscalls are not followed");
+            tracing::warn!(family = family.name(), hooks = %tps, raw_tracepoints = %raw_desc, missing = %lost.join("; "), "probe attached; some syscalls are not followed");
         }
         hooks.extend(
             names
@@ -464,28 +475,10 @@ fn attach_file_syscalls(ebpf: &mut Ebpf, tracefs_root: &Path) -> Result<Vec<Stri
         );
         hooks.extend(
             raw.iter()
-                .map(|n| format!("raw_syscalls:sys_{{enter,exit}} for {n}")),
+                .map(|n| format!("raw_tracepoint sys_{{enter,exit}} for {n}")),
         );
     }
     Ok(hooks)
-}
-
-/// `raw_syscalls:sys_{enter,exit}` with the layout the probe reads: id at
-/// 8, args (or ret) from 16.
-fn raw_syscalls_usable(tracefs_root: &Path) -> Result<(), String> {
-    let enter = tracefs::read_format(tracefs_root, "raw_syscalls", "sys_enter")
-        .map_err(|e| e.to_string())?;
-    let exit = tracefs::read_format(tracefs_root, "raw_syscalls", "sys_exit")
-        .map_err(|e| e.to_string())?;
-    match (
-        tracefs::field_offset(&enter, "id"),
-        tracefs::field_offset(&enter, "args"),
-        tracefs::field_offset(&exit, "id"),
-        tracefs::field_offset(&exit, "ret"),
-    ) {
-        (Some(8), Some(16), Some(8), Some(16)) => Ok(()),
-        other => Err(format!("unexpected raw_syscalls layout {other:?}")),
-    }
 }
 
 fn attach_raw_tracepoint(

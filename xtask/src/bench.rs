@@ -159,7 +159,7 @@ pub fn run(n: u32) -> anyhow::Result<()> {
         "\n`cargo xtask bench --spawns {n}` on {cores} cores, kernel {}\n",
         kernel.trim()
     );
-    println!("| phase | µs per spawn | overhead | exec ns/run | fork ns/run | exit ns/run | file enter ns/run (runs) | file exit ns/run (runs) | agent CPU ms ({n} spawns) |");
+    println!("| phase | µs per spawn | overhead | exec ns/run | fork ns/run | exit ns/run | syscall enter ns/run (runs) | syscall exit ns/run (runs) | agent CPU ms ({n} spawns) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let base_us = phases[0].per_spawn_us;
     for p in &phases {

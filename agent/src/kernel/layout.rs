@@ -38,6 +38,9 @@ pub struct StructOffsets {
     pub cred_euid: u32,
     pub cred_egid: u32,
     pub task_loginuid: u32,
+    /// `struct pt_regs` offsets of syscall arguments 0..6.
+    pub regs_args: [u32; 6],
+    pub regs_nr: u32,
     pub cred_cap_effective: u32,
     pub cred_cap_permitted: u32,
     pub cred_cap_inheritable: u32,
@@ -117,6 +120,21 @@ impl StructOffsets {
             cred_euid: get("cred", "euid"),
             cred_egid: get("cred", "egid"),
             task_loginuid: get("task_struct", "loginuid"),
+            regs_args: syscall_arg_regs(btf).unwrap_or_else(|| {
+                missing
+                    .borrow_mut()
+                    .push("pt_regs syscall argument registers".into());
+                [UNKNOWN_OFFSET; 6]
+            }),
+            regs_nr: {
+                #[cfg(target_arch = "x86_64")]
+                let v = member_offset(btf, "pt_regs", "orig_ax");
+                #[cfg(target_arch = "aarch64")]
+                let v = member_offset(btf, "pt_regs", "syscallno");
+                #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+                let v = None;
+                or_unknown("pt_regs syscall number".into(), v)
+            },
             cred_cap_effective: get("cred", "cap_effective"),
             cred_cap_permitted: get("cred", "cap_permitted"),
             cred_cap_inheritable: get("cred", "cap_inheritable"),
@@ -187,6 +205,8 @@ impl StructOffsets {
         cfg.cred_euid = self.cred_euid;
         cfg.cred_egid = self.cred_egid;
         cfg.task_loginuid = self.task_loginuid;
+        cfg.regs_args = self.regs_args;
+        cfg.regs_nr = self.regs_nr;
         cfg.cred_cap_effective = self.cred_cap_effective;
         cfg.cred_cap_permitted = self.cred_cap_permitted;
         cfg.cred_cap_inheritable = self.cred_cap_inheritable;
@@ -226,6 +246,30 @@ impl StructOffsets {
         cfg.socket_sk = self.socket_sk;
         cfg.sock_dport = self.sock_dport;
     }
+}
+
+/// Where the syscall ABI keeps arguments 0..6 in `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+fn syscall_arg_regs(btf: &Btf) -> Option<[u32; 6]> {
+    let mut out = [0; 6];
+    for (i, r) in ["di", "si", "dx", "r10", "r8", "r9"].iter().enumerate() {
+        out[i] = member_offset(btf, "pt_regs", r)?;
+    }
+    Some(out)
+}
+
+/// arm64: `regs[0..6]` (the syscall wrapper passes the original x0 in
+/// `orig_x0`, but the raw tracepoint sees the entry registers).
+#[cfg(target_arch = "aarch64")]
+fn syscall_arg_regs(btf: &Btf) -> Option<[u32; 6]> {
+    let base = member_offset(btf, "user_pt_regs", "regs")
+        .or_else(|| member_offset(btf, "pt_regs", "regs"))?;
+    Some(std::array::from_fn(|i| base + 8 * i as u32))
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn syscall_arg_regs(_btf: &Btf) -> Option<[u32; 6]> {
+    None
 }
 
 /// Size in bytes of `struct name`.
