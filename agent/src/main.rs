@@ -115,16 +115,24 @@ enum RulesCommand {
     },
 }
 
-fn parse_size(s: &str) -> Result<u32, String> {
-    let (num, mult) = match s.trim().to_ascii_uppercase() {
-        t if t.ends_with('M') => (t.trim_end_matches('M').to_string(), 1u64 << 20),
-        t if t.ends_with('K') => (t.trim_end_matches('K').to_string(), 1u64 << 10),
-        t => (t, 1),
+/// `N`, `NK` or `NM` bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = match t.as_bytes().last() {
+        Some(b'M') => (&t[..t.len() - 1], 1u64 << 20),
+        Some(b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        _ => (t.as_str(), 1),
     };
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a size (e.g. 8M, 512K, 1048576)"))?;
-    let bytes = n * mult;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// A ring buffer size: a power of two, a multiple of 4 KiB, at most 1 GiB.
+fn parse_size(s: &str) -> Result<u32, String> {
+    let bytes = parse_bytes(s)?;
     if bytes == 0 || !bytes.is_power_of_two() || !bytes.is_multiple_of(4096) || bytes > 1 << 30 {
         return Err(format!(
             "{bytes} bytes: must be a power of two, a multiple of 4096 and at most 1G"
@@ -134,18 +142,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
 }
 
 fn parse_wakeup(s: &str) -> Result<u32, String> {
-    if s.trim() == "0" {
-        return Ok(0);
-    }
-    let (num, mult) = match s.trim().to_ascii_uppercase() {
-        t if t.ends_with('M') => (t.trim_end_matches('M').to_string(), 1u64 << 20),
-        t if t.ends_with('K') => (t.trim_end_matches('K').to_string(), 1u64 << 10),
-        t => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 256K, 0)"))?;
-    u32::try_from(n * mult).map_err(|_| format!("`{s}` is too large"))
+    u32::try_from(parse_bytes(s)?).map_err(|_| format!("`{s}` is too large"))
 }
 
 fn init_logging(format: LogFormat, level: &str) {

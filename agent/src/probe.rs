@@ -263,13 +263,12 @@ fn raise_memlock_limit() {
 
 /// The probe's start-up configuration for this kernel and this agent.
 fn probe_config(tracefs_root: &Path, btf_path: &Path) -> Result<ProbeConfig, ProbeError> {
-    let mut cfg = ProbeConfig::UNSET;
-    cfg.agent_tgid = std::process::id();
     let offsets = StructOffsets::from_btf_file(btf_path)?;
     if !offsets.missing.is_empty() {
         tracing::warn!(missing = ?offsets.missing, "kernel lacks some fields; they are reported as unknown");
     }
-    offsets.apply(&mut cfg);
+    let mut cfg = offsets.config;
+    cfg.agent_tgid = std::process::id();
     let exec = tracefs::read_format(tracefs_root, "sched", "sched_process_exec")?;
     cfg.tp_exec_filename = tracefs::field_offset(&exec, "filename").unwrap_or(cfg.tp_exec_filename);
     let exit = tracefs::read_format(tracefs_root, "sched", "sched_process_exit")?;

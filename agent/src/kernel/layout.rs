@@ -24,61 +24,11 @@ pub enum LayoutError {
     },
 }
 
-/// Offsets of the fields the probe reads, and the names of those missing.
+/// The probe's configuration with every struct offset filled in from BTF
+/// (the other fields at their defaults), and the fields this kernel lacks.
 #[derive(Debug, Clone)]
 pub struct StructOffsets {
-    pub task_real_parent: u32,
-    pub task_pid: u32,
-    pub task_tgid: u32,
-    pub task_mm: u32,
-    pub task_exit_code: u32,
-    pub mm_arg_start: u32,
-    pub mm_arg_end: u32,
-    pub task_cred: u32,
-    pub cred_euid: u32,
-    pub cred_egid: u32,
-    pub task_loginuid: u32,
-    /// `struct pt_regs` offsets of syscall arguments 0..6.
-    pub regs_args: [u32; 6],
-    pub regs_nr: u32,
-    pub cred_cap_effective: u32,
-    pub cred_cap_permitted: u32,
-    pub cred_cap_inheritable: u32,
-    pub task_group_leader: u32,
-    pub task_start_boottime: u32,
-    pub task_nsproxy: u32,
-    pub nsproxy_mnt_ns: u32,
-    pub mnt_ns_inum: u32,
-    pub task_thread_pid: u32,
-    pub pid_level: u32,
-    pub pid_numbers: u32,
-    pub upid_size: u32,
-    pub upid_ns: u32,
-    pub pid_ns_inum: u32,
-    pub task_fs: u32,
-    pub fs_pwd: u32,
-    pub fs_root: u32,
-    pub mm_exe_file: u32,
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    pub file_f_path: u32,
-    pub path_mnt: u32,
-    pub path_dentry: u32,
-    pub dentry_parent: u32,
-    pub dentry_name_ptr: u32,
-    pub vfsmount_root: u32,
-    pub mount_mnt: u32,
-    pub mount_parent: u32,
-    pub mount_mountpoint: u32,
-    pub file_private_data: u32,
-    pub file_inode: u32,
-    pub inode_ino: u32,
-    pub inode_sb: u32,
-    pub sb_dev: u32,
-    pub socket_sk: u32,
-    pub sock_dport: u32,
+    pub config: ProbeConfig,
     /// `struct.field` names this kernel does not have.
     pub missing: Vec<String>,
 }
@@ -108,7 +58,7 @@ impl StructOffsets {
             or_unknown(format!("{s}.ns.inum"), v.map(|(a, b)| a + b))
         };
         let upid_size = or_unknown("sizeof(struct upid)".into(), struct_size(btf, "upid"));
-        let o = StructOffsets {
+        let config = ProbeConfig {
             task_real_parent: get("task_struct", "real_parent"),
             task_pid: get("task_struct", "pid"),
             task_tgid: get("task_struct", "tgid"),
@@ -184,67 +134,12 @@ impl StructOffsets {
                 ));
                 or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
             },
-            missing: Vec::new(),
+            ..ProbeConfig::UNSET
         };
         StructOffsets {
+            config,
             missing: missing.into_inner(),
-            ..o
         }
-    }
-
-    /// Copies the offsets into the probe's configuration.
-    pub fn apply(&self, cfg: &mut ProbeConfig) {
-        cfg.task_real_parent = self.task_real_parent;
-        cfg.task_pid = self.task_pid;
-        cfg.task_tgid = self.task_tgid;
-        cfg.task_mm = self.task_mm;
-        cfg.task_exit_code = self.task_exit_code;
-        cfg.mm_arg_start = self.mm_arg_start;
-        cfg.mm_arg_end = self.mm_arg_end;
-        cfg.task_cred = self.task_cred;
-        cfg.cred_euid = self.cred_euid;
-        cfg.cred_egid = self.cred_egid;
-        cfg.task_loginuid = self.task_loginuid;
-        cfg.regs_args = self.regs_args;
-        cfg.regs_nr = self.regs_nr;
-        cfg.cred_cap_effective = self.cred_cap_effective;
-        cfg.cred_cap_permitted = self.cred_cap_permitted;
-        cfg.cred_cap_inheritable = self.cred_cap_inheritable;
-        cfg.task_group_leader = self.task_group_leader;
-        cfg.task_start_boottime = self.task_start_boottime;
-        cfg.task_nsproxy = self.task_nsproxy;
-        cfg.nsproxy_mnt_ns = self.nsproxy_mnt_ns;
-        cfg.mnt_ns_inum = self.mnt_ns_inum;
-        cfg.task_thread_pid = self.task_thread_pid;
-        cfg.pid_level = self.pid_level;
-        cfg.pid_numbers = self.pid_numbers;
-        cfg.upid_size = self.upid_size;
-        cfg.upid_ns = self.upid_ns;
-        cfg.pid_ns_inum = self.pid_ns_inum;
-        cfg.task_fs = self.task_fs;
-        cfg.fs_pwd = self.fs_pwd;
-        cfg.fs_root = self.fs_root;
-        cfg.mm_exe_file = self.mm_exe_file;
-        cfg.task_files = self.task_files;
-        cfg.files_fdt = self.files_fdt;
-        cfg.fdt_max_fds = self.fdt_max_fds;
-        cfg.fdt_fd = self.fdt_fd;
-        cfg.file_f_path = self.file_f_path;
-        cfg.path_mnt = self.path_mnt;
-        cfg.path_dentry = self.path_dentry;
-        cfg.dentry_parent = self.dentry_parent;
-        cfg.dentry_name_ptr = self.dentry_name_ptr;
-        cfg.vfsmount_root = self.vfsmount_root;
-        cfg.mount_mnt = self.mount_mnt;
-        cfg.mount_parent = self.mount_parent;
-        cfg.mount_mountpoint = self.mount_mountpoint;
-        cfg.file_private_data = self.file_private_data;
-        cfg.file_inode = self.file_inode;
-        cfg.inode_ino = self.inode_ino;
-        cfg.inode_sb = self.inode_sb;
-        cfg.sb_dev = self.sb_dev;
-        cfg.socket_sk = self.socket_sk;
-        cfg.sock_dport = self.sock_dport;
     }
 }
 
@@ -345,14 +240,14 @@ mod tests {
         let offs = StructOffsets::from_btf_file(path).unwrap();
         assert!(offs.missing.is_empty(), "missing: {:?}", offs.missing);
         // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
-        assert_eq!(offs.task_tgid, offs.task_pid + 4);
-        assert!(offs.mm_arg_end > offs.mm_arg_start);
+        assert_eq!(offs.config.task_tgid, offs.config.task_pid + 4);
+        assert!(offs.config.mm_arg_end > offs.config.mm_arg_start);
         // struct upid { int nr; struct pid_namespace *ns; } on 64-bit.
-        assert_eq!(offs.upid_size, 16);
-        assert_eq!(offs.upid_ns, 8);
+        assert_eq!(offs.config.upid_size, 16);
+        assert_eq!(offs.config.upid_ns, 8);
         assert_eq!(
-            offs.cred_egid,
-            offs.cred_euid + 4,
+            offs.config.cred_egid,
+            offs.config.cred_euid + 4,
             "euid, egid are adjacent in struct cred"
         );
     }
