@@ -111,6 +111,44 @@ impl Proc {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Every stdout line that is a JSON object (events, alerts, lost records).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Polls the JSON lines that satisfy `pred` until `done` holds for them
+    /// or `timeout` passes; returns them either way, for the caller to assert.
+    pub fn wait_json(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<_> = self.json_lines().into_iter().filter(|v| pred(v)).collect();
+            if done(&found) || Instant::now() > deadline {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last JSON line satisfying `pred`; panics naming `what` if none
+    /// shows within 15 s.
+    pub fn expect_json(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_json(Duration::from_secs(15), pred, |f| !f.is_empty())
+            .pop()
+            .unwrap_or_else(|| panic!("no {what} within 15 s"))
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))

@@ -7,19 +7,11 @@ use vigil_tests::*;
 
 /// Events of `pid` seen by `agent` (waits until one of type `want` shows).
 fn events_of(agent: &Proc, pid: u32, want: &str) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let evs: Vec<Value> = agent
-            .stdout_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["process"]["pid"] == pid && v["type"] != "alert")
-            .collect();
-        if evs.iter().any(|e| e["type"] == want) || std::time::Instant::now() > deadline {
-            return evs;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_json(
+        Duration::from_secs(20),
+        |v| v["process"]["pid"] == pid && v["type"] != "alert",
+        |evs| evs.iter().any(|e| e["type"] == want),
+    )
 }
 
 fn ns_inode(kind: &str) -> u64 {
@@ -164,17 +156,12 @@ fn reused_pid_has_a_different_start_time() {
         }
     }
     assert_eq!(reused, Some(pid), "could not get pid {pid} reused");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let execs = loop {
-        let execs: Vec<Value> = events_of(&agent, pid, "exec")
-            .into_iter()
-            .filter(|e| e["type"] == "exec" && e["filename"] == marker.to_str().unwrap())
-            .collect();
-        if execs.len() >= 2 || std::time::Instant::now() > deadline {
-            break execs;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let path = marker.to_str().unwrap();
+    let execs = agent.wait_json(
+        Duration::from_secs(20),
+        |e| e["type"] == "exec" && e["process"]["pid"] == pid && e["filename"] == path,
+        |f| f.len() >= 2,
+    );
     assert_eq!(execs.len(), 2, "two processes with pid {pid}");
     let t0 = execs[0]["process"]["start_boottime_ns"].as_u64().unwrap();
     let t1 = execs[1]["process"]["start_boottime_ns"].as_u64().unwrap();

@@ -1,6 +1,6 @@
 //! Control events from real syscalls: credential changes, ptrace, memfd,
 //! module load/unload attempts, bpf(), mounts, namespaces, chroot, prctl.
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use serde_json::Value;
 use vigil_tests::*;
@@ -35,23 +35,11 @@ impl Fixture {
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
         let r: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let found = self
-                .agent
-                .stdout_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["type"] == "control" && v["process"]["pid"] == pid && v["op"] == op);
-            if let Some(v) = found {
-                return (r, v);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {op} event from pid {pid} ({args:?} returned {r})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("{op} event from pid {pid} ({args:?} returned {r})");
+        let v = self.agent.expect_json(&what, |v| {
+            v["type"] == "control" && v["process"]["pid"] == pid && v["op"] == op
+        });
+        (r, v)
     }
 }
 
@@ -174,24 +162,10 @@ fn capset_and_clone_flags() {
     let out = child.wait_with_output().unwrap();
     let kid: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(kid > 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let fork = loop {
-        let found = f
-            .agent
-            .stdout_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| {
-                v["type"] == "fork" && v["process"]["pid"] == parent && v["child_pid"] == kid
-            });
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no fork event for child {kid}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let fork = f
+        .agent
+        .expect_json(&format!("fork event for child {kid}"), |v| {
+            v["type"] == "fork" && v["process"]["pid"] == parent && v["child_pid"] == kid
+        });
     assert_eq!(fork["clone_flags"], serde_json::json!(["CLONE_NEWUTS"]));
 }

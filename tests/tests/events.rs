@@ -6,21 +6,11 @@ use serde_json::Value;
 use vigil_tests::*;
 
 fn events_for(agent: &mut Proc, pid: u32, want: &[&str]) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let evs: Vec<Value> = agent
-            .stdout_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["process"]["pid"] == pid || v["child_pid"] == pid)
-            .collect();
-        if want.iter().all(|t| evs.iter().any(|e| e["type"] == *t))
-            || std::time::Instant::now() > deadline
-        {
-            return evs;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_json(
+        Duration::from_secs(20),
+        |v| v["process"]["pid"] == pid || v["child_pid"] == pid,
+        |evs| want.iter().all(|t| evs.iter().any(|e| e["type"] == *t)),
+    )
 }
 
 #[test]
@@ -78,9 +68,8 @@ fn fork_exec_exit_carry_ids_and_exit_code() {
     // No events about the agent itself: it is filtered in the kernel.
     let apid = agent.pid();
     let own = agent
-        .stdout_lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .json_lines()
+        .into_iter()
         .filter(|v| v["process"]["pid"] == apid)
         .count();
     assert_eq!(own, 0);
@@ -192,24 +181,9 @@ fn exe_is_resolved_and_fileless_exec_is_flagged() {
         .unwrap();
     let pid = child.id();
     assert!(child.wait_with_output().unwrap().status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let fileless = loop {
-        let found = agent
-            .stdout_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| {
-                v["type"] == "exec" && v["process"]["pid"] == pid && v["argv"][1] == "--fileless"
-            });
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no fileless exec event"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let fileless = agent.expect_json("fileless exec event", |v| {
+        v["type"] == "exec" && v["process"]["pid"] == pid && v["argv"][1] == "--fileless"
+    });
     assert_eq!(fileless["exe"], "/memfd:payload");
     assert_eq!(fileless["exe_memfd"], true);
     assert!(

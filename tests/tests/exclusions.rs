@@ -2,7 +2,6 @@
 //! excluded cgroup produce no events; everything else still does.
 use std::{process::Command, time::Duration};
 
-use serde_json::Value;
 use vigil_tests::*;
 
 /// Where cgroup v2 is mounted (unified or hybrid layout).
@@ -18,9 +17,8 @@ fn cgroup2_root() -> Option<String> {
 /// script merely mentions it).
 fn execs_with(agent: &Proc, marker: &str) -> usize {
     agent
-        .stdout_lines()
+        .json_lines()
         .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["type"] == "exec" && v["argv"][1] == marker)
         .count()
 }
@@ -68,14 +66,9 @@ fn excluded_exe_and_cgroup_are_silent() {
         .unwrap()
         .success());
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while execs_with(&agent, "--visible-marker") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the visible marker must be reported"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.expect_json("the visible marker's exec", |v| {
+        v["type"] == "exec" && v["argv"][1] == "--visible-marker"
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         execs_with(&agent, "--quiet-marker"),
@@ -88,9 +81,8 @@ fn excluded_exe_and_cgroup_are_silent() {
         "excluded cgroup reported"
     );
     let from_quiet = agent
-        .stdout_lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .json_lines()
+        .into_iter()
         .filter(|v| v["process"]["pid"] == quiet_pid && v["type"] != "fork")
         .count();
     assert_eq!(

@@ -1,6 +1,6 @@
 //! File events from real syscalls: every path absolute, resolved in the
 //! kernel against the cwd or the dirfd, with flags, modes and results.
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
 use serde_json::Value;
 use vigil_tests::*;
@@ -44,24 +44,13 @@ impl Fixture {
     /// The file event with `op` from process `pid` whose path contains
     /// `needle` (the dynamic loader's own opens come from the same pid).
     fn event(&self, pid: u32, op: &str, needle: &str) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let found = self
-                .agent
-                .stdout_lines()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["type"] == "file" && v["process"]["pid"] == pid && v["op"] == op)
-                .rfind(|v| v["path"].as_str().is_some_and(|p| p.contains(needle)));
-            if let Some(v) = found {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {op} event on *{needle}* from pid {pid}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.agent
+            .expect_json(&format!("{op} event on *{needle}* from pid {pid}"), |v| {
+                v["type"] == "file"
+                    && v["process"]["pid"] == pid
+                    && v["op"] == op
+                    && v["path"].as_str().is_some_and(|p| p.contains(needle))
+            })
     }
 }
 

@@ -21,23 +21,13 @@ fn run_helper(args: &[&str]) -> (u32, i64) {
 }
 
 fn events(agent: &Proc, pid: u32, op: &str, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let evs: Vec<Value> = agent
-            .stdout_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["type"] == "network" && v["process"]["pid"] == pid && v["op"] == op)
-            .collect();
-        if evs.len() >= n {
-            return evs;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {op} event from pid {pid}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let evs = agent.wait_json(
+        Duration::from_secs(15),
+        |v| v["type"] == "network" && v["process"]["pid"] == pid && v["op"] == op,
+        |f| f.len() >= n,
+    );
+    assert!(evs.len() >= n, "no {op} event from pid {pid}");
+    evs
 }
 
 #[test]
@@ -141,9 +131,8 @@ fn dns_queries_are_decoded_and_other_sends_ignored() {
     assert!(r > 0);
     std::thread::sleep(Duration::from_millis(500));
     let leaked = agent
-        .stdout_lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .json_lines()
+        .into_iter()
         .any(|v| v["type"] == "network" && v["op"] == "dns_query" && v["process"]["pid"] == pid);
     assert!(!leaked, "a send to port 5353 must not be reported");
     // Sanity: the helper did run and was seen.
