@@ -111,7 +111,16 @@ pub struct ProbeConfig {
     /// costs the submitting task an irq_work (a self-IPI, several µs in a
     /// VM), so batching them is most of the probe's cost.
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// Executable identity on exec: `inode.i_nlink` (0: deleted),
+    /// `inode.i_size`, and the change and modification times
+    /// (`i_ctime_sec`/`i_ctime_nsec` since 6.11, the `tv_sec`/`tv_nsec` of
+    /// `__i_ctime` or `i_ctime` before; likewise mtime).
+    pub inode_nlink: u32,
+    pub inode_size: u32,
+    pub inode_ctime_sec: u32,
+    pub inode_ctime_nsec: u32,
+    pub inode_mtime_sec: u32,
+    pub inode_mtime_nsec: u32,
 }
 
 impl ProbeConfig {
@@ -174,7 +183,12 @@ impl ProbeConfig {
         tp_exec_filename: UNKNOWN_OFFSET,
         tp_exit_group_dead: UNKNOWN_OFFSET,
         wakeup_bytes: 0,
-        _pad: 0,
+        inode_nlink: UNKNOWN_OFFSET,
+        inode_size: UNKNOWN_OFFSET,
+        inode_ctime_sec: UNKNOWN_OFFSET,
+        inode_ctime_nsec: UNKNOWN_OFFSET,
+        inode_mtime_sec: UNKNOWN_OFFSET,
+        inode_mtime_nsec: UNKNOWN_OFFSET,
     };
 }
 

@@ -13,6 +13,8 @@ pub enum FileOp {
     Link = 7,
     Symlink = 8,
     Mknod = 9,
+    /// chdir/fchdir: the agent keeps each process's working directory.
+    Chdir = 10,
 }
 
 impl FileOp {
@@ -27,6 +29,7 @@ impl FileOp {
             7 => FileOp::Link,
             8 => FileOp::Symlink,
             9 => FileOp::Mknod,
+            10 => FileOp::Chdir,
             _ => return None,
         })
     }

@@ -80,6 +80,9 @@ pub const HDR_LOGINUID_UNKNOWN: u32 = 1 << 2;
 pub const HDR_MNTNS_UNKNOWN: u32 = 1 << 3;
 pub const HDR_PIDNS_UNKNOWN: u32 = 1 << 4;
 pub const HDR_START_UNKNOWN: u32 = 1 << 5;
+/// The process's executable has no links left: deleted since it started
+/// (checked on every event, so a binary that deletes itself shows).
+pub const HDR_EXE_DELETED: u32 = 1 << 6;
 
 /// Process context at the start of every event.
 #[repr(C)]

@@ -21,8 +21,8 @@ mod probe {
         },
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
-            EXEC_ARGV_UNREADABLE, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
-            EXEC_FILENAME_TRUNCATED, EXE_MAX, FILENAME_MAX,
+            EXEC_ARGV_UNREADABLE, EXEC_EXE_STAT_UNKNOWN, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN,
+            EXEC_EXE_UNREACHABLE, EXEC_FILENAME_TRUNCATED, EXE_MAX, FILENAME_MAX,
         },
         syscall::{
             ArgSpec, PendingSyscall, SyscallRecord as FileRecord, AT_FDCWD, BASE1_TRUNCATED,
@@ -30,8 +30,9 @@ mod probe {
             PATH_MAX_KEPT, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
             SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY, SPEC_VIA_RAW,
         },
-        EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN,
-        HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, LOST_SLOTS,
+        EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED,
+        HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN,
+        HDR_START_UNKNOWN, LOST_SLOTS,
     };
     use aya_ebpf::{
         helpers::{
@@ -163,6 +164,25 @@ mod probe {
         })
     }
 
+    /// `task->mm->exe_file->f_inode->i_nlink == 0`. Kernel threads (no mm)
+    /// and unknown layouts read as not deleted.
+    #[inline(always)]
+    fn exe_deleted(task: *const u8) -> bool {
+        let Some(mm) = read_kernel::<*const u8>(task, cfg!(task_mm)) else {
+            return false;
+        };
+        if mm.is_null() {
+            return false;
+        }
+        let Some(file) = read_kernel::<*const u8>(mm, cfg!(mm_exe_file)) else {
+            return false;
+        };
+        let Some(inode) = read_kernel::<*const u8>(file, cfg!(file_inode)) else {
+            return false;
+        };
+        read_kernel::<u32>(inode, cfg!(inode_nlink)) == Some(0)
+    }
+
     /// Follows a pointer field, then reads a `T` at `offset` in its target.
     #[inline(always)]
     fn read_via<T>(base: *const u8, ptr_offset: u32, offset: u32) -> Option<T> {
@@ -223,6 +243,9 @@ mod probe {
         if pid_ns.is_none() {
             flags |= HDR_PIDNS_UNKNOWN;
         }
+        if exe_deleted(task) {
+            flags |= HDR_EXE_DELETED;
+        }
         unsafe {
             (*h).kind = kind as u32;
             (*h).flags = flags;
@@ -259,7 +282,12 @@ mod probe {
         unsafe {
             (*ev).filename_len = 0;
             (*ev).exe_len = 0;
-            (*ev)._pad = 0;
+            (*ev).exe_nlink = 0;
+            (*ev).exe_ino = 0;
+            (*ev).exe_dev = 0;
+            (*ev).exe_size = 0;
+            (*ev).exe_ctime_ns = 0;
+            (*ev).exe_mtime_ns = 0;
             (*ev).argv_len = 0;
             (*ev).argv_total_len = 0;
         }
@@ -338,7 +366,39 @@ mod probe {
             return EXEC_EXE_UNKNOWN;
         }
         unsafe { (*ev).exe_len = len as u32 };
-        flags
+        flags | read_exe_stat(file, ev)
+    }
+
+    /// The executable's inode identity and times, for the agent's hash
+    /// cache, deleted-file flag and drift check.
+    #[inline(always)]
+    fn read_exe_stat(file: *const u8, ev: *mut ExecRecord) -> u32 {
+        let Some(inode) = read_kernel::<*const u8>(file, cfg!(file_inode)) else {
+            return EXEC_EXE_STAT_UNKNOWN;
+        };
+        let ino: Option<u64> = read_kernel(inode, cfg!(inode_ino));
+        let dev: Option<u32> = read_via(inode, cfg!(inode_sb), cfg!(sb_dev));
+        let (Some(ino), Some(dev)) = (ino, dev) else {
+            return EXEC_EXE_STAT_UNKNOWN;
+        };
+        let time = |sec_off: u32, nsec_off: u32| -> u64 {
+            let sec: i64 = read_kernel(inode, sec_off).unwrap_or(0);
+            // Since 6.13 the top bit of i_ctime_nsec flags a queried
+            // multigrain time; nanoseconds fit in 30 bits.
+            let nsec: u32 = read_kernel::<u32>(inode, nsec_off).unwrap_or(0) & 0x3fff_ffff;
+            (sec as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(nsec as u64)
+        };
+        unsafe {
+            (*ev).exe_ino = ino;
+            (*ev).exe_dev = dev as u64;
+            (*ev).exe_nlink = read_kernel(inode, cfg!(inode_nlink)).unwrap_or(1);
+            (*ev).exe_size = read_kernel(inode, cfg!(inode_size)).unwrap_or(0);
+            (*ev).exe_ctime_ns = time(cfg!(inode_ctime_sec), cfg!(inode_ctime_nsec));
+            (*ev).exe_mtime_ns = time(cfg!(inode_mtime_sec), cfg!(inode_mtime_nsec));
+        }
+        0
     }
 
     /// Copies the new image's argument block (`mm->arg_start..arg_end`).
@@ -406,6 +466,8 @@ mod probe {
             (*ev).child_pid = child_pid;
             (*ev).flags_known = flags.is_some() as u32;
             (*ev).clone_flags = flags.unwrap_or(0);
+            (*ev).child_start_boottime_ns =
+                read_kernel(child, cfg!(task_start_boottime)).unwrap_or(0);
         }
         entry.submit(submit_flags());
         0

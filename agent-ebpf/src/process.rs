@@ -21,6 +21,9 @@ pub const EXEC_EXE_TRUNCATED: u32 = 1 << 4;
 /// internal mount (a memfd: fileless execution) or another mount tree.
 pub const EXEC_EXE_UNREACHABLE: u32 = 1 << 5;
 
+/// `exe_ino`..`exe_mtime_ns` could not be read.
+pub const EXEC_EXE_STAT_UNKNOWN: u32 = 1 << 6;
+
 /// Bytes kept of the executable's path components.
 pub const EXE_MAX: usize = 1024;
 
@@ -39,7 +42,16 @@ pub struct ExecRecord {
     pub argv_total_len: u32,
     /// Bytes of `exe` used.
     pub exe_len: u32,
-    pub _pad: u32,
+    /// `mm->exe_file`'s inode link count: 0 when the file was deleted.
+    pub exe_nlink: u32,
+    /// The executable's inode, device (kernel `s_dev`), size, and change
+    /// and modification times (ns since the epoch): what the agent keys its
+    /// hash cache on and compares with a container's start (drift).
+    pub exe_ino: u64,
+    pub exe_dev: u64,
+    pub exe_size: u64,
+    pub exe_ctime_ns: u64,
+    pub exe_mtime_ns: u64,
     pub filename: [u8; FILENAME_MAX],
     pub argv: [u8; ARGV_MAX],
     /// `mm->exe_file`'s path as NUL-terminated components, leaf first (see
@@ -58,6 +70,9 @@ pub struct ForkRecord {
     pub flags_known: u32,
     /// The clone flags, including the exit signal in the low byte.
     pub clone_flags: u64,
+    /// The child's `start_boottime` (0: unknown): its key in the agent's
+    /// process table, with `child_pid`.
+    pub child_start_boottime_ns: u64,
 }
 
 /// The last thread of a process exited (`sched:sched_process_exit`).

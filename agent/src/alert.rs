@@ -1,22 +1,17 @@
-//! Building alerts from a matched event.
-use vigil_proto::v1::{Alert, ProcessInfo};
+//! Building alerts from a matched, enriched event.
+use vigil_proto::v1::{Alert, Ancestor, ContainerInfo, ExecutableInfo, ProcessInfo};
 
 use crate::{
     event::{Event, EventBody},
     rules::RuleMeta,
 };
 
+fn text(s: &Option<std::sync::Arc<str>>) -> String {
+    s.as_deref().unwrap_or_default().to_string()
+}
+
 /// The alert `rule` raises for `ev`, with a fresh id.
 pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
-    let p = &ev.process;
-    let (exe, argv, argv_truncated) = match &ev.body {
-        EventBody::Exec(x) => (x.exe_path().to_string(), x.argv.clone(), x.argv_truncated),
-        EventBody::Fork(_)
-        | EventBody::Exit(_)
-        | EventBody::File(_)
-        | EventBody::Control(_)
-        | EventBody::Network(_) => (String::new(), Vec::new(), false),
-    };
     Alert {
         id: uuid::Uuid::new_v4().to_string(),
         rule: rule.name.clone(),
@@ -24,25 +19,88 @@ pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
         output: rule.output.render(ev),
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
-        process: Some(ProcessInfo {
-            pid: p.pid,
-            tid: p.tid,
-            ppid: p.ppid,
-            uid: p.uid,
-            gid: p.gid,
-            comm: p.comm.clone(),
-            exe,
-            argv,
-            argv_truncated,
-            cgroup_id: p.cgroup_id,
-            euid: p.euid.unwrap_or(0),
-            egid: p.egid.unwrap_or(0),
-            loginuid: p.loginuid.unwrap_or(-1),
-            mnt_ns: p.mnt_ns.unwrap_or(0),
-            pid_ns: p.pid_ns.unwrap_or(0),
-            start_boottime_ns: p.start_boottime_ns.unwrap_or(0),
-        }),
+        process: Some(process_info(ev)),
         tags: rule.tags.clone(),
         host: None,
+        ancestry: ev
+            .ancestry
+            .iter()
+            .map(|a| Ancestor {
+                pid: a.pid,
+                exe: text(&a.exe),
+                argv: a.argv.to_vec(),
+            })
+            .collect(),
+        container: ev.container.as_ref().map(|c| ContainerInfo {
+            id: c.id.clone(),
+            runtime: c.runtime.to_string(),
+            unit: c.unit.clone().unwrap_or_default(),
+            cgroup: c.cgroup.clone(),
+            k8s_namespace: c
+                .k8s
+                .as_ref()
+                .map(|k| k.namespace.clone())
+                .unwrap_or_default(),
+            k8s_pod: c.k8s.as_ref().map(|k| k.pod.clone()).unwrap_or_default(),
+            k8s_container: c
+                .k8s
+                .as_ref()
+                .map(|k| k.container.clone())
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+/// The event's process: exe and argv from the process table (so every
+/// event type names them), falling back to the exec record itself.
+fn process_info(ev: &Event) -> ProcessInfo {
+    let p = &ev.process;
+    let d = p.detail.as_deref();
+    let (mut exe, mut argv, mut argv_truncated) = match &ev.body {
+        EventBody::Exec(x) => (x.exe_path().to_string(), x.argv.clone(), x.argv_truncated),
+        EventBody::Fork(_)
+        | EventBody::Exit(_)
+        | EventBody::File(_)
+        | EventBody::Control(_)
+        | EventBody::Network(_) => (String::new(), Vec::new(), false),
+    };
+    if let Some(d) = d {
+        if let Some(e) = &d.exe {
+            exe = e.to_string();
+            argv = d.argv.to_vec();
+            argv_truncated = d.argv_truncated;
+        }
+    }
+    ProcessInfo {
+        pid: p.pid,
+        tid: p.tid,
+        ppid: p.ppid,
+        uid: p.uid,
+        gid: p.gid,
+        comm: p.comm.clone(),
+        executable: d.map(|d| ExecutableInfo {
+            path: exe.clone(),
+            dev: d.exe_file.map_or(0, |f| f.dev),
+            inode: d.exe_file.map_or(0, |f| f.ino),
+            size: d.exe_file.map_or(0, |f| f.size),
+            sha256: text(&d.exe_sha256),
+            deleted: d.exe_deleted,
+            memfd: d.exe_memfd,
+            drift: d.exe_drift,
+        }),
+        exe,
+        argv,
+        argv_truncated,
+        cgroup_id: p.cgroup_id,
+        euid: p.euid.unwrap_or(0),
+        egid: p.egid.unwrap_or(0),
+        loginuid: p.loginuid.unwrap_or(-1),
+        mnt_ns: p.mnt_ns.unwrap_or(0),
+        pid_ns: p.pid_ns.unwrap_or(0),
+        start_boottime_ns: p.start_boottime_ns.unwrap_or(0),
+        cwd: d.map(|d| text(&d.cwd)).unwrap_or_default(),
+        user: d.map(|d| text(&d.user)).unwrap_or_default(),
+        group: d.map(|d| text(&d.group)).unwrap_or_default(),
+        login_user: d.map(|d| text(&d.login_user)).unwrap_or_default(),
     }
 }

@@ -1,10 +1,12 @@
 //! Vigil's host agent as a library: the `vigil-agent` binary is a thin CLI
 //! over these modules, so tests link the same logic.
 pub mod alert;
+pub mod enrich;
 pub mod event;
 pub mod forward;
 pub mod host;
 pub mod kernel;
 pub mod probe;
+pub mod proctree;
 pub mod rules;
 pub mod run;

@@ -5,6 +5,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use vigil_agent::{
+    enrich::EnrichConfig,
+    proctree::TableConfig,
     rules::Matcher as _,
     run::{self, RunOptions},
 };
@@ -103,6 +105,33 @@ struct RunArgs {
     /// Seconds to wait at shutdown for the collector to acknowledge queued alerts.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     shutdown_grace: u64,
+    /// Most processes in the agent's process table, live and exited
+    /// together. Over it, exited entries go first, then the oldest live
+    /// ones (counted as evictions in the "process table" log line).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(64..=16_777_216))]
+    process_table_size: u64,
+    /// Seconds an exited process stays in the table, so late events and its
+    /// children's ancestry still name it.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    exit_grace: u64,
+    /// Most ancestors (parent, grandparent, ...) reported with each event.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=64))]
+    max_ancestry: u64,
+    /// Executables larger than this are not hashed (SHA-256 is computed off
+    /// the event path and cached by device, inode and change time).
+    /// Accepts K and M suffixes; 0 turns hashing off.
+    #[arg(long, value_name = "BYTES", default_value = "128M", value_parser = parse_bytes)]
+    hash_max_size: u64,
+    /// Milliseconds an event may wait for a lookup that is not cached yet
+    /// (a new container's cgroup, a container's user names, a new
+    /// executable's hash) before it leaves without it.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    enrich_wait_ms: u64,
+    /// Where the kubelet keeps its container log links
+    /// (<pod>_<namespace>_<container>-<id>.log), the source of Kubernetes
+    /// pod, namespace and container names. Absent on hosts without a kubelet.
+    #[arg(long, value_name = "DIR", default_value = "/var/log/containers")]
+    k8s_log_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,6 +228,17 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         drain_interval: Duration::from_millis(args.drain_interval_ms),
         stats_interval: Duration::from_secs(args.stats_interval),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        enrich: EnrichConfig {
+            table: TableConfig {
+                max_entries: args.process_table_size as usize,
+                exit_grace: Duration::from_secs(args.exit_grace),
+                max_ancestry: args.max_ancestry as usize,
+            },
+            hash_max_bytes: args.hash_max_size,
+            wait: Duration::from_millis(args.enrich_wait_ms),
+            k8s_log_dir: Some(args.k8s_log_dir),
+            ..EnrichConfig::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

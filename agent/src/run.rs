@@ -4,7 +4,7 @@ use std::{
     io::{self, Write},
     path::PathBuf,
     sync::atomic::Ordering,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use agent_ebpf::EventKind;
@@ -16,6 +16,7 @@ use vigil_proto::json::alert_json;
 
 use crate::{
     alert,
+    enrich::{EnrichConfig, Enricher},
     event::{self, BootClock},
     forward::{Forwarder, ForwarderConfig},
     host,
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub bpf_stats: bool,
     /// How long to wait at shutdown for the collector to ack queued alerts.
     pub shutdown_grace: Duration,
+    /// Process table and enrichment settings.
+    pub enrich: EnrichConfig,
 }
 
 /// Loads the rules named in `paths`, or the embedded default set.
@@ -70,6 +73,8 @@ struct Loss {
     decode_errors: u64,
     reported_decode_errors: u64,
     reported_queue_full: u64,
+    reported_table: crate::proctree::TableCounters,
+    reported_enrich: crate::enrich::EnrichCounters,
 }
 
 /// Runs until `shutdown` resolves.
@@ -99,6 +104,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     } else {
         None
     };
+    // Bootstrapped after the probe is attached, so a process started in
+    // between is seen by one or the other.
+    let mut enricher = Enricher::start(opts.enrich.clone());
+    let answered = enricher.answered();
     let ring = probe.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives nothing but this AsyncFd.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -113,23 +122,31 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     let stdout = io::stdout();
+    let mut out_ctx = Output {
+        opts: &opts,
+        rules: &rules,
+        sink: &mut sink,
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
-                let mut out = stdout.lock();
-                drain(guard.get_inner_mut(), &opts, &rules, &mut sink, &mut out, &mut loss);
-                out.flush().ok();
+                ingest(guard.get_inner_mut(), &mut enricher, &mut loss);
                 guard.clear_ready();
+                out_ctx.emit(&mut enricher, &stdout);
+            }
+            _ = answered.notified() => {
+                out_ctx.emit(&mut enricher, &stdout);
             }
             _ = drain_tick.tick() => {
-                let mut out = stdout.lock();
-                drain(ring.get_mut(), &opts, &rules, &mut sink, &mut out, &mut loss);
-                out.flush().ok();
+                ingest(ring.get_mut(), &mut enricher, &mut loss);
+                out_ctx.emit(&mut enricher, &stdout);
             }
             _ = tick.tick() => {
-                report_loss(&probe, &sink, &opts, &mut loss);
+                enricher.tick(Instant::now());
+                report_loss(&probe, out_ctx.sink, &opts, &mut loss);
+                report_enrichment(&enricher, &mut loss);
                 if opts.bpf_stats {
                     report_program_cost(&probe);
                 }
@@ -137,19 +154,17 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         }
     }
     tracing::info!("shutting down");
-    // Events already in the ring are still processed.
-    {
-        let mut out = stdout.lock();
-        drain(
-            ring.get_mut(),
-            &opts,
-            &rules,
-            &mut sink,
-            &mut out,
-            &mut loss,
-        );
-        out.flush().ok();
+    // Events already in the ring are still processed, and waiting ones get
+    // a last short chance at their lookups.
+    ingest(ring.get_mut(), &mut enricher, &mut loss);
+    out_ctx.emit(&mut enricher, &stdout);
+    let until = Instant::now() + opts.enrich.wait;
+    while enricher.waiting() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        out_ctx.emit(&mut enricher, &stdout);
     }
+    enricher.flush();
+    out_ctx.emit(&mut enricher, &stdout);
     report_loss(&probe, &sink, &opts, &mut loss);
     drop(probe);
     if let Sink::Collector(f) = sink {
@@ -161,39 +176,87 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     Ok(())
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    opts: &RunOptions,
-    rules: &RuleSet,
-    sink: &mut Sink,
-    out: &mut impl Write,
-    loss: &mut Loss,
-) {
+/// Decodes every record waiting in the ring into the enricher.
+fn ingest(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, loss: &mut Loss) {
     let clock = BootClock::now();
-    let mut hits: Vec<&RuleMeta> = Vec::new();
+    let now = Instant::now();
     while let Some(item) = ring.next() {
-        let ev = match event::decode(&item, clock) {
-            Ok(ev) => ev,
+        match event::decode(&item, clock) {
+            Ok(ev) => enricher.push(ev, now),
             Err(e) => {
                 loss.decode_errors += 1;
                 tracing::debug!(error = %e, "undecodable record");
-                continue;
             }
-        };
-        if opts.events {
-            write_json_line(out, &serde_json::to_value(&ev).unwrap_or_default());
         }
-        hits.clear();
-        rules.matches(&ev, &mut hits);
-        for rule in &hits {
-            let a = alert::build(rule, &ev);
-            match sink {
-                Sink::Stdout => write_json_line(out, &alert_json(&a)),
-                Sink::Collector(f) => {
-                    f.send(a);
+    }
+}
+
+/// Where enriched events go: stdout, rules, alerts.
+struct Output<'a> {
+    opts: &'a RunOptions,
+    rules: &'a RuleSet,
+    sink: &'a mut Sink,
+}
+
+impl Output<'_> {
+    /// Matches and writes out every event the enricher has ready.
+    fn emit(&mut self, enricher: &mut Enricher, stdout: &io::Stdout) {
+        enricher.poll(Instant::now());
+        let mut out = stdout.lock();
+        let mut hits: Vec<&RuleMeta> = Vec::new();
+        while let Some(ev) = enricher.pop_ready() {
+            if self.opts.events {
+                write_json_line(&mut out, &serde_json::to_value(&ev).unwrap_or_default());
+            }
+            hits.clear();
+            self.rules.matches(&ev, &mut hits);
+            for rule in &hits {
+                let a = alert::build(rule, &ev);
+                match self.sink {
+                    Sink::Stdout => write_json_line(&mut out, &alert_json(&a)),
+                    Sink::Collector(f) => {
+                        f.send(a);
+                    }
                 }
             }
         }
+        out.flush().ok();
+    }
+}
+
+/// Logs the process table's and enrichment's counters when they moved.
+fn report_enrichment(enricher: &Enricher, loss: &mut Loss) {
+    let t = enricher.table().counters;
+    if t != loss.reported_table {
+        tracing::info!(
+            entries = enricher.table().len(),
+            evicted = t.evicted,
+            unknown_process = t.unknown_process,
+            expired = t.expired,
+            "process table"
+        );
+        loss.reported_table = t;
+    }
+    let e = enricher.counters;
+    if e.wait_overflow > loss.reported_enrich.wait_overflow
+        || e.requests_dropped > loss.reported_enrich.requests_dropped
+        || e.cache_evicted > loss.reported_enrich.cache_evicted
+    {
+        tracing::warn!(
+            wait_overflow = e.wait_overflow,
+            requests_dropped = e.requests_dropped,
+            cache_evicted = e.cache_evicted,
+            "enrichment fell behind: some events left without names or container"
+        );
+    }
+    if e != loss.reported_enrich {
+        tracing::debug!(
+            waited = e.waited,
+            timed_out = e.timed_out,
+            hashes_computed = e.hashes_computed,
+            "enrichment"
+        );
+        loss.reported_enrich = e;
     }
 }
 

@@ -68,15 +68,26 @@ pub fn print_json(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()>
     Ok(())
 }
 
-/// A table for people: time, severity, host, rule, pid, command line.
+/// Where an alert's process ran, short: `host`, `ns/pod`, or a 12-digit
+/// container id.
+fn container_label(a: &Alert) -> String {
+    match &a.container {
+        None => String::new(),
+        Some(c) if !c.k8s_pod.is_empty() => format!("{}/{}", c.k8s_namespace, c.k8s_pod),
+        Some(c) => c.id.chars().take(12).collect(),
+    }
+}
+
+/// A table for people: time, severity, host, container, rule, pid, user,
+/// parent, command line.
 pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()> {
     if alerts.is_empty() {
         return writeln!(out, "no alerts");
     }
     writeln!(
         out,
-        "{:<30}  {:<13}  {:<20}  {:<40}  {:>7}  COMMAND",
-        "TIME", "SEVERITY", "HOST", "RULE", "PID"
+        "{:<30}  {:<13}  {:<20}  {:<20}  {:<40}  {:>7}  {:<10}  {:<16}  COMMAND",
+        "TIME", "SEVERITY", "HOST", "CONTAINER", "RULE", "PID", "USER", "PARENT"
     )?;
     for a in alerts {
         let host = a.host.as_ref().map_or("", |h| h.hostname.as_str());
@@ -95,14 +106,22 @@ pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()
                 },
             )
         });
+        let user = a.process.as_ref().map_or("", |p| p.user.as_str());
+        let parent = a
+            .ancestry
+            .first()
+            .map_or("", |p| p.exe.rsplit('/').next().unwrap_or(p.exe.as_str()));
         writeln!(
             out,
-            "{:<30}  {:<13}  {:<20}  {:<40}  {:>7}  {}",
+            "{:<30}  {:<13}  {:<20}  {:<20}  {:<40}  {:>7}  {:<10}  {:<16}  {}",
             rfc3339(a.time_unix_ns),
             a.severity().name(),
             host,
+            container_label(a),
             a.rule,
             pid,
+            user,
+            parent,
             cmd
         )?;
     }

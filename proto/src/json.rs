@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::v1::{Alert, HostInfo, ProcessInfo};
+use crate::v1::{Alert, Ancestor, ContainerInfo, HostInfo, ProcessInfo};
 
 /// RFC 3339 UTC time with nanoseconds; negative times clamp to the epoch.
 pub fn rfc3339(unix_ns: i64) -> String {
@@ -39,7 +39,44 @@ pub fn process_json(p: &ProcessInfo) -> Value {
         "mnt_ns": p.mnt_ns,
         "pid_ns": p.pid_ns,
         "start_boottime_ns": p.start_boottime_ns,
+        "cwd": p.cwd,
+        "user": p.user,
+        "group": p.group,
+        "login_user": p.login_user,
+        "executable": p.executable.as_ref().map(|x| json!({
+            "path": x.path,
+            "dev": x.dev,
+            "inode": x.inode,
+            "size": x.size,
+            "sha256": x.sha256,
+            "deleted": x.deleted,
+            "memfd": x.memfd,
+            "drift": x.drift,
+        })),
     })
+}
+
+pub fn ancestor_json(a: &Ancestor) -> Value {
+    json!({"pid": a.pid, "exe": a.exe, "argv": a.argv})
+}
+
+pub fn container_json(c: &ContainerInfo) -> Value {
+    let mut v = json!({
+        "id": c.id,
+        "runtime": c.runtime,
+        "cgroup": c.cgroup,
+    });
+    if !c.unit.is_empty() {
+        v["unit"] = json!(c.unit);
+    }
+    if !c.k8s_pod.is_empty() {
+        v["k8s"] = json!({
+            "namespace": c.k8s_namespace,
+            "pod": c.k8s_pod,
+            "container": c.k8s_container,
+        });
+    }
+    v
 }
 
 /// One alert as a JSON object with `"type": "alert"`.
@@ -57,6 +94,10 @@ pub fn alert_json(a: &Alert) -> Value {
     });
     if let Some(p) = &a.process {
         v["process"] = process_json(p);
+    }
+    v["ancestry"] = a.ancestry.iter().map(ancestor_json).collect();
+    if let Some(c) = &a.container {
+        v["container"] = container_json(c);
     }
     if let Some(h) = &a.host {
         v["host"] = host_json(h);

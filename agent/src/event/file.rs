@@ -214,6 +214,7 @@ fn op_name(op: FileOp) -> &'static str {
         FileOp::Link => "link",
         FileOp::Symlink => "symlink",
         FileOp::Mknod => "mknod",
+        FileOp::Chdir => "chdir",
     }
 }
 

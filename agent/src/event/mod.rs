@@ -3,13 +3,15 @@
 //! `decode` turns one ring-buffer record into an [`Event`]; each event family
 //! has its own module. [`EventBody`] is exhaustive, so adding a kind fails the
 //! build wherever it is not handled.
-use std::mem::size_of;
+use std::{mem::size_of, sync::Arc};
 
 use agent_ebpf::{
-    EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN,
-    HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN,
+    EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
+    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN,
 };
 use serde::Serialize;
+
+use crate::{enrich::container::ContainerInfo, proctree::Ancestor};
 
 pub mod control;
 pub mod file;
@@ -19,7 +21,7 @@ pub mod process;
 pub use control::ControlInfo;
 pub use file::FileInfo;
 pub use network::NetworkInfo;
-pub use process::{ExecInfo, ExitInfo, ForkInfo};
+pub use process::{ExeFile, ExecInfo, ExitInfo, ForkInfo};
 
 /// Process context common to every event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +49,40 @@ pub struct ProcessContext {
     /// Process start, CLOCK_BOOTTIME ns: (pid, start) identifies a process
     /// across pid reuse.
     pub start_boottime_ns: Option<u64>,
+    /// The executable was deleted (checked by the probe on every event).
+    #[serde(skip)]
+    pub exe_deleted: bool,
+    /// What the process table and enrichment know beyond the record; None
+    /// straight out of `decode`.
+    #[serde(flatten)]
+    pub detail: Option<Box<ProcessDetail>>,
+}
+
+/// The process as the agent knows it: from its exec (or `/proc`), its
+/// working directory, names of its ids, and facts about its executable.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ProcessDetail {
+    pub exe: Option<Arc<str>>,
+    pub argv: Arc<[String]>,
+    pub argv_truncated: bool,
+    pub cwd: Option<Arc<str>>,
+    /// Names of `uid`, `gid` and the login uid, from the process's own
+    /// `/etc/passwd` and `/etc/group` (the container's, in a container).
+    pub user: Option<Arc<str>>,
+    pub group: Option<Arc<str>>,
+    pub login_user: Option<Arc<str>>,
+    /// SHA-256 of the executable, hex; None until computed, or when it was
+    /// too large, gone, or changed before it could be read.
+    pub exe_sha256: Option<Arc<str>>,
+    /// The executable was deleted after the process started.
+    pub exe_deleted: bool,
+    /// Executed from a memfd (fileless).
+    pub exe_memfd: bool,
+    /// The executable was created or changed after the process's container
+    /// started: not part of its image.
+    pub exe_drift: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<ExeFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +114,12 @@ pub struct Event {
     /// Wall-clock time, ns since the Unix epoch.
     pub time_unix_ns: i64,
     pub process: ProcessContext,
+    /// The process's creators, nearest first (filled by enrichment).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestry: Vec<Ancestor>,
+    /// Container or host the process runs in (filled by enrichment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Arc<ContainerInfo>>,
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -177,6 +219,8 @@ fn context(h: &EventHeader) -> ProcessContext {
         mnt_ns: known(HDR_MNTNS_UNKNOWN).then_some(h.mnt_ns),
         pid_ns: known(HDR_PIDNS_UNKNOWN).then_some(h.pid_ns),
         start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
+        exe_deleted: h.flags & HDR_EXE_DELETED != 0,
+        detail: None,
     }
 }
 
@@ -195,6 +239,8 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),
         process: context(&header),
+        ancestry: Vec::new(),
+        container: None,
         body,
     })
 }
@@ -247,6 +293,7 @@ mod tests {
             child_pid: 99,
             flags_known: 1,
             clone_flags: 0x01200011,
+            child_start_boottime_ns: 0,
         };
         let ev = decode(&bytes_of(&rec), BootClock::with_offset(1_000_000)).unwrap();
         assert_eq!(ev.time_unix_ns, 1_005_000);
@@ -263,6 +310,7 @@ mod tests {
             EventBody::Fork(ForkInfo {
                 child_pid: 99,
                 clone_flags: Some(vec!["CLONE_CHILD_CLEARTID", "CLONE_CHILD_SETTID"]),
+                child_start_boottime_ns: None,
             })
         );
     }
@@ -281,6 +329,7 @@ mod tests {
             child_pid: 1,
             flags_known: 0,
             clone_flags: 0,
+            child_start_boottime_ns: 0,
         };
         let p = decode(&bytes_of(&rec), BootClock::with_offset(0))
             .unwrap()
@@ -329,6 +378,7 @@ mod tests {
             child_pid: 99,
             flags_known: 0,
             clone_flags: 0,
+            child_start_boottime_ns: 0,
         };
         let ev = decode(&bytes_of(&rec), BootClock::with_offset(0)).unwrap();
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();

@@ -1,7 +1,8 @@
 //! Decoding of the process family: exec, fork, exit.
 use agent_ebpf::process::{
     ExecRecord, ExitRecord, ForkRecord, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE,
-    EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE, EXEC_FILENAME_TRUNCATED,
+    EXEC_EXE_STAT_UNKNOWN, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
+    EXEC_FILENAME_TRUNCATED,
 };
 use serde::Serialize;
 
@@ -29,6 +30,24 @@ pub struct ExecInfo {
     pub argv_unreadable: bool,
     /// Size of the whole argument block in bytes, before any cut.
     pub argv_bytes: u32,
+    /// The executable's inode identity and times; None when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<ExeFile>,
+}
+
+/// Identity of an executable file as the kernel saw it at exec: the hash
+/// cache's key, and what the deleted and drift flags are computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ExeFile {
+    /// Device (kernel encoding `major << 20 | minor`) and inode.
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Change and modification times, ns since the epoch.
+    pub ctime_ns: u64,
+    pub mtime_ns: u64,
+    /// The file had no links left: it was deleted after it was started.
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +57,9 @@ pub struct ForkInfo {
     /// process was created outside clone/clone3 (e.g. fork(2)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clone_flags: Option<Vec<&'static str>>,
+    /// The child's start (CLOCK_BOOTTIME ns); None when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_start_boottime_ns: Option<u64>,
 }
 
 const CLONE_FLAG_NAMES: &[(u64, &str)] = &[
@@ -109,6 +131,15 @@ pub fn decode_exec(bytes: &[u8]) -> Result<ExecInfo, DecodeError> {
         argv_truncated: rec.flags & EXEC_ARGV_TRUNCATED != 0,
         argv_unreadable: rec.flags & EXEC_ARGV_UNREADABLE != 0,
         argv_bytes: rec.argv_total_len,
+        exe_file: (rec.flags & (EXEC_EXE_UNKNOWN | EXEC_EXE_STAT_UNKNOWN) == 0 && rec.exe_ino != 0)
+            .then_some(ExeFile {
+                dev: rec.exe_dev,
+                ino: rec.exe_ino,
+                size: rec.exe_size,
+                ctime_ns: rec.exe_ctime_ns,
+                mtime_ns: rec.exe_mtime_ns,
+                deleted: rec.exe_nlink == 0,
+            }),
     })
 }
 
@@ -130,6 +161,8 @@ pub fn decode_fork(bytes: &[u8]) -> Result<ForkInfo, DecodeError> {
     Ok(ForkInfo {
         child_pid: rec.child_pid,
         clone_flags: (rec.flags_known != 0).then(|| clone_flag_names(rec.clone_flags)),
+        child_start_boottime_ns: (rec.child_start_boottime_ns != 0)
+            .then_some(rec.child_start_boottime_ns),
     })
 }
 
@@ -168,7 +201,12 @@ mod tests {
         let mut rec = ExecRecord {
             header: header(EventKind::Exec),
             exe_len: 0,
-            _pad: 0,
+            exe_nlink: 1,
+            exe_ino: 0,
+            exe_dev: 0,
+            exe_size: 0,
+            exe_ctime_ns: 0,
+            exe_mtime_ns: 0,
             exe: [0; agent_ebpf::process::EXE_MAX],
             filename_len: filename.len() as u32,
             argv_len: argv.len() as u32,

@@ -134,6 +134,24 @@ impl StructOffsets {
                 ));
                 or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
             },
+            inode_nlink: get("inode", "i_nlink"),
+            inode_size: get("inode", "i_size"),
+            inode_ctime_sec: or_unknown(
+                "inode ctime".into(),
+                inode_time(btf, "ctime").map(|(sec, _)| sec),
+            ),
+            inode_ctime_nsec: or_unknown(
+                "inode ctime".into(),
+                inode_time(btf, "ctime").map(|(_, ns)| ns),
+            ),
+            inode_mtime_sec: or_unknown(
+                "inode mtime".into(),
+                inode_time(btf, "mtime").map(|(sec, _)| sec),
+            ),
+            inode_mtime_nsec: or_unknown(
+                "inode mtime".into(),
+                inode_time(btf, "mtime").map(|(_, ns)| ns),
+            ),
             ..ProbeConfig::UNSET
         };
         StructOffsets {
@@ -141,6 +159,25 @@ impl StructOffsets {
             missing: missing.into_inner(),
         }
     }
+}
+
+/// Offsets of the seconds and nanoseconds of an inode time (`which`:
+/// "ctime" or "mtime"). Kernels since 6.11 split them into `i_<which>_sec`
+/// and `i_<which>_nsec`; 6.6 to 6.10 have a `timespec64 __i_<which>`, older
+/// ones `i_<which>`. `tv_nsec` is read as its low 32 bits (little endian).
+fn inode_time(btf: &Btf, which: &str) -> Option<(u32, u32)> {
+    let split = member_offset(btf, "inode", &format!("i_{which}_sec")).zip(member_offset(
+        btf,
+        "inode",
+        &format!("i_{which}_nsec"),
+    ));
+    split.or_else(|| {
+        let ts = member_offset(btf, "inode", &format!("__i_{which}"))
+            .or_else(|| member_offset(btf, "inode", &format!("i_{which}")))?;
+        let sec = member_offset(btf, "timespec64", "tv_sec")?;
+        let nsec = member_offset(btf, "timespec64", "tv_nsec")?;
+        Some((ts + sec, ts + nsec))
+    })
 }
 
 /// Where the syscall ABI keeps arguments 0..6 in `struct pt_regs`.

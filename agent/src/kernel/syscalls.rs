@@ -423,6 +423,26 @@ fn file_rows() -> Vec<FileSyscall> {
                 ..A::default()
             },
         ),
+        // Followed so the process table knows each process's cwd.
+        row(
+            "chdir",
+            libc::SYS_chdir,
+            Chdir,
+            A {
+                path: s(0),
+                ..A::default()
+            },
+        ),
+        row(
+            "fchdir",
+            libc::SYS_fchdir,
+            Chdir,
+            A {
+                path: s(0),
+                fd1: true,
+                ..A::default()
+            },
+        ),
         row(
             "fchmodat",
             libc::SYS_fchmodat,

@@ -125,6 +125,7 @@ enum FileOpName {
     Link,
     Symlink,
     Mknod,
+    Chdir,
 }
 
 impl FileOpName {
@@ -139,6 +140,7 @@ impl FileOpName {
             FileOpName::Link => "link",
             FileOpName::Symlink => "symlink",
             FileOpName::Mknod => "mknod",
+            FileOpName::Chdir => "chdir",
         }
     }
 }
@@ -538,7 +540,11 @@ mod tests {
                 mnt_ns: None,
                 pid_ns: None,
                 start_boottime_ns: None,
+                exe_deleted: false,
+                detail: None,
             },
+            ancestry: Vec::new(),
+            container: None,
             body: EventBody::Exec(ExecInfo {
                 exe: None,
                 exe_unreachable: false,
@@ -550,6 +556,7 @@ mod tests {
                 argv_truncated: false,
                 argv_unreadable: false,
                 argv_bytes: 0,
+                exe_file: None,
             }),
         }
     }

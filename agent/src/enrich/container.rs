@@ -1,0 +1,477 @@
+//! Which container (or host service) a cgroup belongs to.
+//!
+//! The probe reports the cgroup v2 id of each event's task. The resolver
+//! turns the id into the cgroup's path (`open_by_handle_at` on the cgroup2
+//! mount, where a cgroup's file handle is its id; a walk of the tree where
+//! that is refused) and the path into a container id and runtime, by the
+//! naming conventions of each runtime and cgroup driver. Kubernetes names
+//! come from the kubelet's container log links (see [`K8sLinks`]).
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+/// Where a process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    /// The container id (64 hex digits for OCI runtimes), or `host`.
+    pub id: String,
+    /// `host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`,
+    /// or `unknown` when the cgroup could not be resolved (it was removed
+    /// before the agent looked).
+    pub runtime: &'static str,
+    /// The systemd unit the cgroup belongs to (`nginx.service`), where the
+    /// path names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// cgroup path below the cgroup2 mount.
+    pub cgroup: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sInfo>,
+    /// When the container started (ns since the epoch; its oldest process):
+    /// the drift check compares executables' change times with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_unix_ns: Option<u64>,
+}
+
+impl ContainerInfo {
+    pub fn is_container(&self) -> bool {
+        !matches!(self.runtime, "host" | "unknown")
+    }
+
+    pub fn unknown(cgroup: String) -> ContainerInfo {
+        ContainerInfo {
+            id: String::new(),
+            runtime: "unknown",
+            unit: None,
+            cgroup,
+            k8s: None,
+            started_unix_ns: None,
+        }
+    }
+}
+
+/// Kubernetes identity of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct K8sInfo {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+/// What a cgroup path says, before timestamps and Kubernetes names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedCgroup {
+    pub id: String,
+    pub runtime: &'static str,
+    pub unit: Option<String>,
+    /// How many leading path components make up the container's own
+    /// cgroup (runtimes may nest sub-cgroups below it).
+    pub depth: usize,
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Runtime prefixes of systemd scopes (`<prefix>-<id>.scope`) and cgroupfs
+/// directories (`<prefix>-<id>`).
+const SCOPE_PREFIXES: &[(&str, &str)] = &[
+    ("docker-", "docker"),
+    ("cri-containerd-", "containerd"),
+    ("crio-", "cri-o"),
+    ("libpod-", "podman"),
+    ("nerdctl-", "containerd"),
+];
+
+/// The container a cgroup path belongs to. Components are searched from
+/// the leaf up, so sub-cgroups a runtime makes inside a container (podman's
+/// `container`, systemd-in-a-container's `init.scope`) still resolve to it.
+pub fn parse_cgroup_path(path: &str) -> ParsedCgroup {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, c) in comps.iter().enumerate().rev() {
+        let name = c.strip_suffix(".scope").unwrap_or(c);
+        for (prefix, runtime) in SCOPE_PREFIXES {
+            if let Some(id) = name.strip_prefix(prefix) {
+                // conmon, the container monitor, sits beside the container.
+                if is_container_id(id) {
+                    return ParsedCgroup {
+                        id: id.to_string(),
+                        runtime,
+                        unit: c.ends_with(".scope").then(|| c.to_string()),
+                        depth: i + 1,
+                    };
+                }
+            }
+        }
+        if is_container_id(c) {
+            // cgroupfs driver: /docker/<id>, /kubepods/<qos>/pod<uid>/<id>,
+            // containerd's /<namespace>/<id>.
+            let runtime = match comps.first() {
+                Some(&"docker") => "docker",
+                Some(&"kubepods") | Some(&"kubepods.slice") => "containerd",
+                Some(&"libpod_parent") => "podman",
+                _ => "containerd",
+            };
+            return ParsedCgroup {
+                id: c.to_string(),
+                runtime,
+                unit: None,
+                depth: i + 1,
+            };
+        }
+        if let Some(machine) = c
+            .strip_prefix("systemd-nspawn@")
+            .and_then(|m| m.strip_suffix(".service"))
+        {
+            return ParsedCgroup {
+                id: machine.replace("\\x2d", "-"),
+                runtime: "systemd-nspawn",
+                unit: Some(c.to_string()),
+                depth: i + 1,
+            };
+        }
+    }
+    let unit = comps
+        .iter()
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .map(|c| c.to_string());
+    ParsedCgroup {
+        id: "host".into(),
+        runtime: "host",
+        unit,
+        depth: 0,
+    }
+}
+
+/// Kubernetes names from the kubelet's log links: for every container it
+/// runs, the kubelet keeps `/var/log/containers/<pod>_<namespace>_<container>-<id>.log`.
+/// Reading them needs no credentials and no API client, works the same with
+/// containerd and cri-o, and is on every kubelet host; pod labels are not in
+/// it (the CRI socket or the API server would be needed for those).
+#[derive(Debug, Clone)]
+pub struct K8sLinks {
+    pub dir: PathBuf,
+}
+
+impl K8sLinks {
+    /// The pod, namespace and container of container `id`, if the kubelet
+    /// runs it.
+    pub fn lookup(&self, id: &str) -> Option<K8sInfo> {
+        let suffix = format!("-{id}.log");
+        let dir = fs::read_dir(&self.dir).ok()?;
+        dir.filter_map(|d| d.ok())
+            .find_map(|d| parse_k8s_log_name(d.file_name().to_str()?, &suffix))
+    }
+}
+
+/// `<pod>_<namespace>_<container>-<id>.log` → names. Pod and namespace
+/// names are DNS labels (no `_`), container names too.
+pub fn parse_k8s_log_name(name: &str, suffix: &str) -> Option<K8sInfo> {
+    let stem = name.strip_suffix(suffix)?;
+    let mut parts = stem.splitn(3, '_');
+    let pod = parts.next()?;
+    let namespace = parts.next()?;
+    let container = parts.next()?;
+    if pod.is_empty() || namespace.is_empty() || container.is_empty() {
+        return None;
+    }
+    Some(K8sInfo {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        container: container.into(),
+    })
+}
+
+/// Finds cgroup paths by id on the cgroup2 mount.
+#[derive(Debug)]
+pub struct CgroupFs {
+    mount: PathBuf,
+    mount_fd: Option<fs::File>,
+}
+
+impl CgroupFs {
+    /// The cgroup2 mount from `/proc/self/mountinfo`.
+    pub fn detect() -> Option<CgroupFs> {
+        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = cgroup2_mount(&info)?;
+        Some(CgroupFs::at(mount))
+    }
+
+    pub fn at(mount: PathBuf) -> CgroupFs {
+        let mount_fd = fs::File::open(&mount).ok();
+        CgroupFs { mount, mount_fd }
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The path (below the mount) of cgroup `id`; None when it is gone.
+    pub fn path_of(&self, id: u64) -> Option<String> {
+        if id <= 1 {
+            return Some("/".into());
+        }
+        let full = self.open_by_id(id).or_else(|| self.walk_for(id))?;
+        let rel = full.strip_prefix(&self.mount).ok()?;
+        Some(format!("/{}", rel.display()))
+    }
+
+    /// The cgroup's directory, for its creation time.
+    pub fn full_path(&self, rel: &str) -> PathBuf {
+        self.mount.join(rel.trim_start_matches('/'))
+    }
+
+    /// `open_by_handle_at` with the kernfs file handle (type
+    /// `FILEID_KERNFS`, 8 bytes: the cgroup id), then the path of the open
+    /// directory. Needs CAP_DAC_READ_SEARCH.
+    fn open_by_id(&self, id: u64) -> Option<PathBuf> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        #[repr(C)]
+        struct Handle {
+            bytes: u32,
+            kind: i32,
+            id: u64,
+        }
+        const FILEID_KERNFS: i32 = 0xfe;
+        let mount_fd = self.mount_fd.as_ref()?;
+        let mut h = Handle {
+            bytes: 8,
+            kind: FILEID_KERNFS,
+            id,
+        };
+        // SAFETY: h is a valid `struct file_handle` with 8 bytes of handle.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount_fd.as_raw_fd(),
+                &mut h as *mut Handle,
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd was just returned to us and is owned here.
+        let dir = unsafe { fs::File::from_raw_fd(fd as i32) };
+        fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
+    }
+
+    /// Walks the tree for a directory whose inode is `id`.
+    fn walk_for(&self, id: u64) -> Option<PathBuf> {
+        let mut stack = vec![self.mount.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for d in rd.flatten() {
+                if d.file_type().is_ok_and(|t| t.is_dir()) {
+                    if d.metadata().is_ok_and(|m| m.ino() == id) {
+                        return Some(d.path());
+                    }
+                    stack.push(d.path());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The mount point of the cgroup2 file system in a mountinfo text.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mp = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mp)))
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t")
+}
+
+/// When the earliest process now in these cgroups started (ns since the
+/// epoch): the container's start as far as can be told. cgroup v2 keeps
+/// no creation time (kernfs stamps an inode when it is first looked up),
+/// so it is the oldest member process; a container whose first process is
+/// gone reads as started later, which can only hide drift, never invent it.
+fn earliest_start_unix_ns(cgroups: &[PathBuf]) -> Option<u64> {
+    let tick = crate::proctree::procfs::tick_ns();
+    let clock = crate::event::BootClock::now();
+    cgroups
+        .iter()
+        .filter_map(|c| fs::read_to_string(c.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, _, ticks) = crate::proctree::procfs::parse_stat(&stat)?;
+            Some(clock.to_unix_ns(ticks * tick).max(0) as u64)
+        })
+        .min()
+}
+
+/// Resolves cgroup ids to [`ContainerInfo`].
+#[derive(Debug)]
+pub struct ContainerResolver {
+    pub cgroups: Option<CgroupFs>,
+    pub k8s: Option<K8sLinks>,
+}
+
+impl ContainerResolver {
+    pub fn resolve(&self, cgroup_id: u64) -> ContainerInfo {
+        let Some(fs) = &self.cgroups else {
+            return ContainerInfo::unknown(String::new());
+        };
+        let Some(path) = fs.path_of(cgroup_id) else {
+            return ContainerInfo::unknown(String::new());
+        };
+        let parsed = parse_cgroup_path(&path);
+        let own: String = {
+            let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            format!("/{}", comps[..parsed.depth.min(comps.len())].join("/"))
+        };
+        let started = (parsed.depth > 0)
+            .then(|| {
+                let leaf = fs.full_path(&path);
+                let own = fs.full_path(&own);
+                earliest_start_unix_ns(&[own, leaf])
+            })
+            .flatten();
+        let k8s = match (&self.k8s, parsed.runtime) {
+            (Some(links), "containerd" | "cri-o" | "docker") => links.lookup(&parsed.id),
+            _ => None,
+        };
+        ContainerInfo {
+            id: parsed.id,
+            runtime: parsed.runtime,
+            unit: parsed.unit,
+            cgroup: path,
+            k8s,
+            started_unix_ns: started,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f2a8c9d1e0b4a5f6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b";
+
+    fn p(path: &str) -> (String, &'static str, Option<String>) {
+        let r = parse_cgroup_path(path);
+        (r.id, r.runtime, r.unit)
+    }
+
+    #[test]
+    fn docker_systemd_and_cgroupfs_drivers() {
+        assert_eq!(
+            p(&format!("/system.slice/docker-{ID}.scope")),
+            (ID.into(), "docker", Some(format!("docker-{ID}.scope")))
+        );
+        assert_eq!(p(&format!("/docker/{ID}")), (ID.into(), "docker", None));
+    }
+
+    #[test]
+    fn containerd_cri_kubepods_paths() {
+        let systemd = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-{ID}.scope"
+        );
+        assert_eq!(p(&systemd).1, "containerd");
+        assert_eq!(p(&systemd).0, ID);
+        let cgroupfs = format!("/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/{ID}");
+        assert_eq!(p(&cgroupfs), (ID.into(), "containerd", None));
+        assert_eq!(p(&format!("/k8s.io/{ID}")).1, "containerd");
+        assert_eq!(
+            p(&format!("/system.slice/nerdctl-{ID}.scope")).1,
+            "containerd"
+        );
+    }
+
+    #[test]
+    fn crio_paths_and_conmon_is_not_the_container() {
+        let c = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podabc.slice/crio-{ID}.scope"
+        );
+        assert_eq!(p(&c).0, ID);
+        assert_eq!(p(&c).1, "cri-o");
+        let conmon = format!("/kubepods.slice/kubepods-podabc.slice/crio-conmon-{ID}.scope");
+        assert_eq!(p(&conmon).1, "host", "conmon is the runtime's monitor");
+    }
+
+    #[test]
+    fn podman_rootful_rootless_and_nested() {
+        assert_eq!(p(&format!("/machine.slice/libpod-{ID}.scope")).1, "podman");
+        let rootless = format!(
+            "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+        );
+        let r = parse_cgroup_path(&rootless);
+        assert_eq!((r.id.as_str(), r.runtime), (ID, "podman"));
+        assert_eq!(r.depth, 5, "the container's own cgroup, not the sub-cgroup");
+        assert_eq!(p(&format!("/libpod_parent/libpod-{ID}")).1, "podman");
+    }
+
+    #[test]
+    fn systemd_services_and_nspawn_machines() {
+        assert_eq!(
+            p("/system.slice/nginx.service"),
+            ("host".into(), "host", Some("nginx.service".into()))
+        );
+        assert_eq!(
+            p("/user.slice/user-1000.slice/session-3.scope"),
+            ("host".into(), "host", Some("session-3.scope".into()))
+        );
+        assert_eq!(
+            p("/machine.slice/systemd-nspawn@web\\x2d1.service/payload"),
+            (
+                "web-1".into(),
+                "systemd-nspawn",
+                Some("systemd-nspawn@web\\x2d1.service".into())
+            )
+        );
+        assert_eq!(p("/"), ("host".into(), "host", None));
+    }
+
+    #[test]
+    fn short_or_non_hex_ids_are_not_containers() {
+        assert_eq!(p("/system.slice/docker-abc.scope").1, "host");
+        assert_eq!(p(&format!("/docker/{}", &ID[..63])).1, "host");
+    }
+
+    #[test]
+    fn kubelet_log_link_names() {
+        let suffix = format!("-{ID}.log");
+        let name = format!("web-7d4b9c-xk2lp_shop_nginx{suffix}");
+        assert_eq!(
+            parse_k8s_log_name(&name, &suffix),
+            Some(K8sInfo {
+                namespace: "shop".into(),
+                pod: "web-7d4b9c-xk2lp".into(),
+                container: "nginx".into(),
+            })
+        );
+        assert_eq!(parse_k8s_log_name("x.log", &suffix), None);
+    }
+
+    #[test]
+    fn finds_cgroup2_mount_in_mountinfo() {
+        let info = "25 30 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n26 30 0:23 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            cgroup2_mount(info),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/sda rw"), None);
+    }
+}

@@ -1,0 +1,682 @@
+//! The process table: who every process is, kept current from events.
+//!
+//! Bootstrapped from `/proc` at start-up ([`procfs`]), then updated from
+//! fork, exec, chdir and exit events. Entries are keyed by (pid, start
+//! time), so a reused pid never inherits another process's identity.
+//! Entries of exited processes stay for a grace period, so late events and
+//! alerts can still name them and their children's ancestry stays whole;
+//! the table never holds more than its cap (evictions are counted).
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::event::{Event, EventBody, ExeFile, ProcessContext};
+
+pub mod procfs;
+
+/// (pid, start time): a process's identity across pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcKey {
+    pub pid: u32,
+    /// CLOCK_BOOTTIME ns; for entries read from `/proc`, rounded down to a
+    /// clock tick (`/proc/PID/stat` has no finer start time).
+    pub start_ns: u64,
+}
+
+/// What a process is running: set by exec, shared with fork children.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Image {
+    pub exe: Option<Arc<str>>,
+    pub argv: Arc<[String]>,
+    pub argv_truncated: bool,
+    pub exe_file: Option<ExeFile>,
+    pub exe_memfd: bool,
+}
+
+/// One process.
+#[derive(Debug, Clone)]
+pub struct ProcEntry {
+    pub key: ProcKey,
+    /// `start_ns` is only known to a clock tick (bootstrapped from /proc).
+    pub coarse_start: bool,
+    /// The process that created it (not the reaper it was reparented to).
+    pub parent: Option<ProcKey>,
+    pub ppid: u32,
+    pub image: Arc<Image>,
+    pub cwd: Option<Arc<str>>,
+    pub comm: String,
+    pub uid: u32,
+    pub loginuid: Option<i64>,
+    pub exited: bool,
+    /// The entry was made from an event of a process the table did not
+    /// know: image and cwd come from a later `/proc` read, if any.
+    pub partial: bool,
+}
+
+/// One level of an ancestry chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub exe: Option<Arc<str>>,
+    pub argv: Arc<[String]>,
+}
+
+/// Table limits.
+#[derive(Debug, Clone, Copy)]
+pub struct TableConfig {
+    /// Most entries, live and exited together.
+    pub max_entries: usize,
+    /// How long an exited process stays nameable.
+    pub exit_grace: Duration,
+    /// Most ancestors reported per event.
+    pub max_ancestry: usize,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            max_entries: 65_536,
+            exit_grace: Duration::from_secs(30),
+            max_ancestry: 8,
+        }
+    }
+}
+
+/// Counters reported with the agent's statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounters {
+    /// Entries dropped to stay under the cap before their grace ended.
+    pub evicted: u64,
+    /// Events of processes the table did not know (created from the event).
+    pub unknown_process: u64,
+    /// Exited entries removed after their grace period.
+    pub expired: u64,
+}
+
+#[derive(Debug)]
+pub struct ProcessTable {
+    cfg: TableConfig,
+    entries: HashMap<ProcKey, ProcEntry>,
+    /// pid -> start of the live process with that pid.
+    live: HashMap<u32, u64>,
+    /// Exited entries, oldest exit first.
+    exited: VecDeque<(Instant, ProcKey)>,
+    /// Clock tick in ns, for matching coarse start times.
+    tick_ns: u64,
+    pub counters: TableCounters,
+}
+
+/// A process the table created from an event and would like `/proc` to
+/// complete (exe, argv, cwd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsProcRead(pub ProcKey);
+
+impl ProcessTable {
+    pub fn new(cfg: TableConfig) -> ProcessTable {
+        ProcessTable {
+            cfg,
+            entries: HashMap::new(),
+            live: HashMap::new(),
+            exited: VecDeque::new(),
+            tick_ns: procfs::tick_ns(),
+            counters: TableCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn config(&self) -> TableConfig {
+        self.cfg
+    }
+
+    /// Inserts a live process read from `/proc`; its parent must be
+    /// inserted first for the link to be made.
+    pub fn insert_bootstrapped(&mut self, p: procfs::ProcSnapshot) {
+        let parent = self.live_key(p.ppid);
+        let key = ProcKey {
+            pid: p.pid,
+            start_ns: p.start_ticks * self.tick_ns,
+        };
+        let entry = ProcEntry {
+            key,
+            coarse_start: true,
+            parent,
+            ppid: p.ppid,
+            image: Arc::new(Image {
+                exe: p.exe.map(Arc::from),
+                argv: p.argv.into(),
+                argv_truncated: false,
+                exe_file: p.exe_file,
+                exe_memfd: false,
+            }),
+            cwd: p.cwd.map(Arc::from),
+            comm: p.comm,
+            uid: p.uid,
+            loginuid: p.loginuid,
+            exited: false,
+            partial: false,
+        };
+        self.insert(entry);
+    }
+
+    /// Completes an entry made from an unknown process's event with what
+    /// `/proc` said, if it is still the same process.
+    pub fn fill_from_proc(&mut self, key: ProcKey, p: procfs::ProcSnapshot) {
+        let tick = self.tick_ns;
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if !e.partial || (key.start_ns != 0 && key.start_ns / tick != p.start_ticks) {
+            return;
+        }
+        e.partial = false;
+        e.image = Arc::new(Image {
+            exe: p.exe.map(Arc::from),
+            argv: p.argv.into(),
+            argv_truncated: false,
+            exe_file: p.exe_file,
+            exe_memfd: false,
+        });
+        e.cwd = p.cwd.map(Arc::from);
+    }
+
+    fn live_key(&self, pid: u32) -> Option<ProcKey> {
+        self.live
+            .get(&pid)
+            .map(|&start_ns| ProcKey { pid, start_ns })
+    }
+
+    /// Does `start` (from the kernel, exact) name the entry stored at
+    /// `stored`? Coarse entries match within their clock tick; an unknown
+    /// start (0) matches anything.
+    fn same_start(&self, stored: u64, coarse: bool, start: Option<u64>) -> bool {
+        match start {
+            None | Some(0) => true,
+            Some(s) if coarse => s / self.tick_ns == stored / self.tick_ns,
+            Some(s) => s == stored || stored == 0,
+        }
+    }
+
+    /// The entry of the process that produced `p`'s event, if known.
+    pub fn find(&self, pid: u32, start: Option<u64>) -> Option<&ProcEntry> {
+        if let Some(e) = self.live_key(pid).and_then(|k| self.entries.get(&k)) {
+            if self.same_start(e.key.start_ns, e.coarse_start, start) {
+                return Some(e);
+            }
+        }
+        let s = start?;
+        self.entries.get(&ProcKey { pid, start_ns: s }).or_else(|| {
+            let coarse = s - s % self.tick_ns;
+            self.entries
+                .get(&ProcKey {
+                    pid,
+                    start_ns: coarse,
+                })
+                .filter(|e| e.coarse_start)
+        })
+    }
+
+    fn find_key(&self, pid: u32, start: Option<u64>) -> Option<ProcKey> {
+        self.find(pid, start).map(|e| e.key)
+    }
+
+    /// Applies one event: keeps the table current and makes sure the
+    /// event's process has an entry. Returns the key of that entry, and
+    /// whether it was unknown and wants a `/proc` read.
+    pub fn apply(&mut self, ev: &Event, now: Instant) -> (ProcKey, Option<NeedsProcRead>) {
+        self.expire(now);
+        let p = &ev.process;
+        let (key, mut need) = match self.find_key(p.pid, p.start_boottime_ns) {
+            Some(k) => (k, None),
+            None => {
+                self.counters.unknown_process += 1;
+                let k = self.insert_from_event(p);
+                (k, Some(NeedsProcRead(k)))
+            }
+        };
+        self.refresh_from_header(key, p);
+        match &ev.body {
+            EventBody::Fork(f) => {
+                let child = self.insert_child(key, f.child_pid, f.child_start_boottime_ns);
+                // A child of a partial entry is as partial as its parent.
+                if self.entries.get(&key).is_some_and(|e| e.partial) {
+                    need = need.or(Some(NeedsProcRead(child)));
+                }
+            }
+            EventBody::Exec(x) => {
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.image = Arc::new(Image {
+                        exe: Some(Arc::from(x.exe_path())),
+                        argv: x.argv.clone().into(),
+                        argv_truncated: x.argv_truncated,
+                        exe_file: x.exe_file,
+                        exe_memfd: x.exe_memfd,
+                    });
+                    e.partial = false;
+                    if e.cwd.is_none() {
+                        need = Some(NeedsProcRead(key));
+                    }
+                }
+            }
+            EventBody::File(f) if f.op == "chdir" && f.result == 0 && !f.path_unresolved => {
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.cwd = Some(Arc::from(f.path.as_str()));
+                }
+            }
+            EventBody::Exit(_) => self.mark_exited(key, now),
+            EventBody::File(_) | EventBody::Control(_) | EventBody::Network(_) => {}
+        }
+        (key, need)
+    }
+
+    fn refresh_from_header(&mut self, key: ProcKey, p: &ProcessContext) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.uid = p.uid;
+            e.loginuid = p.loginuid;
+            if p.ppid != 0 {
+                e.ppid = p.ppid;
+            }
+            if e.comm != p.comm {
+                e.comm.clone_from(&p.comm);
+            }
+        }
+    }
+
+    fn insert_from_event(&mut self, p: &ProcessContext) -> ProcKey {
+        let key = ProcKey {
+            pid: p.pid,
+            start_ns: p.start_boottime_ns.unwrap_or(0),
+        };
+        let parent = self.live_key(p.ppid);
+        self.insert(ProcEntry {
+            key,
+            coarse_start: false,
+            parent,
+            ppid: p.ppid,
+            image: Arc::new(Image::default()),
+            cwd: None,
+            comm: p.comm.clone(),
+            uid: p.uid,
+            loginuid: p.loginuid,
+            exited: false,
+            partial: true,
+        });
+        key
+    }
+
+    fn insert_child(&mut self, parent: ProcKey, pid: u32, start: Option<u64>) -> ProcKey {
+        let key = ProcKey {
+            pid,
+            start_ns: start.unwrap_or(0),
+        };
+        let Some(p) = self.entries.get(&parent) else {
+            return key;
+        };
+        let child = ProcEntry {
+            key,
+            coarse_start: false,
+            parent: Some(parent),
+            ppid: parent.pid,
+            image: p.image.clone(),
+            cwd: p.cwd.clone(),
+            comm: p.comm.clone(),
+            uid: p.uid,
+            loginuid: p.loginuid,
+            exited: false,
+            partial: p.partial,
+        };
+        self.insert(child);
+        key
+    }
+
+    fn insert(&mut self, e: ProcEntry) {
+        let key = e.key;
+        // A live process with this pid must have exited without an exit
+        // event reaching us (lost, or before start-up): it is replaced.
+        if let Some(old) = self.live_key(key.pid) {
+            if old != key {
+                self.mark_exited(old, Instant::now());
+            }
+        }
+        self.entries.insert(key, e);
+        self.live.insert(key.pid, key.start_ns);
+        self.enforce_cap();
+    }
+
+    fn mark_exited(&mut self, key: ProcKey, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            if !e.exited {
+                e.exited = true;
+                self.exited.push_back((now, key));
+            }
+        }
+        if self.live.get(&key.pid) == Some(&key.start_ns) {
+            self.live.remove(&key.pid);
+        }
+    }
+
+    /// Drops exited entries whose grace period is over.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.exited.front() {
+            if now.duration_since(at) < self.cfg.exit_grace {
+                break;
+            }
+            self.exited.pop_front();
+            if self.entries.remove(&key).is_some() {
+                self.counters.expired += 1;
+            }
+        }
+    }
+
+    /// Over the cap: the oldest exited entries go first; if every entry is
+    /// live, the ones with the oldest start (least likely to matter to
+    /// what is happening now) go in a batch, so the scan is rare.
+    fn enforce_cap(&mut self) {
+        while self.entries.len() > self.cfg.max_entries {
+            let Some((_, key)) = self.exited.pop_front() else {
+                break;
+            };
+            if self.entries.remove(&key).is_some() {
+                self.counters.evicted += 1;
+            }
+        }
+        if self.entries.len() <= self.cfg.max_entries {
+            return;
+        }
+        let batch = (self.cfg.max_entries / 64).max(1);
+        let mut keys: Vec<ProcKey> = self.entries.keys().copied().collect();
+        keys.sort_by_key(|k| k.start_ns);
+        for key in keys.into_iter().take(batch) {
+            self.entries.remove(&key);
+            if self.live.get(&key.pid) == Some(&key.start_ns) {
+                self.live.remove(&key.pid);
+            }
+            self.counters.evicted += 1;
+        }
+    }
+
+    pub fn get(&self, key: &ProcKey) -> Option<&ProcEntry> {
+        self.entries.get(key)
+    }
+
+    /// The chain of creators above `key`, nearest first, up to pid 1 and
+    /// at most `max_ancestry` long. It stops where an ancestor is no
+    /// longer in the table.
+    pub fn ancestry(&self, key: &ProcKey) -> Vec<Ancestor> {
+        let mut out = Vec::new();
+        let mut cur = self.entries.get(key).and_then(|e| e.parent);
+        while let Some(k) = cur {
+            if out.len() >= self.cfg.max_ancestry {
+                break;
+            }
+            let Some(e) = self.entries.get(&k) else {
+                break;
+            };
+            out.push(Ancestor {
+                pid: e.key.pid,
+                exe: e.image.exe.clone(),
+                argv: e.image.argv.clone(),
+            });
+            if e.key.pid <= 1 {
+                break;
+            }
+            cur = e.parent;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExecInfo, ExitInfo, FileInfo, ForkInfo};
+
+    fn ctx(pid: u32, ppid: u32, start: u64) -> ProcessContext {
+        ProcessContext {
+            pid,
+            tid: pid,
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            euid: Some(1000),
+            egid: Some(1000),
+            loginuid: Some(1000),
+            comm: "x".into(),
+            cgroup_id: 1,
+            mnt_ns: None,
+            pid_ns: None,
+            start_boottime_ns: Some(start),
+            exe_deleted: false,
+            detail: None,
+        }
+    }
+
+    fn ev(p: ProcessContext, body: EventBody) -> Event {
+        Event {
+            time_unix_ns: 0,
+            process: p,
+            ancestry: Vec::new(),
+            container: None,
+            body,
+        }
+    }
+
+    fn fork(child: u32, start: u64) -> EventBody {
+        EventBody::Fork(ForkInfo {
+            child_pid: child,
+            clone_flags: None,
+            child_start_boottime_ns: Some(start),
+        })
+    }
+
+    fn exec(exe: &str, argv: &[&str]) -> EventBody {
+        EventBody::Exec(ExecInfo {
+            exe: Some(exe.into()),
+            exe_unreachable: false,
+            exe_memfd: false,
+            exe_truncated: false,
+            filename: exe.into(),
+            filename_truncated: false,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+            argv_unreadable: false,
+            argv_bytes: 0,
+            exe_file: None,
+        })
+    }
+
+    fn exit() -> EventBody {
+        EventBody::Exit(ExitInfo {
+            exit_code: Some(0),
+            signal: None,
+        })
+    }
+
+    fn table() -> ProcessTable {
+        let mut t = ProcessTable::new(TableConfig::default());
+        t.insert_bootstrapped(procfs::ProcSnapshot {
+            pid: 1,
+            ppid: 0,
+            start_ticks: 0,
+            comm: "init".into(),
+            exe: Some("/sbin/init".into()),
+            argv: vec!["/sbin/init".into()],
+            cwd: Some("/".into()),
+            uid: 0,
+            loginuid: None,
+            exe_file: None,
+        });
+        t
+    }
+
+    /// init -> sh (100) -> sh (200) -> marker (300), built from events.
+    fn three_levels(t: &mut ProcessTable, now: Instant) -> ProcKey {
+        t.apply(&ev(ctx(1, 0, 5), fork(100, 1_000)), now);
+        t.apply(
+            &ev(ctx(100, 1, 1_000), exec("/bin/sh", &["sh", "-c", "a"])),
+            now,
+        );
+        t.apply(&ev(ctx(100, 1, 1_000), fork(200, 2_000)), now);
+        t.apply(
+            &ev(ctx(200, 100, 2_000), exec("/bin/sh", &["sh", "-c", "b"])),
+            now,
+        );
+        t.apply(&ev(ctx(200, 100, 2_000), fork(300, 3_000)), now);
+        let (k, need) = t.apply(&ev(ctx(300, 200, 3_000), exec("/tmp/m", &["m"])), now);
+        assert_eq!(need, None, "known from the fork: no /proc read");
+        k
+    }
+
+    #[test]
+    fn ancestry_follows_creators_to_init() {
+        let mut t = table();
+        let now = Instant::now();
+        let k = three_levels(&mut t, now);
+        let a = t.ancestry(&k);
+        let pids: Vec<u32> = a.iter().map(|x| x.pid).collect();
+        assert_eq!(pids, vec![200, 100, 1]);
+        assert_eq!(&*a[0].argv, ["sh", "-c", "b"]);
+        assert_eq!(a[2].exe.as_deref(), Some("/sbin/init"));
+        assert_eq!(t.get(&k).unwrap().image.exe.as_deref(), Some("/tmp/m"));
+    }
+
+    #[test]
+    fn exited_process_stays_nameable_for_its_grace_period() {
+        let mut t = table();
+        let now = Instant::now();
+        let k = three_levels(&mut t, now);
+        t.apply(&ev(ctx(200, 100, 2_000), exit()), now);
+        // A late event of the exited process still finds it, and its
+        // child's ancestry still names it.
+        let e = t.find(200, Some(2_000)).expect("exited entry kept");
+        assert!(e.exited);
+        assert_eq!(t.ancestry(&k)[0].pid, 200);
+        t.expire(now + Duration::from_secs(31));
+        assert!(t.find(200, Some(2_000)).is_none());
+        assert_eq!(t.counters.expired, 1);
+    }
+
+    #[test]
+    fn reused_pid_is_a_new_process() {
+        let mut t = table();
+        let now = Instant::now();
+        t.apply(&ev(ctx(1, 0, 5), fork(100, 1_000)), now);
+        t.apply(&ev(ctx(100, 1, 1_000), exec("/bin/old", &["old"])), now);
+        t.apply(&ev(ctx(100, 1, 1_000), exit()), now);
+        t.apply(&ev(ctx(1, 0, 5), fork(100, 9_000)), now);
+        t.apply(&ev(ctx(100, 1, 9_000), exec("/bin/new", &["new"])), now);
+        let new = t.find(100, Some(9_000)).unwrap();
+        let old = t.find(100, Some(1_000)).unwrap();
+        assert_eq!(new.image.exe.as_deref(), Some("/bin/new"));
+        assert_eq!(old.image.exe.as_deref(), Some("/bin/old"));
+        // Without an exit event, a new start replaces the stale entry.
+        let (k, _) = t.apply(&ev(ctx(100, 1, 12_000), exec("/bin/third", &[])), now);
+        assert_eq!(k.start_ns, 12_000);
+        assert!(t.find(100, Some(9_000)).unwrap().exited);
+    }
+
+    #[test]
+    fn unknown_process_is_created_from_its_event_and_asks_for_proc() {
+        let mut t = table();
+        let (k, need) = t.apply(
+            &ev(
+                ctx(777, 1, 4_000),
+                EventBody::Exit(ExitInfo {
+                    exit_code: None,
+                    signal: Some(9),
+                }),
+            ),
+            Instant::now(),
+        );
+        assert_eq!(need, Some(NeedsProcRead(k)));
+        assert_eq!(t.counters.unknown_process, 1);
+        assert_eq!(t.ancestry(&k)[0].pid, 1, "linked to its live parent");
+    }
+
+    #[test]
+    fn coarse_bootstrap_start_matches_exact_kernel_start() {
+        let mut t = table();
+        let tick = t.tick_ns;
+        t.insert_bootstrapped(procfs::ProcSnapshot {
+            pid: 50,
+            ppid: 1,
+            start_ticks: 7,
+            comm: "sshd".into(),
+            exe: Some("/usr/sbin/sshd".into()),
+            argv: vec!["sshd".into()],
+            cwd: Some("/".into()),
+            uid: 0,
+            loginuid: None,
+            exe_file: None,
+        });
+        let exact = 7 * tick + tick / 3;
+        let e = t.find(50, Some(exact)).unwrap();
+        assert_eq!(e.image.exe.as_deref(), Some("/usr/sbin/sshd"));
+        assert!(
+            t.find(50, Some(9 * tick)).is_none(),
+            "another tick: pid reuse"
+        );
+    }
+
+    #[test]
+    fn chdir_updates_cwd_and_fork_inherits_it() {
+        let mut t = table();
+        let now = Instant::now();
+        t.apply(&ev(ctx(1, 0, 5), fork(100, 1_000)), now);
+        let chdir = EventBody::File(FileInfo {
+            op: "chdir",
+            syscall: "chdir".into(),
+            path: "/srv/app".into(),
+            new_path: None,
+            target: None,
+            open: None,
+            flags: 0,
+            mode: None,
+            uid: None,
+            gid: None,
+            result: 0,
+            error: None,
+            path_truncated: false,
+            path_unresolved: false,
+        });
+        t.apply(&ev(ctx(100, 1, 1_000), chdir), now);
+        t.apply(&ev(ctx(100, 1, 1_000), fork(101, 1_500)), now);
+        let c = t.find(101, Some(1_500)).unwrap();
+        assert_eq!(c.cwd.as_deref(), Some("/srv/app"));
+    }
+
+    #[test]
+    fn cap_evicts_exited_first_and_counts() {
+        let mut t = ProcessTable::new(TableConfig {
+            max_entries: 4,
+            ..TableConfig::default()
+        });
+        let now = Instant::now();
+        for pid in 10..13 {
+            t.apply(&ev(ctx(pid, 1, pid as u64), exec("/x", &[])), now);
+        }
+        t.apply(&ev(ctx(10, 1, 10), exit()), now);
+        t.apply(&ev(ctx(13, 1, 13), exec("/x", &[])), now);
+        t.apply(&ev(ctx(14, 1, 14), exec("/x", &[])), now);
+        assert!(t.len() <= 4);
+        assert!(t.find(10, Some(10)).is_none(), "the exited one went first");
+        assert!(t.find(14, Some(14)).is_some());
+        assert!(t.counters.evicted >= 1);
+        // Only live entries left and still over: oldest starts go.
+        for pid in 20..30 {
+            t.apply(&ev(ctx(pid, 1, pid as u64), exec("/x", &[])), now);
+        }
+        assert!(t.len() <= 4);
+        assert!(t.find(29, Some(29)).is_some());
+    }
+}
