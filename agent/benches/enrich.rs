@@ -148,9 +148,13 @@ fn bench(c: &mut Criterion) {
         ..EnrichConfig::default()
     });
     let clock = BootClock::now();
+    // The parent is this process, as the table bootstrapped it from /proc.
     let me = std::process::id();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let (_, _, ticks) = vigil_agent::proctree::procfs::parse_stat(&stat).unwrap();
+    let my_start = ticks * vigil_agent::proctree::procfs::tick_ns();
     // Warm the caches (container of cgroup 1, host users, /bin/true's hash).
-    let warm = lifecycle(me, 1, 4_000_000, 2);
+    let warm = lifecycle(me, my_start, 4_000_000, 2);
     run_all(&mut enricher, &warm, clock);
     let until = Instant::now() + Duration::from_secs(5);
     while enricher.waiting() > 0 && Instant::now() < until {
@@ -169,7 +173,7 @@ fn bench(c: &mut Criterion) {
             || {
                 pid = if pid >= 3_000_000 { 100_000 } else { pid + 1 };
                 start += 1_000;
-                lifecycle(me, 1, pid, start)
+                lifecycle(me, my_start, pid, start)
             },
             |recs| {
                 let n = run_all(&mut enricher, &recs, clock);
