@@ -115,6 +115,24 @@ fn alert_carries_three_level_ancestry_cwd_and_user() {
     assert_eq!(p["executable"]["sha256"], sha256_of(&marker));
     assert_eq!(a["container"]["id"], "host");
     assert_eq!(a["container"]["runtime"], "host");
+    // The default rule's message names them too.
+    let out = a["output"].as_str().unwrap();
+    for want in [
+        "user=root".to_string(),
+        format!("cwd={}", dir.path().display()),
+        format!(
+            "parent={}",
+            std::fs::canonicalize("/bin/sh")
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ),
+        "container=host".to_string(),
+        format!("sha256={}", sha256_of(&marker)),
+    ] {
+        assert!(out.contains(&want), "{want} not in {out}");
+    }
 }
 
 #[test]

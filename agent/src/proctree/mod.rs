@@ -176,7 +176,14 @@ impl ProcessTable {
         let Some(e) = self.entries.get_mut(&key) else {
             return;
         };
-        if !e.partial || (key.start_ns != 0 && key.start_ns / tick != p.start_ticks) {
+        if key.start_ns != 0 && key.start_ns / tick != p.start_ticks {
+            return;
+        }
+        if !e.partial {
+            // Known from events, but its cwd was not (an unreadable parent).
+            if e.cwd.is_none() {
+                e.cwd = p.cwd.map(Arc::from);
+            }
             return;
         }
         e.partial = false;

@@ -17,6 +17,17 @@ pub const FIELDS: &[&str] = &[
     "user.uid",
     "group.gid",
     "fd.name",
+    "proc.cwd",
+    "proc.pname",
+    "proc.pcmdline",
+    "proc.sha256",
+    "user.name",
+    "user.loginname",
+    "group.name",
+    "container.id",
+    "container.type",
+    "k8s.ns.name",
+    "k8s.pod.name",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,40 +98,101 @@ impl Template {
     }
 }
 
-fn exec_args(ev: &Event) -> &[String] {
+/// argv of the event's process: the process table's, else the exec's own.
+fn argv(ev: &Event) -> &[String] {
+    if let Some(d) = ev.process.detail.as_deref() {
+        if d.exe.is_some() {
+            return &d.argv;
+        }
+    }
     match &ev.body {
-        EventBody::Exec(x) if !x.argv.is_empty() => &x.argv[1..],
+        EventBody::Exec(x) => &x.argv,
         _ => &[],
     }
 }
 
+fn exe(ev: &Event) -> Option<&str> {
+    if let Some(e) = ev.process.detail.as_deref().and_then(|d| d.exe.as_deref()) {
+        return Some(e);
+    }
+    match &ev.body {
+        EventBody::Exec(x) => Some(x.exe_path()),
+        _ => None,
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// `name arg1 arg2…`, as Falco prints a command line.
+fn cmdline(name: &str, argv: &[String]) -> String {
+    let args = argv.get(1..).unwrap_or_default();
+    if args.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} {}", args.join(" "))
+    }
+}
+
+fn text_or_na(out: &mut String, v: Option<&str>) -> std::fmt::Result {
+    write!(out, "{}", v.unwrap_or("<NA>"))
+}
+
 fn render_field(out: &mut String, field: &str, ev: &Event) {
     let p = &ev.process;
+    let d = p.detail.as_deref();
+    let parent = ev.ancestry.first();
     let _ = match field {
         "evt.type" => write!(out, "{}", ev.type_name()),
         "proc.pid" => write!(out, "{}", p.pid),
         "proc.ppid" => write!(out, "{}", p.ppid),
         "thread.tid" => write!(out, "{}", p.tid),
         "proc.name" => write!(out, "{}", p.comm),
-        "proc.exe" => match &ev.body {
-            EventBody::Exec(x) => write!(out, "{}", x.exe_path()),
-            _ => write!(out, "<NA>"),
-        },
-        "proc.args" => write!(out, "{}", exec_args(ev).join(" ")),
-        "proc.cmdline" => {
-            let args = exec_args(ev);
-            if args.is_empty() {
-                write!(out, "{}", p.comm)
-            } else {
-                write!(out, "{} {}", p.comm, args.join(" "))
+        "proc.exe" => text_or_na(out, exe(ev)),
+        "proc.args" => write!(out, "{}", argv(ev).get(1..).unwrap_or_default().join(" ")),
+        "proc.cmdline" => write!(out, "{}", cmdline(&p.comm, argv(ev))),
+        "proc.cwd" => text_or_na(out, d.and_then(|d| d.cwd.as_deref())),
+        "proc.pname" => text_or_na(out, parent.and_then(|a| a.exe.as_deref()).map(basename)),
+        "proc.pcmdline" => match parent {
+            Some(a) => {
+                let name = a.exe.as_deref().map(basename).unwrap_or("<NA>");
+                write!(out, "{}", cmdline(name, &a.argv))
             }
-        }
+            None => write!(out, "<NA>"),
+        },
+        "proc.sha256" => text_or_na(out, d.and_then(|d| d.exe_sha256.as_deref())),
         "fd.name" => match &ev.body {
             EventBody::File(f) => write!(out, "{}", f.path),
             _ => write!(out, "<NA>"),
         },
         "user.uid" => write!(out, "{}", p.uid),
+        "user.name" => text_or_na(out, d.and_then(|d| d.user.as_deref())),
+        "user.loginname" => text_or_na(out, d.and_then(|d| d.login_user.as_deref())),
         "group.gid" => write!(out, "{}", p.gid),
+        "group.name" => text_or_na(out, d.and_then(|d| d.group.as_deref())),
+        // Falco prints the 12-digit short id, or `host`.
+        "container.id" => text_or_na(
+            out,
+            ev.container
+                .as_deref()
+                .map(|c| c.id.get(..12).unwrap_or(&c.id)),
+        ),
+        "container.type" => text_or_na(out, ev.container.as_deref().map(|c| c.runtime)),
+        "k8s.ns.name" => text_or_na(
+            out,
+            ev.container
+                .as_deref()
+                .and_then(|c| c.k8s.as_ref())
+                .map(|k| k.namespace.as_str()),
+        ),
+        "k8s.pod.name" => text_or_na(
+            out,
+            ev.container
+                .as_deref()
+                .and_then(|c| c.k8s.as_ref())
+                .map(|k| k.pod.as_str()),
+        ),
         _ => write!(out, "<NA>"),
     };
 }
