@@ -33,11 +33,13 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in discriminant order; also the slots of the `LOST` map.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
         EventKind::File,
+        EventKind::Control,
+        EventKind::Network,
     ];
 
     pub fn from_u32(v: u32) -> Option<EventKind> {

@@ -371,6 +371,18 @@ mod tests {
         ));
     }
 
+    /// Loss counters are read for `EventKind::ALL`: a kind missing there
+    /// would lose events without a report.
+    #[test]
+    fn every_kind_has_a_reported_loss_slot() {
+        for v in 0..64 {
+            if let Some(k) = EventKind::from_u32(v) {
+                assert!(EventKind::ALL.contains(&k), "{k:?} missing from ALL");
+                assert!(k.lost_slot() < agent_ebpf::LOST_SLOTS);
+            }
+        }
+    }
+
     #[test]
     fn json_shape_is_flat_with_type_tag() {
         let rec = ForkRecord {
