@@ -60,6 +60,7 @@ enum QueryWhat {
     /// Examples:
     ///   vigil-collector query alerts --since 1h --severity warning
     ///   vigil-collector query alerts --host web-1 --rule "Execution from a temporary directory" --json
+    ///   vigil-collector query alerts --container shop/web-5f7d --since 2h
     Alerts(AlertsArgs),
 }
 
@@ -78,6 +79,11 @@ struct AlertsArgs {
     /// warning, error, critical, alert, emergency.
     #[arg(long, value_name = "S", value_parser = parse_severity)]
     severity: Option<Severity>,
+    /// Only alerts from this container: its id (full, or the first 12 or
+    /// more digits), `host` for processes outside containers, or a
+    /// Kubernetes `namespace/pod`.
+    #[arg(long, value_name = "C")]
+    container: Option<String>,
     /// At most N alerts (server caps at 100000).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     limit: u32,
@@ -171,6 +177,7 @@ async fn query_alerts(server: &str, a: AlertsArgs) -> anyhow::Result<()> {
         rule: a.rule.unwrap_or_default(),
         min_severity: a.severity.map_or(0, |s| s as i32),
         limit: a.limit,
+        container: a.container.unwrap_or_default(),
     };
     let alerts = query::fetch(server, q).await?;
     let mut out = std::io::stdout().lock();

@@ -74,6 +74,7 @@ pub fn filter_from_query(q: &AlertQuery) -> AlertFilter {
         host: nonempty(&q.host),
         rule: nonempty(&q.rule),
         min_severity: (q.min_severity != 0).then_some(q.min_severity),
+        container: nonempty(&q.container),
         limit: match q.limit {
             0 => DEFAULT_QUERY_LIMIT,
             n => n.min(MAX_QUERY_LIMIT),

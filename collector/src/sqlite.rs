@@ -8,7 +8,7 @@ use vigil_proto::v1::{Alert, HostInfo};
 
 use crate::store::{AlertFilter, AlertStore, InsertOutcome, StoreError};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -21,11 +21,22 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity      INTEGER NOT NULL,
     pid           INTEGER,
     exe           TEXT,
-    body          BLOB NOT NULL
+    body          BLOB NOT NULL,
+    container_id  TEXT,
+    k8s_pod       TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_container_time ON alerts(container_id, time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_pod_time ON alerts(k8s_pod, time_unix_ns);
+";
+
+/// Version 1 had no container columns: alerts stored then keep NULL there
+/// and match no container filter.
+const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE alerts ADD COLUMN container_id TEXT;
+ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
 ";
 
 pub struct SqliteStore {
@@ -79,6 +90,9 @@ impl SqliteStore {
                 "database schema version {version} is newer than this collector ({SCHEMA_VERSION}); upgrade the collector"
             )));
         }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_V1_TO_V2)?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteStore {
@@ -108,8 +122,9 @@ impl AlertStore for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO alerts
-                     (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
+                      container_id, k8s_pod)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(backend)?;
             let received = now_ns();
@@ -120,6 +135,12 @@ impl AlertStore for SqliteStore {
                     .process
                     .as_ref()
                     .map_or((None, None), |p| (Some(p.pid), Some(p.exe.clone())));
+                let container_id = a.container.as_ref().map(|c| c.id.clone());
+                let k8s_pod = a
+                    .container
+                    .as_ref()
+                    .filter(|c| !c.k8s_pod.is_empty())
+                    .map(|c| format!("{}/{}", c.k8s_namespace, c.k8s_pod));
                 let n = stmt
                     .execute(params![
                         a.id,
@@ -132,6 +153,8 @@ impl AlertStore for SqliteStore {
                         pid,
                         exe,
                         stored.encode_to_vec(),
+                        container_id,
+                        k8s_pod,
                     ])
                     .map_err(backend)?;
                 if n == 1 {
@@ -154,13 +177,22 @@ impl AlertStore for SqliteStore {
                    AND (?2 IS NULL OR hostname = ?2)
                    AND (?3 IS NULL OR rule = ?3)
                    AND (?4 IS NULL OR severity >= ?4)
+                   AND (?6 IS NULL OR container_id = ?6 OR k8s_pod = ?6
+                        OR (length(?6) >= 12 AND substr(container_id, 1, length(?6)) = ?6))
                  ORDER BY time_unix_ns DESC, id
                  LIMIT ?5",
             )
             .map_err(backend)?;
         let rows = stmt
             .query_map(
-                params![f.since_unix_ns, f.host, f.rule, f.min_severity, f.limit],
+                params![
+                    f.since_unix_ns,
+                    f.host,
+                    f.rule,
+                    f.min_severity,
+                    f.limit,
+                    f.container
+                ],
                 |r| r.get::<_, Vec<u8>>(0),
             )
             .map_err(backend)?;
@@ -206,6 +238,96 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    fn in_container(id: &str, id_full: &str, pod: Option<(&str, &str)>, t: i64) -> Alert {
+        Alert {
+            container: Some(vigil_proto::v1::ContainerInfo {
+                id: id_full.into(),
+                runtime: if id_full == "host" {
+                    "host"
+                } else {
+                    "containerd"
+                }
+                .into(),
+                k8s_namespace: pod.map(|p| p.0.to_string()).unwrap_or_default(),
+                k8s_pod: pod.map(|p| p.1.to_string()).unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..alert(id, "r", Severity::Warning, t)
+        }
+    }
+
+    #[test]
+    fn filters_by_container_id_prefix_host_and_pod() {
+        let s = SqliteStore::in_memory().unwrap();
+        let full = "3f2a8c9d1e0b4a5f6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b";
+        s.insert_batch(
+            &host("h"),
+            &[
+                in_container("a", full, Some(("shop", "web-1")), 1),
+                in_container("b", "host", None, 2),
+                alert("c", "r", Severity::Warning, 3),
+            ],
+        )
+        .unwrap();
+        let ids = |c: &str| -> Vec<String> {
+            s.query(&AlertFilter {
+                container: Some(c.into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+        };
+        assert_eq!(ids(full), ["a"]);
+        assert_eq!(ids(&full[..12]), ["a"], "the short id Falco prints");
+        assert_eq!(ids(&full[..6]), Vec::<String>::new(), "too short a prefix");
+        assert_eq!(ids("shop/web-1"), ["a"]);
+        assert_eq!(ids("host"), ["b"]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE alerts (id TEXT PRIMARY KEY, time_unix_ns INTEGER NOT NULL,
+                 received_ns INTEGER NOT NULL, hostname TEXT NOT NULL, machine_id TEXT NOT NULL,
+                 rule TEXT NOT NULL, severity INTEGER NOT NULL, pid INTEGER, exe TEXT,
+                 body BLOB NOT NULL);",
+            )
+            .unwrap();
+            let old = alert("old", "r", Severity::Warning, 1);
+            c.execute(
+                "INSERT INTO alerts VALUES ('old', 1, 1, 'h', '', 'r', 4, 42, '/tmp/x', ?1)",
+                [old.encode_to_vec()],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        s.insert_batch(&host("h"), &[in_container("new", "host", None, 2)])
+            .unwrap();
+        let all = s
+            .query(&AlertFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 2, "the old alert is kept");
+        let host_only = s
+            .query(&AlertFilter {
+                container: Some("host".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(host_only.len(), 1);
     }
 
     fn host(name: &str) -> HostInfo {

@@ -29,6 +29,8 @@ pub struct AlertFilter {
     pub rule: Option<String>,
     /// Severity at least this (proto enum value).
     pub min_severity: Option<i32>,
+    /// Container id (or a 12+ digit prefix), `host`, or `namespace/pod`.
+    pub container: Option<String>,
     /// At most this many, newest first.
     pub limit: u32,
 }

@@ -229,8 +229,12 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
     );
     let k8s = tempfile::tempdir().unwrap();
     std::fs::write(k8s.path().join(format!("web-5f7d_shop_nginx-{id}.log")), "").unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let (_collector, url) = start_collector(db.path(), "127.0.0.1:0");
     let agent = start_agent(&[
         "--events",
+        "--collector",
+        &url,
         "--drain-interval-ms",
         "10",
         "--k8s-log-dir",
@@ -284,6 +288,33 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
         by_exe(&dropped)["process"]["exe_drift"],
         true,
         "written after the container started"
+    );
+    // Both ran from /tmp, so both raised the default rule's alert; the
+    // collector finds them by pod and by short container id.
+    for filter in ["shop/web-5f7d", &id[..12]] {
+        let alerts = query_until(
+            &url,
+            &["--container", filter],
+            Duration::from_secs(20),
+            |a| a.iter().filter(|x| argv_has(x, &tag)).count() >= 2,
+        );
+        let mine: Vec<_> = alerts.iter().filter(|x| argv_has(x, &tag)).collect();
+        assert_eq!(mine.len(), 2, "--container {filter}: {alerts:#?}");
+        assert_eq!(mine[0]["container"]["k8s"]["pod"], "web-5f7d");
+        let drifted = mine
+            .iter()
+            .any(|a| a["process"]["executable"]["drift"] == true);
+        assert!(drifted, "the dropped binary's alert says drift");
+    }
+    let none = query_until(
+        &url,
+        &["--container", "host"],
+        Duration::from_secs(2),
+        |_| false,
+    );
+    assert!(
+        !none.iter().any(|x| argv_has(x, &tag)),
+        "the container's alerts are not the host's"
     );
 }
 
