@@ -239,6 +239,8 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
         "10",
         "--k8s-log-dir",
         k8s.path().to_str().unwrap(),
+        "--enrich-wait-ms",
+        "5000",
     ]);
     // A binary from before the container started, and one its process
     // writes after (coarse file times: let a clock tick pass between).

@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 
 use crate::{
-    event::{Event, EventBody, ExeFile, ProcessDetail},
+    event::{BootClock, Event, EventBody, ExeFile, ProcessDetail},
     proctree::{procfs, NeedsProcRead, ProcKey, ProcessTable, TableConfig},
 };
 
@@ -461,6 +461,7 @@ impl Enricher {
         complete &= users.is_some();
         let host_users = self.host_users.clone();
         let (uid, gid, loginuid) = (ev.process.uid, ev.process.gid, ev.process.loginuid);
+        let start_ns = ev.process.start_boottime_ns;
         let Some(d) = ev.process.detail.as_mut() else {
             return complete;
         };
@@ -472,8 +473,16 @@ impl Enricher {
             .filter(|&l| l >= 0)
             .and_then(|l| host_users.user(l as u32));
         if let Some(file) = d.exe_file {
+            // The process itself runs in the container, so the container
+            // started no later than it did: that bounds the start when the
+            // resolver found no process left in the cgroup.
+            let own_start = start_ns.map(|s| BootClock::now().to_unix_ns(s).max(0) as u64);
             d.exe_drift = container.as_ref().is_some_and(|c| {
-                c.is_container() && c.started_unix_ns.is_some_and(|s| file.ctime_ns > s)
+                let started = match (c.started_unix_ns, own_start) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                c.is_container() && started.is_some_and(|s| file.ctime_ns > s)
             });
             let path = d.exe.clone();
             match self.hashes.get(&file) {
