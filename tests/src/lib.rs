@@ -313,6 +313,13 @@ pub fn query_until(
     }
 }
 
+/// Sets the kernel's last-allocated pid so the next fork gets `pid`
+/// (unless another process forks first).
+pub fn next_pid_will_be(pid: u32) {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .expect("writing /proc/sys/kernel/ns_last_pid needs root");
+}
+
 /// An unused loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -128,11 +128,6 @@ fn effective_uid_and_new_mount_namespace() {
     assert_ne!(mnt, 0);
 }
 
-/// Sets the kernel's last-allocated pid so the next fork gets `pid`.
-fn next_pid_will_be(pid: u32) {
-    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
-}
-
 #[test]
 fn reused_pid_has_a_different_start_time() {
     if !kernel_tests_enabled("reused_pid_has_a_different_start_time") {

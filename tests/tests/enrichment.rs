@@ -182,7 +182,7 @@ fn reused_pid_gets_its_own_identity() {
     first.wait_with_output().unwrap();
     let mut reused = false;
     for _ in 0..20 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        next_pid_will_be(pid);
         let c = Command::new(&marker).arg("second").spawn().unwrap();
         let got = c.id();
         c.wait_with_output().unwrap();

@@ -14,7 +14,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use crate::{event::ExeFile, proctree::procfs::kernel_dev};
+use crate::{event::ExeFile, kernel::exclusions::kernel_dev, proctree::procfs::stat_time_ns};
 
 /// What hashing an executable gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn hash_exe(pid: u32, path: Option<&str>, file: &ExeFile, max_bytes: u64) ->
 fn hash_if_same(path: &Path, want: &ExeFile, max_bytes: u64) -> Option<HashOutcome> {
     let mut f = File::open(path).ok()?;
     let m = f.metadata().ok()?;
-    let ctime = (m.ctime().max(0) as u64) * 1_000_000_000 + m.ctime_nsec().max(0) as u64;
+    let ctime = stat_time_ns(m.ctime(), m.ctime_nsec());
     if kernel_dev(m.dev()) != want.dev || m.ino() != want.ino || ctime != want.ctime_ns {
         return None;
     }
@@ -84,7 +84,7 @@ mod tests {
             dev: kernel_dev(m.dev()),
             ino: m.ino(),
             size: m.size(),
-            ctime_ns: (m.ctime() as u64) * 1_000_000_000 + m.ctime_nsec() as u64,
+            ctime_ns: stat_time_ns(m.ctime(), m.ctime_nsec()),
             mtime_ns: 0,
             deleted: false,
         }

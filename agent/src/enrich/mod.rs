@@ -127,6 +127,27 @@ enum HashState {
     Known(Option<Arc<str>>),
 }
 
+impl<T> CacheSlot<T> {
+    /// A lookup just requested.
+    fn in_flight() -> Self {
+        CacheSlot {
+            value: None,
+            stale: None,
+            at: Instant::now(),
+            refreshes: 0,
+        }
+    }
+
+    fn ready(value: T, at: Instant, refreshes: u8) -> Self {
+        CacheSlot {
+            value: Some(Arc::new(value)),
+            stale: None,
+            at,
+            refreshes,
+        }
+    }
+}
+
 struct Waiting {
     deadline: Instant,
     key: ProcKey,
@@ -367,29 +388,14 @@ impl Enricher {
                 if self.containers.len() >= MAX_CONTAINERS && !self.containers.contains_key(&id) {
                     evict_one(&mut self.containers, &mut self.counters);
                 }
-                self.containers.insert(
-                    id,
-                    CacheSlot {
-                        value: Some(Arc::new(info)),
-                        stale: None,
-                        at: now,
-                        refreshes,
-                    },
-                );
+                self.containers
+                    .insert(id, CacheSlot::ready(info, now, refreshes));
             }
             Resolved::Users(ns, db) => {
                 if self.ns_users.len() >= MAX_USER_TABLES && !self.ns_users.contains_key(&ns) {
                     evict_one(&mut self.ns_users, &mut self.counters);
                 }
-                self.ns_users.insert(
-                    ns,
-                    CacheSlot {
-                        value: Some(Arc::new(db)),
-                        stale: None,
-                        at: now,
-                        refreshes: 0,
-                    },
-                );
+                self.ns_users.insert(ns, CacheSlot::ready(db, now, 0));
                 self.recheck_deferred(ns);
             }
             Resolved::UsersUnchanged(ns) => {
@@ -476,13 +482,16 @@ impl Enricher {
             // The process itself runs in the container, so the container
             // started no later than it did: that bounds the start when the
             // resolver found no process left in the cgroup.
-            let own_start = start_ns.map(|s| BootClock::now().to_unix_ns(s).max(0) as u64);
             d.exe_drift = container.as_ref().is_some_and(|c| {
+                if !c.is_container() {
+                    return false;
+                }
+                let own_start = start_ns.map(|s| BootClock::now().to_unix_ns(s).max(0) as u64);
                 let started = match (c.started_unix_ns, own_start) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                c.is_container() && started.is_some_and(|s| file.ctime_ns > s)
+                started.is_some_and(|s| file.ctime_ns > s)
             });
             let path = d.exe.clone();
             match self.hashes.get(&file) {
@@ -552,15 +561,7 @@ impl Enricher {
             Some(s) => s.value.clone(),
             None => {
                 if self.request(Request::Container { cgroup_id }) {
-                    self.containers.insert(
-                        cgroup_id,
-                        CacheSlot {
-                            value: None,
-                            stale: None,
-                            at: Instant::now(),
-                            refreshes: 0,
-                        },
-                    );
+                    self.containers.insert(cgroup_id, CacheSlot::in_flight());
                 }
                 None
             }
@@ -577,15 +578,7 @@ impl Enricher {
             Some(s) => s.value.clone(),
             None => {
                 if self.request(Request::Users { mnt_ns: ns, pid }) {
-                    self.ns_users.insert(
-                        ns,
-                        CacheSlot {
-                            value: None,
-                            stale: None,
-                            at: Instant::now(),
-                            refreshes: 0,
-                        },
-                    );
+                    self.ns_users.insert(ns, CacheSlot::in_flight());
                 }
                 None
             }

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::event::ExeFile;
+use crate::{event::ExeFile, kernel::exclusions::kernel_dev};
 
 /// One process as `/proc` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +62,8 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Option<ProcSnapshot> {
         dev: kernel_dev(m.dev()),
         ino: m.ino(),
         size: m.size(),
-        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: stat_time_ns(m.ctime(), m.ctime_nsec()),
+        mtime_ns: stat_time_ns(m.mtime(), m.mtime_nsec()),
         deleted: m.nlink() == 0,
     });
     Some(ProcSnapshot {
@@ -80,16 +80,10 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Option<ProcSnapshot> {
     })
 }
 
-fn ns(sec: i64, nsec: i64) -> u64 {
+/// A file time (`st_ctime` + `st_ctime_nsec`, …) as ns since the epoch,
+/// the unit the probe reports inode times in.
+pub fn stat_time_ns(sec: i64, nsec: i64) -> u64 {
     (sec.max(0) as u64) * 1_000_000_000 + nsec.max(0) as u64
-}
-
-/// Userspace `st_dev` to the kernel's `s_dev` encoding (`major << 20 |
-/// minor`), which the probe reports.
-pub fn kernel_dev(dev: u64) -> u64 {
-    let major = libc::major(dev) as u64;
-    let minor = libc::minor(dev) as u64;
-    (major << 20) | minor
 }
 
 fn read_link(p: &PathBuf) -> Option<String> {
