@@ -121,6 +121,10 @@ pub struct ProbeConfig {
     pub inode_ctime_nsec: u32,
     pub inode_mtime_sec: u32,
     pub inode_mtime_nsec: u32,
+    /// Socket dup filter: `inode.i_mode` (is it a socket?) and
+    /// `sock.__sk_common.skc_family`.
+    pub inode_mode: u32,
+    pub sock_family: u32,
 }
 
 impl ProbeConfig {
@@ -189,6 +193,8 @@ impl ProbeConfig {
         inode_ctime_nsec: UNKNOWN_OFFSET,
         inode_mtime_sec: UNKNOWN_OFFSET,
         inode_mtime_nsec: UNKNOWN_OFFSET,
+        inode_mode: UNKNOWN_OFFSET,
+        sock_family: UNKNOWN_OFFSET,
     };
 }
 

@@ -16,8 +16,8 @@ mod probe {
             ExeKey, ProbeConfig, EXCLUDE_CGROUPS, EXCLUDE_EXES, MAX_EXCLUSIONS, UNKNOWN_OFFSET,
         },
         network::{
-            DNS_PAYLOAD_MAX, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO,
-            SOCKADDR_MAX,
+            NetOp, DNS_PAYLOAD_MAX, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG,
+            SEND_VARIANT_SENDTO, SOCKADDR_MAX,
         },
         process::{
             ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED,
@@ -738,6 +738,18 @@ mod probe {
         } else {
             EventKind::File
         };
+        let mut mode_val = arg(p, spec.mode).unwrap_or(0) as u32;
+        if kind == EventKind::Network && spec.op == NetOp::Dup as u8 {
+            // Only a socket landing on stdin/stdout/stderr matters; shells
+            // dup files onto them all the time.
+            if !(0..=2).contains(&result) {
+                return;
+            }
+            match socket_family(result as i32) {
+                Some(f) => mode_val = f as u32,
+                None => return,
+            }
+        }
         fill_header(unsafe { &raw mut (*rec).header }, kind, pid_tgid);
         let mut flags_val = arg(p, spec.flags).unwrap_or(0);
         if spec.spec_flags & SPEC_FLAGS_IN_OPEN_HOW != 0 {
@@ -784,7 +796,7 @@ mod probe {
             (*rec).old_caps = p.old_caps;
             (*rec).result = result;
             (*rec).flags = flags_val;
-            (*rec).mode = arg(p, spec.mode).unwrap_or(0) as u32;
+            (*rec).mode = mode_val;
             (*rec).uid = arg(p, spec.uid).unwrap_or(u32::MAX as u64) as u32;
             (*rec).gid = arg(p, spec.gid).unwrap_or(u32::MAX as u64) as u32;
             (*rec).dirfd = dirfd;
@@ -917,6 +929,10 @@ mod probe {
     const MSGHDR_NAME: u64 = 0;
     const MSGHDR_IOV: u64 = 16;
 
+    /// `inode.i_mode` file type bits, and the socket type.
+    const S_IFMT: u16 = 0o170000;
+    const S_IFSOCK: u16 = 0o140000;
+
     /// Destination port (host order) of a send: from the address given, or
     /// from the connected socket behind the fd. 0 when unknown.
     #[inline(always)]
@@ -946,6 +962,21 @@ mod probe {
         let sk: *const u8 = read_kernel(sock, cfg!(socket_sk))?;
         let port: u16 = read_kernel(sk, cfg!(sock_dport))?;
         Some(u16::from_be(port))
+    }
+
+    /// The address family of the socket open as `fd`; None when `fd` is not
+    /// a socket (or its layout is unknown).
+    #[inline(always)]
+    fn socket_family(fd: i32) -> Option<u16> {
+        let file = fd_file(fd)?;
+        let inode: *const u8 = read_kernel(file, cfg!(file_inode))?;
+        let mode: u16 = read_kernel(inode, cfg!(inode_mode))?;
+        if mode & S_IFMT != S_IFSOCK {
+            return None;
+        }
+        let sock: *const u8 = read_kernel(file, cfg!(file_private_data))?;
+        let sk: *const u8 = read_kernel(sock, cfg!(socket_sk))?;
+        read_kernel(sk, cfg!(sock_family))
     }
 
     /// Copies the first bytes of a send's payload (`DNS_PAYLOAD_MAX` at most).

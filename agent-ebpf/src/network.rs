@@ -13,6 +13,10 @@ pub enum NetOp {
     Listen = 68,
     /// A send to port 53: a DNS query, payload decoded by the agent.
     DnsQuery = 69,
+    /// dup/dup2/dup3 of a socket onto fd 0, 1 or 2 (filtered in the
+    /// kernel: other dups are not sent). The record's `mode` carries the
+    /// socket's address family.
+    Dup = 70,
 }
 
 impl NetOp {
@@ -24,6 +28,7 @@ impl NetOp {
             67 => NetOp::Bind,
             68 => NetOp::Listen,
             69 => NetOp::DnsQuery,
+            70 => NetOp::Dup,
             _ => return None,
         })
     }

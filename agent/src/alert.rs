@@ -10,13 +10,20 @@ fn text(s: &Option<std::sync::Arc<str>>) -> String {
     s.as_deref().unwrap_or_default().to_string()
 }
 
-/// The alert `rule` raises for `ev`, with a fresh id.
-pub fn build(rule: &RuleMeta, ev: &Event) -> Alert {
+/// The alert `rule` raises for `ev`, with a fresh id; `count` > 1 for a
+/// dedup summary.
+pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
+    let mut output = rule.output.render(ev);
+    if count > 1 {
+        output = format!("{output} (repeated {count} times)");
+    }
     Alert {
         id: uuid::Uuid::new_v4().to_string(),
         rule: rule.name.clone(),
         severity: rule.severity as i32,
-        output: rule.output.render(ev),
+        output,
+        fields: rule.output.values(ev).into_iter().collect(),
+        count,
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
         process: Some(process_info(ev)),

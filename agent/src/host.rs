@@ -9,6 +9,12 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// This host's name, read once.
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| read_trimmed("/proc/sys/kernel/hostname"))
+}
+
 /// Hostname, machine id, kernel release and agent version of this host.
 pub fn detect() -> HostInfo {
     HostInfo {

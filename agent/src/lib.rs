@@ -8,5 +8,6 @@ pub mod host;
 pub mod kernel;
 pub mod probe;
 pub mod proctree;
+pub mod replay;
 pub mod rules;
 pub mod run;

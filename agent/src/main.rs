@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use vigil_agent::{
     enrich::EnrichConfig,
     proctree::TableConfig,
-    rules::Matcher as _,
+    rules::{LoadOptions, Matcher as _, RuleSet},
     run::{self, RunOptions},
 };
 
@@ -132,16 +132,71 @@ struct RunArgs {
     /// pod, namespace and container names. Absent on hosts without a kubelet.
     #[arg(long, value_name = "DIR", default_value = "/var/log/containers")]
     k8s_log_dir: PathBuf,
+    /// Load rules that use Falco fields or events Vigil does not have by
+    /// skipping them (each is logged with the reason) instead of refusing to
+    /// start. Useful for rule files written for Falco.
+    #[arg(long)]
+    skip_unsupported: bool,
+    /// Seconds between checks of the --rules files for changes; a change
+    /// reloads them, as SIGHUP does. The new rules replace the old only if
+    /// they all compile; otherwise the error is logged and the old rules
+    /// stay. 0: reload only on SIGHUP.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    rules_poll: u64,
 }
 
 #[derive(Subcommand, Debug)]
 enum RulesCommand {
-    /// Check rule files and directories; prints each error as FILE:LINE:COL
-    /// and exits 1 if any.
+    /// Check rule files and directories: prints every error as
+    /// FILE:LINE:COL: message and exits 1 if there is any.
+    ///
+    /// Examples:
+    ///   vigil-agent rules check /etc/vigil/rules
+    ///   vigil-agent rules check --skip-unsupported falco_rules.yaml
     Check {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Report rules that use Falco fields or events Vigil lacks as
+        /// skipped (with the reason) rather than as errors.
+        #[arg(long)]
+        skip_unsupported: bool,
     },
+    /// Replay recorded events through rules and print the alerts.
+    ///
+    /// The events are the JSON lines `vigil-agent run --events` prints
+    /// (alert and loss lines in the file are ignored). Exits 1 when
+    /// --baseline finds an alert at --fail-on or above, 0 otherwise.
+    ///
+    /// Examples:
+    ///   vigil-agent rules test --events attack.jsonl
+    ///   vigil-agent rules test --rules my-rules/ --baseline benign.jsonl
+    Test {
+        /// Rule file or directory; repeatable. Default: the embedded rules.
+        #[arg(long, value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Recorded events to replay; prints each alert.
+        #[arg(long, value_name = "FILE.jsonl", required_unless_present = "baseline")]
+        events: Option<PathBuf>,
+        /// A benign recording: any alert at --fail-on or above is a false
+        /// positive, and the command exits 1.
+        #[arg(long, value_name = "FILE.jsonl")]
+        baseline: Option<PathBuf>,
+        /// Lowest priority that fails a --baseline run.
+        #[arg(long, value_name = "PRIORITY", default_value = "warning", value_parser = parse_priority)]
+        fail_on: vigil_proto::v1::Severity,
+        /// Print alerts as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        skip_unsupported: bool,
+    },
+    /// List every field a condition or output can use, with its type.
+    Fields,
+}
+
+fn parse_priority(s: &str) -> Result<vigil_proto::v1::Severity, String> {
+    vigil_proto::v1::Severity::parse_name(s)
+        .ok_or_else(|| format!("unknown priority `{s}`; expected debug, informational, notice, warning, error, critical, alert or emergency"))
 }
 
 /// `N`, `NK` or `NM` bytes.
@@ -203,7 +258,22 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     let result = match cli.command {
         Command::Run(args) => run_agent(args),
-        Command::Rules(RulesCommand::Check { paths }) => check_rules(&paths),
+        Command::Rules(RulesCommand::Check {
+            paths,
+            skip_unsupported,
+        }) => check_rules(&paths, skip_unsupported),
+        Command::Rules(RulesCommand::Test {
+            rules,
+            events,
+            baseline,
+            fail_on,
+            json,
+            skip_unsupported,
+        }) => test_rules(&rules, events, baseline, fail_on, json, skip_unsupported),
+        Command::Rules(RulesCommand::Fields) => {
+            list_fields();
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -239,6 +309,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             k8s_log_dir: Some(args.k8s_log_dir),
             ..EnrichConfig::default()
         },
+        skip_unsupported: args.skip_unsupported,
+        rules_poll: Duration::from_secs(args.rules_poll),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -249,20 +321,92 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_rules(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    match run::load_rules(paths) {
+fn check_rules(paths: &[PathBuf], skip_unsupported: bool) -> anyhow::Result<ExitCode> {
+    match RuleSet::load(paths, LoadOptions { skip_unsupported }) {
         Ok(rules) => {
+            for s in &rules.skipped {
+                println!("skipped: rule `{}`: {}", s.rule, s.reason);
+            }
             println!(
-                "ok: {} rules from {} files",
+                "ok: {} rules compiled, {} skipped, from {} files",
                 rules.len(),
+                rules.skipped.len(),
                 rules.sources.len()
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("{e}");
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errs.len());
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+fn test_rules(
+    rules: &[PathBuf],
+    events: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    fail_on: vigil_proto::v1::Severity,
+    json: bool,
+    skip_unsupported: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut set = run::load_rules(rules, LoadOptions { skip_unsupported })?;
+    let mut failed = false;
+    for (path, is_baseline) in [(events, false), (baseline, true)] {
+        let Some(path) = path else { continue };
+        let r = vigil_agent::replay::replay_file(&mut set, &path)?;
+        let mut bad = 0;
+        for (line, a) in &r.alerts {
+            let severe = a.severity >= fail_on as i32;
+            if is_baseline && severe {
+                bad += 1;
+            }
+            if json {
+                let mut v = vigil_proto::json::alert_json(a);
+                v["line"] = (*line).into();
+                println!("{v}");
+            } else {
+                println!(
+                    "{}:{line}: {} [{}] {}",
+                    path.display(),
+                    a.rule,
+                    a.severity().name(),
+                    a.output
+                );
+            }
+        }
+        eprintln!(
+            "{}: {} events, {} alerts{}",
+            path.display(),
+            r.events,
+            r.alerts.len(),
+            if is_baseline {
+                format!(", {bad} at {} or above (false positives)", fail_on.name())
+            } else {
+                String::new()
+            }
+        );
+        failed |= bad > 0;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn list_fields() {
+    use vigil_agent::rules::fields::{ArgKind, FIELDS};
+    for f in FIELDS {
+        let name = match f.arg {
+            ArgKind::None => f.name.to_string(),
+            ArgKind::Index => format!("{}[N]", f.name),
+            ArgKind::Name => format!("{}.NAME", f.name),
+        };
+        println!("{name:<22} {:<10} {}", f.ty.name(), f.desc);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
     forward::{Forwarder, ForwarderConfig},
     host,
     probe::{Probe, ProbeOptions},
-    rules::{Matcher, RuleMeta, RuleSet},
+    rules::{Hit, LoadOptions, Matcher, RuleSet},
 };
 
 #[derive(Debug, Clone)]
@@ -50,14 +50,59 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Process table and enrichment settings.
     pub enrich: EnrichConfig,
+    /// Skip rules that use Falco fields Vigil lacks instead of refusing
+    /// to start.
+    pub skip_unsupported: bool,
+    /// How often rule files are checked for changes (0: only on SIGHUP).
+    pub rules_poll: Duration,
 }
 
 /// Loads the rules named in `paths`, or the embedded default set.
-pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<RuleSet> {
-    if paths.is_empty() {
-        return Ok(RuleSet::embedded_default());
+pub fn load_rules(paths: &[PathBuf], opts: LoadOptions) -> anyhow::Result<RuleSet> {
+    let set = RuleSet::load(paths, opts).map_err(|errs| match errs.as_slice() {
+        [one] => anyhow::anyhow!("{one}"),
+        _ => anyhow::anyhow!(
+            "{} problems in the rules:\n{}",
+            errs.len(),
+            crate::rules::format_errors(&errs)
+        ),
+    })?;
+    for s in &set.skipped {
+        tracing::warn!(rule = %s.rule, reason = %s.reason, "rule skipped");
     }
-    Ok(RuleSet::load(paths)?)
+    Ok(set)
+}
+
+/// What identifies the current contents of the rule files: their paths,
+/// sizes and modification times.
+fn rules_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    for p in paths {
+        let files = crate::rules::load::rule_files(p).unwrap_or_else(|_| vec![p.clone()]);
+        for f in files {
+            let m = std::fs::metadata(&f).ok();
+            out.push((
+                f,
+                m.as_ref().map_or(0, |m| m.len()),
+                m.and_then(|m| m.modified().ok()),
+            ));
+        }
+    }
+    out
+}
+
+/// Compiles the rules again off the event loop; the result is sent to the
+/// loop, which swaps it in only if it compiled.
+fn start_reload(
+    paths: Vec<PathBuf>,
+    opts: LoadOptions,
+    why: &'static str,
+    tx: tokio::sync::mpsc::Sender<anyhow::Result<RuleSet>>,
+) {
+    tracing::info!(reason = why, "reloading rules");
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.blocking_send(load_rules(&paths, opts));
+    });
 }
 
 /// Where alerts go.
@@ -70,6 +115,8 @@ enum Sink {
 #[derive(Default)]
 struct Loss {
     kernel: Vec<(EventKind, u64)>,
+    /// Events decoded so far; numbers them (`evt.num`).
+    events_seen: u64,
     decode_errors: u64,
     reported_decode_errors: u64,
     reported_queue_full: u64,
@@ -79,7 +126,10 @@ struct Loss {
 
 /// Runs until `shutdown` resolves.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let rules = load_rules(&opts.rules)?;
+    let load_opts = LoadOptions {
+        skip_unsupported: opts.skip_unsupported,
+    };
+    let rules = load_rules(&opts.rules, load_opts)?;
     let exclusions =
         crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
@@ -124,12 +174,38 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let stdout = io::stdout();
     let mut out_ctx = Output {
         opts: &opts,
-        rules: &rules,
+        rules,
         sink: &mut sink,
+        hits: Vec::new(),
     };
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(1);
+    let mut fingerprint = rules_fingerprint(&opts.rules);
+    let mut poll = tokio::time::interval(if opts.rules_poll.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        opts.rules_poll
+    });
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = hup.recv() => start_reload(opts.rules.clone(), load_opts, "SIGHUP", reload_tx.clone()),
+            _ = poll.tick(), if !opts.rules_poll.is_zero() && !opts.rules.is_empty() => {
+                let now = rules_fingerprint(&opts.rules);
+                if now != fingerprint {
+                    fingerprint = now;
+                    start_reload(opts.rules.clone(), load_opts, "rule files changed", reload_tx.clone());
+                }
+            }
+            Some(new) = reload_rx.recv() => match new {
+                Ok(new) => {
+                    tracing::info!(rules = new.len(), sources = ?new.sources, "rules reloaded");
+                    out_ctx.swap_rules(new, &stdout);
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), "rules not reloaded; the previous rules stay in force"),
+            },
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
                 ingest(guard.get_inner_mut(), &mut enricher, &mut loss);
@@ -145,6 +221,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
             }
             _ = tick.tick() => {
                 enricher.tick(Instant::now());
+                out_ctx.tick(&stdout);
                 report_loss(&probe, out_ctx.sink, &opts, &mut loss);
                 report_enrichment(&enricher, &mut loss);
                 if opts.bpf_stats {
@@ -165,6 +242,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     }
     enricher.flush();
     out_ctx.emit(&mut enricher, &stdout);
+    out_ctx.close_windows(&stdout);
     report_loss(&probe, &sink, &opts, &mut loss);
     drop(probe);
     if let Sink::Collector(f) = sink {
@@ -182,7 +260,11 @@ fn ingest(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, loss: &mut Loss)
     let now = Instant::now();
     while let Some(item) = ring.next() {
         match event::decode(&item, clock) {
-            Ok(ev) => enricher.push(ev, now),
+            Ok(mut ev) => {
+                loss.events_seen += 1;
+                ev.num = loss.events_seen;
+                enricher.push(ev, now)
+            }
             Err(e) => {
                 loss.decode_errors += 1;
                 tracing::debug!(error = %e, "undecodable record");
@@ -194,8 +276,9 @@ fn ingest(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, loss: &mut Loss)
 /// Where enriched events go: stdout, rules, alerts.
 struct Output<'a> {
     opts: &'a RunOptions,
-    rules: &'a RuleSet,
+    rules: RuleSet,
     sink: &'a mut Sink,
+    hits: Vec<Hit>,
 }
 
 impl Output<'_> {
@@ -203,25 +286,74 @@ impl Output<'_> {
     fn emit(&mut self, enricher: &mut Enricher, stdout: &io::Stdout) {
         enricher.poll(Instant::now());
         let mut out = stdout.lock();
-        let mut hits: Vec<&RuleMeta> = Vec::new();
         while let Some(ev) = enricher.pop_ready() {
             if self.opts.events {
                 write_json_line(&mut out, &serde_json::to_value(&ev).unwrap_or_default());
             }
-            hits.clear();
-            self.rules.matches(&ev, &mut hits);
-            for rule in &hits {
-                let a = alert::build(rule, &ev);
-                match self.sink {
-                    Sink::Stdout => write_json_line(&mut out, &alert_json(&a)),
-                    Sink::Collector(f) => {
-                        f.send(a);
-                    }
-                }
-            }
+            self.rules.matches(&ev, &mut self.hits);
+            self.send_hits(Some(&ev), &mut out);
         }
         out.flush().ok();
     }
+
+    fn send_hits(&mut self, ev: Option<&event::Event>, out: &mut impl Write) {
+        for hit in self.hits.drain(..) {
+            let Some(ev) = hit.event.as_deref().or(ev) else {
+                continue;
+            };
+            let a = alert::build(&hit.rule, ev, hit.count);
+            match self.sink {
+                Sink::Stdout => write_json_line(out, &alert_json(&a)),
+                Sink::Collector(f) => {
+                    f.send(a);
+                }
+            }
+        }
+    }
+
+    /// Sends the summaries of dedup windows that ended.
+    fn tick(&mut self, stdout: &io::Stdout) {
+        self.rules.tick(
+            event::BootClock::now().to_unix_ns(boot_now_ns()),
+            &mut self.hits,
+        );
+        let mut out = stdout.lock();
+        self.send_hits(None, &mut out);
+        out.flush().ok();
+        let c = self.rules.counters;
+        if c.sequence_evicted > 0 || c.dedup_untracked > 0 {
+            tracing::debug!(
+                dedup_suppressed = c.dedup_suppressed,
+                dedup_untracked = c.dedup_untracked,
+                sequence_evicted = c.sequence_evicted,
+                "rule engine"
+            );
+        }
+    }
+
+    /// Sends every pending dedup summary now (reload, shutdown).
+    fn close_windows(&mut self, stdout: &io::Stdout) {
+        self.rules.tick(i64::MAX, &mut self.hits);
+        let mut out = stdout.lock();
+        self.send_hits(None, &mut out);
+        out.flush().ok();
+    }
+
+    /// Replaces the rules; the old set's pending summaries go out first.
+    fn swap_rules(&mut self, new: RuleSet, stdout: &io::Stdout) {
+        self.close_windows(stdout);
+        self.rules = new;
+    }
+}
+
+fn boot_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Logs the process table's and enrichment's counters when they moved.

@@ -91,6 +91,8 @@ pub fn alert_json(a: &Alert) -> Value {
         "output": a.output,
         "event_type": a.event_type,
         "tags": a.tags,
+        "count": a.count.max(1),
+        "fields": a.fields,
     });
     if let Some(p) = &a.process {
         v["process"] = process_json(p);

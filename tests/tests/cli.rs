@@ -51,13 +51,22 @@ fn unreadable_rules_path_is_named() {
 fn malformed_rules_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.yaml");
-    std::fs::write(&f, "- rule: ok\n  priority: info\n  match: {event: exec}\n- rule: bad\n  priority: info\n  match:\n    event: exec\n    exe_prefix: [/tmp/]\n").unwrap();
+    std::fs::write(
+        &f,
+        "- rule: ok\n  priority: info\n  condition: evt.type = execve\n- rule: bad\n  priority: info\n  condition: >\n    evt.type = execve\n    and proc.exe_path startswith /tmp/\n",
+    )
+    .unwrap();
     let o = run("vigil-agent", &["rules", "check", f.to_str().unwrap()]);
-    assert_clean_failure(&o, &format!("{}:8:5: ", f.display()));
-    assert!(stderr(&o).contains("unknown field `exe_prefix`"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("{}:8:9: ", f.display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("unknown field `proc.exe_path`; did you mean `proc.exepath`?"));
     // The agent refuses to start on it, with the same message.
     let o = run("vigil-agent", &["run", "--rules", f.to_str().unwrap()]);
-    assert_clean_failure(&o, &format!("{}:8:5: ", f.display()));
+    assert_clean_failure(&o, &format!("{}:8:9: ", f.display()));
 
     let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
     let o = run("vigil-agent", &["rules", "check", good]);

@@ -293,14 +293,17 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
     );
     // Both ran from /tmp, so both raised the default rule's alert; the
     // collector finds them by pod and by short container id.
+    let tmp_rule = |x: &serde_json::Value| {
+        argv_has(x, &tag) && x["rule"] == "Execution from a temporary directory"
+    };
     for filter in ["shop/web-5f7d", &id[..12]] {
         let alerts = query_until(
             &url,
             &["--container", filter],
             Duration::from_secs(20),
-            |a| a.iter().filter(|x| argv_has(x, &tag)).count() >= 2,
+            |a| a.iter().filter(|x| tmp_rule(x)).count() >= 2,
         );
-        let mine: Vec<_> = alerts.iter().filter(|x| argv_has(x, &tag)).collect();
+        let mine: Vec<_> = alerts.iter().filter(|x| tmp_rule(x)).collect();
         assert_eq!(mine.len(), 2, "--container {filter}: {alerts:#?}");
         assert_eq!(mine[0]["container"]["k8s"]["pod"], "web-5f7d");
         let drifted = mine
@@ -308,6 +311,16 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
             .any(|a| a["process"]["executable"]["drift"] == true);
         assert!(drifted, "the dropped binary's alert says drift");
     }
+    // The default drift rule fires for the dropped binary only.
+    let drift = query_until(
+        &url,
+        &["--rule", "Drifted binary executed in container"],
+        Duration::from_secs(10),
+        |a| a.iter().any(|x| argv_has(x, &tag)),
+    );
+    let drift: Vec<_> = drift.iter().filter(|x| argv_has(x, &tag)).collect();
+    assert_eq!(drift.len(), 1, "{drift:#?}");
+    assert_eq!(drift[0]["process"]["exe"], dropped.to_str().unwrap());
     let none = query_until(
         &url,
         &["--container", "host"],

@@ -14,7 +14,7 @@ fn marker_rule(
     std::fs::write(
         &p,
         format!(
-            "- rule: {rule}\n  desc: test marker\n  priority: critical\n  match:\n    event: exec\n    exe_startswith: [{exe_dir}/]\n    args_contain: [{marker}]\n  tags: [test]\n"
+            "- rule: {rule}\n  desc: test marker\n  priority: critical\n  condition: evt.type = execve and proc.exepath startswith \"{exe_dir}/\" and proc.args contains \"{marker}\"\n  tags: [test]\n"
         ),
     )
     .unwrap();

@@ -15,14 +15,15 @@ use std::{
 use serde::Serialize;
 
 /// Where a process runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ContainerInfo {
     /// The container id (64 hex digits for OCI runtimes), or `host`.
     pub id: String,
     /// `host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`,
     /// or `unknown` when the cgroup could not be resolved (it was removed
     /// before the agent looked).
-    pub runtime: &'static str,
+    #[serde(deserialize_with = "crate::event::intern::one")]
+    pub runtime: crate::event::intern::Name,
     /// The systemd unit the cgroup belongs to (`nginx.service`), where the
     /// path names one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,7 @@ impl ContainerInfo {
 }
 
 /// Kubernetes identity of a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct K8sInfo {
     pub namespace: String,
     pub pod: String,

@@ -675,6 +675,7 @@ mod tests {
         let (_, ppid, ticks) = procfs::parse_stat(&stat).unwrap();
         Event {
             time_unix_ns: 0,
+            num: 0,
             process: ProcessContext {
                 pid: std::process::id(),
                 tid: std::process::id(),

@@ -13,11 +13,12 @@ use super::{
 };
 use crate::kernel::syscalls;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ControlInfo {
     /// setuid, setgid, ptrace, memfd_create, module_load, module_unload,
     /// bpf, mount, umount, unshare, setns, chroot, prctl.
-    pub op: &'static str,
+    #[serde(deserialize_with = "crate::event::intern::one")]
+    pub op: crate::event::intern::Name,
     /// The syscall, e.g. `setresuid`.
     pub syscall: String,
     pub result: i64,
@@ -58,10 +59,11 @@ pub struct ControlInfo {
     /// CLONE_NEW*, MS_*).
     pub flags: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "crate::event::intern::many")]
     pub flag_names: Vec<&'static str>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OldCreds {
     pub uid: u32,
     pub euid: u32,
@@ -71,7 +73,7 @@ pub struct OldCreds {
     pub caps: Option<Caps>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Caps {
     pub effective: String,
     pub permitted: String,
@@ -93,7 +95,7 @@ fn caps(raw: &[u8]) -> Option<Caps> {
     })
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Ids {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub real: Option<i64>,

@@ -16,10 +16,11 @@ use serde::Serialize;
 use super::{c_str, read_record, DecodeError};
 use crate::kernel::syscalls;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileInfo {
     /// open, unlink, rmdir, rename, chmod, chown, link, symlink, mknod.
-    pub op: &'static str,
+    #[serde(deserialize_with = "crate::event::intern::one")]
+    pub op: crate::event::intern::Name,
     /// The syscall, e.g. `openat`.
     pub syscall: String,
     /// The file acted on, absolute. For rename and link: the existing
@@ -56,7 +57,7 @@ pub struct FileInfo {
     pub path_unresolved: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OpenFlags {
     pub read: bool,
     pub write: bool,
@@ -64,6 +65,7 @@ pub struct OpenFlags {
     pub truncate: bool,
     pub append: bool,
     /// Every O_* flag set, by name.
+    #[serde(deserialize_with = "crate::event::intern::many")]
     pub names: Vec<&'static str>,
 }
 

@@ -15,6 +15,7 @@ use crate::{enrich::container::ContainerInfo, proctree::Ancestor};
 
 pub mod control;
 pub mod file;
+pub mod intern;
 pub mod network;
 pub mod process;
 
@@ -24,7 +25,7 @@ pub use network::NetworkInfo;
 pub use process::{ExeFile, ExecInfo, ExitInfo, ForkInfo};
 
 /// Process context common to every event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProcessContext {
     /// Process id (kernel tgid).
     pub pid: u32,
@@ -60,7 +61,8 @@ pub struct ProcessContext {
 
 /// The process as the agent knows it: from its exec (or `/proc`), its
 /// working directory, names of its ids, and facts about its executable.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ProcessDetail {
     pub exe: Option<Arc<str>>,
     pub argv: Arc<[String]>,
@@ -83,9 +85,12 @@ pub struct ProcessDetail {
     pub exe_drift: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_file: Option<ExeFile>,
+    /// Controlling terminal (`tty_nr`), 0 for none; None when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tty: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     Exec(ExecInfo),
@@ -109,13 +114,17 @@ impl EventBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Event {
     /// Wall-clock time, ns since the Unix epoch.
     pub time_unix_ns: i64,
+    /// This agent's sequence number of the event, from 1 (Falco's
+    /// `evt.num`); 0 before the agent numbered it.
+    #[serde(default)]
+    pub num: u64,
     pub process: ProcessContext,
     /// The process's creators, nearest first (filled by enrichment).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestry: Vec<Ancestor>,
     /// Container or host the process runs in (filled by enrichment).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,6 +247,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
     };
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),
+        num: 0,
         process: context(&header),
         ancestry: Vec::new(),
         container: None,

@@ -10,10 +10,11 @@ use super::{
 };
 use crate::kernel::syscalls;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NetworkInfo {
     /// socket, connect, accept, bind, listen.
-    pub op: &'static str,
+    #[serde(deserialize_with = "crate::event::intern::one")]
+    pub op: crate::event::intern::Name,
     pub syscall: String,
     /// The socket's fd (for socket and accept: the new fd, when it worked).
     pub fd: i64,
@@ -38,9 +39,22 @@ pub struct NetworkInfo {
     /// dns_query: the question, decoded from the payload sent to port 53.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsQuery>,
+    /// dup: a socket duplicated onto another fd (dup2/dup3 onto 0, 1 or 2
+    /// is how a reverse shell wires its stdio to the network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dup: Option<DupInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DupInfo {
+    pub oldfd: i64,
+    pub newfd: i64,
+    pub flags: u64,
+    /// The socket's address family (`inet`, `inet6`, `unix`, …).
+    pub family: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DnsQuery {
     /// The queried name, e.g. `example.com`.
     pub name: String,
@@ -109,7 +123,7 @@ pub fn parse_dns_query(payload: &[u8]) -> Option<DnsQuery> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "family", rename_all = "lowercase")]
 pub enum SockAddr {
     Inet { ip: String, port: u16 },
@@ -186,6 +200,7 @@ fn op_name(op: NetOp) -> &'static str {
         NetOp::Bind => "bind",
         NetOp::Listen => "listen",
         NetOp::DnsQuery => "dns_query",
+        NetOp::Dup => "dup",
     }
 }
 
@@ -230,6 +245,19 @@ pub fn decode_network(bytes: &[u8]) -> Result<NetworkInfo, DecodeError> {
         NetOp::DnsQuery => {
             info.address = parse_sockaddr(p1);
             info.dns = parse_dns_query(p2);
+        }
+        NetOp::Dup => {
+            info.fd = rec.result;
+            info.dup = Some(DupInfo {
+                oldfd: a[0] as i32 as i64,
+                newfd: rec.result,
+                flags: if rec.syscall_nr as i64 == libc::SYS_dup3 {
+                    a[2]
+                } else {
+                    0
+                },
+                family: family_name(rec.mode as u64),
+            });
         }
     }
     Ok(info)

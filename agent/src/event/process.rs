@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{c_str, file::absolute, read_record, DecodeError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExecInfo {
     /// The executable, resolved by the kernel from `mm->exe_file`: absolute,
     /// symlinks followed. None when it could not be resolved.
@@ -37,7 +37,7 @@ pub struct ExecInfo {
 
 /// Identity of an executable file as the kernel saw it at exec: the hash
 /// cache's key, and what the deleted and drift flags are computed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct ExeFile {
     /// Device (kernel encoding `major << 20 | minor`) and inode.
     pub dev: u64,
@@ -50,12 +50,13 @@ pub struct ExeFile {
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ForkInfo {
     pub child_pid: u32,
     /// CLONE_* flags by name (without the exit signal); None when the
     /// process was created outside clone/clone3 (e.g. fork(2)).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "crate::event::intern::opt_many")]
     pub clone_flags: Option<Vec<&'static str>>,
     /// The child's start (CLOCK_BOOTTIME ns); None when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +98,7 @@ pub fn clone_flag_names(flags: u64) -> Vec<&'static str> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExitInfo {
     /// `exit(N)` status; None when killed by a signal or unknown.
     pub exit_code: Option<i32>,

@@ -134,6 +134,15 @@ impl StructOffsets {
                 ));
                 or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
             },
+            inode_mode: get("inode", "i_mode"),
+            sock_family: {
+                let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
+                    btf,
+                    "sock_common",
+                    "skc_family",
+                ));
+                or_unknown("sock.__sk_common.skc_family".into(), v.map(|(a, b)| a + b))
+            },
             inode_nlink: get("inode", "i_nlink"),
             inode_size: get("inode", "i_size"),
             inode_ctime_sec: or_unknown(

@@ -73,7 +73,8 @@ fn net(name: &'static str, nr: i64, op: NetOp, a: A) -> FileSyscall {
 fn network_rows() -> Vec<FileSyscall> {
     use NetOp::*;
     let s = Some;
-    vec![
+    #[allow(unused_mut)]
+    let mut v = vec![
         net("socket", libc::SYS_socket, Socket, A::default()),
         net(
             "connect",
@@ -117,6 +118,18 @@ fn network_rows() -> Vec<FileSyscall> {
             },
         ),
         net("listen", libc::SYS_listen, Listen, A::default()),
+        // Sent only for a socket landing on fd 0, 1 or 2 (checked in the
+        // kernel at exit): the wiring of a reverse shell.
+        net("dup", libc::SYS_dup, Dup, A::default()),
+        net(
+            "dup3",
+            libc::SYS_dup3,
+            Dup,
+            A {
+                flags: s(2),
+                ..A::default()
+            },
+        ),
         // Sends are kept only to port 53 (checked in the kernel at entry):
         // the payload is a DNS query.
         net(
@@ -148,7 +161,11 @@ fn network_rows() -> Vec<FileSyscall> {
                 ..A::default()
             },
         ),
-    ]
+    ];
+    // arm64 has only dup3.
+    #[cfg(target_arch = "x86_64")]
+    v.push(net("dup2", libc::SYS_dup2, Dup, A::default()));
+    v
 }
 
 fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FileSyscall {
@@ -632,6 +649,15 @@ fn file_rows() -> Vec<FileSyscall> {
         ),
     ]);
     v
+}
+
+/// Whether the probe follows the syscall `name` on this architecture.
+pub fn is_followed(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| file_syscalls().iter().map(|s| s.name).collect())
+        .contains(name)
 }
 
 /// Name of a followed syscall by number.

@@ -58,7 +58,7 @@ pub struct ProcEntry {
 }
 
 /// One level of an ancestry chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
     pub exe: Option<Arc<str>>,
@@ -471,6 +471,7 @@ mod tests {
     fn ev(p: ProcessContext, body: EventBody) -> Event {
         Event {
             time_unix_ns: 0,
+            num: 0,
             process: p,
             ancestry: Vec::new(),
             container: None,

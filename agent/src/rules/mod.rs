@@ -1,17 +1,25 @@
-//! Detection rules: loading, validation and matching.
+//! Detection rules in Falco's language: loading, validation and matching.
 //!
-//! The agent talks to rules only through [`Matcher`], so the minimal language
-//! of [`simple`] can be replaced by the full Falco-compatible language without
-//! touching the event path.
-use std::{fmt, path::Path};
+//! The agent talks to rules only through [`Matcher`]. The pieces:
+//! [`yaml`] (positions), [`cond`] (condition syntax), [`fields`] (what a
+//! condition can name), [`compile`] (match trees), [`load`] (files, macros,
+//! lists, append/override, exceptions), [`engine`] (index, sequences,
+//! dedup) and [`template`] (outputs).
+use std::{fmt, path::Path, sync::Arc};
 
 use crate::event::Event;
 use vigil_proto::v1::Severity;
 
-pub mod simple;
+pub mod compile;
+pub mod cond;
+pub mod engine;
+pub mod fields;
+pub mod load;
 mod template;
+pub mod yaml;
 
-pub use simple::RuleSet;
+pub use engine::{EngineCounters, RuleSet, DEFAULT_RULES, DEFAULT_RULES_ORIGIN};
+pub use load::{LoadOptions, Skipped};
 pub use template::Template;
 
 /// A rule's identity and what an alert from it says.
@@ -26,10 +34,24 @@ pub struct RuleMeta {
     pub origin: String,
 }
 
+/// A rule that fired.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub rule: Arc<RuleMeta>,
+    /// How many occurrences this alert stands for: 1, or the number folded
+    /// into a dedup summary.
+    pub count: u64,
+    /// A dedup summary's last event; None: the event being matched.
+    pub event: Option<Box<Event>>,
+}
+
 /// Something that decides which rules an event triggers.
-pub trait Matcher: Send + Sync {
-    /// Appends every rule that `event` matches to `out`.
-    fn matches<'a>(&'a self, event: &Event, out: &mut Vec<&'a RuleMeta>);
+pub trait Matcher: Send {
+    /// Appends every rule that `event` fires to `out`.
+    fn matches(&mut self, event: &Event, out: &mut Vec<Hit>);
+    /// Closes dedup windows that ended by `now_unix_ns`, appending their
+    /// summaries.
+    fn tick(&mut self, now_unix_ns: i64, out: &mut Vec<Hit>);
     /// Number of enabled rules.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -66,4 +88,12 @@ impl RuleError {
             message: message.into(),
         }
     }
+}
+
+/// Several rule errors, one per line.
+pub fn format_errors(errs: &[RuleError]) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -1,200 +1,144 @@
 //! Output templates: text with Falco-style `%field` references, checked at
-//! load time and rendered per alert.
-use std::fmt::Write as _;
-
-use crate::event::{Event, EventBody};
-
-/// Fields a template may reference.
-pub const FIELDS: &[&str] = &[
-    "evt.type",
-    "proc.pid",
-    "proc.ppid",
-    "thread.tid",
-    "proc.name",
-    "proc.exe",
-    "proc.cmdline",
-    "proc.args",
-    "user.uid",
-    "group.gid",
-    "fd.name",
-    "proc.cwd",
-    "proc.pname",
-    "proc.pcmdline",
-    "proc.sha256",
-    "user.name",
-    "user.loginname",
-    "group.name",
-    "container.id",
-    "container.type",
-    "k8s.ns.name",
-    "k8s.pod.name",
-];
+//! load time and rendered per alert. The same fields travel with the alert
+//! as structured data.
+use super::{
+    compile::render,
+    fields::{self, FieldProblem, FieldRef},
+};
+use crate::event::Event;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Field(&'static str),
+    /// Index into `fields`.
+    Field(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pieces: Vec<Piece>,
+    /// Each referenced field once, with its name as written.
+    fields: Vec<(String, FieldRef)>,
 }
 
-impl TryFrom<String> for Template {
-    type Error = String;
+/// A bad `%field`: its byte offset in the template and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub at: usize,
+    pub problem: FieldProblem,
+}
 
-    fn try_from(s: String) -> Result<Template, String> {
-        Template::parse(&s)
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "output: {}", self.problem)
     }
+}
+
+fn field_len(rest: &str) -> usize {
+    let mut end = 0;
+    let mut in_bracket = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '[' if end > 0 => in_bracket = true,
+            ']' if in_bracket => {
+                in_bracket = false;
+                end = i + 1;
+                continue;
+            }
+            _ if in_bracket => {}
+            c if c.is_ascii_alphanumeric() || c == '.' || c == '_' => {}
+            _ => break,
+        }
+        end = i + c.len_utf8();
+    }
+    let name = &rest[..end];
+    name.trim_end_matches('.').len()
 }
 
 impl Template {
-    /// Parses `text`; `%name` must be one of [`FIELDS`], `%%` is a literal `%`.
-    pub fn parse(text: &str) -> Result<Template, String> {
-        let mut pieces = Vec::new();
+    /// Parses `text`; `%name` must be a known field, `%%` is a literal `%`.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let mut t = Template {
+            pieces: Vec::new(),
+            fields: Vec::new(),
+        };
         let mut lit = String::new();
-        let mut rest = text;
-        while let Some(i) = rest.find('%') {
-            lit.push_str(&rest[..i]);
-            rest = &rest[i + 1..];
-            if let Some(r) = rest.strip_prefix('%') {
+        let mut at = 0;
+        while let Some(i) = text[at..].find('%') {
+            lit.push_str(&text[at..at + i]);
+            at += i + 1;
+            if text[at..].starts_with('%') {
                 lit.push('%');
-                rest = r;
+                at += 1;
                 continue;
             }
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                .unwrap_or(rest.len());
-            let name = rest[..end].trim_end_matches('.');
-            let field = FIELDS.iter().find(|f| **f == name).ok_or_else(|| {
-                format!(
-                    "unknown output field `%{name}`; known fields: {}",
-                    FIELDS.join(", ")
-                )
-            })?;
+            let len = field_len(&text[at..]);
+            let name = &text[at..at + len];
+            let f = match fields::resolve(name) {
+                Ok(f) => f,
+                // A Falco field Vigil lacks prints as Falco prints any
+                // missing value, so Falco outputs load unchanged.
+                Err(FieldProblem::Unsupported(_)) => {
+                    lit.push_str("<NA>");
+                    at += len;
+                    continue;
+                }
+                Err(problem) => {
+                    return Err(TemplateError {
+                        at: at - 1,
+                        problem,
+                    })
+                }
+            };
             if !lit.is_empty() {
-                pieces.push(Piece::Text(std::mem::take(&mut lit)));
+                t.pieces.push(Piece::Text(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Field(field));
-            rest = &rest[name.len()..];
+            let idx = match t.fields.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    t.fields.push((name.to_string(), f));
+                    t.fields.len() - 1
+                }
+            };
+            t.pieces.push(Piece::Field(idx));
+            at += len;
         }
-        lit.push_str(rest);
+        lit.push_str(&text[at..]);
         if !lit.is_empty() {
-            pieces.push(Piece::Text(lit));
+            t.pieces.push(Piece::Text(lit));
         }
-        Ok(Template { pieces })
+        Ok(t)
     }
 
     pub fn render(&self, ev: &Event) -> String {
+        let vals: Vec<_> = self
+            .fields
+            .iter()
+            .map(|(_, f)| render(fields::extract(ev, f).as_ref()))
+            .collect();
         let mut out = String::new();
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Field(f) => render_field(&mut out, f, ev),
+                Piece::Field(i) => out.push_str(&vals[*i]),
             }
         }
         out
     }
-}
 
-/// argv of the event's process: the process table's, else the exec's own.
-fn argv(ev: &Event) -> &[String] {
-    if let Some(d) = ev.process.detail.as_deref() {
-        if d.exe.is_some() {
-            return &d.argv;
-        }
+    /// The referenced fields and their values, for the alert's structured
+    /// data.
+    pub fn values(&self, ev: &Event) -> Vec<(String, String)> {
+        self.fields
+            .iter()
+            .map(|(n, f)| {
+                (
+                    n.clone(),
+                    render(fields::extract(ev, f).as_ref()).into_owned(),
+                )
+            })
+            .collect()
     }
-    match &ev.body {
-        EventBody::Exec(x) => &x.argv,
-        _ => &[],
-    }
-}
-
-fn exe(ev: &Event) -> Option<&str> {
-    if let Some(e) = ev.process.detail.as_deref().and_then(|d| d.exe.as_deref()) {
-        return Some(e);
-    }
-    match &ev.body {
-        EventBody::Exec(x) => Some(x.exe_path()),
-        _ => None,
-    }
-}
-
-fn basename(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
-
-/// `name arg1 arg2…`, as Falco prints a command line.
-fn cmdline(name: &str, argv: &[String]) -> String {
-    let args = argv.get(1..).unwrap_or_default();
-    if args.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name} {}", args.join(" "))
-    }
-}
-
-fn text_or_na(out: &mut String, v: Option<&str>) -> std::fmt::Result {
-    write!(out, "{}", v.unwrap_or("<NA>"))
-}
-
-fn render_field(out: &mut String, field: &str, ev: &Event) {
-    let p = &ev.process;
-    let d = p.detail.as_deref();
-    let parent = ev.ancestry.first();
-    let _ = match field {
-        "evt.type" => write!(out, "{}", ev.type_name()),
-        "proc.pid" => write!(out, "{}", p.pid),
-        "proc.ppid" => write!(out, "{}", p.ppid),
-        "thread.tid" => write!(out, "{}", p.tid),
-        "proc.name" => write!(out, "{}", p.comm),
-        "proc.exe" => text_or_na(out, exe(ev)),
-        "proc.args" => write!(out, "{}", argv(ev).get(1..).unwrap_or_default().join(" ")),
-        "proc.cmdline" => write!(out, "{}", cmdline(&p.comm, argv(ev))),
-        "proc.cwd" => text_or_na(out, d.and_then(|d| d.cwd.as_deref())),
-        "proc.pname" => text_or_na(out, parent.and_then(|a| a.exe.as_deref()).map(basename)),
-        "proc.pcmdline" => match parent {
-            Some(a) => {
-                let name = a.exe.as_deref().map(basename).unwrap_or("<NA>");
-                write!(out, "{}", cmdline(name, &a.argv))
-            }
-            None => write!(out, "<NA>"),
-        },
-        "proc.sha256" => text_or_na(out, d.and_then(|d| d.exe_sha256.as_deref())),
-        "fd.name" => match &ev.body {
-            EventBody::File(f) => write!(out, "{}", f.path),
-            _ => write!(out, "<NA>"),
-        },
-        "user.uid" => write!(out, "{}", p.uid),
-        "user.name" => text_or_na(out, d.and_then(|d| d.user.as_deref())),
-        "user.loginname" => text_or_na(out, d.and_then(|d| d.login_user.as_deref())),
-        "group.gid" => write!(out, "{}", p.gid),
-        "group.name" => text_or_na(out, d.and_then(|d| d.group.as_deref())),
-        // Falco prints the 12-digit short id, or `host`.
-        "container.id" => text_or_na(
-            out,
-            ev.container
-                .as_deref()
-                .map(|c| c.id.get(..12).unwrap_or(&c.id)),
-        ),
-        "container.type" => text_or_na(out, ev.container.as_deref().map(|c| c.runtime)),
-        "k8s.ns.name" => text_or_na(
-            out,
-            ev.container
-                .as_deref()
-                .and_then(|c| c.k8s.as_ref())
-                .map(|k| k.namespace.as_str()),
-        ),
-        "k8s.pod.name" => text_or_na(
-            out,
-            ev.container
-                .as_deref()
-                .and_then(|c| c.k8s.as_ref())
-                .map(|k| k.pod.as_str()),
-        ),
-        _ => write!(out, "<NA>"),
-    };
 }
 
 #[cfg(test)]
@@ -203,22 +147,27 @@ mod tests {
 
     #[test]
     fn parses_fields_literals_and_escapes() {
-        let t = Template::parse("100%% sure: %proc.exe (pid=%proc.pid).").unwrap();
+        let t =
+            Template::parse("100%% sure: %proc.exe (pid=%proc.pid, a=%proc.aname[2]).").unwrap();
         assert_eq!(
             t.pieces,
             vec![
                 Piece::Text("100% sure: ".into()),
-                Piece::Field("proc.exe"),
+                Piece::Field(0),
                 Piece::Text(" (pid=".into()),
-                Piece::Field("proc.pid"),
+                Piece::Field(1),
+                Piece::Text(", a=".into()),
+                Piece::Field(2),
                 Piece::Text(").".into()),
             ]
         );
+        assert_eq!(t.fields[2].0, "proc.aname[2]");
     }
 
     #[test]
     fn unknown_field_is_a_load_error() {
         let e = Template::parse("x %proc.nope y").unwrap_err();
-        assert!(e.contains("`%proc.nope`"), "{e}");
+        assert_eq!(e.at, 2);
+        assert!(e.to_string().contains("`proc.nope`"), "{e}");
     }
 }

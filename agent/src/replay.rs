@@ -1,0 +1,78 @@
+//! `vigil-agent rules test`: recorded events (the JSON lines of `run
+//! --events`) replayed through a rule set, so rules can be tested in CI
+//! like any code.
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use vigil_proto::v1::Alert;
+
+use crate::{
+    alert,
+    event::Event,
+    rules::{Hit, Matcher, RuleSet},
+};
+
+/// What a replay found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Events read (alert and loss lines are skipped).
+    pub events: usize,
+    /// Each alert with the 1-based line of the event that raised it.
+    pub alerts: Vec<(usize, Alert)>,
+}
+
+/// Parses one recorded line; None for lines that are not events.
+pub fn parse_line(line: &str) -> Result<Option<Event>, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    if matches!(
+        v.get("type").and_then(|t| t.as_str()),
+        Some("alert" | "lost")
+    ) {
+        return Ok(None);
+    }
+    let mut ev: Event = serde_json::from_value(v)?;
+    if let Some(d) = ev.process.detail.as_deref() {
+        ev.process.exe_deleted = d.exe_deleted;
+    }
+    Ok(Some(ev))
+}
+
+/// Replays `path` through `rules`.
+pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = Replay::default();
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut last_line = 0;
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("{}:{n}: cannot read", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some(ev) = parse_line(&line)
+            .with_context(|| format!("{}:{n}: not a Vigil event", path.display()))?
+        else {
+            continue;
+        };
+        out.events += 1;
+        last_line = n;
+        rules.tick(ev.time_unix_ns, &mut hits);
+        rules.matches(&ev, &mut hits);
+        for h in hits.drain(..) {
+            let e = h.event.as_deref().unwrap_or(&ev);
+            out.alerts.push((n, alert::build(&h.rule, e, h.count)));
+        }
+    }
+    rules.tick(i64::MAX, &mut hits);
+    for h in hits.drain(..) {
+        if let Some(e) = h.event.as_deref() {
+            out.alerts
+                .push((last_line, alert::build(&h.rule, e, h.count)));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,992 @@
+//! The fields a condition or an output can name, with Falco's names and
+//! meanings, and how each is read from an enriched [`Event`].
+//!
+//! The table [`FIELDS`] is the single source: the compiler type-checks
+//! conditions against it, templates render through it, `vigil-agent rules
+//! fields` prints it, and a test keeps `docs/rules.md` in step with it.
+use std::{borrow::Cow, net::IpAddr};
+
+use crate::event::{network::SockAddr, Event, EventBody, FileInfo, NetworkInfo};
+
+/// A field's value type, which decides the operators it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Str,
+    Int,
+    Bool,
+    /// An IP address; compared with addresses or CIDR networks.
+    Ip,
+}
+
+impl Ty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ty::Str => "string",
+            Ty::Int => "number",
+            Ty::Bool => "bool",
+            Ty::Ip => "IP address",
+        }
+    }
+}
+
+/// What may follow a field's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    None,
+    /// `proc.aname[N]`; without `[N]` the field holds every ancestor.
+    Index,
+    /// `evt.arg.NAME` or `evt.arg[NAME]`.
+    Name,
+}
+
+/// A field with its argument resolved, as the compiler hands it to
+/// [`extract`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldRef {
+    pub id: FieldId,
+    pub index: Option<usize>,
+    pub name: Option<String>,
+}
+
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub id: FieldId,
+    pub ty: Ty,
+    pub arg: ArgKind,
+    pub desc: &'static str,
+}
+
+/// A value read from an event. `Many` holds a multi-valued field (every
+/// ancestor); a comparison is true when any element satisfies it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    Ip(IpAddr),
+    Many(Vec<Val<'a>>),
+}
+
+impl Val<'_> {
+    /// The value as output text.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        match self {
+            Val::Str(s) => out.push_str(s),
+            Val::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Val::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+            Val::Many(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.render(out);
+                }
+            }
+        }
+    }
+}
+
+macro_rules! fields {
+    ($( $id:ident $name:literal $ty:ident $arg:ident $desc:literal ;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FieldId { $($id,)* }
+        pub const FIELDS: &[FieldSpec] = &[
+            $(FieldSpec { name: $name, id: FieldId::$id, ty: Ty::$ty, arg: ArgKind::$arg, desc: $desc },)*
+        ];
+    };
+}
+
+fields! {
+    EvtType "evt.type" Str None "Syscall name: `execve`/`execveat` (exec), `clone`/`fork` (fork), `procexit` (exit), else the file, control or network syscall (`openat`, `connect`, `ptrace`, `dup2`, …).";
+    EvtDir "evt.dir" Str None "`<`: every Vigil event is reported at syscall exit, with its result.";
+    EvtTime "evt.time" Int None "Event time, ns since the Unix epoch.";
+    EvtNum "evt.num" Int None "The agent's sequence number of the event, from 1.";
+    EvtRes "evt.res" Str None "`SUCCESS`, or the error name (`ENOENT`, `EPERM`, …).";
+    EvtRawRes "evt.rawres" Int None "The syscall's return value.";
+    EvtFailed "evt.failed" Bool None "The syscall failed.";
+    EvtArg "evt.arg" Str Name "A syscall argument by Falco's name: `flags`, `mode`, `request`, `pid`, `name`, `path`, `oldpath`, `newpath`, `target`, `linkpath`, `cmd`, `fstype`, `uid`, `gid`, `ruid`, `euid`, `suid`, `olduid`, `oldeuid` (ids before a setuid), `domain`, `fd`, `oldfd`, `newfd`, `family`, `type`, `proto`, `addr`, `backlog`.";
+    EvtIsOpenRead "evt.is_open_read" Bool None "An open for reading.";
+    EvtIsOpenWrite "evt.is_open_write" Bool None "An open for writing.";
+    EvtIsOpenCreate "evt.is_open_create" Bool None "An open with `O_CREAT`/`O_TMPFILE`.";
+    EvtHostname "evt.hostname" Str None "The host's name.";
+    ProcPid "proc.pid" Int None "Process id.";
+    ProcPpid "proc.ppid" Int None "Parent process id.";
+    ProcName "proc.name" Str None "Process name (comm, 15 characters at most).";
+    ProcExe "proc.exe" Str None "First command-line argument (`argv[0]`), as in Falco.";
+    ProcExepath "proc.exepath" Str None "Full path of the executable, symlinks resolved.";
+    ProcCmdline "proc.cmdline" Str None "`proc.name` followed by the arguments.";
+    ProcArgs "proc.args" Str None "The arguments (`argv[1..]`), joined by spaces.";
+    ProcCwd "proc.cwd" Str None "Working directory.";
+    ProcTty "proc.tty" Int None "Controlling terminal (`tty_nr` of /proc/PID/stat); 0 when none.";
+    ProcPname "proc.pname" Str None "Parent's executable name.";
+    ProcPcmdline "proc.pcmdline" Str None "Parent's command line.";
+    ProcPexe "proc.pexe" Str None "Parent's `argv[0]`.";
+    ProcPexepath "proc.pexepath" Str None "Parent's executable path.";
+    ProcAname "proc.aname" Str Index "Name of ancestor N (0 = the process, 1 = parent, …); without [N], every ancestor.";
+    ProcApid "proc.apid" Int Index "Pid of ancestor N; without [N], every ancestor.";
+    ProcAexepath "proc.aexepath" Str Index "Executable path of ancestor N; without [N], every ancestor.";
+    ProcSha256 "proc.sha256" Str None "SHA-256 of the executable (hex). Vigil's own.";
+    ProcIsMemfd "proc.is_memfd" Bool None "Executed from a memfd (fileless). Vigil's own.";
+    ProcIsExeFromMemfd "proc.is_exe_from_memfd" Bool None "Falco's name for `proc.is_memfd`.";
+    ProcIsDeleted "proc.is_deleted" Bool None "The executable was deleted after the process started. Vigil's own.";
+    ProcIsDrift "proc.is_drift" Bool None "The executable was created or changed after its container started. Vigil's own.";
+    ProcIsExeUpperLayer "proc.is_exe_upper_layer" Bool None "Falco's drift signal (executable in the overlay's upper layer); Vigil answers it with `proc.is_drift`, which is computed from change times and so also covers non-overlay filesystems.";
+    ProcDuration "proc.duration" Int None "Nanoseconds since the process started.";
+    ThreadTid "thread.tid" Int None "Thread id.";
+    UserName "user.name" Str None "User name of the real uid (the container's own /etc/passwd in a container).";
+    UserUid "user.uid" Int None "Real user id.";
+    UserEuid "user.euid" Int None "Effective user id.";
+    UserLoginuid "user.loginuid" Int None "Audit login uid; -1 when never set.";
+    UserLoginname "user.loginname" Str None "User name of the login uid.";
+    GroupName "group.name" Str None "Group name of the real gid.";
+    GroupGid "group.gid" Int None "Real group id.";
+    FdName "fd.name" Str None "File events: the path (absolute). Network events: the remote `ip:port` (connect, accept, send) or local one (bind); a unix socket's path.";
+    FdDirectory "fd.directory" Str None "Directory part of a file event's path.";
+    FdFilename "fd.filename" Str None "File name part of a file event's path.";
+    FdNum "fd.num" Int None "The fd a network or dup event acts on (for dup2/dup3: the new fd).";
+    FdTypechar "fd.typechar" Str None "`f` file, `4` IPv4 socket, `6` IPv6, `u` unix, `o` other socket.";
+    FdType "fd.type" Str None "`file`, `ipv4`, `ipv6`, `unix`, or `socket`.";
+    FdSip "fd.sip" Ip None "Server IP: the remote address of a connect, the local one of a bind.";
+    FdSport "fd.sport" Int None "Server port.";
+    FdCip "fd.cip" Ip None "Client IP: the peer of an accept.";
+    FdCport "fd.cport" Int None "Client port.";
+    FdRip "fd.rip" Ip None "Remote IP (connect, accept, send).";
+    FdRport "fd.rport" Int None "Remote port.";
+    FdLip "fd.lip" Ip None "Local IP (bind).";
+    FdLport "fd.lport" Int None "Local port (bind).";
+    FdNet "fd.net" Ip None "The event's IP address, any side, for CIDR checks (`fd.net in (10.0.0.0/8)`).";
+    FdSnet "fd.snet" Ip None "`fd.sip`, for CIDR checks.";
+    FdRnet "fd.rnet" Ip None "`fd.rip`, for CIDR checks.";
+    FdNameraw "fd.nameraw" Str None "The path of a file event. Vigil reports paths resolved and normalized, so this equals `fd.name`.";
+    FdConnected "fd.connected" Bool None "A connect that succeeded or is in progress, or an accept.";
+    FdL4proto "fd.l4proto" Str None "`tcp`, `udp`, `raw` (socket events, from the socket type).";
+    FdSockfamily "fd.sockfamily" Str None "`ip` or `unix`.";
+    ContainerId "container.id" Str None "12-digit container id, or `host`.";
+    ContainerName "container.name" Str None "Kubernetes container name, else the 12-digit id, or `host`.";
+    ContainerType "container.type" Str None "`host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`, `unknown`.";
+    K8sNsName "k8s.ns.name" Str None "Kubernetes namespace.";
+    K8sPodName "k8s.pod.name" Str None "Kubernetes pod.";
+    DnsQuery "dns.query" Str None "The name asked in a DNS query. Vigil's own.";
+}
+
+/// Falco fields Vigil has no data for: rules naming them are reported as
+/// unsupported, not as typos.
+pub const UNSUPPORTED: &[&str] = &[
+    "evt.args",
+    "evt.rawtime",
+    "evt.latency",
+    "evt.info",
+    "evt.buffer",
+    "evt.category",
+    "evt.source",
+    "evt.is_io",
+    "evt.is_io_read",
+    "evt.is_io_write",
+    "evt.is_open_exec",
+    "evt.is_syslog",
+    "evt.around",
+    "evt.plugininfo",
+    "evt.count",
+    "proc.vpgid",
+    "proc.vpgid.name",
+    "proc.vpgid.exe",
+    "proc.vpgid.exepath",
+    "proc.is_vpgid_leader",
+    "proc.sid",
+    "proc.sname",
+    "proc.sid.exe",
+    "proc.sid.exepath",
+    "proc.is_sid_leader",
+    "proc.loginshellid",
+    "proc.ppid.duration",
+    "proc.pid.ts",
+    "proc.ppid.ts",
+    "proc.env",
+    "proc.aenv",
+    "proc.exeline",
+    "proc.vpid",
+    "proc.pvpid",
+    "proc.is_exe_writable",
+    "proc.is_container_healthcheck",
+    "proc.is_container_liveness_probe",
+    "proc.is_container_readiness_probe",
+    "proc.exe_ino",
+    "proc.exe_ino.ctime",
+    "proc.exe_ino.mtime",
+    "proc.exe_ino.ctime_duration_proc_start",
+    "proc.exe_ino.ctime_duration_pidns_start",
+    "proc.pidns_init_start_ts",
+    "proc.stdin.type",
+    "proc.stdout.type",
+    "proc.stdin.name",
+    "proc.stdout.name",
+    "proc.fdopencount",
+    "proc.acmdline",
+    "proc.aexe",
+    "proc.cmdnargs",
+    "proc.cmdlenargs",
+    "proc.nthreads",
+    "proc.nchilds",
+    "thread.cap_effective",
+    "thread.cap_permitted",
+    "thread.cap_inheritable",
+    "thread.exectime",
+    "thread.totexectime",
+    "thread.vtid",
+    "thread.ismain",
+    "user.homedir",
+    "user.shell",
+    "fd.types",
+    "fd.ip",
+    "fd.port",
+    "fd.lnet",
+    "fd.cnet",
+    "fd.sip.name",
+    "fd.cip.name",
+    "fd.rip.name",
+    "fd.lip.name",
+    "fd.name_changed",
+    "fd.is_server",
+    "fd.uid",
+    "fd.containername",
+    "fd.containerdirectory",
+    "fd.proto",
+    "fd.lproto",
+    "fd.rproto",
+    "fd.dev",
+    "fd.ino",
+    "fd.cproto",
+    "fd.sproto",
+    "container.image",
+    "container.image.id",
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "container.privileged",
+    "container.mounts",
+    "container.mount",
+    "container.start_ts",
+    "container.duration",
+    "container.ip",
+    "container.cni.json",
+    "container.healthcheck",
+    "container.liveness_probe",
+    "container.readiness_probe",
+    "container.host_pid",
+    "container.host_network",
+    "container.host_ipc",
+    "k8s.pod.id",
+    "k8s.pod.uid",
+    "k8s.pod.label",
+    "k8s.pod.labels",
+    "k8s.pod.ip",
+    "k8s.pod.cni.json",
+    "k8s.ns.id",
+    "k8s.ns.label",
+    "k8s.rc.name",
+    "k8s.rs.name",
+    "k8s.svc.name",
+    "k8s.deployment.name",
+    "fs.path.name",
+    "fs.path.nameraw",
+    "fs.path.source",
+    "fs.path.target",
+];
+
+pub fn spec(id: FieldId) -> &'static FieldSpec {
+    &FIELDS[id as usize]
+}
+
+/// Arguments that are numbers; the others are text.
+const NUMERIC_ARGS: &[&str] = &[
+    "pid", "uid", "gid", "ruid", "euid", "suid", "olduid", "oldeuid", "fd", "oldfd", "newfd",
+    "proto", "backlog", "res",
+];
+
+/// The value type of a resolved field (`evt.arg.*` depends on the name).
+pub fn ty_of(f: &FieldRef) -> Ty {
+    match (&f.id, f.name.as_deref()) {
+        (FieldId::EvtArg, Some(n)) if NUMERIC_ARGS.contains(&n) => Ty::Int,
+        _ => spec(f.id).ty,
+    }
+}
+
+/// Looks a field up by its written name (`proc.aname[2]`, `evt.arg.flags`,
+/// `evt.arg[flags]`). `Err` carries the reason.
+pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
+    let (base, bracket) = match written.find('[') {
+        Some(i) if written.ends_with(']') => {
+            (&written[..i], Some(&written[i + 1..written.len() - 1]))
+        }
+        Some(_) => return Err(FieldProblem::Unknown(written.to_string(), None)),
+        None => (written, None),
+    };
+    if let Some(name) = base.strip_prefix("evt.arg.") {
+        if bracket.is_none() {
+            return arg_ref(name, written);
+        }
+    }
+    if base == "evt.arg" {
+        if let Some(name) = bracket {
+            return arg_ref(name.trim_matches(|c| c == '"' || c == '\''), written);
+        }
+    }
+    let Some(f) = FIELDS.iter().find(|f| f.name == base) else {
+        if UNSUPPORTED.contains(&base) {
+            return Err(FieldProblem::Unsupported(base.to_string()));
+        }
+        return Err(FieldProblem::Unknown(written.to_string(), suggest(base)));
+    };
+    match (f.arg, bracket) {
+        (ArgKind::None, None) => Ok(FieldRef {
+            id: f.id,
+            index: None,
+            name: None,
+        }),
+        (ArgKind::None, Some(_)) => Err(FieldProblem::BadArg(format!(
+            "`{}` takes no argument",
+            f.name
+        ))),
+        (ArgKind::Index, None) => Ok(FieldRef {
+            id: f.id,
+            index: None,
+            name: None,
+        }),
+        (ArgKind::Index, Some(n)) => n
+            .parse::<usize>()
+            .map(|n| FieldRef {
+                id: f.id,
+                index: Some(n),
+                name: None,
+            })
+            .map_err(|_| {
+                FieldProblem::BadArg(format!("`{}[{n}]`: the index must be a number", f.name))
+            }),
+        (ArgKind::Name, _) => Err(FieldProblem::BadArg(format!(
+            "`{}` needs an argument name",
+            f.name
+        ))),
+    }
+}
+
+/// Names `evt.arg.*` accepts.
+pub const ARG_NAMES: &[&str] = &[
+    "flags", "mode", "request", "pid", "name", "path", "oldpath", "newpath", "target", "linkpath",
+    "cmd", "fstype", "uid", "gid", "ruid", "euid", "suid", "fd", "oldfd", "newfd", "family",
+    "type", "proto", "addr", "backlog", "filename", "dirfd", "res", "domain", "olduid", "oldeuid",
+];
+
+fn arg_ref(name: &str, written: &str) -> Result<FieldRef, FieldProblem> {
+    if ARG_NAMES.contains(&name) {
+        Ok(FieldRef {
+            id: FieldId::EvtArg,
+            index: None,
+            name: Some(name.to_string()),
+        })
+    } else {
+        // Falco names arguments per syscall; those Vigil does not record
+        // are unsupported rather than typos.
+        Err(FieldProblem::Unsupported(format!(
+            "{written}` (Vigil records the arguments {})`",
+            ARG_NAMES.join(", ")
+        )))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldProblem {
+    /// Not a field at all; with the nearest known name.
+    Unknown(String, Option<&'static str>),
+    /// A Falco field Vigil has no data for.
+    Unsupported(String),
+    BadArg(String),
+}
+
+impl std::fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldProblem::Unknown(name, Some(s)) => {
+                write!(f, "unknown field `{name}`; did you mean `{s}`?")
+            }
+            FieldProblem::Unknown(name, None) => write!(f, "unknown field `{name}`"),
+            FieldProblem::Unsupported(name) => write!(
+                f,
+                "unsupported field `{name}`: Vigil's events do not carry it"
+            ),
+            FieldProblem::BadArg(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The known field nearest to `name`, if it is close enough to be a typo.
+fn suggest(name: &str) -> Option<&'static str> {
+    FIELDS
+        .iter()
+        .map(|f| (edit_distance(name, f.name), f.name))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn dirname(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &p[..i],
+        None => ".",
+    }
+}
+
+/// `name arg1 arg2…`, as Falco prints a command line.
+pub fn cmdline(name: &str, argv: &[String]) -> String {
+    let args = argv.get(1..).unwrap_or_default();
+    if args.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} {}", args.join(" "))
+    }
+}
+
+/// The syscall name Falco's `evt.type` gives this event.
+pub fn evt_type(ev: &Event) -> &str {
+    match &ev.body {
+        EventBody::Exec(x) => {
+            // fexecve and fileless execution go through execveat.
+            if x.exe_memfd
+                || x.filename.starts_with("/dev/fd/")
+                || x.filename.starts_with("/proc/self/fd/")
+            {
+                "execveat"
+            } else {
+                "execve"
+            }
+        }
+        EventBody::Fork(f) => {
+            if f.clone_flags.is_some() {
+                "clone"
+            } else {
+                "fork"
+            }
+        }
+        EventBody::Exit(_) => "procexit",
+        EventBody::File(f) => &f.syscall,
+        EventBody::Control(c) => &c.syscall,
+        EventBody::Network(n) => &n.syscall,
+    }
+}
+
+/// Every `evt.type` value an event can have, for checking rule conditions.
+pub fn known_evt_type(name: &str) -> bool {
+    matches!(
+        name,
+        "execve" | "execveat" | "clone" | "clone3" | "fork" | "vfork" | "procexit"
+    ) || crate::kernel::syscalls::is_followed(name)
+}
+
+fn exe_path(ev: &Event) -> Option<&str> {
+    if let Some(e) = ev.process.detail.as_deref().and_then(|d| d.exe.as_deref()) {
+        return Some(e);
+    }
+    match &ev.body {
+        EventBody::Exec(x) => Some(x.exe_path()),
+        _ => None,
+    }
+}
+
+fn argv(ev: &Event) -> Option<&[String]> {
+    if let Some(d) = ev.process.detail.as_deref() {
+        if d.exe.is_some() {
+            return Some(&d.argv);
+        }
+    }
+    match &ev.body {
+        EventBody::Exec(x) => Some(&x.argv),
+        _ => None,
+    }
+}
+
+fn s(v: &str) -> Option<Val<'_>> {
+    Some(Val::Str(Cow::Borrowed(v)))
+}
+
+fn owned<'a>(v: String) -> Option<Val<'a>> {
+    Some(Val::Str(Cow::Owned(v)))
+}
+
+fn int<'a>(v: impl Into<i64>) -> Option<Val<'a>> {
+    Some(Val::Int(v.into()))
+}
+
+fn detail(ev: &Event) -> Option<&crate::event::ProcessDetail> {
+    ev.process.detail.as_deref()
+}
+
+fn result_of(ev: &Event) -> Option<i64> {
+    match &ev.body {
+        EventBody::File(f) => Some(f.result),
+        EventBody::Control(c) => Some(c.result),
+        EventBody::Network(n) => Some(n.result),
+        EventBody::Exec(_) | EventBody::Fork(_) => Some(0),
+        EventBody::Exit(_) => None,
+    }
+}
+
+/// The address of a network event, and whether it is the remote side.
+fn address(n: &NetworkInfo) -> Option<(&SockAddr, bool)> {
+    let a = n.address.as_ref()?;
+    Some((a, n.op != "bind"))
+}
+
+fn ip_port(a: &SockAddr) -> Option<(IpAddr, u16)> {
+    match a {
+        SockAddr::Inet { ip, port } | SockAddr::Inet6 { ip, port } => {
+            Some((ip.parse().ok()?, *port))
+        }
+        _ => None,
+    }
+}
+
+fn network(ev: &Event) -> Option<&NetworkInfo> {
+    match &ev.body {
+        EventBody::Network(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn file(ev: &Event) -> Option<&FileInfo> {
+    match &ev.body {
+        EventBody::File(f) => Some(f),
+        _ => None,
+    }
+}
+
+/// Which side of a connection a field asks for.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Server,
+    Client,
+    Remote,
+    Local,
+    Any,
+}
+
+fn side_addr(ev: &Event, side: Side) -> Option<(IpAddr, u16)> {
+    let n = network(ev)?;
+    let (a, remote) = address(n)?;
+    let ok = match side {
+        Side::Any => true,
+        Side::Remote => remote,
+        Side::Local => !remote,
+        // connect/send: the remote end is the server; accept: the client;
+        // bind: the local end is the server.
+        Side::Server => n.op != "accept",
+        Side::Client => n.op == "accept",
+    };
+    if ok {
+        ip_port(a)
+    } else {
+        None
+    }
+}
+
+fn ancestor_name<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
+    if n == 0 {
+        return s(&ev.process.comm);
+    }
+    let a = ev.ancestry.get(n - 1)?;
+    a.exe
+        .as_deref()
+        .map(|e| Val::Str(Cow::Borrowed(basename(e))))
+}
+
+fn ancestor_pid<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
+    if n == 0 {
+        return int(ev.process.pid);
+    }
+    ev.ancestry.get(n - 1).map(|a| Val::Int(a.pid.into()))
+}
+
+fn ancestor_exe<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
+    if n == 0 {
+        return exe_path(ev).map(|e| Val::Str(Cow::Borrowed(e)));
+    }
+    ev.ancestry
+        .get(n - 1)?
+        .exe
+        .as_deref()
+        .map(|e| Val::Str(Cow::Borrowed(e)))
+}
+
+/// Every ancestor (from the parent up) through `one`.
+fn all_ancestors<'a>(
+    ev: &'a Event,
+    one: fn(&'a Event, usize) -> Option<Val<'a>>,
+) -> Option<Val<'a>> {
+    let v: Vec<Val> = (1..=ev.ancestry.len()).filter_map(|i| one(ev, i)).collect();
+    Some(Val::Many(v))
+}
+
+fn join(names: &[&str]) -> String {
+    names.join("|")
+}
+
+fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
+    match &ev.body {
+        EventBody::File(f) => match name {
+            "flags" => match &f.open {
+                Some(o) => owned(join(&o.names)),
+                None => owned(f.flags.to_string()),
+            },
+            "mode" => f.mode.as_deref().and_then(s),
+            "path" | "name" | "filename" | "oldpath" => s(&f.path),
+            "linkpath" if f.op == "symlink" => s(&f.path),
+            "newpath" | "linkpath" => f.new_path.as_deref().and_then(s),
+            "target" => f.target.as_deref().or(f.new_path.as_deref()).and_then(s),
+            "uid" => f.uid.and_then(int),
+            "gid" => f.gid.and_then(int),
+            "res" => int(f.result),
+            _ => None,
+        },
+        EventBody::Control(c) => match name {
+            "flags" => owned(if c.flag_names.is_empty() {
+                c.flags.to_string()
+            } else {
+                join(&c.flag_names)
+            }),
+            "request" => c.request.as_deref().and_then(s),
+            "pid" => c.target_pid.and_then(int),
+            "name" => c.name.as_deref().and_then(s),
+            "path" | "filename" | "target" => c.path.as_deref().and_then(s),
+            "fstype" => c.fstype.as_deref().and_then(s),
+            "cmd" => c.bpf_cmd.as_deref().and_then(s),
+            "uid" | "euid" => c
+                .ids
+                .as_ref()
+                .and_then(|i| i.effective.or(i.fs))
+                .and_then(int),
+            "ruid" => c.ids.as_ref().and_then(|i| i.real).and_then(int),
+            "suid" => c.ids.as_ref().and_then(|i| i.saved).and_then(int),
+            "olduid" => c.old.as_ref().map(|o| Val::Int(o.uid.into())),
+            "oldeuid" => c.old.as_ref().map(|o| Val::Int(o.euid.into())),
+            "gid" => c
+                .ids
+                .as_ref()
+                .and_then(|i| i.effective.or(i.fs))
+                .and_then(int),
+            "res" => int(c.result),
+            _ => None,
+        },
+        EventBody::Network(n) => match name {
+            "fd" => int(n.fd),
+            "family" => n.family.as_deref().and_then(s),
+            "domain" => n
+                .family
+                .as_deref()
+                .map(|f| Val::Str(Cow::Owned(format!("AF_{}", f.to_uppercase())))),
+            "type" => n.socket_type.as_deref().and_then(s),
+            "proto" => n.protocol.map(|p| Val::Int(p as i64)),
+            "addr" => net_name(n),
+            "backlog" => n.backlog.and_then(int),
+            "oldfd" => n.dup.as_ref().map(|d| Val::Int(d.oldfd)),
+            "newfd" => n.dup.as_ref().map(|d| Val::Int(d.newfd)),
+            "flags" => n
+                .dup
+                .as_ref()
+                .map(|d| Val::Str(Cow::Owned(d.flags.to_string()))),
+            "res" => int(n.result),
+            _ => None,
+        },
+        EventBody::Exec(x) => match name {
+            "filename" | "path" => s(&x.filename),
+            _ => None,
+        },
+        EventBody::Fork(f) => match name {
+            "flags" => f
+                .clone_flags
+                .as_ref()
+                .map(|c| Val::Str(Cow::Owned(join(c)))),
+            _ => None,
+        },
+        EventBody::Exit(x) => match name {
+            "status" => x.exit_code.and_then(int),
+            _ => None,
+        },
+    }
+}
+
+fn net_name(n: &NetworkInfo) -> Option<Val<'_>> {
+    match n.address.as_ref()? {
+        SockAddr::Inet { ip, port } => owned(format!("{ip}:{port}")),
+        SockAddr::Inet6 { ip, port } => owned(format!("[{ip}]:{port}")),
+        SockAddr::Unix { path } => s(path),
+        SockAddr::Other { .. } => None,
+    }
+}
+
+fn fd_type(ev: &Event) -> Option<&'static str> {
+    match &ev.body {
+        EventBody::File(_) => Some("file"),
+        EventBody::Network(n) => {
+            let family = match (&n.address, &n.family, &n.dup) {
+                (Some(SockAddr::Inet { .. }), ..) => "inet",
+                (Some(SockAddr::Inet6 { .. }), ..) => "inet6",
+                (Some(SockAddr::Unix { .. }), ..) => "unix",
+                (_, Some(f), _) => f.as_str(),
+                (_, _, Some(d)) => d.family.as_str(),
+                _ => "",
+            };
+            Some(match family {
+                "inet" => "ipv4",
+                "inet6" => "ipv6",
+                "unix" => "unix",
+                "" => return None,
+                _ => "socket",
+            })
+        }
+        _ => None,
+    }
+}
+
+fn first_container_id(ev: &Event) -> Option<&str> {
+    ev.container
+        .as_deref()
+        .map(|c| c.id.get(..12).unwrap_or(&c.id))
+}
+
+/// Reads field `f` from `ev`; None when the event does not have it.
+pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
+    let p = &ev.process;
+    let d = detail(ev);
+    let parent = ev.ancestry.first();
+    match f.id {
+        FieldId::EvtType => s(evt_type(ev)),
+        FieldId::EvtDir => s("<"),
+        FieldId::EvtTime => int(ev.time_unix_ns),
+        FieldId::EvtNum => Some(Val::Int(ev.num as i64)),
+        FieldId::EvtRes => {
+            let r = result_of(ev)?;
+            if r >= 0 {
+                s("SUCCESS")
+            } else {
+                owned(crate::event::file::errno_name(r).unwrap_or_else(|| format!("E{}", -r)))
+            }
+        }
+        FieldId::EvtRawRes => result_of(ev).and_then(int),
+        FieldId::EvtFailed => result_of(ev).map(|r| Val::Bool(r < 0)),
+        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()),
+        FieldId::EvtIsOpenRead => Some(Val::Bool(
+            file(ev)
+                .and_then(|f| f.open.as_ref())
+                .is_some_and(|o| o.read),
+        )),
+        FieldId::EvtIsOpenWrite => Some(Val::Bool(
+            file(ev)
+                .and_then(|f| f.open.as_ref())
+                .is_some_and(|o| o.write),
+        )),
+        FieldId::EvtIsOpenCreate => Some(Val::Bool(
+            file(ev)
+                .and_then(|f| f.open.as_ref())
+                .is_some_and(|o| o.create),
+        )),
+        FieldId::EvtHostname => s(crate::host::hostname()),
+        FieldId::ProcPid => int(p.pid),
+        FieldId::ProcPpid => int(p.ppid),
+        FieldId::ProcName => s(&p.comm),
+        FieldId::ProcExe => argv(ev)
+            .and_then(|a| a.first())
+            .map(|a| Val::Str(Cow::Borrowed(a.as_str())))
+            .or_else(|| exe_path(ev).and_then(s)),
+        FieldId::ProcExepath => exe_path(ev).and_then(s),
+        FieldId::ProcCmdline => owned(cmdline(&p.comm, argv(ev).unwrap_or_default())),
+        FieldId::ProcArgs => owned(
+            argv(ev)
+                .unwrap_or_default()
+                .get(1..)
+                .unwrap_or_default()
+                .join(" "),
+        ),
+        FieldId::ProcCwd => d.and_then(|d| d.cwd.as_deref()).and_then(s),
+        FieldId::ProcTty => d.and_then(|d| d.tty).map(|t| Val::Int(t.into())),
+        FieldId::ProcPname => ancestor_name(ev, 1),
+        FieldId::ProcPcmdline => parent.map(|a| {
+            let name = a.exe.as_deref().map(basename).unwrap_or_default();
+            Val::Str(Cow::Owned(cmdline(name, &a.argv)))
+        }),
+        FieldId::ProcPexe => parent
+            .and_then(|a| a.argv.first().map(|s| s.as_str()).or(a.exe.as_deref()))
+            .and_then(s),
+        FieldId::ProcPexepath => parent.and_then(|a| a.exe.as_deref()).and_then(s),
+        FieldId::ProcAname => match f.index {
+            Some(n) => ancestor_name(ev, n),
+            None => all_ancestors(ev, ancestor_name),
+        },
+        FieldId::ProcApid => match f.index {
+            Some(n) => ancestor_pid(ev, n),
+            None => all_ancestors(ev, ancestor_pid),
+        },
+        FieldId::ProcAexepath => match f.index {
+            Some(n) => ancestor_exe(ev, n),
+            None => all_ancestors(ev, ancestor_exe),
+        },
+        FieldId::ProcSha256 => d.and_then(|d| d.exe_sha256.as_deref()).and_then(s),
+        FieldId::ProcIsMemfd | FieldId::ProcIsExeFromMemfd => Some(Val::Bool(
+            d.is_some_and(|d| d.exe_memfd) || matches!(&ev.body, EventBody::Exec(x) if x.exe_memfd),
+        )),
+        FieldId::ProcIsDeleted => {
+            Some(Val::Bool(p.exe_deleted || d.is_some_and(|d| d.exe_deleted)))
+        }
+        FieldId::ProcIsDrift | FieldId::ProcIsExeUpperLayer => {
+            Some(Val::Bool(d.is_some_and(|d| d.exe_drift)))
+        }
+        FieldId::ProcDuration => p.start_boottime_ns.map(|start| {
+            let started = crate::event::BootClock::now().to_unix_ns(start);
+            Val::Int((ev.time_unix_ns - started).max(0))
+        }),
+        FieldId::ThreadTid => int(p.tid),
+        FieldId::UserName => d.and_then(|d| d.user.as_deref()).and_then(s),
+        FieldId::UserUid => int(p.uid),
+        FieldId::UserEuid => p.euid.and_then(int),
+        FieldId::UserLoginuid => p.loginuid.and_then(int),
+        FieldId::UserLoginname => d.and_then(|d| d.login_user.as_deref()).and_then(s),
+        FieldId::GroupName => d.and_then(|d| d.group.as_deref()).and_then(s),
+        FieldId::GroupGid => int(p.gid),
+        FieldId::FdName => match &ev.body {
+            EventBody::File(f) => s(&f.path),
+            EventBody::Network(n) => net_name(n),
+            _ => None,
+        },
+        FieldId::FdNameraw => file(ev).map(|f| Val::Str(Cow::Borrowed(f.path.as_str()))),
+        FieldId::FdConnected => network(ev).and_then(|n| match n.op {
+            "connect" => Some(Val::Bool(n.result == 0 || n.in_progress)),
+            "accept" => Some(Val::Bool(n.result >= 0)),
+            _ => None,
+        }),
+        FieldId::FdDirectory => file(ev).map(|f| Val::Str(Cow::Borrowed(dirname(&f.path)))),
+        FieldId::FdFilename => file(ev).map(|f| Val::Str(Cow::Borrowed(basename(&f.path)))),
+        FieldId::FdNum => network(ev).map(|n| Val::Int(n.dup.as_ref().map_or(n.fd, |d| d.newfd))),
+        FieldId::FdTypechar => fd_type(ev).map(|t| {
+            Val::Str(Cow::Borrowed(match t {
+                "file" => "f",
+                "ipv4" => "4",
+                "ipv6" => "6",
+                "unix" => "u",
+                _ => "o",
+            }))
+        }),
+        FieldId::FdType => fd_type(ev).and_then(s),
+        FieldId::FdSip | FieldId::FdSnet => side_addr(ev, Side::Server).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdSport => side_addr(ev, Side::Server).map(|(_, p)| Val::Int(p.into())),
+        FieldId::FdCip => side_addr(ev, Side::Client).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdCport => side_addr(ev, Side::Client).map(|(_, p)| Val::Int(p.into())),
+        FieldId::FdRip | FieldId::FdRnet => side_addr(ev, Side::Remote).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdRport => side_addr(ev, Side::Remote).map(|(_, p)| Val::Int(p.into())),
+        FieldId::FdLip => side_addr(ev, Side::Local).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdLport => side_addr(ev, Side::Local).map(|(_, p)| Val::Int(p.into())),
+        FieldId::FdNet => side_addr(ev, Side::Any).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdL4proto => network(ev).and_then(|n| match n.socket_type.as_deref()? {
+            "stream" => s("tcp"),
+            "dgram" => s("udp"),
+            "raw" => s("raw"),
+            _ => None,
+        }),
+        FieldId::FdSockfamily => fd_type(ev).and_then(|t| match t {
+            "ipv4" | "ipv6" => s("ip"),
+            "unix" => s("unix"),
+            _ => None,
+        }),
+        FieldId::ContainerId => first_container_id(ev).and_then(s),
+        FieldId::ContainerName => match ev.container.as_deref() {
+            Some(c) => match &c.k8s {
+                Some(k) => s(&k.container),
+                None => first_container_id(ev).and_then(s),
+            },
+            None => None,
+        },
+        FieldId::ContainerType => ev
+            .container
+            .as_deref()
+            .map(|c| Val::Str(Cow::Borrowed(c.runtime))),
+        FieldId::K8sNsName => ev
+            .container
+            .as_deref()?
+            .k8s
+            .as_ref()
+            .map(|k| Val::Str(Cow::Borrowed(k.namespace.as_str()))),
+        FieldId::K8sPodName => ev
+            .container
+            .as_deref()?
+            .k8s
+            .as_ref()
+            .map(|k| Val::Str(Cow::Borrowed(k.pod.as_str()))),
+        FieldId::DnsQuery => network(ev)?
+            .dns
+            .as_ref()
+            .map(|q| Val::Str(Cow::Borrowed(q.name.as_str()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_indexed_by_id() {
+        for (i, f) in FIELDS.iter().enumerate() {
+            assert_eq!(f.id as usize, i, "{}", f.name);
+            assert!(!UNSUPPORTED.contains(&f.name), "{} is both", f.name);
+        }
+    }
+
+    #[test]
+    fn resolves_arguments_and_reports_typos() {
+        assert_eq!(resolve("proc.aname[2]").unwrap().index, Some(2));
+        assert_eq!(
+            resolve("evt.arg.flags").unwrap().name.as_deref(),
+            Some("flags")
+        );
+        assert_eq!(
+            resolve("evt.arg[flags]").unwrap().name.as_deref(),
+            Some("flags")
+        );
+        assert_eq!(
+            resolve("proc.nmae").unwrap_err(),
+            FieldProblem::Unknown("proc.nmae".into(), Some("proc.name"))
+        );
+        assert_eq!(
+            resolve("container.image.repository").unwrap_err(),
+            FieldProblem::Unsupported("container.image.repository".into())
+        );
+        assert!(matches!(
+            resolve("proc.name[1]"),
+            Err(FieldProblem::BadArg(_))
+        ));
+        assert!(matches!(
+            resolve("proc.aname[x]"),
+            Err(FieldProblem::BadArg(_))
+        ));
+    }
+}

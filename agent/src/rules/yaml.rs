@@ -1,0 +1,316 @@
+//! A YAML tree that remembers where each node came from, so rule errors can
+//! name `file:line:col` down to a token inside a condition string.
+//!
+//! serde-based YAML loaders drop positions once a value is built; the rule
+//! loader needs them after parsing (macros are expanded and fields checked
+//! long after the document is read), so it walks this tree instead.
+use std::collections::HashMap;
+
+use yaml_rust2::{
+    parser::{Event as YEvent, MarkedEventReceiver, Parser},
+    scanner::{Marker, TScalarStyle},
+};
+
+/// 1-based line and column, and the byte offset in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+    pub index: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Scalar {
+        value: String,
+        quoted: bool,
+        pos: Pos,
+    },
+    Seq(Vec<Node>, Pos),
+    Map(Vec<(Node, Node)>, Pos),
+}
+
+impl Node {
+    pub fn pos(&self) -> Pos {
+        match self {
+            Node::Scalar { pos, .. } | Node::Seq(_, pos) | Node::Map(_, pos) => *pos,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Scalar { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// A plain, unquoted `null`, `~` or empty scalar.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Node::Scalar { value, quoted: false, .. }
+            if value.is_empty() || value == "~" || value == "null" || value == "Null" || value == "NULL")
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Node::Scalar { .. } => "a scalar",
+            Node::Seq(..) => "a list",
+            Node::Map(..) => "a mapping",
+        }
+    }
+
+    /// The value of `key` in a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match self {
+            Node::Map(entries, _) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Parses one YAML document; `Ok(None)` for an empty file.
+///
+/// Falco's YAML reader accepts a flow list whose closing `]` sits at its
+/// key's indentation; the strict reader here does not. When that is the
+/// only problem, such lines are indented and the file read again: only
+/// those lines change, so every other position stays exact.
+pub fn parse(src: &str) -> Result<Option<Node>, (Pos, String)> {
+    match parse_strict(src) {
+        Err((_, msg)) if msg.contains("indentation") => {
+            let relaxed: String = src
+                .split_inclusive('\n')
+                .map(|l| {
+                    let t = l.trim();
+                    if matches!(t, "]" | "}" | "]," | "},") {
+                        format!("  {l}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            match parse_strict(&relaxed) {
+                Ok(n) => Ok(n),
+                Err(_) => parse_strict(src),
+            }
+        }
+        other => other,
+    }
+}
+
+fn parse_strict(src: &str) -> Result<Option<Node>, (Pos, String)> {
+    let mut b = Builder::default();
+    let mut parser = Parser::new_from_str(src);
+    parser
+        .load(&mut b, false)
+        .map_err(|e| (pos(*e.marker()), e.info().to_string()))?;
+    if let Some(e) = b.error {
+        return Err(e);
+    }
+    Ok(b.root)
+}
+
+fn pos(m: Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+        index: m.index(),
+    }
+}
+
+enum Open {
+    Seq(Vec<Node>, Pos, usize),
+    Map(Vec<(Node, Node)>, Option<Node>, Pos, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Open>,
+    root: Option<Node>,
+    anchors: HashMap<usize, Node>,
+    error: Option<(Pos, String)>,
+}
+
+impl Builder {
+    fn add(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Seq(items, ..)) => items.push(node),
+            Some(Open::Map(entries, key, ..)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: YEvent, mark: Marker) {
+        match ev {
+            YEvent::Scalar(value, style, anchor, _) => {
+                let quoted = !matches!(style, TScalarStyle::Plain);
+                self.add(
+                    Node::Scalar {
+                        value,
+                        quoted,
+                        pos: pos(mark),
+                    },
+                    anchor,
+                );
+            }
+            YEvent::SequenceStart(anchor, _) => {
+                self.stack.push(Open::Seq(Vec::new(), pos(mark), anchor))
+            }
+            YEvent::MappingStart(anchor, _) => {
+                self.stack
+                    .push(Open::Map(Vec::new(), None, pos(mark), anchor))
+            }
+            YEvent::SequenceEnd | YEvent::MappingEnd => match self.stack.pop() {
+                Some(Open::Seq(items, p, anchor)) => self.add(Node::Seq(items, p), anchor),
+                Some(Open::Map(entries, _, p, anchor)) => self.add(Node::Map(entries, p), anchor),
+                None => {}
+            },
+            YEvent::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(n) => self.add(n, 0),
+                None => {
+                    self.error
+                        .get_or_insert((pos(mark), "alias to an unknown anchor".to_string()));
+                }
+            },
+            YEvent::Nothing
+            | YEvent::StreamStart
+            | YEvent::StreamEnd
+            | YEvent::DocumentStart
+            | YEvent::DocumentEnd => {}
+        }
+    }
+}
+
+/// Where byte `offset` of a scalar's value lies in the source.
+///
+/// Folding and indentation make the value differ from the source text, so
+/// the two are walked side by side: a run of whitespace in the value
+/// matches any run of whitespace (newlines, indentation) in the source, and
+/// every other character is looked for in order.
+pub fn locate(src: &str, scalar_pos: Pos, value: &str, offset: usize) -> Pos {
+    let rest = src.get(scalar_pos.index..).unwrap_or("");
+    let mut raw = rest.char_indices().peekable();
+    // Block scalars start at their indicator line: skip it.
+    if rest.starts_with('|') || rest.starts_with('>') {
+        for (_, c) in raw.by_ref() {
+            if c == '\n' {
+                break;
+            }
+        }
+    } else if rest.starts_with('"') || rest.starts_with('\'') {
+        raw.next();
+    }
+    let mut at = 0;
+    for (i, c) in value.char_indices() {
+        if i >= offset {
+            break;
+        }
+        if c.is_whitespace() {
+            while raw.peek().is_some_and(|(_, r)| r.is_whitespace()) {
+                raw.next();
+            }
+            continue;
+        }
+        for (_, r) in raw.by_ref() {
+            if r == c {
+                break;
+            }
+        }
+    }
+    while raw.peek().is_some_and(|(_, r)| {
+        r.is_whitespace()
+            && offset < value.len()
+            && !value[offset..].starts_with(char::is_whitespace)
+    }) {
+        raw.next();
+    }
+    if let Some((i, _)) = raw.peek() {
+        at = *i;
+    } else if !rest.is_empty() {
+        at = rest.len();
+    }
+    position_of(src, scalar_pos.index + at)
+}
+
+/// Line and column of a byte index.
+pub fn position_of(src: &str, index: usize) -> Pos {
+    let index = index.min(src.len());
+    let before = &src[..index];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Pos {
+        line,
+        col: before[line_start..].chars().count() + 1,
+        index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar_at<'a>(n: &'a Node, path: &[&str]) -> &'a Node {
+        let mut n = n;
+        for k in path {
+            n = match n {
+                Node::Seq(items, _) => &items[k.parse::<usize>().unwrap()],
+                _ => n.get(k).unwrap(),
+            };
+        }
+        n
+    }
+
+    #[test]
+    fn positions_of_nodes_and_of_tokens_inside_scalars() {
+        let src = "- rule: a\n  condition: >\n    evt.type = execve\n    and proc.nme = x\n- macro: m\n  condition: proc.name in (a, b)\n";
+        let root = parse(src).unwrap().unwrap();
+        let cond = scalar_at(&root, &["0", "condition"]);
+        let Node::Scalar { value, pos: p, .. } = cond else {
+            panic!()
+        };
+        assert_eq!(value, "evt.type = execve and proc.nme = x\n");
+        let off = value.find("proc.nme").unwrap();
+        let at = locate(src, *p, value, off);
+        assert_eq!((at.line, at.col), (4, 9));
+        let plain = scalar_at(&root, &["1", "condition"]);
+        let Node::Scalar { value, pos: p, .. } = plain else {
+            panic!()
+        };
+        assert_eq!((p.line, p.col), (6, 14));
+        let at = locate(src, *p, value, value.find('b').unwrap());
+        assert_eq!((at.line, at.col), (6, 31));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let (p, msg) = parse("- rule: a\n  desc: [unclosed\n").unwrap_err();
+        assert!(p.line >= 2, "{p:?} {msg}");
+    }
+
+    #[test]
+    fn closing_bracket_at_key_indentation_is_accepted() {
+        let root = parse("- list: a\n  items: [\n    x,\n    y\n  ]\n")
+            .unwrap()
+            .unwrap();
+        let Node::Seq(items, _) = &root else { panic!() };
+        let Node::Seq(v, _) = items[0].get("items").unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn anchors_and_aliases_resolve() {
+        let root = parse("a: &x [1, 2]\nb: *x\n").unwrap().unwrap();
+        assert_eq!(root.get("a"), root.get("b"));
+    }
+}
