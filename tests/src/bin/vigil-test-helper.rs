@@ -302,6 +302,34 @@ fn main() {
                 libc::waitpid(r as i32, std::ptr::null_mut(), 0);
                 r
             }
+            "bpf-prog-load" => {
+                // A zeroed bpf_attr: the kernel refuses it, the attempt is seen.
+                let attr = [0u8; 128];
+                libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len())
+            }
+            "ptrace-traceme" => libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) as i64,
+            "dup2-socket" => {
+                // A loopback connection to itself, its socket put on fd N.
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let mut a = v4(0);
+                let _ = ret(libc::bind(l, (&a as *const libc::sockaddr_in).cast(), 16) as i64);
+                let _ = ret(libc::listen(l, 1) as i64);
+                let mut len: u32 = 16;
+                libc::getsockname(l, (&mut a as *mut libc::sockaddr_in).cast(), &mut len);
+                let c = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ = connect_v4(c, u16::from_be(a.sin_port));
+                libc::dup2(c, s(1).parse().unwrap()) as i64
+            }
+            "dup2-file" => {
+                let f = libc::open(c("/dev/null").as_ptr(), libc::O_WRONLY);
+                libc::dup2(f, s(1).parse().unwrap()) as i64
+            }
+            "become-root" => {
+                // Drop to uid 1000 keeping saved uid 0, then take root back.
+                let _ = ret(libc::setresuid(1000, 1000, 0) as i64);
+                libc::setresuid(0, 0, 0) as i64
+            }
+            "stay-root" => libc::setresuid(0, 0, 0) as i64,
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
