@@ -94,10 +94,13 @@ fn argv_has(tag: String) -> impl Fn(&Value) -> bool {
 /// One behaviour: `near_miss` runs first and returns a predicate for the
 /// alerts it must not cause; `act` returns the predicate of the alert it
 /// must cause.
+type Pred = Box<dyn Fn(&Value) -> bool>;
+type Step = Box<dyn Fn(&Env) -> Pred>;
+
 struct Case {
     rule: &'static str,
-    near_miss: Box<dyn Fn(&Env) -> Box<dyn Fn(&Value) -> bool>>,
-    act: Box<dyn Fn(&Env) -> Box<dyn Fn(&Value) -> bool>>,
+    near_miss: Step,
+    act: Step,
 }
 
 fn case(
