@@ -517,7 +517,7 @@ impl<'a, 's> Compiler<'a, 's> {
         for i in items {
             match (i.quoted, self.scope.lists.get(&i.text)) {
                 (false, Some(list)) if c.op.takes_list() || matches!(c.rhs, Rhs::List(_)) => {
-                    out.extend(list.iter().map(|v| (v.clone(), i.at)))
+                    out.extend(list.iter().map(|v| (unquote(v).to_string(), i.at)))
                 }
                 _ => out.push((i.text.clone(), i.at)),
             }
@@ -619,6 +619,12 @@ impl<'a, 's> Compiler<'a, 's> {
                 })
             }
             Ty::Int => {
+                if !matches!(
+                    op,
+                    Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::In | Op::Intersects
+                ) {
+                    return Err(bad_op(self));
+                }
                 let mut nums = Vec::new();
                 for (v, at) in &vals {
                     nums.push(parse_int(v).ok_or_else(|| {
@@ -643,6 +649,9 @@ impl<'a, 's> Compiler<'a, 's> {
                 })
             }
             Ty::Bool => {
+                if !matches!(op, Op::Eq | Op::Ne) {
+                    return Err(bad_op(self));
+                }
                 let b = match vals.first().map(|(v, _)| v.as_str()) {
                     Some("true") => true,
                     Some("false") => false,
@@ -666,6 +675,9 @@ impl<'a, 's> Compiler<'a, 's> {
                 })
             }
             Ty::Ip => {
+                if !matches!(op, Op::Eq | Op::Ne | Op::In | Op::Intersects) {
+                    return Err(bad_op(self));
+                }
                 let mut nets = Vec::new();
                 for (v, at) in &vals {
                     nets.push(Net::parse(v).ok_or_else(|| {
@@ -721,6 +733,17 @@ impl Node {
             }
             other => Node::Not(Box::new(other)),
         }
+    }
+}
+
+/// Falco expands lists as text, so an item written `'"10.0.0.0/8"'` is a
+/// quoted value: the quotes are not part of it.
+fn unquote(v: &str) -> &str {
+    let b = v.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        &v[1..v.len() - 1]
+    } else {
+        v
     }
 }
 

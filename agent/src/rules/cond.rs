@@ -419,6 +419,15 @@ impl Parser {
                     at,
                 }))
             }
+            // `evt.dir = <`: a direction is written as a bare `<` or `>`.
+            Some((Tok::Sym(sym @ (Op::Lt | Op::Gt)), at)) => {
+                self.i += 1;
+                Ok(Rhs::One(Item {
+                    text: sym.name().to_string(),
+                    quoted: false,
+                    at,
+                }))
+            }
             _ => Err(self.expected(&format!("a value after `{op}`"))),
         }
     }

@@ -130,6 +130,7 @@ fields! {
     ProcPexepath "proc.pexepath" Str None "Parent's executable path.";
     ProcAname "proc.aname" Str Index "Name of ancestor N (0 = the process, 1 = parent, …); without [N], every ancestor.";
     ProcApid "proc.apid" Int Index "Pid of ancestor N; without [N], every ancestor.";
+    ProcAexe "proc.aexe" Str Index "`argv[0]` of ancestor N; without [N], every ancestor.";
     ProcAexepath "proc.aexepath" Str Index "Executable path of ancestor N; without [N], every ancestor.";
     ProcSha256 "proc.sha256" Str None "SHA-256 of the executable (hex). Vigil's own.";
     ProcIsMemfd "proc.is_memfd" Bool None "Executed from a memfd (fileless). Vigil's own.";
@@ -160,6 +161,7 @@ fields! {
     FdRport "fd.rport" Int None "Remote port.";
     FdLip "fd.lip" Ip None "Local IP (bind).";
     FdLport "fd.lport" Int None "Local port (bind).";
+    FdIp "fd.ip" Ip None "The event's IP address, any side (Falco's `fd.ip`).";
     FdNet "fd.net" Ip None "The event's IP address, any side, for CIDR checks (`fd.net in (10.0.0.0/8)`).";
     FdSnet "fd.snet" Ip None "`fd.sip`, for CIDR checks.";
     FdRnet "fd.rnet" Ip None "`fd.rip`, for CIDR checks.";
@@ -303,18 +305,12 @@ pub fn spec(id: FieldId) -> &'static FieldSpec {
     &FIELDS[id as usize]
 }
 
-/// Arguments that are numbers; the others are text.
-const NUMERIC_ARGS: &[&str] = &[
-    "pid", "uid", "gid", "ruid", "euid", "suid", "olduid", "oldeuid", "fd", "oldfd", "newfd",
-    "proto", "backlog", "res",
-];
-
 /// The value type of a resolved field (`evt.arg.*` depends on the name).
+///
+/// `evt.arg.*` are text, as in Falco, numbers included: rules compare
+/// `evt.arg.uid` with names and numbers alike.
 pub fn ty_of(f: &FieldRef) -> Ty {
-    match (&f.id, f.name.as_deref()) {
-        (FieldId::EvtArg, Some(n)) if NUMERIC_ARGS.contains(&n) => Ty::Int,
-        _ => spec(f.id).ty,
-    }
+    spec(f.id).ty
 }
 
 /// Looks a field up by its written name (`proc.aname[2]`, `evt.arg.flags`,
@@ -640,6 +636,20 @@ fn ancestor_exe<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
         .map(|e| Val::Str(Cow::Borrowed(e)))
 }
 
+fn ancestor_argv0<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
+    if n == 0 {
+        return argv(ev)?
+            .first()
+            .map(|a| Val::Str(Cow::Borrowed(a.as_str())));
+    }
+    let a = ev.ancestry.get(n - 1)?;
+    a.argv
+        .first()
+        .map(|s| s.as_str())
+        .or(a.exe.as_deref())
+        .map(|s| Val::Str(Cow::Borrowed(s)))
+}
+
 /// Every ancestor (from the parent up) through `one`.
 fn all_ancestors<'a>(
     ev: &'a Event,
@@ -796,7 +806,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         }
         FieldId::EvtRawRes => result_of(ev).and_then(int),
         FieldId::EvtFailed => result_of(ev).map(|r| Val::Bool(r < 0)),
-        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()),
+        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()).map(|v| match v {
+            Val::Int(n) => Val::Str(Cow::Owned(n.to_string())),
+            other => other,
+        }),
         FieldId::EvtIsOpenRead => Some(Val::Bool(
             file(ev)
                 .and_then(|f| f.open.as_ref())
@@ -847,6 +860,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::ProcApid => match f.index {
             Some(n) => ancestor_pid(ev, n),
             None => all_ancestors(ev, ancestor_pid),
+        },
+        FieldId::ProcAexe => match f.index {
+            Some(n) => ancestor_argv0(ev, n),
+            None => all_ancestors(ev, ancestor_argv0),
         },
         FieldId::ProcAexepath => match f.index {
             Some(n) => ancestor_exe(ev, n),
@@ -906,7 +923,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::FdRport => side_addr(ev, Side::Remote).map(|(_, p)| Val::Int(p.into())),
         FieldId::FdLip => side_addr(ev, Side::Local).map(|(ip, _)| Val::Ip(ip)),
         FieldId::FdLport => side_addr(ev, Side::Local).map(|(_, p)| Val::Int(p.into())),
-        FieldId::FdNet => side_addr(ev, Side::Any).map(|(ip, _)| Val::Ip(ip)),
+        FieldId::FdNet | FieldId::FdIp => side_addr(ev, Side::Any).map(|(ip, _)| Val::Ip(ip)),
         FieldId::FdL4proto => network(ev).and_then(|n| match n.socket_type.as_deref()? {
             "stream" => s("tcp"),
             "dgram" => s("udp"),
