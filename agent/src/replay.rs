@@ -44,10 +44,16 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, serde_json::Error> {
 /// Replays `path` through `rules`.
 pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // Recordings compress about 30 times; `.gz` ones are read as they are.
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
     let mut out = Replay::default();
     let mut hits: Vec<Hit> = Vec::new();
     let mut last_line = 0;
-    for (i, line) in BufReader::new(f).lines().enumerate() {
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
         let n = i + 1;
         let line = line.with_context(|| format!("{}:{n}: cannot read", path.display()))?;
         if line.trim().is_empty() {

@@ -1,0 +1,236 @@
+//! Rules as code: `rules test` replays recordings, `--baseline` fails on
+//! false positives, and a running agent reloads its rules on file change
+//! and on SIGHUP without losing its process table.
+use std::{
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use vigil_tests::*;
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(bin("vigil-agent"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const BASELINE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../rules/baseline/benign.jsonl.gz"
+);
+
+#[test]
+fn default_rules_are_silent_on_the_benign_baseline() {
+    let o = vigil(&["rules", "test", "--baseline", BASELINE]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("0 at warning or above"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn baseline_fails_on_a_noisy_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let noisy = dir.path().join("noisy.yaml");
+    std::fs::write(
+        &noisy,
+        "- rule: Any shell\n  desc: d\n  priority: warning\n  condition: evt.type = execve and proc.name = bash\n",
+    )
+    .unwrap();
+    let o = vigil(&[
+        "rules",
+        "test",
+        "--rules",
+        noisy.to_str().unwrap(),
+        "--baseline",
+        BASELINE,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("benign.jsonl.gz:") && out.contains("Any shell [warning]"),
+        "{out}"
+    );
+    // Below --fail-on it only reports.
+    let o = vigil(&[
+        "rules",
+        "test",
+        "--rules",
+        noisy.to_str().unwrap(),
+        "--baseline",
+        BASELINE,
+        "--fail-on",
+        "error",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn replay_names_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("events.jsonl");
+    std::fs::write(
+        &f,
+        "{\"type\":\"lost\",\"kind\":\"exec\",\"count\":1,\"total\":1}\n{\"type\":\"exec\"\n",
+    )
+    .unwrap();
+    let o = vigil(&["rules", "test", "--events", f.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains(&format!("{}:2: not a Vigil event", f.display())),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn recorded_attack_replays_to_the_same_alerts() {
+    if !kernel_tests_enabled("recorded_attack_replays_to_the_same_alerts") {
+        return;
+    }
+    let mut agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let cat = Command::new("cat").arg("/etc/shadow").output().unwrap();
+    assert!(cat.status.success());
+    agent.wait_json(
+        Duration::from_secs(15),
+        |v| v["type"] == "alert" && v["rule"] == "Read sensitive file by unexpected program",
+        |f| !f.is_empty(),
+    );
+    agent.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.jsonl");
+    std::fs::write(&rec, agent.stdout_lines().join("\n")).unwrap();
+    let o = vigil(&["rules", "test", "--events", rec.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let alerts: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let a = alerts
+        .iter()
+        .find(|a| a["rule"] == "Read sensitive file by unexpected program")
+        .unwrap_or_else(|| panic!("{alerts:#?}"));
+    assert_eq!(a["fields"]["fd.name"], "/etc/shadow");
+    assert!(a["line"].as_u64().unwrap() > 0);
+    // The same recording as a baseline is a failure: it holds an attack.
+    let o = vigil(&["rules", "test", "--baseline", rec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+fn marker_rule(path: &Path, name: &str, marker: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "- rule: {name}\n  desc: d\n  priority: critical\n  condition: evt.type = execve and proc.args contains \"{marker}\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn fire(agent: &Proc, rule: &str, marker: &str) -> bool {
+    let _ = Command::new("/bin/true").arg(marker).status();
+    !agent
+        .wait_json(
+            Duration::from_secs(10),
+            |v| v["type"] == "alert" && v["rule"] == rule,
+            |f| !f.is_empty(),
+        )
+        .is_empty()
+}
+
+#[test]
+fn rules_reload_on_change_and_keep_the_old_set_on_error() {
+    if !kernel_tests_enabled("rules_reload_on_change_and_keep_the_old_set_on_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.yaml");
+    let marker = unique("--reload-marker");
+    marker_rule(&f, "First", &marker);
+    let mut agent = start_agent(&[
+        "--rules",
+        f.to_str().unwrap(),
+        "--rules-poll",
+        "1",
+        "--drain-interval-ms",
+        "10",
+    ]);
+    // A process started before the reload is still known after it.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    assert!(fire(&agent, "First", &marker));
+
+    marker_rule(&f, "Second", &marker);
+    agent.wait_stderr("rules reloaded", Duration::from_secs(20), |l| {
+        l.contains("rules reloaded")
+    });
+    assert!(fire(&agent, "Second", &marker));
+
+    std::fs::write(
+        &f,
+        "- rule: Broken\n  priority: info\n  condition: proc.nme = x\n",
+    )
+    .unwrap();
+    let line = agent.wait_stderr("reload error", Duration::from_secs(20), |l| {
+        l.contains("rules not reloaded")
+    });
+    assert!(line.contains("r.yaml:3:14"), "{line}");
+    let before = agent.json_lines().len();
+    let _ = Command::new("/bin/true").arg(&marker).status();
+    let hits = agent.wait_json(
+        Duration::from_secs(10),
+        |v| v["type"] == "alert" && v["rule"] == "Second",
+        |f| f.len() >= 2,
+    );
+    assert!(
+        hits.len() >= 2,
+        "the old rules stay in force ({before} lines before)"
+    );
+
+    // The process table survived the reloads: the sleeper's exit is named.
+    let _ = Command::new("kill").arg(sleeper.id().to_string()).status();
+    let _ = sleeper.wait();
+    assert!(agent.alive());
+}
+
+#[test]
+fn sighup_reloads_rules_when_polling_is_off() {
+    if !kernel_tests_enabled("sighup_reloads_rules_when_polling_is_off") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.yaml");
+    let marker = unique("--sighup-marker");
+    marker_rule(&f, "Before", &marker);
+    let mut agent = start_agent(&[
+        "--rules",
+        f.to_str().unwrap(),
+        "--rules-poll",
+        "0",
+        "--drain-interval-ms",
+        "10",
+    ]);
+    assert!(fire(&agent, "Before", &marker));
+    marker_rule(&f, "After", &marker);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !agent
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("rules reloaded")),
+        "no polling"
+    );
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    agent.wait_stderr("rules reloaded", Duration::from_secs(20), |l| {
+        l.contains("rules reloaded")
+    });
+    assert!(fire(&agent, "After", &marker));
+    assert!(agent.alive());
+}
