@@ -1,9 +1,6 @@
 //! Matching events against a compiled rule set: the `evt.type` index,
 //! per-event field slots, sequences across a process tree, and dedup.
-use std::{
-    collections::{HashMap, VecDeque},
-    path::PathBuf,
-};
+use std::{collections::HashMap, path::PathBuf};
 
 use super::{
     compile::{render, Ctx, Slots},
@@ -36,10 +33,45 @@ pub struct EngineCounters {
 }
 
 struct Partial {
-    root_pid: u32,
     started_ns: i64,
-    next: usize,
+    /// The value of the last keyed step so far.
     key: Option<String>,
+}
+
+/// A rule's open sequences, by (the pid whose tree they watch, the step
+/// they wait for, the key value that step must show).
+#[derive(Default)]
+struct OpenSequences {
+    by_slot: HashMap<(u32, usize, Option<String>), Vec<Partial>>,
+    len: usize,
+}
+
+impl OpenSequences {
+    fn insert(&mut self, root: u32, next: usize, keyed: bool, p: Partial) {
+        let key = if keyed { p.key.clone() } else { None };
+        self.by_slot.entry((root, next, key)).or_default().push(p);
+        self.len += 1;
+    }
+
+    /// Drops expired sequences, then, if still full, whole slots until
+    /// there is room; returns how many live ones were dropped.
+    fn make_room(&mut self, now: i64, window_ns: i64) -> u64 {
+        self.by_slot.retain(|_, list| {
+            list.retain(|p| now - p.started_ns <= window_ns);
+            !list.is_empty()
+        });
+        self.len = self.by_slot.values().map(Vec::len).sum();
+        let mut dropped = 0;
+        while self.len >= MAX_PARTIALS {
+            let Some(slot) = self.by_slot.keys().next().cloned() else {
+                break;
+            };
+            let n = self.by_slot.remove(&slot).map_or(0, |l| l.len());
+            self.len -= n;
+            dropped += n as u64;
+        }
+        dropped
+    }
 }
 
 struct DedupEntry {
@@ -51,15 +83,17 @@ struct DedupEntry {
 
 pub struct RuleSet {
     rules: Vec<CompiledRule>,
-    by_type: HashMap<String, Vec<usize>>,
+    by_type: foldhash::HashMap<String, Vec<usize>>,
     any_type: Vec<usize>,
+    /// Reused per event: the rules to test.
+    scratch: Vec<usize>,
     slots: Slots,
     /// The files the rules came from, in load order.
     pub sources: Vec<String>,
     /// Rules left out (unsupported source, or unsupported fields with
     /// `skip_unsupported`), with reasons.
     pub skipped: Vec<Skipped>,
-    partials: Vec<VecDeque<Partial>>,
+    partials: Vec<OpenSequences>,
     dedup: HashMap<(usize, String), DedupEntry>,
     pub counters: EngineCounters,
 }
@@ -102,7 +136,7 @@ impl RuleSet {
         opts: LoadOptions,
     ) -> Result<RuleSet, Vec<RuleError>> {
         let loaded = load::load(sources, opts)?;
-        let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_type: foldhash::HashMap<String, Vec<usize>> = Default::default();
         let mut any_type = Vec::new();
         for (i, r) in loaded.rules.iter().enumerate() {
             match load::rule_evt_types(r) {
@@ -115,10 +149,15 @@ impl RuleSet {
             }
         }
         Ok(RuleSet {
-            partials: loaded.rules.iter().map(|_| VecDeque::new()).collect(),
+            partials: loaded
+                .rules
+                .iter()
+                .map(|_| OpenSequences::default())
+                .collect(),
             rules: loaded.rules,
             by_type,
             any_type,
+            scratch: Vec::new(),
             slots: loaded.slots,
             sources: sources.iter().map(|(o, _)| o.clone()).collect(),
             skipped: loaded.skipped,
@@ -139,41 +178,62 @@ impl RuleSet {
             .map(|&i| self.rules[i].meta.name.as_str())
     }
 
+    /// Advances rule `i`'s open sequences with this event, and opens one
+    /// if it matches the first step. Open sequences are filed by the pid
+    /// whose tree they watch, the step they wait for and the key value that
+    /// step must show, so an event costs a few hash lookups per ancestor,
+    /// however many sequences are open.
     fn sequence_step(&mut self, i: usize, cx: &mut Ctx, out: &mut Vec<Hit>) {
         let RuleKind::Sequence(seq) = &self.rules[i].kind else {
             return;
         };
         let ev = cx.ev;
         let now = ev.time_unix_ns;
-        let partials = &mut self.partials[i];
-        partials.retain(|p| now - p.started_ns <= seq.window_ns);
-        let in_scope = |root: u32| {
-            ev.process.pid == root
-                || (!seq.same_process && ev.ancestry.iter().any(|a| a.pid == root))
+        let open = &mut self.partials[i];
+        let key_of = |k: usize| {
+            seq.steps[k]
+                .1
+                .as_ref()
+                .map(|f| render(fields::extract(ev, f).as_ref()).into_owned())
         };
+        let depth = if seq.same_process {
+            0
+        } else {
+            ev.ancestry.len()
+        };
+        let roots =
+            std::iter::once(ev.process.pid).chain(ev.ancestry[..depth].iter().map(|a| a.pid));
         let mut done = false;
-        let mut k = 0;
-        while k < partials.len() {
-            let p = &partials[k];
-            let (node, key) = &seq.steps[p.next];
-            if in_scope(p.root_pid) && node.eval(cx) {
-                let value = key
-                    .as_ref()
-                    .map(|f| render(fields::extract(ev, f).as_ref()).into_owned());
-                if p.key.is_none() || value.is_none() || p.key == value {
-                    let p = &mut partials[k];
-                    p.next += 1;
-                    if value.is_some() {
-                        p.key = value;
-                    }
-                    if p.next == seq.steps.len() {
-                        partials.remove(k);
-                        done = true;
+        for k in (1..seq.steps.len()).rev() {
+            if open.len == 0 || !seq.steps[k].0.eval(cx) {
+                continue;
+            }
+            let value = key_of(k);
+            for root in roots.clone() {
+                // Sequences whose key matches, and those with no key yet.
+                for slot in [value.clone(), None] {
+                    let Some(list) = open.by_slot.remove(&(root, k, slot.clone())) else {
                         continue;
+                    };
+                    open.len -= list.len();
+                    for mut p in list {
+                        if now - p.started_ns > seq.window_ns {
+                            continue;
+                        }
+                        if value.is_some() {
+                            p.key = value.clone();
+                        }
+                        if k + 1 == seq.steps.len() {
+                            done = true;
+                        } else {
+                            open.insert(root, k + 1, seq.steps[k + 1].1.is_some(), p);
+                        }
+                    }
+                    if slot.is_none() {
+                        break;
                     }
                 }
             }
-            k += 1;
         }
         if done {
             out.push(Hit {
@@ -182,20 +242,22 @@ impl RuleSet {
                 event: None,
             });
         }
-        let (first, key) = &seq.steps[0];
-        if first.eval(cx) {
-            if partials.len() >= MAX_PARTIALS {
-                partials.pop_front();
-                self.counters.sequence_evicted += 1;
+        if seq.steps[0].0.eval(cx) {
+            if open.len >= MAX_PARTIALS {
+                self.counters.sequence_evicted += open.make_room(now, seq.window_ns);
             }
-            partials.push_back(Partial {
-                root_pid: ev.process.pid,
+            // Tree scope covers the first process's siblings too: a file
+            // fetched by one child of a shell and run by another.
+            let root = match ev.process.ppid {
+                0 | 1 => ev.process.pid,
+                _ if seq.same_process => ev.process.pid,
+                ppid => ppid,
+            };
+            let p = Partial {
                 started_ns: now,
-                next: 1,
-                key: key
-                    .as_ref()
-                    .map(|f| render(fields::extract(ev, f).as_ref()).into_owned()),
-            });
+                key: key_of(0),
+            };
+            open.insert(root, 1, seq.steps[1].1.is_some(), p);
         }
     }
 
@@ -260,12 +322,13 @@ impl Matcher for RuleSet {
         if typed.is_empty() && self.any_type.is_empty() {
             return;
         }
-        // Index lists are cloned cheaply as ranges of indices into rules.
-        let candidates: Vec<usize> = typed.iter().chain(&self.any_type).copied().collect();
+        let mut candidates = std::mem::take(&mut self.scratch);
+        candidates.clear();
+        candidates.extend(typed.iter().chain(&self.any_type));
         let slots = std::mem::take(&mut self.slots);
         let mut cx = Ctx::new(event, &slots);
         let mut matched = Vec::new();
-        for i in candidates {
+        for &i in &candidates {
             match &self.rules[i].kind {
                 RuleKind::Single(n) => {
                     if n.eval(&mut cx) {
@@ -283,6 +346,7 @@ impl Matcher for RuleSet {
         }
         drop(cx);
         self.slots = slots;
+        self.scratch = candidates;
         for i in matched {
             self.deduplicate(i, event, out);
         }
@@ -573,6 +637,19 @@ mod tests {
             )
             .is_empty(),
             "window"
+        );
+        // Fetched by one child of a shell, run by another.
+        let mut s = set(yaml);
+        let mut write = open(301, "curl", "/tmp/z", true, sec);
+        write.process.ppid = 300;
+        assert!(fired(&mut s, &write).is_empty());
+        assert_eq!(
+            fired(&mut s, &exec(302, "/tmp/z", &["z"], 2 * sec, child_of(300))),
+            ["Dropped"]
+        );
+        assert!(
+            fired(&mut s, &exec(303, "/tmp/z", &["z"], 3 * sec, child_of(300))).is_empty(),
+            "closed"
         );
     }
 

@@ -993,11 +993,11 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
 }
 
 /// The `evt.type` index key set of a compiled rule; None: any type.
-pub fn rule_evt_types(r: &CompiledRule) -> Option<std::collections::HashSet<String>> {
+pub fn rule_evt_types(r: &CompiledRule) -> Option<super::compile::HashSet<String>> {
     match &r.kind {
         RuleKind::Single(n) => evt_types(n),
         RuleKind::Sequence(s) => {
-            let mut all = std::collections::HashSet::new();
+            let mut all = super::compile::HashSet::default();
             for (n, _) in &s.steps {
                 all.extend(evt_types(n)?);
             }
