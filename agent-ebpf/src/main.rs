@@ -670,6 +670,14 @@ mod probe {
         if spec.family == EventKind::Control as u8 {
             stash_old_creds(&mut p);
         }
+        // dup2/dup3 name the target fd (their `mode` slot): only 0, 1 and 2
+        // matter, and shells dup onto higher fds all the time.
+        if spec.family == EventKind::Network as u8
+            && spec.op == NetOp::Dup as u8
+            && arg(&p, spec.mode).is_some_and(|fd| !(0..=2).contains(&(fd as i32)))
+        {
+            return;
+        }
         // Sends are followed only to port 53: decide here, before anything
         // is stored, so other traffic costs one check.
         if spec.variant != 0 && send_dport(spec.variant, &p) != 53 {

@@ -121,11 +121,13 @@ fn network_rows() -> Vec<FileSyscall> {
         // Sent only for a socket landing on fd 0, 1 or 2 (checked in the
         // kernel at exit): the wiring of a reverse shell.
         net("dup", libc::SYS_dup, Dup, A::default()),
+        // For dup2/dup3 `mode` names the target fd, checked at entry.
         net(
             "dup3",
             libc::SYS_dup3,
             Dup,
             A {
+                mode: s(1),
                 flags: s(2),
                 ..A::default()
             },
@@ -164,7 +166,15 @@ fn network_rows() -> Vec<FileSyscall> {
     ];
     // arm64 has only dup3.
     #[cfg(target_arch = "x86_64")]
-    v.push(net("dup2", libc::SYS_dup2, Dup, A::default()));
+    v.push(net(
+        "dup2",
+        libc::SYS_dup2,
+        Dup,
+        A {
+            mode: s(1),
+            ..A::default()
+        },
+    ));
     v
 }
 

@@ -673,6 +673,31 @@ mod tests {
     }
 
     #[test]
+    fn default_reverse_shell_sequence_needs_a_remote_connect_then_a_shell() {
+        let sec = 1_000_000_000i64;
+        let mut s = RuleSet::embedded_default();
+        let rule = "Reverse shell sequence".to_string();
+        let shell = |pid, t| {
+            exec(
+                pid,
+                "/usr/bin/bash",
+                &["bash", "-i"],
+                t,
+                json!([{"pid": 1, "exe": "/sbin/init", "argv": ["init"]}]),
+            )
+        };
+        // Loopback first: a near miss.
+        assert!(!fired(&mut s, &connect(500, "127.0.0.1", 4444, sec)).contains(&rule));
+        assert!(!fired(&mut s, &shell(500, 2 * sec)).contains(&rule));
+        // A remote address, then a shell exec'd in the same process.
+        fired(&mut s, &connect(600, "203.0.113.5", 443, 3 * sec));
+        assert!(fired(&mut s, &shell(600, 4 * sec)).contains(&rule));
+        // Outside the 30 s window: nothing.
+        fired(&mut s, &connect(700, "203.0.113.5", 443, 10 * sec));
+        assert!(!fired(&mut s, &shell(700, 41 * sec)).contains(&rule));
+    }
+
+    #[test]
     fn default_rules_are_all_indexed_by_event_type() {
         let s = RuleSet::embedded_default();
         assert!(s.len() >= 25);

@@ -977,6 +977,19 @@ mod tests {
     }
 
     #[test]
+    fn every_field_is_documented() {
+        let doc = include_str!("../../../docs/rules.md");
+        for f in FIELDS {
+            let name = match f.arg {
+                ArgKind::None => format!("`{}`", f.name),
+                ArgKind::Index => format!("`{}[N]`", f.name),
+                ArgKind::Name => format!("`{}.NAME`", f.name),
+            };
+            assert!(doc.contains(&name), "docs/rules.md does not list {name}");
+        }
+    }
+
+    #[test]
     fn resolves_arguments_and_reports_typos() {
         assert_eq!(resolve("proc.aname[2]").unwrap().index, Some(2));
         assert_eq!(
