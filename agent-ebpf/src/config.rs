@@ -125,6 +125,15 @@ pub struct ProbeConfig {
     /// `sock.__sk_common.skc_family`.
     pub inode_mode: u32,
     pub sock_family: u32,
+    /// Controlling terminal: `task_struct.signal`, `signal_struct.tty`,
+    /// `tty_struct.index`, `tty_struct.driver`, `tty_driver.major`,
+    /// `tty_driver.minor_start`.
+    pub task_signal: u32,
+    pub signal_tty: u32,
+    pub tty_index: u32,
+    pub tty_driver: u32,
+    pub driver_major: u32,
+    pub driver_minor_start: u32,
 }
 
 impl ProbeConfig {
@@ -195,6 +204,12 @@ impl ProbeConfig {
         inode_mtime_nsec: UNKNOWN_OFFSET,
         inode_mode: UNKNOWN_OFFSET,
         sock_family: UNKNOWN_OFFSET,
+        task_signal: UNKNOWN_OFFSET,
+        signal_tty: UNKNOWN_OFFSET,
+        tty_index: UNKNOWN_OFFSET,
+        tty_driver: UNKNOWN_OFFSET,
+        driver_major: UNKNOWN_OFFSET,
+        driver_minor_start: UNKNOWN_OFFSET,
     };
 }
 

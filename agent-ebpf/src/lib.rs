@@ -85,6 +85,8 @@ pub const HDR_START_UNKNOWN: u32 = 1 << 5;
 /// The process's executable has no links left: deleted since it started
 /// (checked on every event, so a binary that deletes itself shows).
 pub const HDR_EXE_DELETED: u32 = 1 << 6;
+/// The controlling terminal could not be read (`EventHeader::tty` is 0).
+pub const HDR_TTY_UNKNOWN: u32 = 1 << 7;
 
 /// Process context at the start of every event.
 #[repr(C)]
@@ -119,6 +121,10 @@ pub struct EventHeader {
     pub mnt_ns: u32,
     pub pid_ns: u32,
     pub comm: [u8; COMM_LEN],
+    /// Controlling terminal as `/proc/PID/stat` `tty_nr` encodes it
+    /// (`task->signal->tty`); 0 when the process has none.
+    pub tty: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

@@ -32,7 +32,7 @@ mod probe {
         },
         EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED,
         HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN,
-        HDR_START_UNKNOWN, LOST_SLOTS,
+        HDR_START_UNKNOWN, HDR_TTY_UNKNOWN, LOST_SLOTS,
     };
     use aya_ebpf::{
         helpers::{
@@ -246,6 +246,10 @@ mod probe {
         if exe_deleted(task) {
             flags |= HDR_EXE_DELETED;
         }
+        let tty = controlling_tty(task);
+        if tty.is_none() {
+            flags |= HDR_TTY_UNKNOWN;
+        }
         unsafe {
             (*h).kind = kind as u32;
             (*h).flags = flags;
@@ -263,7 +267,26 @@ mod probe {
             (*h).mnt_ns = mnt_ns.unwrap_or(0);
             (*h).pid_ns = pid_ns.unwrap_or(0);
             (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            (*h).tty = tty.unwrap_or(0);
+            (*h)._pad = 0;
         }
+    }
+
+    /// `task->signal->tty` as `tty_nr`: `new_encode_dev(MKDEV(major,
+    /// minor_start + index))`; Some(0) for no terminal.
+    #[inline(always)]
+    fn controlling_tty(task: *const u8) -> Option<u32> {
+        let signal: *const u8 = read_kernel(task, cfg!(task_signal))?;
+        let tty: *const u8 = read_kernel(signal, cfg!(signal_tty))?;
+        if tty.is_null() {
+            return Some(0);
+        }
+        let index: i32 = read_kernel(tty, cfg!(tty_index))?;
+        let driver: *const u8 = read_kernel(tty, cfg!(tty_driver))?;
+        let major: i32 = read_kernel(driver, cfg!(driver_major))?;
+        let minor_start: i32 = read_kernel(driver, cfg!(driver_minor_start))?;
+        let minor = (minor_start + index) as u32;
+        Some((minor & 0xff) | ((major as u32 & 0xfff) << 8) | ((minor & !0xff) << 12))
     }
 
     #[tracepoint(category = "sched", name = "sched_process_exec")]

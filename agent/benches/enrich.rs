@@ -52,6 +52,8 @@ fn header(kind: EventKind, pid: u32, ppid: u32, start: u64) -> EventHeader {
         mnt_ns: mnt_ns(),
         pid_ns: 0,
         comm,
+        tty: 0,
+        _pad: 0,
     }
 }
 

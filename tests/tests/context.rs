@@ -165,3 +165,60 @@ fn reused_pid_has_a_different_start_time() {
         "the second process with pid {pid} started later: {t0} vs {t1}"
     );
 }
+
+/// `proc.tty`: a process on a pseudo-terminal reports the terminal
+/// /proc/PID/stat names; one without a terminal reports 0.
+#[test]
+fn controlling_terminal_matches_proc_stat() {
+    if !kernel_tests_enabled("controlling_terminal_matches_proc_stat") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    // python's pty.fork gives the child a new session on a fresh pty; the
+    // child prints its own tty_nr and pid, then sleeps a moment.
+    let script = r#"
+import os, pty
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv('/bin/sh', ['sh', '-c', 'read a b c d e f g rest < /proc/self/stat; echo "$a $g"; sleep 0.3'])
+out = b''
+while True:
+    try:
+        d = os.read(fd, 1000)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+os.waitpid(pid, 0)
+print(out.decode().strip())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    let pid: u32 = it.next().unwrap().parse().unwrap();
+    let tty_nr: u64 = it.next().unwrap().parse().unwrap();
+    assert_ne!(tty_nr, 0, "the child has a terminal");
+    let evs = events_of(&agent, pid, "exec");
+    let exec = evs.iter().find(|e| e["type"] == "exec").unwrap();
+    assert_eq!(exec["process"]["tty"], tty_nr);
+    // This test process has no terminal under the harness.
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let child_pid = child.id();
+    child.wait().unwrap();
+    let evs = events_of(&agent, child_pid, "exec");
+    let mine = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let my_tty: u64 = mine
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(evs[0]["process"]["tty"], my_tty);
+}

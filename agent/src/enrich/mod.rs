@@ -691,6 +691,7 @@ mod tests {
                 pid_ns: None,
                 start_boottime_ns: Some(ticks * procfs::tick_ns() + 1),
                 exe_deleted: false,
+                tty: None,
                 detail: None,
             },
             ancestry: Vec::new(),

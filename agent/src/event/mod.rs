@@ -7,7 +7,7 @@ use std::{mem::size_of, sync::Arc};
 
 use agent_ebpf::{
     EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
-    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN,
+    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN,
 };
 use serde::Serialize;
 
@@ -53,6 +53,11 @@ pub struct ProcessContext {
     /// The executable was deleted (checked by the probe on every event).
     #[serde(skip)]
     pub exe_deleted: bool,
+    /// Controlling terminal as `/proc/PID/stat` `tty_nr` encodes it: 0 for
+    /// none (daemons, services), e.g. 34816 for /dev/pts/0; None when the
+    /// kernel layout is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<u32>,
     /// What the process table and enrichment know beyond the record; None
     /// straight out of `decode`.
     #[serde(flatten)]
@@ -85,9 +90,6 @@ pub struct ProcessDetail {
     pub exe_drift: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_file: Option<ExeFile>,
-    /// Controlling terminal (`tty_nr`), 0 for none; None when unknown.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tty: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -228,6 +230,7 @@ fn context(h: &EventHeader) -> ProcessContext {
         mnt_ns: known(HDR_MNTNS_UNKNOWN).then_some(h.mnt_ns),
         pid_ns: known(HDR_PIDNS_UNKNOWN).then_some(h.pid_ns),
         start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
+        tty: known(HDR_TTY_UNKNOWN).then_some(h.tty),
         exe_deleted: h.flags & HDR_EXE_DELETED != 0,
         detail: None,
     }
@@ -279,6 +282,8 @@ pub(crate) mod test_support {
             mnt_ns: 4026531841,
             pid_ns: 4026531836,
             comm,
+            tty: 0,
+            _pad: 0,
         }
     }
 

@@ -135,6 +135,12 @@ impl StructOffsets {
                 or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
             },
             inode_mode: get("inode", "i_mode"),
+            task_signal: get("task_struct", "signal"),
+            signal_tty: get("signal_struct", "tty"),
+            tty_index: get("tty_struct", "index"),
+            tty_driver: get("tty_struct", "driver"),
+            driver_major: get("tty_driver", "major"),
+            driver_minor_start: get("tty_driver", "minor_start"),
             sock_family: {
                 let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
                     btf,

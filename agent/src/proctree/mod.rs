@@ -464,6 +464,7 @@ mod tests {
             pid_ns: None,
             start_boottime_ns: Some(start),
             exe_deleted: false,
+            tty: None,
             detail: None,
         }
     }

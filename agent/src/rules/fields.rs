@@ -123,7 +123,7 @@ fields! {
     ProcCmdline "proc.cmdline" Str None "`proc.name` followed by the arguments.";
     ProcArgs "proc.args" Str None "The arguments (`argv[1..]`), joined by spaces.";
     ProcCwd "proc.cwd" Str None "Working directory.";
-    ProcTty "proc.tty" Int None "Controlling terminal (`tty_nr` of /proc/PID/stat); 0 when none.";
+    ProcTty "proc.tty" Int None "Controlling terminal, encoded as `tty_nr` of /proc/PID/stat (34816 is /dev/pts/0); 0 when the process has none.";
     ProcPname "proc.pname" Str None "Parent's executable name.";
     ProcPcmdline "proc.pcmdline" Str None "Parent's command line.";
     ProcPexe "proc.pexe" Str None "Parent's `argv[0]`.";
@@ -841,7 +841,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
                 .join(" "),
         ),
         FieldId::ProcCwd => d.and_then(|d| d.cwd.as_deref()).and_then(s),
-        FieldId::ProcTty => d.and_then(|d| d.tty).map(|t| Val::Int(t.into())),
+        FieldId::ProcTty => p.tty.map(|t| Val::Int(t.into())),
         FieldId::ProcPname => ancestor_name(ev, 1),
         FieldId::ProcPcmdline => parent.map(|a| {
             let name = a.exe.as_deref().map(basename).unwrap_or_default();
