@@ -486,6 +486,14 @@ impl<'a, 's> Compiler<'a, 's> {
             };
             return Err(self.err(cond, at, message, false));
         };
+        if self.stack.len() >= 64 {
+            return Err(self.err(
+                cond,
+                at,
+                format!("macros nested more than 64 deep at `{name}`"),
+                false,
+            ));
+        }
         if self.stack.iter().any(|m| m == name) {
             return Err(self.err(
                 cond,

@@ -238,6 +238,7 @@ pub fn parse(src: &str) -> Result<Expr, SyntaxError> {
         toks,
         i: 0,
         end: src.len(),
+        depth: 0,
     };
     if p.toks.is_empty() {
         return Err(SyntaxError {
@@ -273,7 +274,13 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     i: usize,
     end: usize,
+    /// Nesting of parentheses and `not`, bounded so a hostile condition
+    /// cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting a condition may have.
+const MAX_DEPTH: usize = 200;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -315,11 +322,21 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, SyntaxError> {
-        if self.is_word("not") {
-            self.i += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(SyntaxError {
+                at: self.here(),
+                message: format!("condition nested more than {MAX_DEPTH} levels deep"),
+            });
         }
-        self.primary()
+        let r = if self.is_word("not") {
+            self.i += 1;
+            self.unary().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        r
     }
 
     fn expected(&self, what: &str) -> SyntaxError {
@@ -501,6 +518,15 @@ mod tests {
         assert_eq!(e.at, 6);
         let e = parse("proc.name =").unwrap_err();
         assert_eq!(e.at, 11);
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}a = b{}", "(".repeat(100_000), ")".repeat(100_000));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nested more than"), "{}", e.message);
+        let nots = format!("{}a = b", "not ".repeat(100_000));
+        assert!(parse(&nots).is_err());
     }
 
     #[test]

@@ -672,10 +672,21 @@ mod tests {
         assert_eq!(s.counters.dedup_suppressed, 3);
     }
 
+    fn dup_onto(pid: u32, newfd: i64, t: i64) -> Event {
+        let body = json!({"type": "network", "op": "dup", "syscall": "dup2", "fd": newfd,
+            "result": newfd, "in_progress": false,
+            "dup": {"oldfd": 3, "newfd": newfd, "flags": 0, "family": "inet"}});
+        event(
+            body,
+            process(pid, "curl", "/usr/bin/curl", &["curl"]),
+            t,
+            json!([]),
+        )
+    }
+
     #[test]
-    fn default_reverse_shell_sequence_needs_a_remote_connect_then_a_shell() {
+    fn default_reverse_shell_sequence_is_connect_dup_then_shell() {
         let sec = 1_000_000_000i64;
-        let mut s = RuleSet::embedded_default();
         let rule = "Reverse shell sequence".to_string();
         let shell = |pid, t| {
             exec(
@@ -686,15 +697,63 @@ mod tests {
                 json!([{"pid": 1, "exe": "/sbin/init", "argv": ["init"]}]),
             )
         };
-        // Loopback first: a near miss.
-        assert!(!fired(&mut s, &connect(500, "127.0.0.1", 4444, sec)).contains(&rule));
-        assert!(!fired(&mut s, &shell(500, 2 * sec)).contains(&rule));
-        // A remote address, then a shell exec'd in the same process.
-        fired(&mut s, &connect(600, "203.0.113.5", 443, 3 * sec));
-        assert!(fired(&mut s, &shell(600, 4 * sec)).contains(&rule));
-        // Outside the 30 s window: nothing.
-        fired(&mut s, &connect(700, "203.0.113.5", 443, 10 * sec));
-        assert!(!fired(&mut s, &shell(700, 41 * sec)).contains(&rule));
+        let run = |steps: Vec<Event>| {
+            let mut s = RuleSet::embedded_default();
+            steps
+                .iter()
+                .map(|e| fired(&mut s, e).contains(&rule))
+                .collect::<Vec<bool>>()
+        };
+        // A public address, its socket on stdin, then a shell: fires on the shell.
+        assert_eq!(
+            run(vec![
+                connect(600, "203.0.113.5", 443, sec),
+                dup_onto(600, 0, 2 * sec),
+                shell(600, 3 * sec)
+            ]),
+            [false, false, true]
+        );
+        // Near misses: a private address; no dup; the dup onto stdout only;
+        // another process's shell; too late.
+        assert_eq!(
+            run(vec![
+                connect(600, "10.0.0.5", 443, sec),
+                dup_onto(600, 0, 2 * sec),
+                shell(600, 3 * sec)
+            ]),
+            [false; 3]
+        );
+        assert_eq!(
+            run(vec![
+                connect(600, "203.0.113.5", 443, sec),
+                shell(600, 3 * sec)
+            ]),
+            [false; 2]
+        );
+        assert_eq!(
+            run(vec![
+                connect(600, "203.0.113.5", 443, sec),
+                dup_onto(600, 1, 2 * sec),
+                shell(600, 3 * sec)
+            ]),
+            [false; 3]
+        );
+        assert_eq!(
+            run(vec![
+                connect(600, "203.0.113.5", 443, sec),
+                dup_onto(600, 0, 2 * sec),
+                shell(601, 3 * sec)
+            ]),
+            [false; 3]
+        );
+        assert_eq!(
+            run(vec![
+                connect(600, "203.0.113.5", 443, sec),
+                dup_onto(600, 0, 2 * sec),
+                shell(600, 40 * sec)
+            ]),
+            [false; 3]
+        );
     }
 
     #[test]

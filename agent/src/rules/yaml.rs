@@ -309,6 +309,12 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&deep).is_err());
+    }
+
+    #[test]
     fn anchors_and_aliases_resolve() {
         let root = parse("a: &x [1, 2]\nb: *x\n").unwrap().unwrap();
         assert_eq!(root.get("a"), root.get("b"));
