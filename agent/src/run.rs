@@ -177,6 +177,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         rules,
         sink: &mut sink,
         hits: Vec::new(),
+        reported: Default::default(),
     };
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
@@ -279,6 +280,8 @@ struct Output<'a> {
     rules: RuleSet,
     sink: &'a mut Sink,
     hits: Vec<Hit>,
+    /// The rule engine's counters when last logged.
+    reported: crate::rules::EngineCounters,
 }
 
 impl Output<'_> {
@@ -311,23 +314,29 @@ impl Output<'_> {
         }
     }
 
-    /// Sends the summaries of dedup windows that ended.
+    /// Sends the summaries of dedup windows that ended, and reports the
+    /// rule engine's drops when they grew.
     fn tick(&mut self, stdout: &io::Stdout) {
-        self.rules.tick(
-            event::BootClock::now().to_unix_ns(boot_now_ns()),
-            &mut self.hits,
-        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.rules.tick(now, &mut self.hits);
         let mut out = stdout.lock();
         self.send_hits(None, &mut out);
         out.flush().ok();
         let c = self.rules.counters;
-        if c.sequence_evicted > 0 || c.dedup_untracked > 0 {
-            tracing::debug!(
-                dedup_suppressed = c.dedup_suppressed,
-                dedup_untracked = c.dedup_untracked,
+        if c.sequence_evicted > self.reported.sequence_evicted
+            || c.dedup_untracked > self.reported.dedup_untracked
+        {
+            tracing::warn!(
                 sequence_evicted = c.sequence_evicted,
-                "rule engine"
+                dedup_untracked = c.dedup_untracked,
+                "rule engine full: open sequences dropped, or alerts sent without dedup"
             );
+        }
+        if c != self.reported {
+            tracing::debug!(dedup_suppressed = c.dedup_suppressed, "rule engine");
+            self.reported = c;
         }
     }
 
@@ -343,17 +352,8 @@ impl Output<'_> {
     fn swap_rules(&mut self, new: RuleSet, stdout: &io::Stdout) {
         self.close_windows(stdout);
         self.rules = new;
+        self.reported = Default::default();
     }
-}
-
-fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Logs the process table's and enrichment's counters when they moved.

@@ -685,7 +685,10 @@ fn read_rule(defs: &mut Defs, errs: &mut Errors, origin: &Arc<str>, src: &Arc<st
         .and_then(|s| read_sequence(errs, origin, src, s));
 
     if let Some(&i) = defs.rule_index.get(&name) {
-        let is_change = item.get("append").is_some() || item.get("override").is_some();
+        let is_change = item
+            .get("append")
+            .is_some_and(|a| a.as_str() == Some("true"))
+            || item.get("override").is_some();
         let only_enabled = enabled.is_some() && cond.is_none() && sequence.is_none() && !is_change;
         if is_change || only_enabled {
             let r = &mut defs.rules[i];

@@ -73,6 +73,11 @@ impl Template {
                 continue;
             }
             let len = field_len(&text[at..]);
+            if len == 0 {
+                // A `%` not followed by a field name is text.
+                lit.push('%');
+                continue;
+            }
             let name = &text[at..at + len];
             let f = match fields::resolve(name) {
                 Ok(f) => f,
@@ -162,6 +167,12 @@ mod tests {
             ]
         );
         assert_eq!(t.fields[2].0, "proc.aname[2]");
+    }
+
+    #[test]
+    fn a_lone_percent_is_text() {
+        let t = Template::parse("100% sure, 5 %").unwrap();
+        assert_eq!(t.pieces, vec![Piece::Text("100% sure, 5 %".into())]);
     }
 
     #[test]
