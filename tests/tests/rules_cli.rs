@@ -156,6 +156,7 @@ fn rules_reload_on_change_and_keep_the_old_set_on_error() {
     let marker = unique("--reload-marker");
     marker_rule(&f, "First", &marker);
     let mut agent = start_agent(&[
+        "--events",
         "--rules",
         f.to_str().unwrap(),
         "--rules-poll",
@@ -194,9 +195,19 @@ fn rules_reload_on_change_and_keep_the_old_set_on_error() {
         "the old rules stay in force ({before} lines before)"
     );
 
-    // The process table survived the reloads: the sleeper's exit is named.
-    let _ = Command::new("kill").arg(sleeper.id().to_string()).status();
+    // Reloads never restarted the probe or rebuilt the process table: the
+    // sleeper, started before them, exits named by its exec.
+    let pid = sleeper.id();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = sleeper.wait();
+    let exit = agent.expect_json("the sleeper's exit", |v| {
+        v["type"] == "exit" && v["process"]["pid"] == pid
+    });
+    assert_eq!(exit["process"]["argv"][1], "30");
+    let log = agent.stderr_lines();
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("process table bootstrapped"), 1);
+    assert_eq!(count("probe attached family=\"process\""), 1);
     assert!(agent.alive());
 }
 

@@ -57,6 +57,12 @@ impl StructOffsets {
             let v = member_offset(btf, s, "ns").zip(member_offset(btf, "ns_common", "inum"));
             or_unknown(format!("{s}.ns.inum"), v.map(|(a, b)| a + b))
         };
+        // A `sock_common` member through `sock.__sk_common`.
+        let sock_common = |f: &str| {
+            let v =
+                member_offset(btf, "sock", "__sk_common").zip(member_offset(btf, "sock_common", f));
+            or_unknown(format!("sock.__sk_common.{f}"), v.map(|(a, b)| a + b))
+        };
         let upid_size = or_unknown("sizeof(struct upid)".into(), struct_size(btf, "upid"));
         let config = ProbeConfig {
             task_real_parent: get("task_struct", "real_parent"),
@@ -126,14 +132,7 @@ impl StructOffsets {
             inode_sb: get("inode", "i_sb"),
             sb_dev: get("super_block", "s_dev"),
             socket_sk: get("socket", "sk"),
-            sock_dport: {
-                let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
-                    btf,
-                    "sock_common",
-                    "skc_dport",
-                ));
-                or_unknown("sock.__sk_common.skc_dport".into(), v.map(|(a, b)| a + b))
-            },
+            sock_dport: sock_common("skc_dport"),
             inode_mode: get("inode", "i_mode"),
             task_signal: get("task_struct", "signal"),
             signal_tty: get("signal_struct", "tty"),
@@ -141,14 +140,7 @@ impl StructOffsets {
             tty_driver: get("tty_struct", "driver"),
             driver_major: get("tty_driver", "major"),
             driver_minor_start: get("tty_driver", "minor_start"),
-            sock_family: {
-                let v = member_offset(btf, "sock", "__sk_common").zip(member_offset(
-                    btf,
-                    "sock_common",
-                    "skc_family",
-                ));
-                or_unknown("sock.__sk_common.skc_family".into(), v.map(|(a, b)| a + b))
-            },
+            sock_family: sock_common("skc_family"),
             inode_nlink: get("inode", "i_nlink"),
             inode_size: get("inode", "i_size"),
             inode_ctime_sec: or_unknown(

@@ -788,46 +788,46 @@ fn parse_located(cond: &CondText) -> Result<Expr, CompileError> {
 /// field: `=` into one hash set, `startswith`/`contains` into one automaton.
 pub fn optimize(n: Node) -> Node {
     match n {
-        Node::And(items) => {
-            let mut out = Vec::new();
-            for i in items.into_iter().map(optimize) {
-                match i {
-                    Node::Const(true) => {}
-                    Node::Const(false) => return Node::Const(false),
-                    Node::And(inner) => out.extend(inner),
-                    other => out.push(other),
-                }
-            }
-            let mut out = merge_negated_eq(out);
-            match out.len() {
-                0 => Node::Const(true),
-                1 => out.pop().unwrap_or(Node::Const(true)),
-                _ => Node::And(out),
-            }
-        }
-        Node::Or(items) => {
-            let mut out = Vec::new();
-            for i in items.into_iter().map(optimize) {
-                match i {
-                    Node::Const(false) => {}
-                    Node::Const(true) => return Node::Const(true),
-                    Node::Or(inner) => out.extend(inner),
-                    other => out.push(other),
-                }
-            }
-            let mut out = merge_alternatives(out);
-            match out.len() {
-                0 => Node::Const(false),
-                1 => out.pop().unwrap_or(Node::Const(false)),
-                _ => Node::Or(out),
-            }
-        }
+        Node::And(items) => match flatten(items, true) {
+            Ok(out) => join(merge_negated_eq(out), true),
+            Err(absorbed) => absorbed,
+        },
+        Node::Or(items) => match flatten(items, false) {
+            Ok(out) => join(merge_alternatives(out), false),
+            Err(absorbed) => absorbed,
+        },
         Node::Not(i) => match optimize(*i) {
             Node::Const(b) => Node::Const(!b),
             Node::Not(inner) => *inner,
             other => Node::Not(Box::new(other)),
         },
         other => other,
+    }
+}
+
+/// The optimized children of an `and` (`all`) or an `or`: nested nodes of
+/// the same kind inlined, neutral constants dropped; `Err` with the
+/// constant that decides the whole node.
+fn flatten(items: Vec<Node>, all: bool) -> Result<Vec<Node>, Node> {
+    let mut out = Vec::new();
+    for i in items.into_iter().map(optimize) {
+        match i {
+            Node::Const(b) if b == all => {}
+            Node::Const(b) => return Err(Node::Const(b)),
+            Node::And(inner) if all => out.extend(inner),
+            Node::Or(inner) if !all => out.extend(inner),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn join(mut items: Vec<Node>, all: bool) -> Node {
+    match items.len() {
+        0 => Node::Const(all),
+        1 => items.pop().unwrap_or(Node::Const(all)),
+        _ if all => Node::And(items),
+        _ => Node::Or(items),
     }
 }
 

@@ -704,56 +704,28 @@ mod tests {
                 .map(|e| fired(&mut s, e).contains(&rule))
                 .collect::<Vec<bool>>()
         };
-        // A public address, its socket on stdin, then a shell: fires on the shell.
-        assert_eq!(
-            run(vec![
-                connect(600, "203.0.113.5", 443, sec),
-                dup_onto(600, 0, 2 * sec),
-                shell(600, 3 * sec)
-            ]),
-            [false, false, true]
-        );
-        // Near misses: a private address; no dup; the dup onto stdout only;
-        // another process's shell; too late.
-        assert_eq!(
-            run(vec![
-                connect(600, "10.0.0.5", 443, sec),
-                dup_onto(600, 0, 2 * sec),
-                shell(600, 3 * sec)
-            ]),
-            [false; 3]
-        );
-        assert_eq!(
-            run(vec![
-                connect(600, "203.0.113.5", 443, sec),
-                shell(600, 3 * sec)
-            ]),
-            [false; 2]
-        );
-        assert_eq!(
-            run(vec![
-                connect(600, "203.0.113.5", 443, sec),
-                dup_onto(600, 1, 2 * sec),
-                shell(600, 3 * sec)
-            ]),
-            [false; 3]
-        );
-        assert_eq!(
-            run(vec![
-                connect(600, "203.0.113.5", 443, sec),
-                dup_onto(600, 0, 2 * sec),
-                shell(601, 3 * sec)
-            ]),
-            [false; 3]
-        );
-        assert_eq!(
-            run(vec![
-                connect(600, "203.0.113.5", 443, sec),
-                dup_onto(600, 0, 2 * sec),
-                shell(600, 40 * sec)
-            ]),
-            [false; 3]
-        );
+        // (connect to, dup onto fd, shell's pid, shell's second) → fires?
+        // Only a public address with its socket on stdin, then a shell in
+        // the same process within 30 s; each other row is a near miss.
+        let cases = [
+            ("203.0.113.5", Some(0), 600, 3, true),
+            ("10.0.0.5", Some(0), 600, 3, false),
+            ("203.0.113.5", None, 600, 3, false),
+            ("203.0.113.5", Some(1), 600, 3, false),
+            ("203.0.113.5", Some(0), 601, 3, false),
+            ("203.0.113.5", Some(0), 600, 40, false),
+        ];
+        for (addr, fd, shell_pid, at, want) in cases {
+            let mut steps = vec![connect(600, addr, 443, sec)];
+            steps.extend(fd.map(|fd| dup_onto(600, fd, 2 * sec)));
+            steps.push(shell(shell_pid, at * sec));
+            let got = run(steps);
+            assert_eq!(got.last(), Some(&want), "{addr} {fd:?} {shell_pid} {at}");
+            assert!(
+                got[..got.len() - 1].iter().all(|f| !f),
+                "only the shell fires"
+            );
+        }
     }
 
     #[test]
