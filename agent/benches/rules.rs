@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_agent::{
     event::Event,
     replay::parse_line,
-    rules::{Hit, LoadOptions, Matcher, RuleSet},
+    rules::{Hit, LoadOptions, Matcher, RuleSet, Unsupported},
 };
 
 fn recorded() -> Vec<Event> {
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     let mut falco = RuleSet::from_sources(
         &[("falco_rules.yaml".into(), text)],
         LoadOptions {
-            skip_unsupported: true,
+            unsupported: Unsupported::Skip,
         },
     )
     .expect("falco rules compile where supported");

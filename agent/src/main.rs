@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use vigil_agent::{
     enrich::EnrichConfig,
     proctree::TableConfig,
-    rules::{LoadOptions, Matcher as _, RuleSet},
+    rules::{LoadOptions, Matcher as _, RuleSet, Unsupported},
     run::{self, RunOptions},
 };
 
@@ -132,11 +132,14 @@ struct RunArgs {
     /// pod, namespace and container names. Absent on hosts without a kubelet.
     #[arg(long, value_name = "DIR", default_value = "/var/log/containers")]
     k8s_log_dir: PathBuf,
-    /// Load rules that use Falco fields or events Vigil does not have by
-    /// skipping them (each is logged with the reason) instead of refusing to
-    /// start. Useful for rule files written for Falco.
-    #[arg(long)]
-    skip_unsupported: bool,
+    /// What to do with rules that use Falco fields or event types Vigil
+    /// has no data for (container.image.repository, proc.vpid, ...):
+    /// `error` refuses to start and names each use; `skip` leaves those
+    /// rules out; `absent` loads them with the field absent on every event,
+    /// so its tests are false (as in Falco when a field cannot be read)
+    /// and outputs print <NA>. Skipped and affected rules are logged.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "error")]
+    unsupported: Unsupported,
     /// Seconds between checks of the --rules files for changes; a change
     /// reloads them, as SIGHUP does. The new rules replace the old only if
     /// they all compile; otherwise the error is logged and the old rules
@@ -156,10 +159,11 @@ enum RulesCommand {
     Check {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Report rules that use Falco fields or events Vigil lacks as
-        /// skipped (with the reason) rather than as errors.
-        #[arg(long)]
-        skip_unsupported: bool,
+        /// Rules using Falco fields or events Vigil lacks: `error`, `skip`
+        /// (report them as skipped, with the reason) or `absent` (load
+        /// them with those fields never present). See `run --help`.
+        #[arg(long, value_enum, value_name = "MODE", default_value = "error")]
+        unsupported: Unsupported,
     },
     /// Replay recorded events through rules and print the alerts.
     ///
@@ -187,8 +191,9 @@ enum RulesCommand {
         /// Print alerts as JSON lines instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        skip_unsupported: bool,
+        /// As for `rules check`.
+        #[arg(long, value_enum, value_name = "MODE", default_value = "error")]
+        unsupported: Unsupported,
     },
     /// List every field a condition or output can use, with its type.
     Fields,
@@ -258,18 +263,17 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     let result = match cli.command {
         Command::Run(args) => run_agent(args),
-        Command::Rules(RulesCommand::Check {
-            paths,
-            skip_unsupported,
-        }) => check_rules(&paths, skip_unsupported),
+        Command::Rules(RulesCommand::Check { paths, unsupported }) => {
+            check_rules(&paths, unsupported)
+        }
         Command::Rules(RulesCommand::Test {
             rules,
             events,
             baseline,
             fail_on,
             json,
-            skip_unsupported,
-        }) => test_rules(&rules, events, baseline, fail_on, json, skip_unsupported),
+            unsupported,
+        }) => test_rules(&rules, events, baseline, fail_on, json, unsupported),
         Command::Rules(RulesCommand::Fields) => {
             list_fields();
             Ok(ExitCode::SUCCESS)
@@ -309,7 +313,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             k8s_log_dir: Some(args.k8s_log_dir),
             ..EnrichConfig::default()
         },
-        skip_unsupported: args.skip_unsupported,
+        unsupported: args.unsupported,
         rules_poll: Duration::from_secs(args.rules_poll),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -321,15 +325,19 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_rules(paths: &[PathBuf], skip_unsupported: bool) -> anyhow::Result<ExitCode> {
-    match RuleSet::load(paths, LoadOptions { skip_unsupported }) {
+fn check_rules(paths: &[PathBuf], unsupported: Unsupported) -> anyhow::Result<ExitCode> {
+    match RuleSet::load(paths, LoadOptions { unsupported }) {
         Ok(rules) => {
             for s in &rules.skipped {
                 println!("skipped: rule `{}`: {}", s.rule, s.reason);
             }
+            for s in &rules.partial {
+                println!("absent fields: rule `{}`: {}", s.rule, s.reason);
+            }
             println!(
-                "ok: {} rules compiled, {} skipped, from {} files",
+                "ok: {} rules compiled ({} with absent fields), {} skipped, from {} files",
                 rules.len(),
+                rules.partial.len(),
                 rules.skipped.len(),
                 rules.sources.len()
             );
@@ -351,9 +359,9 @@ fn test_rules(
     baseline: Option<PathBuf>,
     fail_on: vigil_proto::v1::Severity,
     json: bool,
-    skip_unsupported: bool,
+    unsupported: Unsupported,
 ) -> anyhow::Result<ExitCode> {
-    let mut set = run::load_rules(rules, LoadOptions { skip_unsupported })?;
+    let mut set = run::load_rules(rules, LoadOptions { unsupported })?;
     let mut failed = false;
     for (path, is_baseline) in [(events, false), (baseline, true)] {
         let Some(path) = path else { continue };

@@ -50,9 +50,8 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Process table and enrichment settings.
     pub enrich: EnrichConfig,
-    /// Skip rules that use Falco fields Vigil lacks instead of refusing
-    /// to start.
-    pub skip_unsupported: bool,
+    /// What to do with rules that use Falco fields Vigil lacks.
+    pub unsupported: crate::rules::Unsupported,
     /// How often rule files are checked for changes (0: only on SIGHUP).
     pub rules_poll: Duration,
 }
@@ -69,6 +68,9 @@ pub fn load_rules(paths: &[PathBuf], opts: LoadOptions) -> anyhow::Result<RuleSe
     })?;
     for s in &set.skipped {
         tracing::warn!(rule = %s.rule, reason = %s.reason, "rule skipped");
+    }
+    for s in &set.partial {
+        tracing::warn!(rule = %s.rule, reason = %s.reason, "rule loaded with fields Vigil lacks taken as absent");
     }
     Ok(set)
 }
@@ -127,7 +129,7 @@ struct Loss {
 /// Runs until `shutdown` resolves.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let load_opts = LoadOptions {
-        skip_unsupported: opts.skip_unsupported,
+        unsupported: opts.unsupported,
     };
     let rules = load_rules(&opts.rules, load_opts)?;
     let exclusions =

@@ -420,6 +420,10 @@ pub struct Scope<'a> {
 pub struct Compiler<'a, 's> {
     pub scope: Scope<'a>,
     pub slots: &'s mut Slots,
+    /// Compile uses of unsupported fields and event types as "absent"
+    /// (never true) instead of failing; each is noted in `absent_uses`.
+    pub unsupported_absent: bool,
+    pub absent_uses: Vec<String>,
     /// Macros being expanded, to catch cycles.
     stack: Vec<String>,
     parsed: HashMap<String, Expr>,
@@ -430,6 +434,8 @@ impl<'a, 's> Compiler<'a, 's> {
         Compiler {
             scope,
             slots,
+            unsupported_absent: false,
+            absent_uses: Vec::new(),
             stack: Vec::new(),
             parsed: HashMap::new(),
         }
@@ -546,10 +552,20 @@ impl<'a, 's> Compiler<'a, 's> {
     }
 
     fn check(&mut self, c: &Check, cond: &CondText) -> Result<Node, CompileError> {
-        let f = fields::resolve(&c.field).map_err(|p| {
-            let unsupported = matches!(p, FieldProblem::Unsupported(_));
-            self.err(cond, c.field_at, p.to_string(), unsupported)
-        })?;
+        let f = match fields::resolve(&c.field) {
+            Ok(f) => f,
+            Err(p @ FieldProblem::Unsupported(_)) if self.unsupported_absent => {
+                let use_ = p.to_string();
+                if !self.absent_uses.contains(&use_) {
+                    self.absent_uses.push(use_);
+                }
+                return Ok(Node::Const(false));
+            }
+            Err(p) => {
+                let unsupported = matches!(p, FieldProblem::Unsupported(_));
+                return Err(self.err(cond, c.field_at, p.to_string(), unsupported));
+            }
+        };
         let ty = fields::ty_of(&f);
         let id = f.id;
         let slot = self.slots.slot(f);
@@ -588,7 +604,14 @@ impl<'a, 's> Compiler<'a, 's> {
             return Ok(test(false, TestKind::Exists));
         }
         if id == FieldId::EvtType && matches!(op, Op::Eq | Op::Ne | Op::In) {
-            self.check_evt_types(&vals, cond)?;
+            match self.check_evt_types(&vals, cond) {
+                Err(e) if e.unsupported && self.unsupported_absent => {
+                    self.absent_uses.push(e.message);
+                    // No event of those types ever comes.
+                    return Ok(Node::Const(op == Op::Ne));
+                }
+                other => other?,
+            }
         }
         match ty {
             Ty::Str => {

@@ -91,8 +91,11 @@ pub struct RuleSet {
     /// The files the rules came from, in load order.
     pub sources: Vec<String>,
     /// Rules left out (unsupported source, or unsupported fields with
-    /// `skip_unsupported`), with reasons.
+    /// `Unsupported::Skip`), with reasons.
     pub skipped: Vec<Skipped>,
+    /// Rules loaded with unsupported fields taken as absent
+    /// (`Unsupported::Absent`), with the fields.
+    pub partial: Vec<Skipped>,
     partials: Vec<OpenSequences>,
     dedup: HashMap<(usize, String), DedupEntry>,
     pub counters: EngineCounters,
@@ -161,6 +164,7 @@ impl RuleSet {
             slots: loaded.slots,
             sources: sources.iter().map(|(o, _)| o.clone()).collect(),
             skipped: loaded.skipped,
+            partial: loaded.partial,
             dedup: HashMap::new(),
             counters: EngineCounters::default(),
         })
@@ -379,7 +383,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::rules::Matcher;
+    use crate::rules::{Matcher, Unsupported};
 
     fn process(pid: u32, comm: &str, exe: &str, argv: &[&str]) -> Value {
         json!({"pid": pid, "tid": pid, "ppid": 1, "uid": 0, "gid": 0, "euid": 0, "egid": 0,
@@ -755,7 +759,7 @@ mod tests {
         let s = RuleSet::from_sources(
             &src,
             LoadOptions {
-                skip_unsupported: true,
+                unsupported: Unsupported::Skip,
             },
         )
         .unwrap();
@@ -765,5 +769,38 @@ mod tests {
             .skipped
             .iter()
             .all(|k| k.reason.starts_with("falco_rules.yaml:")));
+        // `absent` loads every rule and says which lean on missing fields.
+        let s = RuleSet::from_sources(
+            &src,
+            LoadOptions {
+                unsupported: Unsupported::Absent,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.len(), 25);
+        assert_eq!(s.partial.len(), strict.len());
+    }
+
+    #[test]
+    fn absent_fields_fail_every_test() {
+        let yaml = rule(
+            "Tested",
+            "proc.name = curl and container.image.repository = x",
+        ) + &rule(
+            "Negated",
+            "proc.name = curl and not container.image.repository in (trusted)",
+        ) + &rule("Unfollowed", "evt.type = mkdir or proc.name = curl");
+        let src = [("t.yaml".to_string(), yaml)];
+        assert!(RuleSet::from_sources(&src, LoadOptions::default()).is_err());
+        let mut s = RuleSet::from_sources(
+            &src,
+            LoadOptions {
+                unsupported: Unsupported::Absent,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.partial.len(), 3);
+        let e = exec(5, "/usr/bin/curl", &["curl"], 1, json!([]));
+        assert_eq!(fired(&mut s, &e), ["Negated", "Unfollowed"]);
     }
 }

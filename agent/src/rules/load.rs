@@ -22,11 +22,24 @@ use super::{
     RuleError, RuleMeta, Template,
 };
 
-/// How to treat valid Falco that uses fields or events Vigil lacks.
+/// What to do with valid Falco that uses a field or event type Vigil has
+/// no data for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unsupported {
+    /// The load fails, naming each use.
+    #[default]
+    Error,
+    /// The rules using them are left out and reported with the reason.
+    Skip,
+    /// They load; the field is absent on every event, so every test of it
+    /// fails (as in Falco when a field cannot be extracted) and outputs
+    /// print `<NA>`. Each rule affected is reported.
+    Absent,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Skip such rules (and report why) instead of failing the load.
-    pub skip_unsupported: bool,
+    pub unsupported: Unsupported,
 }
 
 /// A rule that was left out, and why.
@@ -115,6 +128,8 @@ pub struct Loaded {
     pub rules: Vec<CompiledRule>,
     pub slots: Slots,
     pub skipped: Vec<Skipped>,
+    /// Rules loaded with unsupported fields taken as absent, and which.
+    pub partial: Vec<Skipped>,
 }
 
 const RULE_KEYS: &[&str] = &[
@@ -955,6 +970,7 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
     let mut slots = Slots::default();
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
+    let mut partial = Vec::new();
     let mut errors = Vec::new();
     {
         let mut c = Compiler::new(
@@ -964,6 +980,7 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
             },
             &mut slots,
         );
+        c.unsupported_absent = opts.unsupported == Unsupported::Absent;
         for r in &defs.rules {
             if r.source != "syscall" {
                 skipped.push(Skipped {
@@ -975,12 +992,23 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
             if !r.enabled {
                 continue;
             }
+            c.absent_uses.clear();
             match compile_rule(r, &mut c) {
-                Ok(cr) => rules.push(cr),
-                Err(e) if e.unsupported && opts.skip_unsupported => skipped.push(Skipped {
-                    rule: r.name.clone(),
-                    reason: format!("{}:{}:{}: {}", e.origin, e.pos.line, e.pos.col, e.message),
-                }),
+                Ok(cr) => {
+                    if !c.absent_uses.is_empty() {
+                        partial.push(Skipped {
+                            rule: r.name.clone(),
+                            reason: format!("loaded with absent: {}", c.absent_uses.join("; ")),
+                        });
+                    }
+                    rules.push(cr)
+                }
+                Err(e) if e.unsupported && opts.unsupported == Unsupported::Skip => {
+                    skipped.push(Skipped {
+                        rule: r.name.clone(),
+                        reason: format!("{}:{}:{}: {}", e.origin, e.pos.line, e.pos.col, e.message),
+                    })
+                }
                 Err(e) => errors.push(to_rule_error(e, &r.name)),
             }
         }
@@ -992,6 +1020,7 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
         rules,
         slots,
         skipped,
+        partial,
     })
 }
 

@@ -19,7 +19,7 @@ mod template;
 pub mod yaml;
 
 pub use engine::{EngineCounters, RuleSet, DEFAULT_RULES, DEFAULT_RULES_ORIGIN};
-pub use load::{LoadOptions, Skipped};
+pub use load::{LoadOptions, Skipped, Unsupported};
 pub use template::Template;
 
 /// A rule's identity and what an alert from it says.
