@@ -111,6 +111,12 @@ pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()
             .ancestry
             .first()
             .map_or("", |p| p.exe.rsplit('/').next().unwrap_or(p.exe.as_str()));
+        // A dedup summary stands for several occurrences.
+        let rule = if a.count > 1 {
+            format!("{} (×{})", a.rule, a.count)
+        } else {
+            a.rule.clone()
+        };
         writeln!(
             out,
             "{:<30}  {:<13}  {:<20}  {:<20}  {:<40}  {:>7}  {:<10}  {:<16}  {}",
@@ -118,7 +124,7 @@ pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()
             a.severity().name(),
             host,
             container_label(a),
-            a.rule,
+            rule,
             pid,
             user,
             parent,
@@ -126,4 +132,28 @@ pub fn print_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_marks_dedup_summaries_with_their_count() {
+        let one = Alert {
+            rule: "Write below etc".into(),
+            ..Default::default()
+        };
+        let summary = Alert {
+            rule: "Write below etc".into(),
+            count: 3,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        print_table(&mut out, &[one, summary]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines[1].contains('×'), "{text}");
+        assert!(lines[2].contains("Write below etc (×3)"), "{text}");
+    }
 }
