@@ -54,6 +54,7 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
                 .as_ref()
                 .map(|k| k.container.clone())
                 .unwrap_or_default(),
+            image: c.image.clone().unwrap_or_default(),
         }),
     }
 }

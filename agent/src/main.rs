@@ -132,6 +132,13 @@ struct RunArgs {
     /// pod, namespace and container names. Absent on hosts without a kubelet.
     #[arg(long, value_name = "DIR", default_value = "/var/log/containers")]
     k8s_log_dir: PathBuf,
+    /// Root under which container runtimes keep their state files, the
+    /// source of container images: containerd's
+    /// run/containerd/io.containerd.runtime.v2.task, cri-o's
+    /// run/containers/storage, docker's var/lib/docker/containers. `/` on
+    /// the host; the host's root as mounted into an agent's container.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    container_runtime_root: PathBuf,
     /// What to do with rules that use Falco fields or event types Vigil
     /// has no data for (container.image.repository, proc.vpid, ...):
     /// `error` refuses to start and names each use; `skip` leaves those
@@ -311,6 +318,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             hash_max_bytes: args.hash_max_size,
             wait: Duration::from_millis(args.enrich_wait_ms),
             k8s_log_dir: Some(args.k8s_log_dir),
+            runtime_root: args.container_runtime_root,
             ..EnrichConfig::default()
         },
         unsupported: args.unsupported,

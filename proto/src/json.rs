@@ -69,6 +69,9 @@ pub fn container_json(c: &ContainerInfo) -> Value {
     if !c.unit.is_empty() {
         v["unit"] = json!(c.unit);
     }
+    if !c.image.is_empty() {
+        v["image"] = json!(c.image);
+    }
     if !c.k8s_pod.is_empty() {
         v["k8s"] = json!({
             "namespace": c.k8s_namespace,

@@ -229,6 +229,18 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
     );
     let k8s = tempfile::tempdir().unwrap();
     std::fs::write(k8s.path().join(format!("web-5f7d_shop_nginx-{id}.log")), "").unwrap();
+    // containerd's record of the container's OCI spec, with the image the
+    // CRI plugin annotates.
+    let runtime = tempfile::tempdir().unwrap();
+    let spec_dir = runtime.path().join(format!(
+        "run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}"
+    ));
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    std::fs::write(
+        spec_dir.join("config.json"),
+        r#"{"ociVersion": "1.1.0", "annotations": {"io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25"}}"#,
+    )
+    .unwrap();
     let db = tempfile::tempdir().unwrap();
     let (_collector, url) = start_collector(db.path(), "127.0.0.1:0");
     let agent = start_agent(&[
@@ -239,6 +251,8 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
         "10",
         "--k8s-log-dir",
         k8s.path().to_str().unwrap(),
+        "--container-runtime-root",
+        runtime.path().to_str().unwrap(),
         "--enrich-wait-ms",
         "5000",
     ]);
@@ -278,6 +292,7 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
         assert_eq!(c["k8s"]["pod"], "web-5f7d");
         assert_eq!(c["k8s"]["namespace"], "shop");
         assert_eq!(c["k8s"]["container"], "nginx");
+        assert_eq!(c["image"], "docker.io/library/nginx:1.25");
     }
     let by_exe = |p: &Path| {
         execs
@@ -306,6 +321,10 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
         let mine: Vec<_> = alerts.iter().filter(|x| tmp_rule(x)).collect();
         assert_eq!(mine.len(), 2, "--container {filter}: {alerts:#?}");
         assert_eq!(mine[0]["container"]["k8s"]["pod"], "web-5f7d");
+        assert_eq!(
+            mine[0]["container"]["image"],
+            "docker.io/library/nginx:1.25"
+        );
         let drifted = mine
             .iter()
             .any(|a| a["process"]["executable"]["drift"] == true);
@@ -321,6 +340,12 @@ fn container_scope_cgroup_gives_container_id_k8s_names_and_drift() {
     let drift: Vec<_> = drift.iter().filter(|x| argv_has(x, &tag)).collect();
     assert_eq!(drift.len(), 1, "{drift:#?}");
     assert_eq!(drift[0]["process"]["exe"], dropped.to_str().unwrap());
+    // Rules and outputs see the image split as Falco splits it.
+    assert_eq!(
+        drift[0]["fields"]["container.image.repository"],
+        "docker.io/library/nginx"
+    );
+    assert_eq!(drift[0]["fields"]["container.image.tag"], "1.25");
     let none = query_until(
         &url,
         &["--container", "host"],

@@ -32,6 +32,11 @@ pub struct ContainerInfo {
     pub cgroup: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s: Option<K8sInfo>,
+    /// The image the container runs, as its runtime recorded it
+    /// (`docker.io/library/nginx:1.25`); None when the runtime keeps no
+    /// readable record of it (see [`ImageLookup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// When the container started (ns since the epoch; its oldest process):
     /// the drift check compares executables' change times with it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +55,7 @@ impl ContainerInfo {
             unit: None,
             cgroup,
             k8s: None,
+            image: None,
             started_unix_ns: None,
         }
     }
@@ -328,6 +334,89 @@ fn earliest_start_unix_ns(cgroups: &[PathBuf]) -> Option<u64> {
 pub struct ContainerResolver {
     pub cgroups: Option<CgroupFs>,
     pub k8s: Option<K8sLinks>,
+    pub images: Option<ImageLookup>,
+}
+
+/// The container's image, from the state files its runtime writes on the
+/// host (no runtime API is called, so nothing blocks on a daemon):
+///
+/// - containerd (CRI, Kubernetes): the OCI spec at
+///   `/run/containerd/io.containerd.runtime.v2.task/<namespace>/<id>/config.json`,
+///   annotation `io.kubernetes.cri.image-name`;
+/// - cri-o: `/run/containers/storage/overlay-containers/<id>/userdata/config.json`
+///   (or under `/var/lib/containers/storage`), annotation
+///   `io.kubernetes.cri-o.ImageName`;
+/// - docker: `/var/lib/docker/containers/<id>/config.v2.json`, `Config.Image`.
+///
+/// Podman and plain `ctr` containers record no image name there.
+#[derive(Debug, Clone)]
+pub struct ImageLookup {
+    /// Prefix of those paths: `/`, or the host's root as the agent sees it.
+    pub root: PathBuf,
+}
+
+/// State files larger than this are not read (specs are tens of KiB).
+const STATE_FILE_MAX: u64 = 4 << 20;
+
+impl ImageLookup {
+    pub fn lookup(&self, runtime: &str, id: &str) -> Option<String> {
+        let at = |p: &str| self.root.join(p.trim_start_matches('/'));
+        match runtime {
+            "containerd" => {
+                let tasks = at("/run/containerd/io.containerd.runtime.v2.task");
+                std::fs::read_dir(tasks).ok()?.flatten().find_map(|ns| {
+                    let spec = read_json(&ns.path().join(id).join("config.json"))?;
+                    annotation(&spec, "io.kubernetes.cri.image-name")
+                })
+            }
+            "cri-o" => ["/run/containers/storage", "/var/lib/containers/storage"]
+                .iter()
+                .find_map(|base| {
+                    let spec = read_json(
+                        &at(base).join(format!("overlay-containers/{id}/userdata/config.json")),
+                    )?;
+                    annotation(&spec, "io.kubernetes.cri-o.ImageName")
+                }),
+            "docker" => {
+                let cfg = read_json(&at(&format!(
+                    "/var/lib/docker/containers/{id}/config.v2.json"
+                )))?;
+                cfg.get("Config")?
+                    .get("Image")?
+                    .as_str()
+                    .map(str::to_string)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    let f = std::fs::File::open(path).ok()?;
+    if f.metadata().ok()?.len() > STATE_FILE_MAX {
+        return None;
+    }
+    serde_json::from_reader(std::io::BufReader::new(f)).ok()
+}
+
+fn annotation(spec: &serde_json::Value, key: &str) -> Option<String> {
+    spec.get("annotations")?
+        .get(key)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// An image reference split as Falco's fields split it:
+/// `registry:5000/team/app:1.2@sha256:…` → (`registry:5000/team/app`,
+/// `1.2`). The tag is empty when there is none.
+pub fn split_image(image: &str) -> (&str, &str) {
+    let name = image.split('@').next().unwrap_or(image);
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], &name[last_slash + i + 1..]),
+        None => (name, ""),
+    }
 }
 
 impl ContainerResolver {
@@ -354,11 +443,16 @@ impl ContainerResolver {
             (Some(links), "containerd" | "cri-o" | "docker") => links.lookup(&parsed.id),
             _ => None,
         };
+        let image = self
+            .images
+            .as_ref()
+            .and_then(|images| images.lookup(parsed.runtime, &parsed.id));
         ContainerInfo {
             id: parsed.id,
             runtime: parsed.runtime,
             unit: parsed.unit,
             cgroup: path,
+            image,
             k8s,
             started_unix_ns: started,
         }
@@ -449,6 +543,63 @@ mod tests {
     fn short_or_non_hex_ids_are_not_containers() {
         assert_eq!(p("/system.slice/docker-abc.scope").1, "host");
         assert_eq!(p(&format!("/docker/{}", &ID[..63])).1, "host");
+    }
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        assert_eq!(split_image("nginx"), ("nginx", ""));
+        assert_eq!(split_image("nginx:1.25"), ("nginx", "1.25"));
+        assert_eq!(
+            split_image("docker.io/library/nginx:1.25"),
+            ("docker.io/library/nginx", "1.25")
+        );
+        assert_eq!(
+            split_image("registry:5000/team/app"),
+            ("registry:5000/team/app", "")
+        );
+        assert_eq!(
+            split_image("registry:5000/team/app:2@sha256:ab"),
+            ("registry:5000/team/app", "2")
+        );
+        assert_eq!(split_image("app@sha256:ab"), ("app", ""));
+    }
+
+    #[test]
+    fn images_come_from_each_runtimes_state_files() {
+        let root = tempfile::tempdir().unwrap();
+        let put = |rel: &str, body: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        };
+        put(
+            &format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{ID}/config.json"),
+            r#"{"annotations": {"io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25"}}"#,
+        );
+        put(
+            &format!("var/lib/containers/storage/overlay-containers/{ID}/userdata/config.json"),
+            r#"{"annotations": {"io.kubernetes.cri-o.ImageName": "quay.io/app:2"}}"#,
+        );
+        put(
+            &format!("var/lib/docker/containers/{ID}/config.v2.json"),
+            r#"{"Config": {"Image": "redis:7"}}"#,
+        );
+        let l = ImageLookup {
+            root: root.path().to_path_buf(),
+        };
+        assert_eq!(
+            l.lookup("containerd", ID).as_deref(),
+            Some("docker.io/library/nginx:1.25")
+        );
+        assert_eq!(l.lookup("cri-o", ID).as_deref(), Some("quay.io/app:2"));
+        assert_eq!(l.lookup("docker", ID).as_deref(), Some("redis:7"));
+        assert_eq!(l.lookup("podman", ID), None);
+        assert_eq!(l.lookup("containerd", "0123"), None);
+        put(
+            &format!("var/lib/docker/containers/{ID}/config.v2.json"),
+            "{not json",
+        );
+        assert_eq!(l.lookup("docker", ID), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod container;
 pub mod hash;
 pub mod users;
 
-use container::{CgroupFs, ContainerInfo, ContainerResolver, K8sLinks};
+use container::{CgroupFs, ContainerInfo, ContainerResolver, ImageLookup, K8sLinks};
 use hash::HashOutcome;
 use users::{UserDb, UserStamp};
 
@@ -40,6 +40,9 @@ pub struct EnrichConfig {
     pub proc_root: PathBuf,
     /// The kubelet's container log links; None: no Kubernetes names.
     pub k8s_log_dir: Option<PathBuf>,
+    /// Where container runtimes' state files are found (`/`, or the host's
+    /// root as an agent in a container mounts it): container images.
+    pub runtime_root: PathBuf,
     /// Executables larger than this are not hashed.
     pub hash_max_bytes: u64,
     /// Most cached hashes.
@@ -56,6 +59,7 @@ impl Default for EnrichConfig {
             table: TableConfig::default(),
             proc_root: PathBuf::from("/proc"),
             k8s_log_dir: Some(PathBuf::from("/var/log/containers")),
+            runtime_root: PathBuf::from("/"),
             hash_max_bytes: 128 << 20,
             hash_cache_entries: 16_384,
             wait: Duration::from_millis(200),
@@ -208,6 +212,9 @@ impl Enricher {
         let resolver = Arc::new(ContainerResolver {
             cgroups: CgroupFs::detect(),
             k8s: cfg.k8s_log_dir.clone().map(|dir| K8sLinks { dir }),
+            images: Some(ImageLookup {
+                root: cfg.runtime_root.clone(),
+            }),
         });
         tracing::info!(
             processes = table.len(),
@@ -235,6 +242,7 @@ impl Enricher {
                 Arc::new(ContainerResolver {
                     cgroups: None,
                     k8s: None,
+                    images: None,
                 }),
             );
         }
@@ -706,6 +714,7 @@ mod tests {
     fn enricher(wait: Duration, max_waiting: usize) -> Enricher {
         Enricher::start(EnrichConfig {
             k8s_log_dir: None,
+            runtime_root: PathBuf::from("/nonexistent"),
             wait,
             max_waiting,
             ..EnrichConfig::default()

@@ -171,6 +171,9 @@ fields! {
     FdSockfamily "fd.sockfamily" Str None "`ip` or `unix`.";
     ContainerId "container.id" Str None "12-digit container id, or `host`.";
     ContainerName "container.name" Str None "Kubernetes container name, else the 12-digit id, or `host`.";
+    ContainerImage "container.image" Str None "The container's image as its runtime recorded it (`docker.io/library/nginx:1.25`): containerd (CRI), cri-o and docker; absent for podman and on the host.";
+    ContainerImageRepository "container.image.repository" Str None "The image without tag or digest (`docker.io/library/nginx`).";
+    ContainerImageTag "container.image.tag" Str None "The image's tag (`1.25`); absent when it has none.";
     ContainerType "container.type" Str None "`host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`, `unknown`.";
     K8sNsName "k8s.ns.name" Str None "Kubernetes namespace.";
     K8sPodName "k8s.pod.name" Str None "Kubernetes pod.";
@@ -263,10 +266,7 @@ pub const UNSUPPORTED: &[&str] = &[
     "fd.ino",
     "fd.cproto",
     "fd.sproto",
-    "container.image",
     "container.image.id",
-    "container.image.repository",
-    "container.image.tag",
     "container.image.digest",
     "container.privileged",
     "container.mounts",
@@ -947,6 +947,21 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             },
             None => None,
         },
+        FieldId::ContainerImage => ev.container.as_deref()?.image.as_deref().and_then(s),
+        FieldId::ContainerImageRepository => ev
+            .container
+            .as_deref()?
+            .image
+            .as_deref()
+            .map(|i| Val::Str(Cow::Borrowed(crate::enrich::container::split_image(i).0))),
+        FieldId::ContainerImageTag => ev
+            .container
+            .as_deref()?
+            .image
+            .as_deref()
+            .map(|i| crate::enrich::container::split_image(i).1)
+            .filter(|t| !t.is_empty())
+            .and_then(s),
         FieldId::ContainerType => ev
             .container
             .as_deref()
@@ -1011,8 +1026,8 @@ mod tests {
             FieldProblem::Unknown("proc.nmae".into(), Some("proc.name"))
         );
         assert_eq!(
-            resolve("container.image.repository").unwrap_err(),
-            FieldProblem::Unsupported("container.image.repository".into())
+            resolve("container.privileged").unwrap_err(),
+            FieldProblem::Unsupported("container.privileged".into())
         );
         assert!(matches!(
             resolve("proc.name[1]"),
