@@ -56,6 +56,8 @@ pub struct ProbeConfig {
     pub pid_numbers: u32,
     pub upid_size: u32,
     pub upid_ns: u32,
+    /// `upid.nr`: the id within that namespace.
+    pub upid_nr: u32,
     pub pid_ns_inum: u32,
     /// Path resolution: `task_struct.fs`, `fs_struct.pwd`, `task_struct.files`,
     /// `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `file.f_path`,
@@ -165,6 +167,7 @@ impl ProbeConfig {
         pid_numbers: UNKNOWN_OFFSET,
         upid_size: UNKNOWN_OFFSET,
         upid_ns: UNKNOWN_OFFSET,
+        upid_nr: UNKNOWN_OFFSET,
         pid_ns_inum: UNKNOWN_OFFSET,
         task_fs: UNKNOWN_OFFSET,
         fs_pwd: UNKNOWN_OFFSET,

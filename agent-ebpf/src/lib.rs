@@ -87,6 +87,8 @@ pub const HDR_START_UNKNOWN: u32 = 1 << 5;
 pub const HDR_EXE_DELETED: u32 = 1 << 6;
 /// The controlling terminal could not be read (`EventHeader::tty` is 0).
 pub const HDR_TTY_UNKNOWN: u32 = 1 << 7;
+/// The namespace pid could not be read (`EventHeader::vpid` is 0).
+pub const HDR_VPID_UNKNOWN: u32 = 1 << 8;
 
 /// Process context at the start of every event.
 #[repr(C)]
@@ -124,7 +126,9 @@ pub struct EventHeader {
     /// Controlling terminal as `/proc/PID/stat` `tty_nr` encodes it
     /// (`task->signal->tty`); 0 when the process has none.
     pub tty: u32,
-    pub _pad: u32,
+    /// The process's id in its own pid namespace (`getpid()` there; 1 for
+    /// a container's init).
+    pub vpid: u32,
 }
 
 #[cfg(feature = "user")]

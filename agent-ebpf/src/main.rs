@@ -32,7 +32,7 @@ mod probe {
         },
         EventHeader, EventKind, DEFAULT_RING_BYTES, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED,
         HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN,
-        HDR_START_UNKNOWN, HDR_TTY_UNKNOWN, LOST_SLOTS,
+        HDR_START_UNKNOWN, HDR_TTY_UNKNOWN, HDR_VPID_UNKNOWN, LOST_SLOTS,
     };
     use aya_ebpf::{
         helpers::{
@@ -209,6 +209,25 @@ mod probe {
         read_kernel(ns, cfg!(pid_ns_inum))
     }
 
+    /// The thread-group leader's id in its own pid namespace:
+    /// `group_leader->thread_pid->numbers[level].nr`.
+    #[inline(always)]
+    fn ns_vpid(task: *const u8) -> Option<u32> {
+        let leader: *const u8 = read_kernel(task, cfg!(task_group_leader))?;
+        let pid: *const u8 = read_kernel(leader, cfg!(task_thread_pid))?;
+        let level: u32 = read_kernel(pid, cfg!(pid_level))?;
+        let (numbers, size, nr_off) = (cfg!(pid_numbers), cfg!(upid_size), cfg!(upid_nr));
+        if numbers == UNKNOWN_OFFSET
+            || size == UNKNOWN_OFFSET
+            || nr_off == UNKNOWN_OFFSET
+            || level > 64
+        {
+            return None;
+        }
+        let at = numbers as u64 + level as u64 * size as u64 + nr_off as u64;
+        read_kernel(pid, at as u32)
+    }
+
     /// Fills the common header from the current task.
     #[inline(always)]
     fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
@@ -250,6 +269,10 @@ mod probe {
         if tty.is_none() {
             flags |= HDR_TTY_UNKNOWN;
         }
+        let vpid = ns_vpid(task);
+        if vpid.is_none() {
+            flags |= HDR_VPID_UNKNOWN;
+        }
         unsafe {
             (*h).kind = kind as u32;
             (*h).flags = flags;
@@ -268,7 +291,7 @@ mod probe {
             (*h).pid_ns = pid_ns.unwrap_or(0);
             (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
             (*h).tty = tty.unwrap_or(0);
-            (*h)._pad = 0;
+            (*h).vpid = vpid.unwrap_or(0);
         }
     }
 

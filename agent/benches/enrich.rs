@@ -53,7 +53,7 @@ fn header(kind: EventKind, pid: u32, ppid: u32, start: u64) -> EventHeader {
         pid_ns: 0,
         comm,
         tty: 0,
-        _pad: 0,
+        vpid: pid,
     }
 }
 

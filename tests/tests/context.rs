@@ -222,3 +222,29 @@ print(out.decode().strip())
         .unwrap();
     assert_eq!(evs[0]["process"]["tty"], my_tty);
 }
+
+/// `proc.vpid`: a process's id in its own pid namespace; 1 for the first
+/// process of a new namespace (a container's init), the pid on the host.
+#[test]
+fn namespace_pid_is_one_for_a_new_namespace_init() {
+    if !kernel_tests_enabled("namespace_pid_is_one_for_a_new_namespace_init") {
+        return;
+    }
+    let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+    let tag = unique("vpid");
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "/bin/true", &tag])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let exec = agent.expect_json("exec in the new pid namespace", |v| {
+        v["type"] == "exec" && v["process"]["argv"][1] == tag.as_str()
+    });
+    assert_eq!(exec["process"]["vpid"], 1, "{exec:#}");
+    assert_ne!(exec["process"]["pid"], 1);
+    let mut host = Command::new("/bin/true").spawn().unwrap();
+    let pid = host.id();
+    host.wait().unwrap();
+    let evs = events_of(&agent, pid, "exec");
+    assert_eq!(evs[0]["process"]["vpid"], pid);
+}

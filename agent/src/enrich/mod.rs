@@ -700,6 +700,7 @@ mod tests {
                 start_boottime_ns: Some(ticks * procfs::tick_ns() + 1),
                 exe_deleted: false,
                 tty: None,
+                vpid: None,
                 detail: None,
             },
             ancestry: Vec::new(),

@@ -8,6 +8,7 @@ use std::{mem::size_of, sync::Arc};
 use agent_ebpf::{
     EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
     HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN,
+    HDR_VPID_UNKNOWN,
 };
 use serde::Serialize;
 
@@ -58,6 +59,10 @@ pub struct ProcessContext {
     /// kernel layout is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<u32>,
+    /// The process's id in its own pid namespace (1 for a container's
+    /// init); equal to `pid` on the host; None when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpid: Option<u32>,
     /// What the process table and enrichment know beyond the record; None
     /// straight out of `decode`.
     #[serde(flatten)]
@@ -231,6 +236,7 @@ fn context(h: &EventHeader) -> ProcessContext {
         pid_ns: known(HDR_PIDNS_UNKNOWN).then_some(h.pid_ns),
         start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
         tty: known(HDR_TTY_UNKNOWN).then_some(h.tty),
+        vpid: known(HDR_VPID_UNKNOWN).then_some(h.vpid),
         exe_deleted: h.flags & HDR_EXE_DELETED != 0,
         detail: None,
     }
@@ -283,7 +289,7 @@ pub(crate) mod test_support {
             pid_ns: 4026531836,
             comm,
             tty: 0,
-            _pad: 0,
+            vpid: 4242,
         }
     }
 

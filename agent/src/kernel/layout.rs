@@ -103,6 +103,7 @@ impl StructOffsets {
             pid_level: get("pid", "level"),
             pid_numbers: get("pid", "numbers"),
             upid_size,
+            upid_nr: get("upid", "nr"),
             upid_ns: get("upid", "ns"),
             pid_ns_inum: ns_inum("pid_namespace"),
             task_fs: get("task_struct", "fs"),

@@ -465,6 +465,7 @@ mod tests {
             start_boottime_ns: Some(start),
             exe_deleted: false,
             tty: None,
+            vpid: None,
             detail: None,
         }
     }

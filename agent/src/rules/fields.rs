@@ -117,6 +117,7 @@ fields! {
     EvtHostname "evt.hostname" Str None "The host's name.";
     ProcPid "proc.pid" Int None "Process id.";
     ProcPpid "proc.ppid" Int None "Parent process id.";
+    ProcVpid "proc.vpid" Int None "The process id in its own pid namespace (1 for a container's init); `proc.pid` on the host.";
     ProcName "proc.name" Str None "Process name (comm, 15 characters at most).";
     ProcExe "proc.exe" Str None "First command-line argument (`argv[0]`), as in Falco.";
     ProcExepath "proc.exepath" Str None "Full path of the executable, symlinks resolved.";
@@ -215,7 +216,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "proc.env",
     "proc.aenv",
     "proc.exeline",
-    "proc.vpid",
     "proc.pvpid",
     "proc.is_exe_writable",
     "proc.is_container_healthcheck",
@@ -832,6 +832,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::EvtHostname => s(crate::host::hostname()),
         FieldId::ProcPid => int(p.pid),
         FieldId::ProcPpid => int(p.ppid),
+        FieldId::ProcVpid => p.vpid.and_then(int),
         FieldId::ProcName => s(&p.comm),
         FieldId::ProcExe => argv(ev)
             .and_then(|a| a.first())
