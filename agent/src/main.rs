@@ -44,6 +44,7 @@ enum Command {
     ///   vigil-agent run --events                     # every event as JSON lines
     ///   vigil-agent run --collector http://127.0.0.1:50051
     ///   vigil-agent run --rules /etc/vigil/rules --collector http://collector:50051
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Work with rule files.
     #[command(subcommand)]
@@ -162,7 +163,8 @@ enum RulesCommand {
     ///
     /// Examples:
     ///   vigil-agent rules check /etc/vigil/rules
-    ///   vigil-agent rules check --skip-unsupported falco_rules.yaml
+    ///   vigil-agent rules check --unsupported skip falco_rules.yaml
+    #[command(verbatim_doc_comment)]
     Check {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -181,6 +183,7 @@ enum RulesCommand {
     /// Examples:
     ///   vigil-agent rules test --events attack.jsonl
     ///   vigil-agent rules test --rules my-rules/ --baseline benign.jsonl
+    #[command(verbatim_doc_comment)]
     Test {
         /// Rule file or directory; repeatable. Default: the embedded rules.
         #[arg(long, value_name = "PATH")]

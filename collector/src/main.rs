@@ -61,6 +61,7 @@ enum QueryWhat {
     ///   vigil-collector query alerts --since 1h --severity warning
     ///   vigil-collector query alerts --host web-1 --rule "Execution from a temporary directory" --json
     ///   vigil-collector query alerts --container shop/web-5f7d --since 2h
+    #[command(verbatim_doc_comment)]
     Alerts(AlertsArgs),
 }
 
