@@ -190,22 +190,28 @@ mod probe {
         read_kernel(p, offset)
     }
 
+    /// Offset in `pid` of member `member` of `numbers[level]`: the pid's
+    /// entry for the namespace it lives in.
+    #[inline(always)]
+    fn own_upid_member(pid: *const u8, member: u32) -> Option<u32> {
+        let level: u32 = read_kernel(pid, cfg!(pid_level))?;
+        let (numbers, size) = (cfg!(pid_numbers), cfg!(upid_size));
+        if numbers == UNKNOWN_OFFSET
+            || size == UNKNOWN_OFFSET
+            || member == UNKNOWN_OFFSET
+            || level > 64
+        {
+            return None;
+        }
+        Some((numbers as u64 + level as u64 * size as u64 + member as u64) as u32)
+    }
+
     /// `task->thread_pid->numbers[level].ns->ns.inum`: the pid namespace
     /// the task lives in (not the one its children will get).
     #[inline(always)]
     fn pid_ns_inum(task: *const u8) -> Option<u32> {
         let pid: *const u8 = read_kernel(task, cfg!(task_thread_pid))?;
-        let level: u32 = read_kernel(pid, cfg!(pid_level))?;
-        let (numbers, size, ns_off) = (cfg!(pid_numbers), cfg!(upid_size), cfg!(upid_ns));
-        if numbers == UNKNOWN_OFFSET
-            || size == UNKNOWN_OFFSET
-            || ns_off == UNKNOWN_OFFSET
-            || level > 64
-        {
-            return None;
-        }
-        let upid_ns = numbers as u64 + level as u64 * size as u64 + ns_off as u64;
-        let ns: *const u8 = read_kernel(pid, upid_ns as u32)?;
+        let ns: *const u8 = read_kernel(pid, own_upid_member(pid, cfg!(upid_ns))?)?;
         read_kernel(ns, cfg!(pid_ns_inum))
     }
 
@@ -215,17 +221,7 @@ mod probe {
     fn ns_vpid(task: *const u8) -> Option<u32> {
         let leader: *const u8 = read_kernel(task, cfg!(task_group_leader))?;
         let pid: *const u8 = read_kernel(leader, cfg!(task_thread_pid))?;
-        let level: u32 = read_kernel(pid, cfg!(pid_level))?;
-        let (numbers, size, nr_off) = (cfg!(pid_numbers), cfg!(upid_size), cfg!(upid_nr));
-        if numbers == UNKNOWN_OFFSET
-            || size == UNKNOWN_OFFSET
-            || nr_off == UNKNOWN_OFFSET
-            || level > 64
-        {
-            return None;
-        }
-        let at = numbers as u64 + level as u64 * size as u64 + nr_off as u64;
-        read_kernel(pid, at as u32)
+        read_kernel(pid, own_upid_member(pid, cfg!(upid_nr))?)
     }
 
     /// Fills the common header from the current task.

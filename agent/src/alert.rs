@@ -1,10 +1,7 @@
 //! Building alerts from a matched, enriched event.
 use vigil_proto::v1::{Alert, Ancestor, ContainerInfo, ExecutableInfo, ProcessInfo};
 
-use crate::{
-    event::{Event, EventBody},
-    rules::RuleMeta,
-};
+use crate::{event::Event, rules::RuleMeta};
 
 fn text(s: &Option<std::sync::Arc<str>>) -> String {
     s.as_deref().unwrap_or_default().to_string()
@@ -13,7 +10,7 @@ fn text(s: &Option<std::sync::Arc<str>>) -> String {
 /// The alert `rule` raises for `ev`, with a fresh id; `count` > 1 for a
 /// dedup summary.
 pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
-    let mut output = rule.output.render(ev);
+    let (mut output, fields) = rule.output.render_with_fields(ev);
     if count > 1 {
         output = format!("{output} (repeated {count} times)");
     }
@@ -22,7 +19,7 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
         rule: rule.name.clone(),
         severity: rule.severity as i32,
         output,
-        fields: rule.output.values(ev).into_iter().collect(),
+        fields: fields.into_iter().collect(),
         count,
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
@@ -64,21 +61,10 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
 fn process_info(ev: &Event) -> ProcessInfo {
     let p = &ev.process;
     let d = p.detail.as_deref();
-    let (mut exe, mut argv, mut argv_truncated) = match &ev.body {
-        EventBody::Exec(x) => (x.exe_path().to_string(), x.argv.clone(), x.argv_truncated),
-        EventBody::Fork(_)
-        | EventBody::Exit(_)
-        | EventBody::File(_)
-        | EventBody::Control(_)
-        | EventBody::Network(_) => (String::new(), Vec::new(), false),
-    };
-    if let Some(d) = d {
-        if let Some(e) = &d.exe {
-            exe = e.to_string();
-            argv = d.argv.to_vec();
-            argv_truncated = d.argv_truncated;
-        }
-    }
+    let exe = ev.exe().unwrap_or_default().to_string();
+    let (argv, argv_truncated) = ev
+        .argv()
+        .map_or((Vec::new(), false), |(a, t)| (a.to_vec(), t));
     ProcessInfo {
         pid: p.pid,
         tid: p.tid,

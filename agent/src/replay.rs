@@ -25,16 +25,20 @@ pub struct Replay {
     pub alerts: Vec<(usize, Alert)>,
 }
 
+/// Only the `type` of a recorded line.
+#[derive(serde::Deserialize)]
+struct LineType<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Parses one recorded line; None for lines that are not events.
 pub fn parse_line(line: &str) -> Result<Option<Event>, serde_json::Error> {
-    let v: serde_json::Value = serde_json::from_str(line)?;
-    if matches!(
-        v.get("type").and_then(|t| t.as_str()),
-        Some("alert" | "lost")
-    ) {
+    let kind: LineType = serde_json::from_str(line)?;
+    if matches!(kind.ty.as_deref(), Some("alert" | "lost")) {
         return Ok(None);
     }
-    let mut ev: Event = serde_json::from_value(v)?;
+    let mut ev: Event = serde_json::from_str(line)?;
     if let Some(d) = ev.process.detail.as_deref() {
         ev.process.exe_deleted = d.exe_deleted;
     }

@@ -2,7 +2,7 @@
 //! false positives, and a running agent reloads its rules on file change
 //! and on SIGHUP without losing its process table.
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
 };
@@ -135,6 +135,26 @@ fn marker_rule(path: &Path, name: &str, marker: &str) {
     .unwrap();
 }
 
+/// An agent (with `--events`) on a rule file `r.yaml` in a fresh directory
+/// holding the marker rule `rule`, polled every `poll` seconds; with the
+/// file and the test's own marker.
+fn agent_on_rule_file(rule: &str, poll: &str) -> (tempfile::TempDir, PathBuf, String, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.yaml");
+    let marker = unique("--reload-marker");
+    marker_rule(&f, rule, &marker);
+    let agent = start_agent(&[
+        "--events",
+        "--rules",
+        f.to_str().unwrap(),
+        "--rules-poll",
+        poll,
+        "--drain-interval-ms",
+        "10",
+    ]);
+    (dir, f, marker, agent)
+}
+
 fn fire(agent: &Proc, rule: &str, marker: &str) -> bool {
     let _ = Command::new("/bin/true").arg(marker).status();
     !agent
@@ -151,28 +171,17 @@ fn rules_reload_on_change_and_keep_the_old_set_on_error() {
     if !kernel_tests_enabled("rules_reload_on_change_and_keep_the_old_set_on_error") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("r.yaml");
-    let marker = unique("--reload-marker");
-    marker_rule(&f, "First", &marker);
-    let mut agent = start_agent(&[
-        "--events",
-        "--rules",
-        f.to_str().unwrap(),
-        "--rules-poll",
-        "1",
-        "--drain-interval-ms",
-        "10",
-    ]);
+    let (_dir, f, marker, mut agent) = agent_on_rule_file("First", "1");
+    let marker = marker.as_str();
     // A process started before the reload is still known after it.
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-    assert!(fire(&agent, "First", &marker));
+    assert!(fire(&agent, "First", marker));
 
-    marker_rule(&f, "Second", &marker);
+    marker_rule(&f, "Second", marker);
     agent.wait_stderr("rules reloaded", Duration::from_secs(20), |l| {
         l.contains("rules reloaded")
     });
-    assert!(fire(&agent, "Second", &marker));
+    assert!(fire(&agent, "Second", marker));
 
     std::fs::write(
         &f,
@@ -184,7 +193,7 @@ fn rules_reload_on_change_and_keep_the_old_set_on_error() {
     });
     assert!(line.contains("r.yaml:3:14"), "{line}");
     let before = agent.json_lines().len();
-    let _ = Command::new("/bin/true").arg(&marker).status();
+    let _ = Command::new("/bin/true").arg(marker).status();
     let hits = agent.wait_json(
         Duration::from_secs(10),
         |v| v["type"] == "alert" && v["rule"] == "Second",
@@ -216,20 +225,10 @@ fn sighup_reloads_rules_when_polling_is_off() {
     if !kernel_tests_enabled("sighup_reloads_rules_when_polling_is_off") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("r.yaml");
-    let marker = unique("--sighup-marker");
-    marker_rule(&f, "Before", &marker);
-    let mut agent = start_agent(&[
-        "--rules",
-        f.to_str().unwrap(),
-        "--rules-poll",
-        "0",
-        "--drain-interval-ms",
-        "10",
-    ]);
-    assert!(fire(&agent, "Before", &marker));
-    marker_rule(&f, "After", &marker);
+    let (_dir, f, marker, mut agent) = agent_on_rule_file("Before", "0");
+    let marker = marker.as_str();
+    assert!(fire(&agent, "Before", marker));
+    marker_rule(&f, "After", marker);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !agent
@@ -242,6 +241,6 @@ fn sighup_reloads_rules_when_polling_is_off() {
     agent.wait_stderr("rules reloaded", Duration::from_secs(20), |l| {
         l.contains("rules reloaded")
     });
-    assert!(fire(&agent, "After", &marker));
+    assert!(fire(&agent, "After", marker));
     assert!(agent.alive());
 }

@@ -86,7 +86,10 @@ fn caps(raw: &[u8]) -> Option<Caps> {
     if raw.len() < 24 {
         return None;
     }
-    let w = |i: usize| u32::from_ne_bytes(raw[i * 4..i * 4 + 4].try_into().unwrap()) as u64;
+    let w = |i: usize| {
+        let b = &raw[i * 4..];
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u64
+    };
     let set = |lo: usize| format!("{:#x}", w(lo) | (w(lo + 3) << 32));
     Some(Caps {
         effective: set(0),

@@ -144,6 +144,37 @@ impl Event {
     pub fn type_name(&self) -> &'static str {
         self.body.kind().name()
     }
+
+    /// The process's executable: the process table's, else the exec
+    /// record's own (so every event type names it once the table knows).
+    pub fn exe(&self) -> Option<&str> {
+        if let Some(e) = self
+            .process
+            .detail
+            .as_deref()
+            .and_then(|d| d.exe.as_deref())
+        {
+            return Some(e);
+        }
+        match &self.body {
+            EventBody::Exec(x) => Some(x.exe_path()),
+            _ => None,
+        }
+    }
+
+    /// The process's arguments (with `argv[0]`) and whether they were cut,
+    /// from the same source as [`Event::exe`].
+    pub fn argv(&self) -> Option<(&[String], bool)> {
+        if let Some(d) = self.process.detail.as_deref() {
+            if d.exe.is_some() {
+                return Some((&d.argv, d.argv_truncated));
+            }
+        }
+        match &self.body {
+            EventBody::Exec(x) => Some((&x.argv, x.argv_truncated)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -912,37 +912,20 @@ fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
             }),
         ));
     }
-    for (slot, (field, v)) in pre {
-        let kind = if v.len() == 1 {
-            TestKind::StartsWith(v.into_iter().next().unwrap_or_default())
-        } else {
-            TestKind::PrefixAny(Box::new(automaton(&v, true)))
-        };
-        merged.push((
-            slot,
-            Node::Test(Test {
-                slot,
-                field,
-                neg: false,
-                kind,
-            }),
-        ));
-    }
-    for (slot, (field, v)) in sub {
-        let kind = if v.len() == 1 {
-            TestKind::Contains(v.into_iter().next().unwrap_or_default())
-        } else {
-            TestKind::ContainsAny(Box::new(automaton(&v, false)))
-        };
-        merged.push((
-            slot,
-            Node::Test(Test {
-                slot,
-                field,
-                neg: false,
-                kind,
-            }),
-        ));
+    for (anchored, groups) in [(true, pre), (false, sub)] {
+        for (slot, (field, pats)) in groups {
+            for kind in any_of(pats, anchored) {
+                merged.push((
+                    slot,
+                    Node::Test(Test {
+                        slot,
+                        field,
+                        neg: false,
+                        kind,
+                    }),
+                ));
+            }
+        }
     }
     // Deterministic order: cheap hash-set tests first, then by slot.
     merged.sort_by_key(|(slot, n)| {
@@ -1002,16 +985,30 @@ fn merge_negated_eq(items: Vec<Node>) -> Vec<Node> {
     front
 }
 
-fn automaton(pats: &[Box<str>], anchored: bool) -> AhoCorasick {
+/// Tests for "starts with (`anchored`) or contains any of `pats`": one
+/// automaton for several, or one plain test per pattern if the automaton
+/// cannot be built (its size limits), so a condition never loses a case.
+fn any_of(pats: Vec<Box<str>>, anchored: bool) -> Vec<TestKind> {
+    let single = |p: Box<str>| {
+        if anchored {
+            TestKind::StartsWith(p)
+        } else {
+            TestKind::Contains(p)
+        }
+    };
+    if pats.len() == 1 {
+        return pats.into_iter().map(single).collect();
+    }
     let mut b = AhoCorasickBuilder::new();
     b.match_kind(MatchKind::LeftmostFirst);
     if anchored {
         b.start_kind(StartKind::Anchored);
     }
-    b.build(pats.iter().map(|p| p.as_bytes()))
-        .unwrap_or_else(|_| {
-            AhoCorasick::new(["\u{0}never"]).expect("a one-pattern automaton builds")
-        })
+    match b.build(pats.iter().map(|p| p.as_bytes())) {
+        Ok(ac) if anchored => vec![TestKind::PrefixAny(Box::new(ac))],
+        Ok(ac) => vec![TestKind::ContainsAny(Box::new(ac))],
+        Err(_) => pats.into_iter().map(single).collect(),
+    }
 }
 
 /// The `evt.type` values under which `n` can match; None: any.

@@ -296,28 +296,28 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, SyntaxError> {
-        let mut items = vec![self.and()?];
-        while self.is_word("or") {
-            self.i += 1;
-            items.push(self.and()?);
-        }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(vec![]))
-        } else {
-            Expr::Or(items)
-        })
+        self.chain("or", Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Expr, SyntaxError> {
-        let mut items = vec![self.unary()?];
-        while self.is_word("and") {
+        self.chain("and", Self::unary, Expr::And)
+    }
+
+    /// `item (word item)*`: one item as itself, several joined by `join`.
+    fn chain(
+        &mut self,
+        word: &str,
+        item: fn(&mut Self) -> Result<Expr, SyntaxError>,
+        join: fn(Vec<Expr>) -> Expr,
+    ) -> Result<Expr, SyntaxError> {
+        let mut items = vec![item(self)?];
+        while self.is_word(word) {
             self.i += 1;
-            items.push(self.unary()?);
+            items.push(item(self)?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap_or(Expr::And(vec![]))
-        } else {
-            Expr::And(items)
+        Ok(match items.len() {
+            1 => items.swap_remove(0),
+            _ => join(items),
         })
     }
 

@@ -111,7 +111,9 @@ impl std::fmt::Debug for RuleSet {
 }
 
 impl RuleSet {
-    /// The rules embedded in the agent binary.
+    /// The rules embedded in the agent binary (tests; the agent loads them
+    /// through [`RuleSet::load`], which reports errors).
+    #[cfg(test)]
     pub fn embedded_default() -> RuleSet {
         Self::from_sources(
             &[(DEFAULT_RULES_ORIGIN.to_string(), DEFAULT_RULES.to_string())],
@@ -186,10 +188,10 @@ impl RuleSet {
     /// if it matches the first step. Open sequences are filed by the pid
     /// whose tree they watch, the step they wait for and the key value that
     /// step must show, so an event costs a few hash lookups per ancestor,
-    /// however many sequences are open.
-    fn sequence_step(&mut self, i: usize, cx: &mut Ctx, out: &mut Vec<Hit>) {
+    /// however many sequences are open. True when a sequence completed.
+    fn sequence_step(&mut self, i: usize, cx: &mut Ctx) -> bool {
         let RuleKind::Sequence(seq) = &self.rules[i].kind else {
-            return;
+            return false;
         };
         let ev = cx.ev;
         let now = ev.time_unix_ns;
@@ -239,13 +241,6 @@ impl RuleSet {
                 }
             }
         }
-        if done {
-            out.push(Hit {
-                rule: self.rules[i].meta.clone(),
-                count: 1,
-                event: None,
-            });
-        }
         if seq.steps[0].0.eval(cx) {
             if open.len >= MAX_PARTIALS {
                 self.counters.sequence_evicted += open.make_room(now, seq.window_ns);
@@ -263,6 +258,7 @@ impl RuleSet {
             };
             open.insert(root, 1, seq.steps[1].1.is_some(), p);
         }
+        done
     }
 
     /// Passes a hit through the rule's dedup window.
@@ -340,9 +336,7 @@ impl Matcher for RuleSet {
                     }
                 }
                 RuleKind::Sequence(_) => {
-                    let mut seq_hits = Vec::new();
-                    self.sequence_step(i, &mut cx, &mut seq_hits);
-                    if !seq_hits.is_empty() {
+                    if self.sequence_step(i, &mut cx) {
                         matched.push(i);
                     }
                 }

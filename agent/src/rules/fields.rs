@@ -506,26 +506,8 @@ pub fn known_evt_type(name: &str) -> bool {
     ) || crate::kernel::syscalls::is_followed(name)
 }
 
-fn exe_path(ev: &Event) -> Option<&str> {
-    if let Some(e) = ev.process.detail.as_deref().and_then(|d| d.exe.as_deref()) {
-        return Some(e);
-    }
-    match &ev.body {
-        EventBody::Exec(x) => Some(x.exe_path()),
-        _ => None,
-    }
-}
-
 fn argv(ev: &Event) -> Option<&[String]> {
-    if let Some(d) = ev.process.detail.as_deref() {
-        if d.exe.is_some() {
-            return Some(&d.argv);
-        }
-    }
-    match &ev.body {
-        EventBody::Exec(x) => Some(&x.argv),
-        _ => None,
-    }
+    ev.argv().map(|(a, _)| a)
 }
 
 fn s(v: &str) -> Option<Val<'_>> {
@@ -631,7 +613,7 @@ fn ancestor_pid<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
 
 fn ancestor_exe<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
     if n == 0 {
-        return exe_path(ev).map(|e| Val::Str(Cow::Borrowed(e)));
+        return ev.exe().map(|e| Val::Str(Cow::Borrowed(e)));
     }
     ev.ancestry
         .get(n - 1)?
@@ -667,6 +649,11 @@ fn join(names: &[&str]) -> String {
     names.join("|")
 }
 
+/// A number as `evt.arg.*` gives it: text, as in Falco.
+fn num<'a>(v: impl Into<i64>) -> Option<Val<'a>> {
+    Some(Val::Str(Cow::Owned(v.into().to_string())))
+}
+
 fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
     match &ev.body {
         EventBody::File(f) => match name {
@@ -679,9 +666,9 @@ fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
             "linkpath" if f.op == "symlink" => s(&f.path),
             "newpath" | "linkpath" => f.new_path.as_deref().and_then(s),
             "target" => f.target.as_deref().or(f.new_path.as_deref()).and_then(s),
-            "uid" => f.uid.and_then(int),
-            "gid" => f.gid.and_then(int),
-            "res" => int(f.result),
+            "uid" => f.uid.and_then(num),
+            "gid" => f.gid.and_then(num),
+            "res" => num(f.result),
             _ => None,
         },
         EventBody::Control(c) => match name {
@@ -691,7 +678,7 @@ fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
                 join(&c.flag_names)
             }),
             "request" => c.request.as_deref().and_then(s),
-            "pid" => c.target_pid.and_then(int),
+            "pid" => c.target_pid.and_then(num),
             "name" => c.name.as_deref().and_then(s),
             "path" | "filename" | "target" => c.path.as_deref().and_then(s),
             "fstype" => c.fstype.as_deref().and_then(s),
@@ -700,37 +687,37 @@ fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
                 .ids
                 .as_ref()
                 .and_then(|i| i.effective.or(i.fs))
-                .and_then(int),
-            "ruid" => c.ids.as_ref().and_then(|i| i.real).and_then(int),
-            "suid" => c.ids.as_ref().and_then(|i| i.saved).and_then(int),
-            "olduid" => c.old.as_ref().map(|o| Val::Int(o.uid.into())),
-            "oldeuid" => c.old.as_ref().map(|o| Val::Int(o.euid.into())),
+                .and_then(num),
+            "ruid" => c.ids.as_ref().and_then(|i| i.real).and_then(num),
+            "suid" => c.ids.as_ref().and_then(|i| i.saved).and_then(num),
+            "olduid" => c.old.as_ref().and_then(|o| num(o.uid)),
+            "oldeuid" => c.old.as_ref().and_then(|o| num(o.euid)),
             "gid" => c
                 .ids
                 .as_ref()
                 .and_then(|i| i.effective.or(i.fs))
-                .and_then(int),
-            "res" => int(c.result),
+                .and_then(num),
+            "res" => num(c.result),
             _ => None,
         },
         EventBody::Network(n) => match name {
-            "fd" => int(n.fd),
+            "fd" => num(n.fd),
             "family" => n.family.as_deref().and_then(s),
             "domain" => n
                 .family
                 .as_deref()
                 .map(|f| Val::Str(Cow::Owned(format!("AF_{}", f.to_uppercase())))),
             "type" => n.socket_type.as_deref().and_then(s),
-            "proto" => n.protocol.map(|p| Val::Int(p as i64)),
+            "proto" => n.protocol.and_then(|p| num(p as i64)),
             "addr" => net_name(n),
-            "backlog" => n.backlog.and_then(int),
-            "oldfd" => n.dup.as_ref().map(|d| Val::Int(d.oldfd)),
-            "newfd" => n.dup.as_ref().map(|d| Val::Int(d.newfd)),
+            "backlog" => n.backlog.and_then(num),
+            "oldfd" => n.dup.as_ref().and_then(|d| num(d.oldfd)),
+            "newfd" => n.dup.as_ref().and_then(|d| num(d.newfd)),
             "flags" => n
                 .dup
                 .as_ref()
                 .map(|d| Val::Str(Cow::Owned(d.flags.to_string()))),
-            "res" => int(n.result),
+            "res" => num(n.result),
             _ => None,
         },
         EventBody::Exec(x) => match name {
@@ -745,7 +732,7 @@ fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
             _ => None,
         },
         EventBody::Exit(x) => match name {
-            "status" => x.exit_code.and_then(int),
+            "status" => x.exit_code.and_then(num),
             _ => None,
         },
     }
@@ -810,10 +797,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         }
         FieldId::EvtRawRes => result_of(ev).and_then(int),
         FieldId::EvtFailed => result_of(ev).map(|r| Val::Bool(r < 0)),
-        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()).map(|v| match v {
-            Val::Int(n) => Val::Str(Cow::Owned(n.to_string())),
-            other => other,
-        }),
+        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()),
         FieldId::EvtIsOpenRead => Some(Val::Bool(
             file(ev)
                 .and_then(|f| f.open.as_ref())
@@ -837,8 +821,8 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::ProcExe => argv(ev)
             .and_then(|a| a.first())
             .map(|a| Val::Str(Cow::Borrowed(a.as_str())))
-            .or_else(|| exe_path(ev).and_then(s)),
-        FieldId::ProcExepath => exe_path(ev).and_then(s),
+            .or_else(|| ev.exe().and_then(s)),
+        FieldId::ProcExepath => ev.exe().and_then(s),
         FieldId::ProcCmdline => owned(cmdline(&p.comm, argv(ev).unwrap_or_default())),
         FieldId::ProcArgs => owned(
             argv(ev)

@@ -869,7 +869,8 @@ fn field_ref(name: &str, w: &Where, rule: &str) -> Result<FieldRef, CompileError
     })
 }
 
-/// Default dedup key: same program, same lineage, same target.
+/// Default dedup key: same program, same lineage, same target (all known
+/// fields: `default_dedup_fields_resolve` checks).
 const DEDUP_BY: &[&str] = &[
     "proc.exepath",
     "proc.aexepath",
@@ -939,7 +940,7 @@ fn compile_rule(r: &RuleDef, c: &mut Compiler) -> Result<CompiledRule, CompileEr
             let by = if by.is_empty() {
                 DEDUP_BY
                     .iter()
-                    .map(|f| fields::resolve(f).expect("default dedup fields exist"))
+                    .filter_map(|f| fields::resolve(f).ok())
                     .collect()
             } else {
                 by.iter()
@@ -1035,5 +1036,27 @@ pub fn rule_evt_types(r: &CompiledRule) -> Option<super::compile::HashSet<String
             }
             Some(all)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dedup_fields_resolve() {
+        for f in DEDUP_BY {
+            assert!(fields::resolve(f).is_ok(), "{f}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("-1s"), None);
     }
 }

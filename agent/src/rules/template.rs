@@ -116,25 +116,14 @@ impl Template {
     }
 
     pub fn render(&self, ev: &Event) -> String {
-        let vals: Vec<_> = self
-            .fields
-            .iter()
-            .map(|(_, f)| render(fields::extract(ev, f).as_ref()))
-            .collect();
-        let mut out = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Field(i) => out.push_str(&vals[*i]),
-            }
-        }
-        out
+        self.render_with_fields(ev).0
     }
 
-    /// The referenced fields and their values, for the alert's structured
-    /// data.
-    pub fn values(&self, ev: &Event) -> Vec<(String, String)> {
-        self.fields
+    /// The message, and the referenced fields with their values for the
+    /// alert's structured data; each field is read once for both.
+    pub fn render_with_fields(&self, ev: &Event) -> (String, Vec<(String, String)>) {
+        let fields: Vec<(String, String)> = self
+            .fields
             .iter()
             .map(|(n, f)| {
                 (
@@ -142,7 +131,15 @@ impl Template {
                     render(fields::extract(ev, f).as_ref()).into_owned(),
                 )
             })
-            .collect()
+            .collect();
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(i) => out.push_str(&fields[*i].1),
+            }
+        }
+        (out, fields)
     }
 }
 
