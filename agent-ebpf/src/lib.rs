@@ -74,6 +74,29 @@ impl EventKind {
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
 pub const LOST_SLOTS: u32 = 7;
 
+/// What the probe counts besides lost records: the slots of its per-CPU
+/// `COUNTERS` map, which the agent reads and reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeCounter {
+    /// A followed syscall's spec named a family the probe does not send:
+    /// its record was dropped instead of travelling under a wrong kind.
+    UnknownFamily = 0,
+}
+
+impl ProbeCounter {
+    pub const ALL: [ProbeCounter; 1] = [ProbeCounter::UnknownFamily];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProbeCounter::UnknownFamily => "unknown_family",
+        }
+    }
+}
+
+/// Number of slots in the `COUNTERS` per-CPU array.
+pub const PROBE_COUNTER_SLOTS: u32 = 1;
+
 /// `EventHeader::flags`: fields the probe could not read on this kernel
 /// (unknown layout or a faulting read). Their values are then 0.
 pub const HDR_PPID_UNKNOWN: u32 = 1 << 0;

@@ -1,4 +1,4 @@
-//! Syscall capture shared by the file and control families.
+//! Syscall capture shared by the file, control and network families.
 //!
 //! One enter and one exit program serve every followed syscall. The agent
 //! tells them, per syscall number, which argument is what ([`ArgSpec`]);
@@ -8,7 +8,7 @@
 pub const NO_ARG: u8 = 0xff;
 /// `AT_FDCWD`: paths relative to the current directory.
 pub const AT_FDCWD: i32 = -100;
-/// Highest syscall number the `FILE_SYSCALLS` map covers (exclusive).
+/// Highest syscall number the `SYSCALL_SPECS` map covers (exclusive).
 pub const MAX_SYSCALL_NR: u32 = 512;
 
 /// `ArgSpec::spec_flags`: the flags argument is a `struct open_how *` (openat2).
@@ -89,7 +89,7 @@ pub const PATH_MAX_KEPT: usize = 1024;
 /// Bytes kept of a base directory's components.
 pub const BASE_MAX_KEPT: usize = 1024;
 
-/// `FileRecord::path_flags` bits.
+/// `SyscallRecord::path_flags` bits.
 pub const PATH1_TRUNCATED: u32 = 1 << 0;
 pub const PATH2_TRUNCATED: u32 = 1 << 1;
 /// The base directory (cwd or dirfd) could not be resolved.
@@ -99,7 +99,7 @@ pub const BASE2_UNKNOWN: u32 = 1 << 3;
 pub const BASE1_TRUNCATED: u32 = 1 << 4;
 pub const BASE2_TRUNCATED: u32 = 1 << 5;
 
-/// Fixed part of a file or control event. It is followed by `data`, which holds, in
+/// Fixed part of a file, control or network event. It is followed by `data`, which holds, in
 /// order: path1 (`path1_len` bytes), base1 (`base1_len`), path2, base2.
 /// A path is the string the process passed. A base is the directory a
 /// relative path is resolved against, as NUL-terminated components from the
@@ -133,4 +133,4 @@ pub struct SyscallRecord {
 }
 
 /// Size of the variable tail a record may carry.
-pub const FILE_DATA_MAX: usize = 2 * (PATH_MAX_KEPT + BASE_MAX_KEPT);
+pub const SYSCALL_DATA_MAX: usize = 2 * (PATH_MAX_KEPT + BASE_MAX_KEPT);

@@ -5,7 +5,7 @@
 //! attaches every hook and logs what is in use.
 use std::path::{Path, PathBuf};
 
-use agent_ebpf::{config::ProbeConfig, EventKind, LOST_SLOTS};
+use agent_ebpf::{config::ProbeConfig, EventKind, ProbeCounter, LOST_SLOTS};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
@@ -76,6 +76,8 @@ impl Default for ProbeOptions {
 pub struct Probe {
     ebpf: Ebpf,
     lost: Option<PerCpuArray<MapData, u64>>,
+    /// The probe's own error counters (`ProbeCounter` slots).
+    counters: Option<PerCpuArray<MapData, u64>>,
     /// One entry per attached hook, e.g. `tracepoint sched:sched_process_exec`.
     pub hooks: Vec<String>,
 }
@@ -113,18 +115,14 @@ impl Probe {
         attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
         attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut hooks)?;
         tracing::info!(family = "process", hooks = %hooks.join(", "), "probe attached");
-        let file_hooks = attach_file_syscalls(&mut ebpf, &tracefs_root, &config)?;
-        hooks.extend(file_hooks);
-        let lost = ebpf
-            .take_map("LOST")
-            .ok_or(ProbeError::MissingMap("LOST"))?;
-        let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map {
-            name: "LOST",
-            source,
-        })?;
+        let syscall_hooks = attach_syscalls(&mut ebpf, &tracefs_root, &config)?;
+        hooks.extend(syscall_hooks);
+        let lost = take_per_cpu(&mut ebpf, "LOST")?;
+        let counters = take_per_cpu(&mut ebpf, "COUNTERS")?;
         Ok(Probe {
             ebpf,
             lost: Some(lost),
+            counters: Some(counters),
             hooks,
         })
     }
@@ -164,15 +162,37 @@ impl Probe {
         EventKind::ALL
             .iter()
             .filter(|k| k.lost_slot() < LOST_SLOTS)
-            .map(|k| {
-                let total = map
-                    .get(&k.lost_slot(), 0)
-                    .map(|v| v.iter().sum::<u64>())
-                    .unwrap_or(0);
-                (*k, total)
-            })
+            .map(|k| (*k, per_cpu_total(map, k.lost_slot())))
             .collect()
     }
+
+    /// What the probe could not do so far (see [`ProbeCounter`]), summed
+    /// over CPUs.
+    pub fn probe_counters(&self) -> Vec<(ProbeCounter, u64)> {
+        let Some(map) = &self.counters else {
+            return Vec::new();
+        };
+        ProbeCounter::ALL
+            .iter()
+            .map(|c| (*c, per_cpu_total(map, *c as u32)))
+            .collect()
+    }
+}
+
+/// Takes a per-CPU counter array out of the object.
+fn take_per_cpu(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// Sums one slot of a per-CPU counter array over CPUs.
+fn per_cpu_total(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
+    map.get(&slot, 0)
+        .map(|v| v.iter().sum::<u64>())
+        .unwrap_or(0)
 }
 
 /// Turns on the kernel's BPF run-time accounting (`kernel.bpf_stats_enabled`)
@@ -345,20 +365,20 @@ fn fill_exclusions(
     Ok(())
 }
 
-const FILE_ENTER_PROG: &str = "file_sys_enter";
-const FILE_EXIT_PROG: &str = "file_sys_exit";
+const SYSCALL_ENTER_PROG: &str = "syscall_enter";
+const SYSCALL_EXIT_PROG: &str = "syscall_exit";
 const RAW_ENTER_PROG: &str = "raw_sys_enter";
 const RAW_EXIT_PROG: &str = "raw_sys_exit";
 
-/// Fills `FILE_SYSCALLS` and attaches the file enter/exit programs to the
+/// Fills `SYSCALL_SPECS` and attaches the syscall enter/exit programs to the
 /// `syscalls:sys_{enter,exit}_<name>` tracepoint of every syscall in the
 /// table that this kernel has, with the record layout the probe expects.
-fn attach_file_syscalls(
+fn attach_syscalls(
     ebpf: &mut Ebpf,
     tracefs_root: &Path,
     config: &ProbeConfig,
 ) -> Result<Vec<String>, ProbeError> {
-    use crate::kernel::syscalls::{file_syscalls, FileSyscall};
+    use crate::kernel::syscalls::{followed, FollowedSyscall};
     use agent_ebpf::EventKind;
     let mut usable = Vec::new();
     let mut via_raw = Vec::new();
@@ -371,7 +391,7 @@ fn attach_file_syscalls(
     } else {
         Ok(())
     };
-    for mut sc in file_syscalls() {
+    for mut sc in followed() {
         let enter = tracefs::read_format(
             tracefs_root,
             "syscalls",
@@ -402,23 +422,23 @@ fn attach_file_syscalls(
     }
     {
         let map = ebpf
-            .map_mut("FILE_SYSCALLS")
-            .ok_or(ProbeError::MissingMap("FILE_SYSCALLS"))?;
+            .map_mut("SYSCALL_SPECS")
+            .ok_or(ProbeError::MissingMap("SYSCALL_SPECS"))?;
         let mut specs: aya::maps::Array<&mut MapData, agent_ebpf::syscall::ArgSpec> =
             aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
-                name: "FILE_SYSCALLS",
+                name: "SYSCALL_SPECS",
                 source,
             })?;
         for sc in usable.iter().chain(&via_raw) {
             specs
                 .set(sc.nr as u32, sc.spec, 0)
                 .map_err(|source| ProbeError::Map {
-                    name: "FILE_SYSCALLS",
+                    name: "SYSCALL_SPECS",
                     source,
                 })?;
         }
     }
-    for (prog_name, dir) in [(FILE_ENTER_PROG, "enter"), (FILE_EXIT_PROG, "exit")] {
+    for (prog_name, dir) in [(SYSCALL_ENTER_PROG, "enter"), (SYSCALL_EXIT_PROG, "exit")] {
         let err = |source| program_error(prog_name, source);
         let prog: &mut TracePoint = ebpf
             .program_mut(prog_name)
@@ -448,7 +468,7 @@ fn attach_file_syscalls(
     }
     let mut hooks = Vec::new();
     for family in [EventKind::File, EventKind::Control, EventKind::Network] {
-        let of = |sc: &&FileSyscall| sc.spec.family == family as u8;
+        let of = |sc: &&FollowedSyscall| sc.spec.family == family as u8;
         let names: Vec<&str> = usable.iter().filter(of).map(|s| s.name).collect();
         let raw: Vec<&str> = via_raw.iter().filter(of).map(|s| s.name).collect();
         let lost: Vec<&str> = missing

@@ -117,6 +117,8 @@ enum Sink {
 #[derive(Default)]
 struct Loss {
     kernel: Vec<(EventKind, u64)>,
+    /// The probe's own error counters when last reported.
+    probe: Vec<(agent_ebpf::ProbeCounter, u64)>,
     /// Events decoded so far; numbers them (`evt.num`).
     events_seen: u64,
     decode_errors: u64,
@@ -436,6 +438,23 @@ fn report_loss(probe: &Probe, sink: &Sink, opts: &RunOptions, loss: &mut Loss) {
         }
     }
     loss.kernel = now;
+    let now = probe.probe_counters();
+    for (what, total) in &now {
+        let before = loss
+            .probe
+            .iter()
+            .find(|(w, _)| w == what)
+            .map_or(0, |(_, n)| *n);
+        if *total > before {
+            tracing::warn!(
+                counter = what.name(),
+                delta = total - before,
+                total,
+                "probe could not send some records"
+            );
+        }
+    }
+    loss.probe = now;
     if loss.decode_errors > loss.reported_decode_errors {
         tracing::warn!(
             total = loss.decode_errors,

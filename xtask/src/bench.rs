@@ -183,8 +183,8 @@ pub fn run(n: u32) -> anyhow::Result<()> {
             ns("sched_process_exec"),
             ns("sched_process_fork"),
             ns("sched_process_exit"),
-            runs("file_sys_enter"),
-            runs("file_sys_exit"),
+            runs("syscall_enter"),
+            runs("syscall_exit"),
             p.agent_cpu_ms.map_or("–".into(), |c| format!("{c:.0}")),
         );
     }

@@ -7,8 +7,8 @@
 use agent_ebpf::{
     file::FileOp,
     syscall::{
-        SyscallRecord as FileRecord, BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED,
-        BASE2_UNKNOWN, PATH1_TRUNCATED, PATH2_TRUNCATED,
+        SyscallRecord, BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED, BASE2_UNKNOWN,
+        PATH1_TRUNCATED, PATH2_TRUNCATED,
     },
 };
 use serde::Serialize;
@@ -221,9 +221,9 @@ fn op_name(op: FileOp) -> &'static str {
 }
 
 pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
-    let rec: FileRecord = read_record(bytes, "file record")?;
+    let rec: SyscallRecord = read_record(bytes, "file record")?;
     let op = FileOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
-    let tail = &bytes[std::mem::size_of::<FileRecord>()..];
+    let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
     let [p1, b1, p2, b2] = tail_parts(
         tail,
         [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
@@ -319,7 +319,7 @@ mod tests {
     }
 
     fn record(op: FileOp, nr: i64, parts: [&[u8]; 4], flags: u32) -> Vec<u8> {
-        let rec = FileRecord {
+        let rec = SyscallRecord {
             header: header(EventKind::File),
             op: op as u32,
             syscall_nr: nr as u32,
@@ -398,7 +398,7 @@ mod tests {
             PATH1_TRUNCATED,
         );
         // Claim more than was sent.
-        let off = std::mem::offset_of!(FileRecord, base2_len);
+        let off = std::mem::offset_of!(SyscallRecord, base2_len);
         b[off..off + 2].copy_from_slice(&4000u16.to_le_bytes());
         let f = decode_file(&b).unwrap();
         assert_eq!(f.path, "/x");

@@ -17,7 +17,7 @@ use agent_ebpf::{
 
 /// One followed syscall.
 #[derive(Debug, Clone, Copy)]
-pub struct FileSyscall {
+pub struct FollowedSyscall {
     /// The syscall's name.
     pub name: &'static str,
     /// Its tracepoint, `syscalls:sys_enter_<tracepoint>`: the name of the
@@ -56,21 +56,21 @@ struct A {
     clone3: bool,
 }
 
-fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FileSyscall {
+fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FollowedSyscall {
     spec_row(name, nr, op as u8, EventKind::File, a)
 }
 
-fn ctl(name: &'static str, nr: i64, op: ControlOp, a: A) -> FileSyscall {
+fn ctl(name: &'static str, nr: i64, op: ControlOp, a: A) -> FollowedSyscall {
     spec_row(name, nr, op as u8, EventKind::Control, a)
 }
 
-fn net(name: &'static str, nr: i64, op: NetOp, a: A) -> FileSyscall {
+fn net(name: &'static str, nr: i64, op: NetOp, a: A) -> FollowedSyscall {
     spec_row(name, nr, op as u8, EventKind::Network, a)
 }
 
 /// Socket syscalls. Addresses are copied raw at exit (accept's peer is
 /// filled in by then); ints come from the record's raw args.
-fn network_rows() -> Vec<FileSyscall> {
+fn network_rows() -> Vec<FollowedSyscall> {
     use NetOp::*;
     let s = Some;
     #[allow(unused_mut)]
@@ -178,7 +178,7 @@ fn network_rows() -> Vec<FileSyscall> {
     v
 }
 
-fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FileSyscall {
+fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FollowedSyscall {
     let p = |o: Option<u8>| o.unwrap_or(NO_ARG);
     let mut spec_flags = 0;
     for (on, bit) in [
@@ -194,7 +194,7 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
             spec_flags |= bit;
         }
     }
-    FileSyscall {
+    FollowedSyscall {
         name,
         tracepoint: if name == "umount2" { "umount" } else { name },
         nr,
@@ -217,7 +217,7 @@ fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> Fil
 }
 
 /// Every syscall the probe follows on this architecture.
-pub fn file_syscalls() -> Vec<FileSyscall> {
+pub fn followed() -> Vec<FollowedSyscall> {
     let mut v = file_rows();
     v.extend(control_rows());
     v.extend(network_rows());
@@ -226,7 +226,7 @@ pub fn file_syscalls() -> Vec<FileSyscall> {
 
 /// Privilege, process-control and kernel-state syscalls. Integer
 /// arguments are read from the record's raw args by the decoder.
-fn control_rows() -> Vec<FileSyscall> {
+fn control_rows() -> Vec<FollowedSyscall> {
     use ControlOp::*;
     let s = Some;
     let none = A::default();
@@ -386,7 +386,7 @@ fn control_rows() -> Vec<FileSyscall> {
     v
 }
 
-fn file_rows() -> Vec<FileSyscall> {
+fn file_rows() -> Vec<FollowedSyscall> {
     use FileOp::*;
     let s = Some;
     let mut v = vec![
@@ -666,13 +666,13 @@ pub fn is_followed(name: &str) -> bool {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
         std::sync::OnceLock::new();
     NAMES
-        .get_or_init(|| file_syscalls().iter().map(|s| s.name).collect())
+        .get_or_init(|| followed().iter().map(|s| s.name).collect())
         .contains(name)
 }
 
 /// Name of a followed syscall by number.
 pub fn name_of(nr: u32) -> Option<&'static str> {
-    file_syscalls()
+    followed()
         .into_iter()
         .find(|s| s.nr == nr as i64)
         .map(|s| s.name)
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn table_is_consistent() {
-        let t = file_syscalls();
+        let t = followed();
         let mut nrs: Vec<i64> = t.iter().map(|s| s.nr).collect();
         nrs.sort();
         nrs.dedup();

@@ -26,7 +26,11 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     if let Some(p) = find_mounted() {
         return Ok(p);
     }
-    mount_tracefs(Path::new(MOUNT_POINTS[0])).map_err(TracefsError::Mount)?;
+    if let Err(e) = mount_tracefs(Path::new(MOUNT_POINTS[0])) {
+        // Another process (a second agent starting at the same moment)
+        // may have mounted it in between: EBUSY then means it is there.
+        return find_mounted().ok_or(TracefsError::Mount(e));
+    }
     tracing::info!(
         path = MOUNT_POINTS[0],
         "tracefs was not mounted; mounted it"
