@@ -5,6 +5,9 @@
 //! One module per event family; the common header lives here.
 #![no_std]
 
+#[macro_use]
+mod wire_enum;
+
 pub mod config;
 pub mod control;
 pub mod file;
@@ -18,79 +21,37 @@ pub const COMM_LEN: usize = 16;
 /// Default size of the `EVENTS` ring buffer in bytes (power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
 
-/// What a ring-buffer record is. The discriminant is the first field of
-/// every record, so the agent can dispatch before knowing the size.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Exec = 1,
-    Fork = 2,
-    Exit = 3,
-    File = 4,
-    Control = 5,
-    Network = 6,
+wire_enum! {
+    /// What a ring-buffer record is. The discriminant is the first field of
+    /// every record, so the agent can dispatch before knowing the size.
+    pub enum EventKind: u32 {
+        Exec = 1 => "exec",
+        Fork = 2 => "fork",
+        Exit = 3 => "exit",
+        File = 4 => "file",
+        Control = 5 => "control",
+        Network = 6 => "network",
+    }
 }
 
 impl EventKind {
-    /// Every kind, in discriminant order; also the slots of the `LOST` map.
-    pub const ALL: [EventKind; 6] = [
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-        EventKind::File,
-        EventKind::Control,
-        EventKind::Network,
-    ];
-
-    pub fn from_u32(v: u32) -> Option<EventKind> {
-        match v {
-            1 => Some(EventKind::Exec),
-            2 => Some(EventKind::Fork),
-            3 => Some(EventKind::Exit),
-            4 => Some(EventKind::File),
-            5 => Some(EventKind::Control),
-            6 => Some(EventKind::Network),
-            _ => None,
-        }
-    }
-
     /// Index of this kind's slot in the per-CPU `LOST` counter map.
     pub const fn lost_slot(self) -> u32 {
         self as u32
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::Exec => "exec",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-            EventKind::File => "file",
-            EventKind::Control => "control",
-            EventKind::Network => "network",
-        }
     }
 }
 
 /// Number of slots in the `LOST` per-CPU array (index 0 is unused).
 pub const LOST_SLOTS: u32 = 7;
 
-/// What the probe counts besides lost records: the slots of its per-CPU
-/// `COUNTERS` map, which the agent reads and reports.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeCounter {
-    /// A followed syscall's spec named a family the probe does not send:
-    /// its record was dropped instead of travelling under a wrong kind.
-    UnknownFamily = 0,
-}
-
-impl ProbeCounter {
-    pub const ALL: [ProbeCounter; 1] = [ProbeCounter::UnknownFamily];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProbeCounter::UnknownFamily => "unknown_family",
-        }
+wire_enum! {
+    /// What the probe counts besides lost records: the slots of its per-CPU
+    /// `COUNTERS` map, which the agent reads and reports.
+    pub enum ProbeCounter: u32 {
+        /// A followed syscall's spec named a family the probe does not
+        /// send: its record was dropped instead of travelling under a
+        /// wrong kind.
+        UnknownFamily = 0 => "unknown_family",
     }
 }
 
@@ -160,4 +121,10 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::ArgSpec {}
     unsafe impl aya::Pod for crate::config::ExeKey {}
     unsafe impl aya::Pod for crate::syscall::PendingSyscall {}
+    // The records the agent reads out of the ring buffer.
+    unsafe impl aya::Pod for crate::EventHeader {}
+    unsafe impl aya::Pod for crate::process::ExecRecord {}
+    unsafe impl aya::Pod for crate::process::ForkRecord {}
+    unsafe impl aya::Pod for crate::process::ExitRecord {}
+    unsafe impl aya::Pod for crate::syscall::SyscallRecord {}
 }

@@ -2,35 +2,20 @@
 //! [`crate::syscall::SyscallRecord`]; a socket address travels raw in the
 //! first path slot (`SPEC_PATH1_SOCKADDR`) and is decoded by the agent.
 
-/// What a network syscall does. Values start at 64, clear of the others.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetOp {
-    Socket = 64,
-    Connect = 65,
-    Accept = 66,
-    Bind = 67,
-    Listen = 68,
-    /// A send to port 53: a DNS query, payload decoded by the agent.
-    DnsQuery = 69,
-    /// dup/dup2/dup3 of a socket onto fd 0, 1 or 2 (filtered in the
-    /// kernel: other dups are not sent). The record's `mode` carries the
-    /// socket's address family.
-    Dup = 70,
-}
-
-impl NetOp {
-    pub fn from_u8(v: u8) -> Option<NetOp> {
-        Some(match v {
-            64 => NetOp::Socket,
-            65 => NetOp::Connect,
-            66 => NetOp::Accept,
-            67 => NetOp::Bind,
-            68 => NetOp::Listen,
-            69 => NetOp::DnsQuery,
-            70 => NetOp::Dup,
-            _ => return None,
-        })
+wire_enum! {
+    /// What a network syscall does. Values start at 64, clear of the others.
+    pub enum NetOp: u8 {
+        Socket = 64 => "socket",
+        Connect = 65 => "connect",
+        Accept = 66 => "accept",
+        Bind = 67 => "bind",
+        Listen = 68 => "listen",
+        /// A send to port 53: a DNS query, payload decoded by the agent.
+        DnsQuery = 69 => "dns_query",
+        /// dup/dup2/dup3 of a socket onto fd 0, 1 or 2 (filtered in the
+        /// kernel: other dups are not sent). The record's `mode` carries the
+        /// socket's address family.
+        Dup = 70 => "dup",
     }
 }
 

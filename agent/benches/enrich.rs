@@ -20,7 +20,8 @@ use agent_ebpf::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_agent::{
     enrich::{EnrichConfig, Enricher},
-    event::{self, BootClock},
+    event,
+    util::clock::BootClock,
 };
 
 fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
@@ -77,9 +78,9 @@ fn lifecycle(parent: u32, parent_start: u64, pid: u32, start: u64) -> Vec<Vec<u8
         exe_len: 0,
         exe_nlink: 1,
         exe_ino: meta.ino(),
-        exe_dev: vigil_agent::kernel::exclusions::kernel_dev(meta.dev()),
+        exe_dev: vigil_agent::util::kernel_dev(meta.dev()),
         exe_size: meta.size(),
-        exe_ctime_ns: vigil_agent::proctree::procfs::stat_time_ns(meta.ctime(), meta.ctime_nsec()),
+        exe_ctime_ns: vigil_agent::util::clock::stat_time_ns(meta.ctime(), meta.ctime_nsec()),
         exe_mtime_ns: 0,
         filename: [0; FILENAME_MAX],
         argv: [0; ARGV_MAX],
@@ -153,8 +154,8 @@ fn bench(c: &mut Criterion) {
     // The parent is this process, as the table bootstrapped it from /proc.
     let me = std::process::id();
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let (_, _, ticks) = vigil_agent::proctree::procfs::parse_stat(&stat).unwrap();
-    let my_start = ticks * vigil_agent::proctree::procfs::tick_ns();
+    let (_, _, ticks) = vigil_agent::util::proc_text::parse_stat(&stat).unwrap();
+    let my_start = ticks * vigil_agent::util::clock::tick_ns();
     // Warm the caches (container of cgroup 1, host users, /bin/true's hash).
     let warm = lifecycle(me, my_start, 4_000_000, 2);
     run_all(&mut enricher, &warm, clock);

@@ -13,7 +13,6 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_agent::{
     event::Event,
-    replay::parse_line,
     rules::{Hit, LoadOptions, Matcher, RuleSet, Unsupported},
 };
 
@@ -25,7 +24,7 @@ fn recorded() -> Vec<Event> {
     let f = std::fs::File::open(path).expect("baseline recording");
     BufReader::new(flate2::read::GzDecoder::new(f))
         .lines()
-        .filter_map(|l| parse_line(&l.ok()?).ok().flatten())
+        .filter_map(|l| Event::from_recorded_line(&l.ok()?).ok().flatten())
         .collect()
 }
 

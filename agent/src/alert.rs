@@ -37,7 +37,7 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
             .collect(),
         container: ev.container.as_ref().map(|c| ContainerInfo {
             id: c.id.clone(),
-            runtime: c.runtime.to_string(),
+            runtime: c.runtime.name().to_string(),
             unit: c.unit.clone().unwrap_or_default(),
             cgroup: c.cgroup.clone(),
             k8s_namespace: c

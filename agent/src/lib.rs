@@ -11,3 +11,4 @@ pub mod proctree;
 pub mod replay;
 pub mod rules;
 pub mod run;
+pub mod util;

@@ -378,7 +378,7 @@ fn attach_syscalls(
     tracefs_root: &Path,
     config: &ProbeConfig,
 ) -> Result<Vec<String>, ProbeError> {
-    use crate::kernel::syscalls::{followed, FollowedSyscall};
+    use crate::kernel::syscalls::{SyscallDef, TABLE};
     use agent_ebpf::EventKind;
     let mut usable = Vec::new();
     let mut via_raw = Vec::new();
@@ -391,7 +391,7 @@ fn attach_syscalls(
     } else {
         Ok(())
     };
-    for mut sc in followed() {
+    for sc in TABLE {
         let enter = tracefs::read_format(
             tracefs_root,
             "syscalls",
@@ -410,10 +410,7 @@ fn attach_syscalls(
         };
         match checked {
             Ok(()) => usable.push(sc),
-            Err(_) if sc.raw_fallback && raw_ok.is_ok() => {
-                sc.spec.spec_flags |= agent_ebpf::syscall::SPEC_VIA_RAW;
-                via_raw.push(sc);
-            }
+            Err(_) if sc.raw_fallback && raw_ok.is_ok() => via_raw.push(sc),
             Err(why) => {
                 let why = format!("{} ({why})", sc.name);
                 missing.push((sc, why));
@@ -429,9 +426,14 @@ fn attach_syscalls(
                 name: "SYSCALL_SPECS",
                 source,
             })?;
-        for sc in usable.iter().chain(&via_raw) {
+        let raw = via_raw.iter().map(|sc| {
+            let mut spec = sc.spec();
+            spec.spec_flags |= agent_ebpf::syscall::SPEC_VIA_RAW;
+            (sc, spec)
+        });
+        for (sc, spec) in usable.iter().map(|sc| (sc, sc.spec())).chain(raw) {
             specs
-                .set(sc.nr as u32, sc.spec, 0)
+                .set(sc.nr, spec, 0)
                 .map_err(|source| ProbeError::Map {
                     name: "SYSCALL_SPECS",
                     source,
@@ -468,12 +470,12 @@ fn attach_syscalls(
     }
     let mut hooks = Vec::new();
     for family in [EventKind::File, EventKind::Control, EventKind::Network] {
-        let of = |sc: &&FollowedSyscall| sc.spec.family == family as u8;
+        let of = |sc: &&&SyscallDef| sc.op.family() == family;
         let names: Vec<&str> = usable.iter().filter(of).map(|s| s.name).collect();
         let raw: Vec<&str> = via_raw.iter().filter(of).map(|s| s.name).collect();
         let lost: Vec<&str> = missing
             .iter()
-            .filter(|(sc, _)| sc.spec.family == family as u8)
+            .filter(|(sc, _)| sc.op.family() == family)
             .map(|(_, why)| why.as_str())
             .collect();
         let tps = format!("syscalls:sys_{{enter,exit}}_{{{}}}", names.join(","));

@@ -25,26 +25,6 @@ pub struct Replay {
     pub alerts: Vec<(usize, Alert)>,
 }
 
-/// Only the `type` of a recorded line.
-#[derive(serde::Deserialize)]
-struct LineType<'a> {
-    #[serde(rename = "type", borrow)]
-    ty: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Parses one recorded line; None for lines that are not events.
-pub fn parse_line(line: &str) -> Result<Option<Event>, serde_json::Error> {
-    let kind: LineType = serde_json::from_str(line)?;
-    if matches!(kind.ty.as_deref(), Some("alert" | "lost")) {
-        return Ok(None);
-    }
-    let mut ev: Event = serde_json::from_str(line)?;
-    if let Some(d) = ev.process.detail.as_deref() {
-        ev.process.exe_deleted = d.exe_deleted;
-    }
-    Ok(Some(ev))
-}
-
 /// Replays `path` through `rules`.
 pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -63,7 +43,7 @@ pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
         if line.trim().is_empty() {
             continue;
         }
-        let Some(ev) = parse_line(&line)
+        let Some(ev) = Event::from_recorded_line(&line)
             .with_context(|| format!("{}:{n}: not a Vigil event", path.display()))?
         else {
             continue;

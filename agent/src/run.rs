@@ -17,11 +17,12 @@ use vigil_proto::json::alert_json;
 use crate::{
     alert,
     enrich::{EnrichConfig, Enricher},
-    event::{self, BootClock},
+    event,
     forward::{Forwarder, ForwarderConfig},
     host,
     probe::{Probe, ProbeOptions},
     rules::{Hit, LoadOptions, Matcher, RuleSet},
+    util::clock::BootClock,
 };
 
 #[derive(Debug, Clone)]

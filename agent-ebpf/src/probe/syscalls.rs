@@ -193,7 +193,7 @@ fn emit_syscall(
     let rec = unsafe { &raw mut (*s).rec };
     // Only these families travel as syscall records; anything else is a
     // table the probe was not built for, counted rather than mislabelled.
-    let kind = match EventKind::from_u32(spec.family as u32) {
+    let kind = match EventKind::from_repr(spec.family as u32) {
         Some(k @ (EventKind::File | EventKind::Control | EventKind::Network)) => k,
         _ => {
             count(ProbeCounter::UnknownFamily);

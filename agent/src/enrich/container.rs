@@ -12,68 +12,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Serialize;
-
-/// Where a process runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ContainerInfo {
-    /// The container id (64 hex digits for OCI runtimes), or `host`.
-    pub id: String,
-    /// `host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`,
-    /// or `unknown` when the cgroup could not be resolved (it was removed
-    /// before the agent looked).
-    #[serde(deserialize_with = "crate::event::intern::one")]
-    pub runtime: crate::event::intern::Name,
-    /// The systemd unit the cgroup belongs to (`nginx.service`), where the
-    /// path names one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// cgroup path below the cgroup2 mount.
-    pub cgroup: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<K8sInfo>,
-    /// The image the container runs, as its runtime recorded it
-    /// (`docker.io/library/nginx:1.25`); None when the runtime keeps no
-    /// readable record of it (see [`ImageLookup`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// When the container started (ns since the epoch; its oldest process):
-    /// the drift check compares executables' change times with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_unix_ns: Option<u64>,
-}
-
-impl ContainerInfo {
-    pub fn is_container(&self) -> bool {
-        !matches!(self.runtime, "host" | "unknown")
-    }
-
-    pub fn unknown(cgroup: String) -> ContainerInfo {
-        ContainerInfo {
-            id: String::new(),
-            runtime: "unknown",
-            unit: None,
-            cgroup,
-            k8s: None,
-            image: None,
-            started_unix_ns: None,
-        }
-    }
-}
-
-/// Kubernetes identity of a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct K8sInfo {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-}
+use crate::event::{ContainerInfo, K8sInfo, Runtime};
 
 /// What a cgroup path says, before timestamps and Kubernetes names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedCgroup {
     pub id: String,
-    pub runtime: &'static str,
+    pub runtime: Runtime,
     pub unit: Option<String>,
     /// How many leading path components make up the container's own
     /// cgroup (runtimes may nest sub-cgroups below it).
@@ -86,12 +31,12 @@ fn is_container_id(s: &str) -> bool {
 
 /// Runtime prefixes of systemd scopes (`<prefix>-<id>.scope`) and cgroupfs
 /// directories (`<prefix>-<id>`).
-const SCOPE_PREFIXES: &[(&str, &str)] = &[
-    ("docker-", "docker"),
-    ("cri-containerd-", "containerd"),
-    ("crio-", "cri-o"),
-    ("libpod-", "podman"),
-    ("nerdctl-", "containerd"),
+const SCOPE_PREFIXES: &[(&str, Runtime)] = &[
+    ("docker-", Runtime::Docker),
+    ("cri-containerd-", Runtime::Containerd),
+    ("crio-", Runtime::CriO),
+    ("libpod-", Runtime::Podman),
+    ("nerdctl-", Runtime::Containerd),
 ];
 
 /// The container a cgroup path belongs to. Components are searched from
@@ -107,7 +52,7 @@ pub fn parse_cgroup_path(path: &str) -> ParsedCgroup {
                 if is_container_id(id) {
                     return ParsedCgroup {
                         id: id.to_string(),
-                        runtime,
+                        runtime: *runtime,
                         unit: c.ends_with(".scope").then(|| c.to_string()),
                         depth: i + 1,
                     };
@@ -118,10 +63,10 @@ pub fn parse_cgroup_path(path: &str) -> ParsedCgroup {
             // cgroupfs driver: /docker/<id>, /kubepods/<qos>/pod<uid>/<id>,
             // containerd's /<namespace>/<id>.
             let runtime = match comps.first() {
-                Some(&"docker") => "docker",
-                Some(&"kubepods") | Some(&"kubepods.slice") => "containerd",
-                Some(&"libpod_parent") => "podman",
-                _ => "containerd",
+                Some(&"docker") => Runtime::Docker,
+                Some(&"libpod_parent") => Runtime::Podman,
+                // kubepods (cgroupfs kubelets) and containerd namespaces.
+                _ => Runtime::Containerd,
             };
             return ParsedCgroup {
                 id: c.to_string(),
@@ -136,7 +81,7 @@ pub fn parse_cgroup_path(path: &str) -> ParsedCgroup {
         {
             return ParsedCgroup {
                 id: machine.replace("\\x2d", "-"),
-                runtime: "systemd-nspawn",
+                runtime: Runtime::SystemdNspawn,
                 unit: Some(c.to_string()),
                 depth: i + 1,
             };
@@ -149,7 +94,7 @@ pub fn parse_cgroup_path(path: &str) -> ParsedCgroup {
         .map(|c| c.to_string());
     ParsedCgroup {
         id: "host".into(),
-        runtime: "host",
+        runtime: Runtime::Host,
         unit,
         depth: 0,
     }
@@ -310,8 +255,8 @@ fn unescape_mountinfo(s: &str) -> String {
 /// so it is the oldest member process; a container whose first process is
 /// gone reads as started later, which can only hide drift, never invent it.
 fn earliest_start_unix_ns(cgroups: &[PathBuf]) -> Option<u64> {
-    let tick = crate::proctree::procfs::tick_ns();
-    let clock = crate::event::BootClock::now();
+    let tick = crate::util::clock::tick_ns();
+    let clock = crate::util::clock::BootClock::now();
     cgroups
         .iter()
         .filter_map(|c| fs::read_to_string(c.join("cgroup.procs")).ok())
@@ -323,7 +268,7 @@ fn earliest_start_unix_ns(cgroups: &[PathBuf]) -> Option<u64> {
         })
         .filter_map(|pid| {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (_, _, ticks) = crate::proctree::procfs::parse_stat(&stat)?;
+            let (_, _, ticks) = crate::util::proc_text::parse_stat(&stat)?;
             Some(clock.to_unix_ns(ticks * tick).max(0) as u64)
         })
         .min()
@@ -359,17 +304,17 @@ pub struct ImageLookup {
 const STATE_FILE_MAX: u64 = 4 << 20;
 
 impl ImageLookup {
-    pub fn lookup(&self, runtime: &str, id: &str) -> Option<String> {
+    pub fn lookup(&self, runtime: Runtime, id: &str) -> Option<String> {
         let at = |p: &str| self.root.join(p.trim_start_matches('/'));
         match runtime {
-            "containerd" => {
+            Runtime::Containerd => {
                 let tasks = at("/run/containerd/io.containerd.runtime.v2.task");
                 std::fs::read_dir(tasks).ok()?.flatten().find_map(|ns| {
                     let spec = read_json(&ns.path().join(id).join("config.json"))?;
                     annotation(&spec, "io.kubernetes.cri.image-name")
                 })
             }
-            "cri-o" => ["/run/containers/storage", "/var/lib/containers/storage"]
+            Runtime::CriO => ["/run/containers/storage", "/var/lib/containers/storage"]
                 .iter()
                 .find_map(|base| {
                     let spec = read_json(
@@ -377,7 +322,7 @@ impl ImageLookup {
                     )?;
                     annotation(&spec, "io.kubernetes.cri-o.ImageName")
                 }),
-            "docker" => {
+            Runtime::Docker => {
                 let cfg = read_json(&at(&format!(
                     "/var/lib/docker/containers/{id}/config.v2.json"
                 )))?;
@@ -407,18 +352,6 @@ fn annotation(spec: &serde_json::Value, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// An image reference split as Falco's fields split it:
-/// `registry:5000/team/app:1.2@sha256:…` → (`registry:5000/team/app`,
-/// `1.2`). The tag is empty when there is none.
-pub fn split_image(image: &str) -> (&str, &str) {
-    let name = image.split('@').next().unwrap_or(image);
-    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-    match name[last_slash..].rfind(':') {
-        Some(i) => (&name[..last_slash + i], &name[last_slash + i + 1..]),
-        None => (name, ""),
-    }
-}
-
 impl ContainerResolver {
     pub fn resolve(&self, cgroup_id: u64) -> ContainerInfo {
         let Some(fs) = &self.cgroups else {
@@ -440,7 +373,9 @@ impl ContainerResolver {
             })
             .flatten();
         let k8s = match (&self.k8s, parsed.runtime) {
-            (Some(links), "containerd" | "cri-o" | "docker") => links.lookup(&parsed.id),
+            (Some(links), Runtime::Containerd | Runtime::CriO | Runtime::Docker) => {
+                links.lookup(&parsed.id)
+            }
             _ => None,
         };
         let image = self
@@ -467,7 +402,7 @@ mod tests {
 
     fn p(path: &str) -> (String, &'static str, Option<String>) {
         let r = parse_cgroup_path(path);
-        (r.id, r.runtime, r.unit)
+        (r.id, r.runtime.name(), r.unit)
     }
 
     #[test]
@@ -513,7 +448,7 @@ mod tests {
             "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
         );
         let r = parse_cgroup_path(&rootless);
-        assert_eq!((r.id.as_str(), r.runtime), (ID, "podman"));
+        assert_eq!((r.id.as_str(), r.runtime), (ID, Runtime::Podman));
         assert_eq!(r.depth, 5, "the container's own cgroup, not the sub-cgroup");
         assert_eq!(p(&format!("/libpod_parent/libpod-{ID}")).1, "podman");
     }
@@ -546,25 +481,6 @@ mod tests {
     }
 
     #[test]
-    fn image_references_split_into_repository_and_tag() {
-        assert_eq!(split_image("nginx"), ("nginx", ""));
-        assert_eq!(split_image("nginx:1.25"), ("nginx", "1.25"));
-        assert_eq!(
-            split_image("docker.io/library/nginx:1.25"),
-            ("docker.io/library/nginx", "1.25")
-        );
-        assert_eq!(
-            split_image("registry:5000/team/app"),
-            ("registry:5000/team/app", "")
-        );
-        assert_eq!(
-            split_image("registry:5000/team/app:2@sha256:ab"),
-            ("registry:5000/team/app", "2")
-        );
-        assert_eq!(split_image("app@sha256:ab"), ("app", ""));
-    }
-
-    #[test]
     fn images_come_from_each_runtimes_state_files() {
         let root = tempfile::tempdir().unwrap();
         let put = |rel: &str, body: &str| {
@@ -588,18 +504,21 @@ mod tests {
             root: root.path().to_path_buf(),
         };
         assert_eq!(
-            l.lookup("containerd", ID).as_deref(),
+            l.lookup(Runtime::Containerd, ID).as_deref(),
             Some("docker.io/library/nginx:1.25")
         );
-        assert_eq!(l.lookup("cri-o", ID).as_deref(), Some("quay.io/app:2"));
-        assert_eq!(l.lookup("docker", ID).as_deref(), Some("redis:7"));
-        assert_eq!(l.lookup("podman", ID), None);
-        assert_eq!(l.lookup("containerd", "0123"), None);
+        assert_eq!(
+            l.lookup(Runtime::CriO, ID).as_deref(),
+            Some("quay.io/app:2")
+        );
+        assert_eq!(l.lookup(Runtime::Docker, ID).as_deref(), Some("redis:7"));
+        assert_eq!(l.lookup(Runtime::Podman, ID), None);
+        assert_eq!(l.lookup(Runtime::Containerd, "0123"), None);
         put(
             &format!("var/lib/docker/containers/{ID}/config.v2.json"),
             "{not json",
         );
-        assert_eq!(l.lookup("docker", ID), None);
+        assert_eq!(l.lookup(Runtime::Docker, ID), None);
     }
 
     #[test]

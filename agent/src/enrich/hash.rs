@@ -8,13 +8,12 @@
 use std::{
     fs::File,
     io::Read,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
 use sha2::{Digest, Sha256};
 
-use crate::{event::ExeFile, kernel::exclusions::kernel_dev, proctree::procfs::stat_time_ns};
+use crate::event::ExeFile;
 
 /// What hashing an executable gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +45,11 @@ pub fn hash_exe(pid: u32, path: Option<&str>, file: &ExeFile, max_bytes: u64) ->
 
 fn hash_if_same(path: &Path, want: &ExeFile, max_bytes: u64) -> Option<HashOutcome> {
     let mut f = File::open(path).ok()?;
-    let m = f.metadata().ok()?;
-    let ctime = stat_time_ns(m.ctime(), m.ctime_nsec());
-    if kernel_dev(m.dev()) != want.dev || m.ino() != want.ino || ctime != want.ctime_ns {
+    let now = ExeFile::from_metadata(&f.metadata().ok()?);
+    if !now.same_file_unchanged(want) {
         return None;
     }
-    if m.size() > max_bytes {
+    if now.size > max_bytes {
         return Some(HashOutcome::TooLarge);
     }
     let mut h = Sha256::new();
@@ -79,15 +77,7 @@ mod tests {
     use super::*;
 
     fn ident(path: &Path) -> ExeFile {
-        let m = std::fs::metadata(path).unwrap();
-        ExeFile {
-            dev: kernel_dev(m.dev()),
-            ino: m.ino(),
-            size: m.size(),
-            ctime_ns: stat_time_ns(m.ctime(), m.ctime_nsec()),
-            mtime_ns: 0,
-            deleted: false,
-        }
+        ExeFile::from_metadata(&std::fs::metadata(path).unwrap())
     }
 
     #[test]

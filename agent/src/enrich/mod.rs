@@ -20,15 +20,16 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 
 use crate::{
-    event::{BootClock, Event, EventBody, ExeFile, ProcessDetail},
+    event::{ContainerInfo, Event, EventBody, ExeFile, ProcessDetail},
     proctree::{procfs, NeedsProcRead, ProcKey, ProcessTable, TableConfig},
+    util::clock::BootClock,
 };
 
 pub mod container;
 pub mod hash;
 pub mod users;
 
-use container::{CgroupFs, ContainerInfo, ContainerResolver, ImageLookup, K8sLinks};
+use container::{CgroupFs, ContainerResolver, ImageLookup, K8sLinks};
 use hash::HashOutcome;
 use users::{UserDb, UserStamp};
 
@@ -680,7 +681,7 @@ mod tests {
     /// An exit event of this test process, as the probe would report it.
     fn my_event(cgroup_id: u64) -> Event {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let (_, ppid, ticks) = procfs::parse_stat(&stat).unwrap();
+        let (_, ppid, ticks) = crate::util::proc_text::parse_stat(&stat).unwrap();
         Event {
             time_unix_ns: 0,
             num: 0,
@@ -697,7 +698,7 @@ mod tests {
                 cgroup_id,
                 mnt_ns: read_ns_inode(std::path::Path::new("/proc/self/ns/mnt")),
                 pid_ns: None,
-                start_boottime_ns: Some(ticks * procfs::tick_ns() + 1),
+                start_boottime_ns: Some(ticks * crate::util::clock::tick_ns() + 1),
                 exe_deleted: false,
                 tty: None,
                 vpid: None,
@@ -744,7 +745,10 @@ mod tests {
         assert_eq!(e.waiting(), 1);
         let ev = next_ready(&mut e, Duration::from_secs(10)).expect("released once answered");
         let c = ev.container.expect("container filled in");
-        assert_eq!((c.id.as_str(), c.runtime), ("host", "host"));
+        assert_eq!(
+            (c.id.as_str(), c.runtime),
+            ("host", crate::event::Runtime::Host)
+        );
         let d = ev.process.detail.expect("process detail");
         let me = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(d.exe.as_deref(), me.to_str(), "named from the bootstrap");
@@ -775,6 +779,9 @@ mod tests {
         let mut e = enricher(Duration::from_secs(10), 100);
         e.push(my_event(u64::MAX - 1), Instant::now());
         let ev = next_ready(&mut e, Duration::from_secs(10)).unwrap();
-        assert_eq!(ev.container.unwrap().runtime, "unknown");
+        assert_eq!(
+            ev.container.unwrap().runtime,
+            crate::event::Runtime::Unknown
+        );
     }
 }

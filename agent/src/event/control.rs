@@ -1,29 +1,25 @@
 //! Decoding of the control family: credential changes, ptrace, memfd,
 //! kernel modules, bpf(), mounts, namespaces, chroot, prctl.
-use agent_ebpf::{
-    control::ControlOp,
-    syscall::{SyscallRecord, BASE1_UNKNOWN},
-};
+use agent_ebpf::{control::ControlOp, syscall::BASE1_UNKNOWN};
 use serde::Serialize;
 
 use super::{
-    c_str,
-    file::{absolute, errno_name, tail_parts},
-    read_record, DecodeError,
+    flags::{de_names, names_of, FlagTable},
+    record::{absolute, c_str, Errno, SyscallParts},
+    DecodeError,
 };
-use crate::kernel::syscalls;
+use crate::kernel::syscalls::{IdArgs, Syscall};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ControlInfo {
     /// setuid, setgid, ptrace, memfd_create, module_load, module_unload,
-    /// bpf, mount, umount, unshare, setns, chroot, prctl.
-    #[serde(deserialize_with = "crate::event::intern::one")]
-    pub op: crate::event::intern::Name,
+    /// bpf, mount, umount, unshare, setns, chroot, prctl, capset.
+    pub op: ControlOp,
     /// The syscall, e.g. `setresuid`.
-    pub syscall: String,
+    pub syscall: Syscall,
     pub result: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Errno>,
     /// setuid family: requested real/effective/saved/fs ids; -1 unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<Ids>,
@@ -59,7 +55,7 @@ pub struct ControlInfo {
     /// CLONE_NEW*, MS_*).
     pub flags: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[serde(default, deserialize_with = "crate::event::intern::many")]
+    #[serde(default, deserialize_with = "de_names::<ControlFlagNames, _>")]
     pub flag_names: Vec<&'static str>,
 }
 
@@ -118,27 +114,27 @@ fn id(v: u64) -> i64 {
     }
 }
 
-fn ids(syscall: &str, a: &[u64; 6]) -> Ids {
+fn ids(layout: IdArgs, a: &[u64; 6]) -> Ids {
     let s = |i: usize| Some(id(a[i]));
-    match syscall {
-        "setuid" | "setgid" => Ids {
+    match layout {
+        IdArgs::All => Ids {
             real: s(0),
             effective: s(0),
             saved: s(0),
             fs: None,
         },
-        "setreuid" | "setregid" => Ids {
+        IdArgs::RealEffective => Ids {
             real: s(0),
             effective: s(1),
             ..Ids::default()
         },
-        "setresuid" | "setresgid" => Ids {
+        IdArgs::RealEffectiveSaved => Ids {
             real: s(0),
             effective: s(1),
             saved: s(2),
             fs: None,
         },
-        _ => Ids {
+        IdArgs::Fs | IdArgs::None => Ids {
             fs: s(0),
             ..Ids::default()
         },
@@ -191,66 +187,66 @@ fn bpf_cmd(c: u64) -> String {
         .map_or_else(|| format!("BPF_CMD_{c}"), |n| n.to_string())
 }
 
-const NS_FLAGS: &[(u64, &str)] = &[
-    (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
-    (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
-    (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
-    (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
-    (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
-    (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
-    (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
-    (0x80, "CLONE_NEWTIME"),
-    (libc::CLONE_FS as u64, "CLONE_FS"),
-    (libc::CLONE_FILES as u64, "CLONE_FILES"),
-];
+/// Namespace flags (unshare, setns).
+pub struct NsFlagNames;
 
-const MFD_FLAGS: &[(u64, &str)] = &[
-    (0x1, "MFD_CLOEXEC"),
-    (0x2, "MFD_ALLOW_SEALING"),
-    (0x4, "MFD_HUGETLB"),
-    (0x8, "MFD_NOEXEC_SEAL"),
-    (0x10, "MFD_EXEC"),
-];
-
-const MS_FLAGS: &[(u64, &str)] = &[
-    (libc::MS_RDONLY, "MS_RDONLY"),
-    (libc::MS_NOSUID, "MS_NOSUID"),
-    (libc::MS_NODEV, "MS_NODEV"),
-    (libc::MS_NOEXEC, "MS_NOEXEC"),
-    (libc::MS_REMOUNT, "MS_REMOUNT"),
-    (libc::MS_BIND, "MS_BIND"),
-    (libc::MS_MOVE, "MS_MOVE"),
-    (libc::MS_REC, "MS_REC"),
-    (libc::MS_PRIVATE, "MS_PRIVATE"),
-    (libc::MS_SHARED, "MS_SHARED"),
-];
-
-fn names(flags: u64, table: &[(u64, &'static str)]) -> Vec<&'static str> {
-    table
-        .iter()
-        .filter(|(b, _)| flags & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
+impl FlagTable for NsFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[
+        (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+        (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
+        (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
+        (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
+        (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
+        (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
+        (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
+        (0x80, "CLONE_NEWTIME"),
+        (libc::CLONE_FS as u64, "CLONE_FS"),
+        (libc::CLONE_FILES as u64, "CLONE_FILES"),
+    ];
 }
 
-fn op_name(op: ControlOp) -> &'static str {
-    use ControlOp::*;
-    match op {
-        SetUid => "setuid",
-        SetGid => "setgid",
-        Ptrace => "ptrace",
-        MemfdCreate => "memfd_create",
-        ModuleLoad => "module_load",
-        ModuleUnload => "module_unload",
-        Bpf => "bpf",
-        Mount => "mount",
-        Umount => "umount",
-        Unshare => "unshare",
-        Setns => "setns",
-        Chroot => "chroot",
-        Prctl => "prctl",
-        Capset => "capset",
-        Clone => "clone",
+/// memfd_create flags.
+pub struct MfdFlagNames;
+
+impl FlagTable for MfdFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[
+        (0x1, "MFD_CLOEXEC"),
+        (0x2, "MFD_ALLOW_SEALING"),
+        (0x4, "MFD_HUGETLB"),
+        (0x8, "MFD_NOEXEC_SEAL"),
+        (0x10, "MFD_EXEC"),
+    ];
+}
+
+/// mount flags.
+pub struct MsFlagNames;
+
+impl FlagTable for MsFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[
+        (libc::MS_RDONLY, "MS_RDONLY"),
+        (libc::MS_NOSUID, "MS_NOSUID"),
+        (libc::MS_NODEV, "MS_NODEV"),
+        (libc::MS_NOEXEC, "MS_NOEXEC"),
+        (libc::MS_REMOUNT, "MS_REMOUNT"),
+        (libc::MS_BIND, "MS_BIND"),
+        (libc::MS_MOVE, "MS_MOVE"),
+        (libc::MS_REC, "MS_REC"),
+        (libc::MS_PRIVATE, "MS_PRIVATE"),
+        (libc::MS_SHARED, "MS_SHARED"),
+    ];
+}
+
+/// Every name a control event's `flag_names` can hold: the tables above
+/// together, for reading recordings back.
+pub struct ControlFlagNames;
+
+impl FlagTable for ControlFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[];
+
+    fn lookup(name: &str) -> Option<&'static str> {
+        NsFlagNames::lookup(name)
+            .or_else(|| MfdFlagNames::lookup(name))
+            .or_else(|| MsFlagNames::lookup(name))
     }
 }
 
@@ -258,31 +254,40 @@ fn op_name(op: ControlOp) -> &'static str {
 const PR_SET_NAME: u64 = 15;
 
 pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
-    let rec: SyscallRecord = read_record(bytes, "control record")?;
-    let op = ControlOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
-    let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
-    let [p1, b1, p2, _b2] = tail_parts(
-        tail,
-        [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
-    );
-    let (s1, s2) = (c_str(p1), c_str(p2));
+    let parts = SyscallParts::read(bytes, "control record")?;
+    let rec = &parts.rec;
+    let op = ControlOp::from_repr(rec.op as u8).ok_or(DecodeError::UnknownOp {
+        family: "control",
+        op: rec.op,
+    })?;
+    let syscall =
+        Syscall::by_nr(rec.syscall_nr).ok_or(DecodeError::UnknownSyscall(rec.syscall_nr))?;
+    let (s1, s2) = (c_str(parts.path1), c_str(parts.path2));
     let path1 = || {
         if rec.path_flags & BASE1_UNKNOWN != 0 && !s1.starts_with('/') {
             s1.clone()
         } else {
-            absolute(&s1, b1)
+            absolute(&s1, parts.base1)
         }
     };
-    let syscall = syscalls::name_of(rec.syscall_nr)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("syscall_{}", rec.syscall_nr));
     let a = rec.args;
     let mut info = ControlInfo {
-        op: op_name(op),
+        op,
+        syscall,
         result: rec.result,
-        error: errno_name(rec.result),
+        error: Errno::of_result(rec.result),
+        ids: None,
+        request: None,
+        target_pid: None,
+        name: None,
+        path: None,
+        fstype: None,
+        module_args: None,
+        bpf_cmd: None,
+        caps: None,
+        old: None,
         flags: rec.flags,
-        ..ControlInfo::default()
+        flag_names: Vec::new(),
     };
     use ControlOp::*;
     let old = |with_caps: bool| OldCreds {
@@ -298,7 +303,7 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
     };
     match op {
         SetUid | SetGid => {
-            info.ids = Some(ids(&syscall, &a));
+            info.ids = Some(ids(syscall.def().args.ids, &a));
             info.old = Some(old(false));
         }
         Ptrace => {
@@ -307,11 +312,13 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
         }
         MemfdCreate => {
             info.name = Some(s1.clone());
-            info.flag_names = names(rec.flags, MFD_FLAGS);
+            info.flag_names = names_of::<MfdFlagNames>(rec.flags);
         }
         ModuleLoad => {
             info.module_args = Some(s2.clone());
-            if syscall == "finit_module" {
+            // finit_module names the module file by fd; init_module has
+            // only its image in memory.
+            if !parts.base1.is_empty() {
                 info.path = Some(path1());
             }
         }
@@ -320,13 +327,12 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
         Mount => {
             info.path = Some(path1());
             info.fstype = Some(s2.clone());
-            info.flag_names = names(rec.flags, MS_FLAGS);
+            info.flag_names = names_of::<MsFlagNames>(rec.flags);
         }
         Umount | Chroot => info.path = Some(path1()),
-        Unshare => info.flag_names = names(rec.flags, NS_FLAGS),
-        Setns => info.flag_names = names(rec.flags, NS_FLAGS),
+        Unshare | Setns => info.flag_names = names_of::<NsFlagNames>(rec.flags),
         Capset => {
-            info.caps = caps(p1);
+            info.caps = caps(parts.path1);
             info.old = Some(old(true));
         }
         Clone => {}
@@ -338,7 +344,6 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
             }
         }
     }
-    info.syscall = syscall;
     Ok(info)
 }
 
@@ -346,7 +351,7 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
 mod tests {
     use super::*;
     use crate::event::test_support::*;
-    use agent_ebpf::EventKind;
+    use agent_ebpf::{syscall::SyscallRecord, EventKind};
 
     fn record(
         op: ControlOp,
@@ -396,7 +401,7 @@ mod tests {
             b"",
         );
         let c = decode_control(&b).unwrap();
-        assert_eq!(c.syscall, "setresuid");
+        assert_eq!(c.syscall.name(), "setresuid");
         assert_eq!(
             c.ids,
             Some(Ids {

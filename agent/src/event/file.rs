@@ -1,5 +1,5 @@
 //! Decoding of the file family: open, unlink, rmdir, rename, chmod, chown,
-//! link, symlink, mknod.
+//! link, symlink, mknod, chdir.
 //!
 //! The probe sends each path as the process wrote it, and for a relative
 //! path the components of the directory it is relative to (cwd or dirfd),
@@ -7,22 +7,25 @@
 use agent_ebpf::{
     file::FileOp,
     syscall::{
-        SyscallRecord, BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED, BASE2_UNKNOWN,
-        PATH1_TRUNCATED, PATH2_TRUNCATED,
+        BASE1_TRUNCATED, BASE1_UNKNOWN, BASE2_TRUNCATED, BASE2_UNKNOWN, PATH1_TRUNCATED,
+        PATH2_TRUNCATED,
     },
 };
 use serde::Serialize;
 
-use super::{c_str, read_record, DecodeError};
-use crate::kernel::syscalls;
+use super::{
+    flags::{de_names, FlagTable},
+    record::{absolute, c_str, Errno, SyscallParts},
+    DecodeError,
+};
+use crate::kernel::syscalls::Syscall;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileInfo {
-    /// open, unlink, rmdir, rename, chmod, chown, link, symlink, mknod.
-    #[serde(deserialize_with = "crate::event::intern::one")]
-    pub op: crate::event::intern::Name,
+    /// open, unlink, rmdir, rename, chmod, chown, link, symlink, mknod, chdir.
+    pub op: FileOp,
     /// The syscall, e.g. `openat`.
-    pub syscall: String,
+    pub syscall: Syscall,
     /// The file acted on, absolute. For rename and link: the existing
     /// file; for symlink: the link created.
     pub path: String,
@@ -49,7 +52,7 @@ pub struct FileInfo {
     pub result: i64,
     /// Error name on failure, e.g. `ENOENT`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Errno>,
     /// A path was longer than the probe keeps, or its directory was deeper.
     pub path_truncated: bool,
     /// A relative path whose directory could not be resolved is reported as
@@ -65,26 +68,34 @@ pub struct OpenFlags {
     pub truncate: bool,
     pub append: bool,
     /// Every O_* flag set, by name.
-    #[serde(deserialize_with = "crate::event::intern::many")]
+    #[serde(deserialize_with = "de_names::<OpenFlagNames, _>")]
     pub names: Vec<&'static str>,
 }
 
-const OPEN_FLAG_NAMES: &[(i32, &str)] = &[
-    (libc::O_CREAT, "O_CREAT"),
-    (libc::O_EXCL, "O_EXCL"),
-    (libc::O_NOCTTY, "O_NOCTTY"),
-    (libc::O_TRUNC, "O_TRUNC"),
-    (libc::O_APPEND, "O_APPEND"),
-    (libc::O_NONBLOCK, "O_NONBLOCK"),
-    (libc::O_DSYNC, "O_DSYNC"),
-    (libc::O_DIRECT, "O_DIRECT"),
-    (libc::O_LARGEFILE, "O_LARGEFILE"),
-    (libc::O_DIRECTORY, "O_DIRECTORY"),
-    (libc::O_NOFOLLOW, "O_NOFOLLOW"),
-    (libc::O_NOATIME, "O_NOATIME"),
-    (libc::O_CLOEXEC, "O_CLOEXEC"),
-    (libc::O_PATH, "O_PATH"),
-];
+/// The names of open(2) flags.
+pub struct OpenFlagNames;
+
+impl FlagTable for OpenFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[
+        (libc::O_CREAT as u64, "O_CREAT"),
+        (libc::O_EXCL as u64, "O_EXCL"),
+        (libc::O_NOCTTY as u64, "O_NOCTTY"),
+        (libc::O_TRUNC as u64, "O_TRUNC"),
+        (libc::O_APPEND as u64, "O_APPEND"),
+        (libc::O_NONBLOCK as u64, "O_NONBLOCK"),
+        (libc::O_DSYNC as u64, "O_DSYNC"),
+        (libc::O_DIRECT as u64, "O_DIRECT"),
+        (libc::O_LARGEFILE as u64, "O_LARGEFILE"),
+        (libc::O_DIRECTORY as u64, "O_DIRECTORY"),
+        (libc::O_NOFOLLOW as u64, "O_NOFOLLOW"),
+        (libc::O_NOATIME as u64, "O_NOATIME"),
+        (libc::O_CLOEXEC as u64, "O_CLOEXEC"),
+        (libc::O_PATH as u64, "O_PATH"),
+    ];
+    /// The access mode is a two-bit number, and O_TMPFILE includes
+    /// O_DIRECTORY's bit.
+    const OTHER_NAMES: &'static [&'static str] = &["O_RDONLY", "O_WRONLY", "O_RDWR", "O_TMPFILE"];
+}
 
 /// Decodes open(2) flags.
 pub fn open_flags(flags: u64) -> OpenFlags {
@@ -96,8 +107,8 @@ pub fn open_flags(flags: u64) -> OpenFlags {
         _ => "O_RDONLY",
     }];
     let tmpfile = f & libc::O_TMPFILE == libc::O_TMPFILE;
-    for (bit, name) in OPEN_FLAG_NAMES {
-        if f & bit != 0 && !(tmpfile && *bit == libc::O_DIRECTORY) {
+    for &(bit, name) in OpenFlagNames::BITS {
+        if flags & bit != 0 && !(tmpfile && bit == libc::O_DIRECTORY as u64) {
             names.push(name);
         }
     }
@@ -115,120 +126,16 @@ pub fn open_flags(flags: u64) -> OpenFlags {
     }
 }
 
-/// `-errno` as a name.
-pub fn errno_name(result: i64) -> Option<String> {
-    if result >= 0 {
-        return None;
-    }
-    let e = (-result) as i32;
-    let name = match e {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::EMFILE => "EMFILE",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::EMLINK => "EMLINK",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ENOTEMPTY => "ENOTEMPTY",
-        libc::ELOOP => "ELOOP",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOEXEC => "ENOEXEC",
-        libc::ESRCH => "ESRCH",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => return Some(format!("errno {e}")),
-    };
-    Some(name.to_string())
-}
-
-/// Joins `raw` onto the directory given as leaf-first NUL-separated
-/// components and normalizes `.` and `..` lexically.
-pub fn absolute(raw: &str, base_components: &[u8]) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    if !raw.starts_with('/') {
-        let comps: Vec<&[u8]> = base_components
-            .split(|&b| b == 0)
-            .filter(|c| !c.is_empty() && *c != b"/")
-            .collect();
-        // A file on an internal filesystem (nsfs, pipefs, anon_inode) has
-        // only its own name, e.g. `uts:[4026531838]`, as d_path reports it.
-        if raw.is_empty() && comps.len() == 1 && comps[0].windows(2).any(|w| w == b":[") {
-            return String::from_utf8_lossy(comps[0]).into_owned();
-        }
-        for c in comps.iter().rev() {
-            parts.push(std::str::from_utf8(c).unwrap_or("?"));
-        }
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for p in parts.into_iter().chain(raw.split('/')) {
-        match p {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
-/// Splits the tail into its four parts, clamped to what is there.
-pub(crate) fn tail_parts(tail: &[u8], lens: [u16; 4]) -> [&[u8]; 4] {
-    let mut out: [&[u8]; 4] = [&[]; 4];
-    let mut at = 0usize;
-    for (i, len) in lens.iter().enumerate() {
-        let end = (at + *len as usize).min(tail.len());
-        out[i] = &tail[at.min(tail.len())..end];
-        at = end;
-    }
-    out
-}
-
-fn op_name(op: FileOp) -> &'static str {
-    match op {
-        FileOp::Open => "open",
-        FileOp::Unlink => "unlink",
-        FileOp::Rmdir => "rmdir",
-        FileOp::Rename => "rename",
-        FileOp::Chmod => "chmod",
-        FileOp::Chown => "chown",
-        FileOp::Link => "link",
-        FileOp::Symlink => "symlink",
-        FileOp::Mknod => "mknod",
-        FileOp::Chdir => "chdir",
-    }
-}
-
 pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
-    let rec: SyscallRecord = read_record(bytes, "file record")?;
-    let op = FileOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
-    let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
-    let [p1, b1, p2, b2] = tail_parts(
-        tail,
-        [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
-    );
-    let (raw1, raw2) = (c_str(p1), c_str(p2));
+    let parts = SyscallParts::read(bytes, "file record")?;
+    let rec = &parts.rec;
+    let op = FileOp::from_repr(rec.op as u8).ok_or(DecodeError::UnknownOp {
+        family: "file",
+        op: rec.op,
+    })?;
+    let syscall =
+        Syscall::by_nr(rec.syscall_nr).ok_or(DecodeError::UnknownSyscall(rec.syscall_nr))?;
+    let (raw1, raw2) = (c_str(parts.path1), c_str(parts.path2));
     let pf = rec.path_flags;
     let resolve = |raw: &str, base: &[u8], unknown: u32| {
         if !raw.starts_with('/') && pf & unknown != 0 {
@@ -237,15 +144,12 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
             (absolute(raw, base), false)
         }
     };
-    let (abs1, unres1) = resolve(&raw1, b1, BASE1_UNKNOWN);
-    let (abs2, unres2) = resolve(&raw2, b2, BASE2_UNKNOWN);
-    let syscall = syscalls::name_of(rec.syscall_nr)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("syscall_{}", rec.syscall_nr));
-    let mut flags = rec.flags;
-    if syscall == "creat" {
-        flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64;
-    }
+    let (abs1, unres1) = resolve(&raw1, parts.base1, BASE1_UNKNOWN);
+    let (abs2, unres2) = resolve(&raw2, parts.base2, BASE2_UNKNOWN);
+    let flags = match syscall.def().args.implied_flags {
+        0 => rec.flags,
+        implied => implied,
+    };
     let (path, new_path, target, unresolved) = match op {
         FileOp::Rename | FileOp::Link => (abs1, Some(abs2), None, unres1 || unres2),
         FileOp::Symlink => (abs2, None, Some(raw1), unres2),
@@ -256,7 +160,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         matches!(op, FileOp::Chmod | FileOp::Mknod) || open.as_ref().is_some_and(|o| o.create);
     let id = |v: u32| if v == u32::MAX { -1 } else { v as i64 };
     Ok(FileInfo {
-        op: op_name(op),
+        op,
         syscall,
         path,
         new_path,
@@ -267,7 +171,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         uid: (op == FileOp::Chown).then(|| id(rec.uid)),
         gid: (op == FileOp::Chown).then(|| id(rec.gid)),
         result: rec.result,
-        error: errno_name(rec.result),
+        error: Errno::of_result(rec.result),
         path_truncated: pf
             & (PATH1_TRUNCATED | PATH2_TRUNCATED | BASE1_TRUNCATED | BASE2_TRUNCATED)
             != 0,
@@ -279,23 +183,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
 mod tests {
     use super::*;
     use crate::event::test_support::*;
-    use agent_ebpf::EventKind;
-
-    #[test]
-    fn absolute_paths_from_components() {
-        assert_eq!(absolute("passwd", b"etc\0"), "/etc/passwd");
-        assert_eq!(absolute("x", b""), "/x");
-        assert_eq!(absolute("../shadow", b"ssh\0etc\0"), "/etc/shadow");
-        assert_eq!(absolute("./a/./b/", b"tmp\0"), "/tmp/a/b");
-        assert_eq!(absolute("/etc//hosts", b"ignored\0"), "/etc/hosts");
-        assert_eq!(absolute("../../../..", b"a\0"), "/");
-        assert_eq!(absolute("", b"uts:[4026531838]\0"), "uts:[4026531838]");
-        assert_eq!(
-            absolute("x", b"/\0"),
-            "/x",
-            "the real root's own name is skipped"
-        );
-    }
+    use agent_ebpf::{syscall::SyscallRecord, EventKind};
 
     #[test]
     fn open_flags_decode() {
@@ -309,13 +197,6 @@ mod tests {
         assert!(f.read && f.write && f.append);
         let f = open_flags((libc::O_PATH | libc::O_RDONLY) as u64);
         assert!(!f.read && !f.write, "O_PATH opens neither read nor write");
-    }
-
-    #[test]
-    fn errno_names() {
-        assert_eq!(errno_name(3), None);
-        assert_eq!(errno_name(-2).as_deref(), Some("ENOENT"));
-        assert_eq!(errno_name(-9999).as_deref(), Some("errno 9999"));
     }
 
     fn record(op: FileOp, nr: i64, parts: [&[u8]; 4], flags: u32) -> Vec<u8> {
@@ -355,8 +236,8 @@ mod tests {
             0,
         );
         let f = decode_file(&b).unwrap();
-        assert_eq!(f.op, "rename");
-        assert_eq!(f.syscall, "renameat2");
+        assert_eq!(f.op, FileOp::Rename);
+        assert_eq!(f.syscall.name(), "renameat2");
         assert_eq!(f.path, "/tmp/a.txt");
         assert_eq!(f.new_path.as_deref(), Some("/tmp/etc/b.txt"));
         assert!(!f.path_truncated && !f.path_unresolved);

@@ -1,101 +1,34 @@
 //! Decoded events: the agent's view of what the probe reported.
 //!
-//! `decode` turns one ring-buffer record into an [`Event`]; each event family
-//! has its own module. [`EventBody`] is exhaustive, so adding a kind fails the
-//! build wherever it is not handled.
-use std::{mem::size_of, sync::Arc};
-
-use agent_ebpf::{
-    EventHeader, EventKind, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
-    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN,
-    HDR_VPID_UNKNOWN,
-};
+//! An event is born in the probe as a ring-buffer record; [`decode`] turns
+//! it into an [`Event`], with one module per family (`process.rs`,
+//! `file.rs`, `control.rs`, `network.rs`) and the steps they share in
+//! `record.rs`. The process table and enrichment then fill in
+//! [`ProcessDetail`], the ancestry and the container, the rule engine
+//! matches it, and alerts are built from it. [`EventBody`] is exhaustive, so
+//! adding a kind fails the build wherever it is not handled.
+use agent_ebpf::{EventHeader, EventKind};
 use serde::Serialize;
+use std::sync::Arc;
 
-use crate::{enrich::container::ContainerInfo, proctree::Ancestor};
+use crate::util::clock::BootClock;
 
+pub mod context;
 pub mod control;
 pub mod file;
-pub mod intern;
+pub mod flags;
 pub mod network;
 pub mod process;
+pub mod record;
 
+pub use context::{
+    Ancestor, ContainerInfo, ExeFile, K8sInfo, ProcessContext, ProcessDetail, Runtime,
+};
 pub use control::ControlInfo;
 pub use file::FileInfo;
 pub use network::NetworkInfo;
-pub use process::{ExeFile, ExecInfo, ExitInfo, ForkInfo};
-
-/// Process context common to every event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ProcessContext {
-    /// Process id (kernel tgid).
-    pub pid: u32,
-    /// Thread id (kernel pid).
-    pub tid: u32,
-    /// Parent process id; 0 when unknown.
-    pub ppid: u32,
-    /// Real ids.
-    pub uid: u32,
-    pub gid: u32,
-    /// Effective ids; None when the kernel layout is unknown.
-    pub euid: Option<u32>,
-    pub egid: Option<u32>,
-    /// Audit login uid: -1 when never set (no login session), None when
-    /// the kernel has no audit support.
-    pub loginuid: Option<i64>,
-    pub comm: String,
-    pub cgroup_id: u64,
-    /// Mount and pid namespace inode numbers (as in `/proc/PID/ns/*`).
-    pub mnt_ns: Option<u32>,
-    pub pid_ns: Option<u32>,
-    /// Process start, CLOCK_BOOTTIME ns: (pid, start) identifies a process
-    /// across pid reuse.
-    pub start_boottime_ns: Option<u64>,
-    /// The executable was deleted (checked by the probe on every event).
-    #[serde(skip)]
-    pub exe_deleted: bool,
-    /// Controlling terminal as `/proc/PID/stat` `tty_nr` encodes it: 0 for
-    /// none (daemons, services), e.g. 34816 for /dev/pts/0; None when the
-    /// kernel layout is unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tty: Option<u32>,
-    /// The process's id in its own pid namespace (1 for a container's
-    /// init); equal to `pid` on the host; None when unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpid: Option<u32>,
-    /// What the process table and enrichment know beyond the record; None
-    /// straight out of `decode`.
-    #[serde(flatten)]
-    pub detail: Option<Box<ProcessDetail>>,
-}
-
-/// The process as the agent knows it: from its exec (or `/proc`), its
-/// working directory, names of its ids, and facts about its executable.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct ProcessDetail {
-    pub exe: Option<Arc<str>>,
-    pub argv: Arc<[String]>,
-    pub argv_truncated: bool,
-    pub cwd: Option<Arc<str>>,
-    /// Names of `uid`, `gid` and the login uid, from the process's own
-    /// `/etc/passwd` and `/etc/group` (the container's, in a container).
-    pub user: Option<Arc<str>>,
-    pub group: Option<Arc<str>>,
-    pub login_user: Option<Arc<str>>,
-    /// SHA-256 of the executable, hex; None until computed, or when it was
-    /// too large, gone, or changed before it could be read.
-    pub exe_sha256: Option<Arc<str>>,
-    /// The executable was deleted after the process started.
-    pub exe_deleted: bool,
-    /// Executed from a memfd (fileless).
-    pub exe_memfd: bool,
-    /// The executable was created or changed after the process's container
-    /// started: not part of its image.
-    pub exe_drift: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exe_file: Option<ExeFile>,
-}
+pub use process::{ExecInfo, ExitInfo, ForkInfo};
+pub use record::Errno;
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -145,6 +78,26 @@ impl Event {
         self.body.kind().name()
     }
 
+    /// Parses one line of a recording (`run --events` output); None for
+    /// the lines that are not events (alerts, loss reports).
+    pub fn from_recorded_line(line: &str) -> Result<Option<Event>, serde_json::Error> {
+        /// Only the `type` of a line, read before the whole of it.
+        #[derive(serde::Deserialize)]
+        struct LineType<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: Option<std::borrow::Cow<'a, str>>,
+        }
+        let kind: LineType = serde_json::from_str(line)?;
+        if matches!(kind.ty.as_deref(), Some("alert" | "lost")) {
+            return Ok(None);
+        }
+        let mut ev: Event = serde_json::from_str(line)?;
+        if let Some(d) = ev.process.detail.as_deref() {
+            ev.process.exe_deleted = d.exe_deleted;
+        }
+        Ok(Some(ev))
+    }
+
     /// The process's executable: the process table's, else the exec
     /// record's own (so every event type names it once the table knows).
     pub fn exe(&self) -> Option<&str> {
@@ -187,96 +140,16 @@ pub enum DecodeError {
     },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
-}
-
-/// Converts the probe's `CLOCK_BOOTTIME` stamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct BootClock {
-    /// realtime - boottime, in ns.
-    offset_ns: i64,
-}
-
-impl BootClock {
-    /// Samples both clocks now. Cheap (vDSO); re-sample to follow clock steps.
-    pub fn now() -> BootClock {
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        let boot = clock_ns(libc::CLOCK_BOOTTIME);
-        BootClock {
-            offset_ns: real - boot,
-        }
-    }
-
-    /// A clock with a fixed offset, for tests and replays.
-    pub fn with_offset(offset_ns: i64) -> BootClock {
-        BootClock { offset_ns }
-    }
-
-    pub fn to_unix_ns(self, boot_ns: u64) -> i64 {
-        self.offset_ns.saturating_add(boot_ns as i64)
-    }
-}
-
-fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
-/// Reads a `#[repr(C)]` record from the start of `bytes`, which need not be
-/// aligned.
-pub(crate) fn read_record<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    if bytes.len() < size_of::<T>() {
-        return Err(DecodeError::Short {
-            what,
-            len: bytes.len(),
-            need: size_of::<T>(),
-        });
-    }
-    // SAFETY: length checked; T is a plain-old-data wire type.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
-}
-
-/// Text up to the first NUL, lossily decoded.
-pub(crate) fn c_str(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-fn context(h: &EventHeader) -> ProcessContext {
-    let known = |bit: u32| h.flags & bit == 0;
-    ProcessContext {
-        pid: h.tgid,
-        tid: h.pid,
-        ppid: if known(HDR_PPID_UNKNOWN) { h.ppid } else { 0 },
-        uid: h.uid,
-        gid: h.gid,
-        euid: known(HDR_CREDS_UNKNOWN).then_some(h.euid),
-        egid: known(HDR_CREDS_UNKNOWN).then_some(h.egid),
-        loginuid: known(HDR_LOGINUID_UNKNOWN).then_some(if h.loginuid == u32::MAX {
-            -1
-        } else {
-            h.loginuid as i64
-        }),
-        comm: c_str(&h.comm[..COMM_LEN]),
-        cgroup_id: h.cgroup_id,
-        mnt_ns: known(HDR_MNTNS_UNKNOWN).then_some(h.mnt_ns),
-        pid_ns: known(HDR_PIDNS_UNKNOWN).then_some(h.pid_ns),
-        start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
-        tty: known(HDR_TTY_UNKNOWN).then_some(h.tty),
-        vpid: known(HDR_VPID_UNKNOWN).then_some(h.vpid),
-        exe_deleted: h.flags & HDR_EXE_DELETED != 0,
-        detail: None,
-    }
+    #[error("unknown {family} operation {op}")]
+    UnknownOp { family: &'static str, op: u32 },
+    #[error("syscall number {0} is not one Vigil follows")]
+    UnknownSyscall(u32),
 }
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
-    let header: EventHeader = read_record(bytes, "header")?;
-    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let header: EventHeader = record::read_record(bytes, "header")?;
+    let kind = EventKind::from_repr(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     let body = match kind {
         EventKind::Exec => EventBody::Exec(process::decode_exec(bytes)?),
         EventKind::Fork => EventBody::Fork(process::decode_fork(bytes)?),
@@ -288,7 +161,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
     Ok(Event {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),
         num: 0,
-        process: context(&header),
+        process: ProcessContext::from_header(&header),
         ancestry: Vec::new(),
         container: None,
         body,
@@ -337,6 +210,10 @@ pub(crate) mod test_support {
 mod tests {
     use super::{test_support::*, *};
     use agent_ebpf::process::ForkRecord;
+    use agent_ebpf::{
+        HDR_CREDS_UNKNOWN, HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN,
+        HDR_PPID_UNKNOWN, HDR_START_UNKNOWN,
+    };
 
     #[test]
     fn decodes_header_into_context_and_wall_time() {
@@ -428,7 +305,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_reported_loss_slot() {
         for v in 0..64 {
-            if let Some(k) = EventKind::from_u32(v) {
+            if let Some(k) = EventKind::from_repr(v) {
                 assert!(EventKind::ALL.contains(&k), "{k:?} missing from ALL");
                 assert!(k.lost_slot() < agent_ebpf::LOST_SLOTS);
             }

@@ -1,33 +1,37 @@
-//! Decoding of the network family: socket, connect, accept, bind, listen.
-use std::net::{Ipv4Addr, Ipv6Addr};
+//! Decoding of the network family: socket, connect, accept, bind, listen,
+//! DNS queries, and sockets dup'd onto stdio.
+use std::{
+    borrow::Cow,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use agent_ebpf::{network::NetOp, syscall::SyscallRecord};
+use agent_ebpf::network::NetOp;
 use serde::Serialize;
 
 use super::{
-    file::{errno_name, tail_parts},
-    read_record, DecodeError,
+    record::{Errno, SyscallParts},
+    DecodeError,
 };
-use crate::kernel::syscalls;
+use crate::kernel::syscalls::Syscall;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NetworkInfo {
-    /// socket, connect, accept, bind, listen.
-    #[serde(deserialize_with = "crate::event::intern::one")]
-    pub op: crate::event::intern::Name,
-    pub syscall: String,
+    /// socket, connect, accept, bind, listen, dns_query, dup.
+    pub op: NetOp,
+    pub syscall: Syscall,
     /// The socket's fd (for socket and accept: the new fd, when it worked).
     pub fd: i64,
     pub result: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Errno>,
     /// connect on a non-blocking socket that is still connecting.
     pub in_progress: bool,
     /// socket: address family, type and protocol, by name where known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
+    pub family: Option<SockFamily>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_type: Option<String>,
+    pub socket_type: Option<SockType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u64>,
     /// connect: the remote address; accept: the peer; bind: the local one.
@@ -51,7 +55,7 @@ pub struct DupInfo {
     pub newfd: i64,
     pub flags: u64,
     /// The socket's address family (`inet`, `inet6`, `unix`, …).
-    pub family: String,
+    pub family: SockFamily,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -126,33 +130,132 @@ pub fn parse_dns_query(payload: &[u8]) -> Option<DnsQuery> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "family", rename_all = "lowercase")]
 pub enum SockAddr {
-    Inet { ip: String, port: u16 },
-    Inet6 { ip: String, port: u16 },
+    Inet { ip: Ipv4Addr, port: u16 },
+    Inet6 { ip: Ipv6Addr, port: u16 },
     Unix { path: String },
     Other { code: u16 },
 }
 
-pub fn family_name(f: u64) -> String {
-    match f as i32 {
-        libc::AF_UNIX => "unix".into(),
-        libc::AF_INET => "inet".into(),
-        libc::AF_INET6 => "inet6".into(),
-        libc::AF_PACKET => "packet".into(),
-        libc::AF_NETLINK => "netlink".into(),
-        n => format!("af_{n}"),
+/// A socket's address family, printed by name (`inet`; `af_N` for one
+/// without a name here).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SockFamily {
+    Unix,
+    Inet,
+    Inet6,
+    Packet,
+    Netlink,
+    Other(u16),
+}
+
+impl SockFamily {
+    pub fn from_raw(f: u64) -> SockFamily {
+        match f as i32 {
+            libc::AF_UNIX => SockFamily::Unix,
+            libc::AF_INET => SockFamily::Inet,
+            libc::AF_INET6 => SockFamily::Inet6,
+            libc::AF_PACKET => SockFamily::Packet,
+            libc::AF_NETLINK => SockFamily::Netlink,
+            _ => SockFamily::Other(f as u16),
+        }
+    }
+
+    pub fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            SockFamily::Unix => "unix",
+            SockFamily::Inet => "inet",
+            SockFamily::Inet6 => "inet6",
+            SockFamily::Packet => "packet",
+            SockFamily::Netlink => "netlink",
+            SockFamily::Other(n) => return Cow::Owned(format!("af_{n}")),
+        })
+    }
+
+    fn from_name(s: &str) -> Option<SockFamily> {
+        Some(match s {
+            "unix" => SockFamily::Unix,
+            "inet" => SockFamily::Inet,
+            "inet6" => SockFamily::Inet6,
+            "packet" => SockFamily::Packet,
+            "netlink" => SockFamily::Netlink,
+            _ => SockFamily::Other(s.strip_prefix("af_")?.parse().ok()?),
+        })
     }
 }
 
-pub fn type_name(t: u64) -> String {
-    match (t as i32) & 0xf {
-        libc::SOCK_STREAM => "stream".into(),
-        libc::SOCK_DGRAM => "dgram".into(),
-        libc::SOCK_RAW => "raw".into(),
-        libc::SOCK_SEQPACKET => "seqpacket".into(),
-        10 => "packet".into(), // SOCK_PACKET (obsolete)
-        n => format!("type_{n}"),
+/// A socket's type, printed by name (`stream`; `type_N` for one without a
+/// name here).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SockType {
+    Stream,
+    Dgram,
+    Raw,
+    SeqPacket,
+    /// `SOCK_PACKET` (obsolete).
+    Packet,
+    Other(u8),
+}
+
+impl SockType {
+    pub fn from_raw(t: u64) -> SockType {
+        match (t as i32) & 0xf {
+            libc::SOCK_STREAM => SockType::Stream,
+            libc::SOCK_DGRAM => SockType::Dgram,
+            libc::SOCK_RAW => SockType::Raw,
+            libc::SOCK_SEQPACKET => SockType::SeqPacket,
+            10 => SockType::Packet,
+            n => SockType::Other(n as u8),
+        }
+    }
+
+    pub fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            SockType::Stream => "stream",
+            SockType::Dgram => "dgram",
+            SockType::Raw => "raw",
+            SockType::SeqPacket => "seqpacket",
+            SockType::Packet => "packet",
+            SockType::Other(n) => return Cow::Owned(format!("type_{n}")),
+        })
+    }
+
+    fn from_name(s: &str) -> Option<SockType> {
+        Some(match s {
+            "stream" => SockType::Stream,
+            "dgram" => SockType::Dgram,
+            "raw" => SockType::Raw,
+            "seqpacket" => SockType::SeqPacket,
+            "packet" => SockType::Packet,
+            _ => SockType::Other(s.strip_prefix("type_")?.parse().ok()?),
+        })
     }
 }
+
+/// Debug and serde by name for the socket enums.
+macro_rules! by_name {
+    ($t:ty, $what:literal) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.name())
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.name())
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <Cow<str>>::deserialize(d)?;
+                <$t>::from_name(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(concat!("`{}` is not a ", $what), s))
+                })
+            }
+        }
+    };
+}
+by_name!(SockFamily, "socket family");
+by_name!(SockType, "socket type");
 
 /// Parses a raw `struct sockaddr` (host byte order family, network order port).
 pub fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
@@ -163,14 +266,14 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
     Some(match family as i32 {
         libc::AF_INET if b.len() >= 8 => SockAddr::Inet {
             port: u16::from_be_bytes([b[2], b[3]]),
-            ip: Ipv4Addr::new(b[4], b[5], b[6], b[7]).to_string(),
+            ip: Ipv4Addr::new(b[4], b[5], b[6], b[7]),
         },
         libc::AF_INET6 if b.len() >= 24 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(&b[8..24]);
             SockAddr::Inet6 {
                 port: u16::from_be_bytes([b[2], b[3]]),
-                ip: Ipv6Addr::from(a).to_string(),
+                ip: Ipv6Addr::from(a),
             }
         }
         libc::AF_UNIX => {
@@ -192,71 +295,62 @@ pub fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
     })
 }
 
-fn op_name(op: NetOp) -> &'static str {
-    match op {
-        NetOp::Socket => "socket",
-        NetOp::Connect => "connect",
-        NetOp::Accept => "accept",
-        NetOp::Bind => "bind",
-        NetOp::Listen => "listen",
-        NetOp::DnsQuery => "dns_query",
-        NetOp::Dup => "dup",
-    }
-}
-
 pub fn decode_network(bytes: &[u8]) -> Result<NetworkInfo, DecodeError> {
-    let rec: SyscallRecord = read_record(bytes, "network record")?;
-    let op = NetOp::from_u8(rec.op as u8).ok_or(DecodeError::UnknownKind(rec.op))?;
-    let tail = &bytes[std::mem::size_of::<SyscallRecord>()..];
-    let [p1, _, p2, _] = tail_parts(
-        tail,
-        [rec.path1_len, rec.base1_len, rec.path2_len, rec.base2_len],
-    );
+    let parts = SyscallParts::read(bytes, "network record")?;
+    let rec = &parts.rec;
+    let op = NetOp::from_repr(rec.op as u8).ok_or(DecodeError::UnknownOp {
+        family: "network",
+        op: rec.op,
+    })?;
+    let syscall =
+        Syscall::by_nr(rec.syscall_nr).ok_or(DecodeError::UnknownSyscall(rec.syscall_nr))?;
     let a = rec.args;
     let ok = rec.result >= 0;
     let mut info = NetworkInfo {
-        op: op_name(op),
-        syscall: syscalls::name_of(rec.syscall_nr)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("syscall_{}", rec.syscall_nr)),
+        op,
+        syscall,
         fd: a[0] as i32 as i64,
         result: rec.result,
-        error: errno_name(rec.result),
+        error: Errno::of_result(rec.result),
         in_progress: op == NetOp::Connect && rec.result == -(libc::EINPROGRESS as i64),
-        ..NetworkInfo::default()
+        family: None,
+        socket_type: None,
+        protocol: None,
+        address: None,
+        backlog: None,
+        dns: None,
+        dup: None,
     };
-    if info.in_progress {
-        info.error = Some("EINPROGRESS".into());
-    }
     match op {
         NetOp::Socket => {
             info.fd = if ok { rec.result } else { -1 };
-            info.family = Some(family_name(a[0]));
-            info.socket_type = Some(type_name(a[1]));
+            info.family = Some(SockFamily::from_raw(a[0]));
+            info.socket_type = Some(SockType::from_raw(a[1]));
             info.protocol = Some(a[2]);
         }
         NetOp::Accept => {
             info.fd = if ok { rec.result } else { -1 };
             // The peer is written by the kernel only on success.
-            info.address = if ok { parse_sockaddr(p1) } else { None };
+            info.address = if ok {
+                parse_sockaddr(parts.path1)
+            } else {
+                None
+            };
         }
-        NetOp::Connect | NetOp::Bind => info.address = parse_sockaddr(p1),
+        NetOp::Connect | NetOp::Bind => info.address = parse_sockaddr(parts.path1),
         NetOp::Listen => info.backlog = Some(a[1] as i32 as i64),
         NetOp::DnsQuery => {
-            info.address = parse_sockaddr(p1);
-            info.dns = parse_dns_query(p2);
+            info.address = parse_sockaddr(parts.path1);
+            info.dns = parse_dns_query(parts.path2);
         }
         NetOp::Dup => {
             info.fd = rec.result;
             info.dup = Some(DupInfo {
                 oldfd: a[0] as i32 as i64,
                 newfd: rec.result,
-                flags: if rec.syscall_nr as i64 == libc::SYS_dup3 {
-                    a[2]
-                } else {
-                    0
-                },
-                family: family_name(rec.mode as u64),
+                // dup3's flags (dup and dup2 take none).
+                flags: rec.flags,
+                family: SockFamily::from_raw(rec.mode as u64),
             });
         }
     }
@@ -276,7 +370,7 @@ mod tests {
         assert_eq!(
             parse_sockaddr(&v4),
             Some(SockAddr::Inet {
-                ip: "10.1.2.3".into(),
+                ip: Ipv4Addr::new(10, 1, 2, 3),
                 port: 443
             })
         );
@@ -288,7 +382,7 @@ mod tests {
         assert_eq!(
             parse_sockaddr(&v6),
             Some(SockAddr::Inet6 {
-                ip: "::1".into(),
+                ip: Ipv6Addr::LOCALHOST,
                 port: 53
             })
         );
@@ -348,10 +442,18 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(family_name(libc::AF_PACKET as u64), "packet");
         assert_eq!(
-            type_name((libc::SOCK_RAW | libc::SOCK_CLOEXEC) as u64),
+            SockFamily::from_raw(libc::AF_PACKET as u64).name(),
+            "packet"
+        );
+        assert_eq!(
+            SockType::from_raw((libc::SOCK_RAW | libc::SOCK_CLOEXEC) as u64).name(),
             "raw"
         );
+        for text in ["\"inet6\"", "\"af_40\""] {
+            let f: SockFamily = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&f).unwrap(), text);
+        }
+        assert!(serde_json::from_str::<SockType>("\"tube\"").is_err());
     }
 }

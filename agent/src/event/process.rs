@@ -6,7 +6,13 @@ use agent_ebpf::process::{
 };
 use serde::Serialize;
 
-use super::{c_str, file::absolute, read_record, DecodeError};
+use super::{
+    context::ExeFile,
+    flags::{de_opt_names, names_of, FlagTable},
+    record::{absolute, c_str, read_record},
+    DecodeError,
+};
+use crate::util::proc_text::split_argv;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExecInfo {
@@ -35,67 +41,48 @@ pub struct ExecInfo {
     pub exe_file: Option<ExeFile>,
 }
 
-/// Identity of an executable file as the kernel saw it at exec: the hash
-/// cache's key, and what the deleted and drift flags are computed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-pub struct ExeFile {
-    /// Device (kernel encoding `major << 20 | minor`) and inode.
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    /// Change and modification times, ns since the epoch.
-    pub ctime_ns: u64,
-    pub mtime_ns: u64,
-    /// The file had no links left: it was deleted after it was started.
-    pub deleted: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ForkInfo {
     pub child_pid: u32,
     /// CLONE_* flags by name (without the exit signal); None when the
     /// process was created outside clone/clone3 (e.g. fork(2)).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[serde(default, deserialize_with = "crate::event::intern::opt_many")]
+    #[serde(default, deserialize_with = "de_opt_names::<CloneFlagNames, _>")]
     pub clone_flags: Option<Vec<&'static str>>,
     /// The child's start (CLOCK_BOOTTIME ns); None when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub child_start_boottime_ns: Option<u64>,
 }
 
-const CLONE_FLAG_NAMES: &[(u64, &str)] = &[
-    (0x100, "CLONE_VM"),
-    (0x200, "CLONE_FS"),
-    (0x400, "CLONE_FILES"),
-    (0x800, "CLONE_SIGHAND"),
-    (0x1000, "CLONE_PIDFD"),
-    (0x2000, "CLONE_PTRACE"),
-    (0x4000, "CLONE_VFORK"),
-    (0x8000, "CLONE_PARENT"),
-    (0x10000, "CLONE_THREAD"),
-    (0x20000, "CLONE_NEWNS"),
-    (0x40000, "CLONE_SYSVSEM"),
-    (0x80000, "CLONE_SETTLS"),
-    (0x100000, "CLONE_PARENT_SETTID"),
-    (0x200000, "CLONE_CHILD_CLEARTID"),
-    (0x800000, "CLONE_UNTRACED"),
-    (0x1000000, "CLONE_CHILD_SETTID"),
-    (0x2000000, "CLONE_NEWCGROUP"),
-    (0x4000000, "CLONE_NEWUTS"),
-    (0x8000000, "CLONE_NEWIPC"),
-    (0x10000000, "CLONE_NEWUSER"),
-    (0x20000000, "CLONE_NEWPID"),
-    (0x40000000, "CLONE_NEWNET"),
-    (0x80000000, "CLONE_IO"),
-];
+/// clone(2) flags.
+pub struct CloneFlagNames;
 
-/// Names of the CLONE_* bits in `flags`.
-pub fn clone_flag_names(flags: u64) -> Vec<&'static str> {
-    CLONE_FLAG_NAMES
-        .iter()
-        .filter(|(b, _)| flags & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
+impl FlagTable for CloneFlagNames {
+    const BITS: &'static [(u64, &'static str)] = &[
+        (0x100, "CLONE_VM"),
+        (0x200, "CLONE_FS"),
+        (0x400, "CLONE_FILES"),
+        (0x800, "CLONE_SIGHAND"),
+        (0x1000, "CLONE_PIDFD"),
+        (0x2000, "CLONE_PTRACE"),
+        (0x4000, "CLONE_VFORK"),
+        (0x8000, "CLONE_PARENT"),
+        (0x10000, "CLONE_THREAD"),
+        (0x20000, "CLONE_NEWNS"),
+        (0x40000, "CLONE_SYSVSEM"),
+        (0x80000, "CLONE_SETTLS"),
+        (0x100000, "CLONE_PARENT_SETTID"),
+        (0x200000, "CLONE_CHILD_CLEARTID"),
+        (0x800000, "CLONE_UNTRACED"),
+        (0x1000000, "CLONE_CHILD_SETTID"),
+        (0x2000000, "CLONE_NEWCGROUP"),
+        (0x4000000, "CLONE_NEWUTS"),
+        (0x8000000, "CLONE_NEWIPC"),
+        (0x10000000, "CLONE_NEWUSER"),
+        (0x20000000, "CLONE_NEWPID"),
+        (0x40000000, "CLONE_NEWNET"),
+        (0x80000000, "CLONE_IO"),
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -144,24 +131,11 @@ pub fn decode_exec(bytes: &[u8]) -> Result<ExecInfo, DecodeError> {
     })
 }
 
-/// Splits the kernel's NUL-separated argument block. A block cut mid-way
-/// ends without a NUL; its last, partial argument is kept.
-pub fn split_argv(block: &[u8]) -> Vec<String> {
-    let block = block.strip_suffix(&[0]).unwrap_or(block);
-    if block.is_empty() {
-        return Vec::new();
-    }
-    block
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
 pub fn decode_fork(bytes: &[u8]) -> Result<ForkInfo, DecodeError> {
     let rec: ForkRecord = read_record(bytes, "fork record")?;
     Ok(ForkInfo {
         child_pid: rec.child_pid,
-        clone_flags: (rec.flags_known != 0).then(|| clone_flag_names(rec.clone_flags)),
+        clone_flags: (rec.flags_known != 0).then(|| names_of::<CloneFlagNames>(rec.clone_flags)),
         child_start_boottime_ns: (rec.child_start_boottime_ns != 0)
             .then_some(rec.child_start_boottime_ns),
     })

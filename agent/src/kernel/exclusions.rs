@@ -7,6 +7,8 @@ use std::{
 
 use agent_ebpf::config::{ExeKey, MAX_EXCLUSIONS};
 
+use crate::util::kernel_dev;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExclusionError {
     #[error("--exclude-exe {0}: {1}")]
@@ -22,12 +24,6 @@ pub enum ExclusionError {
 pub struct Exclusions {
     pub exes: Vec<ExeKey>,
     pub cgroups: Vec<u64>,
-}
-
-/// The kernel's `dev_t` for a userspace `st_dev` (`MKDEV`: major << 20 | minor).
-pub fn kernel_dev(st_dev: u64) -> u64 {
-    let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
-    (major << 20) | minor
 }
 
 /// The key of an executable file. Symlinks are followed, as exec does.

@@ -1,707 +1,434 @@
-//! The syscalls the probe follows (file and control families), and where
-//! each keeps its arguments.
+//! The syscalls the probe follows, as data: one line per syscall with its
+//! number on this architecture, what it does, where its arguments are, and
+//! its special cases as columns.
 //!
+//! The probe's enter and exit programs read each row's [`ArgSpec`] from a
+//! map, so following a new syscall is a line here (plus its decoding in
+//! `event/` and its fields in `rules/fields.rs`), not new kernel code.
 //! Numbers come from libc for the architecture the agent is built for, so
 //! the table is right on x86_64 and arm64 alike; syscalls an architecture
-//! lacks (arm64 has no `open` or `unlink`) are simply absent.
+//! lacks (arm64 has no `open` or `unlink`) are simply absent. Decoded events
+//! name their syscall with a [`Syscall`], an index into this table.
+use std::fmt;
+
 use agent_ebpf::{
     control::ControlOp,
     file::FileOp,
     network::{NetOp, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO},
     syscall::{
-        ArgSpec, NO_ARG, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR,
-        SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
+        ArgSpec, MAX_SYSCALL_NR, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
+        SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
     },
     EventKind,
 };
+use libc::*;
+
+/// What a syscall does: its family and operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    File(FileOp),
+    Control(ControlOp),
+    Network(NetOp),
+}
+
+impl Op {
+    pub const fn family(self) -> EventKind {
+        match self {
+            Op::File(_) => EventKind::File,
+            Op::Control(_) => EventKind::Control,
+            Op::Network(_) => EventKind::Network,
+        }
+    }
+
+    const fn code(self) -> u8 {
+        match self {
+            Op::File(o) => o as u8,
+            Op::Control(o) => o as u8,
+            Op::Network(o) => o as u8,
+        }
+    }
+}
+
+/// How a setuid/setgid-family syscall names the ids it sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdArgs {
+    /// Not an id-setting syscall.
+    None,
+    /// `setuid(id)`: real, effective and saved (for a privileged caller).
+    All,
+    /// `setreuid(real, effective)`.
+    RealEffective,
+    /// `setresuid(real, effective, saved)`.
+    RealEffectiveSaved,
+    /// `setfsuid(fs)`.
+    Fs,
+}
+
+/// Where a syscall keeps what its event needs: argument positions (0..6)
+/// and how to read them. Built with the `const fn` setters below so each
+/// row of [`TABLE`] reads as one line.
+#[derive(Debug, Clone, Copy)]
+pub struct Args {
+    spec: ArgSpec,
+    /// Flags the syscall implies rather than takes (`creat` is
+    /// `open(O_CREAT|O_WRONLY|O_TRUNC)`).
+    pub implied_flags: u64,
+    pub ids: IdArgs,
+}
+
+/// No arguments recorded.
+pub const fn args() -> Args {
+    Args {
+        spec: ArgSpec::NONE,
+        implied_flags: 0,
+        ids: IdArgs::None,
+    }
+}
+
+impl Args {
+    pub const fn dirfd(mut self, i: u8) -> Args {
+        self.spec.dirfd = i;
+        self
+    }
+    /// A file path, resolved against the dirfd (or cwd).
+    pub const fn path(mut self, i: u8) -> Args {
+        self.spec.path = i;
+        self
+    }
+    /// A plain string (a name, not a file path): never resolved.
+    pub const fn name(mut self, i: u8) -> Args {
+        self.spec.path = i;
+        self.spec.spec_flags |= SPEC_PATH1_STRING;
+        self
+    }
+    /// An fd whose file's path is recorded.
+    pub const fn fd_path(mut self, i: u8) -> Args {
+        self.spec.path = i;
+        self.spec.spec_flags |= SPEC_PATH1_FD;
+        self
+    }
+    /// A user buffer copied raw (a `struct sockaddr`, capset's data).
+    pub const fn raw(mut self, i: u8) -> Args {
+        self.spec.path = i;
+        self.spec.spec_flags |= SPEC_PATH1_SOCKADDR;
+        self
+    }
+    pub const fn dirfd2(mut self, i: u8) -> Args {
+        self.spec.dirfd2 = i;
+        self
+    }
+    pub const fn path2(mut self, i: u8) -> Args {
+        self.spec.path2 = i;
+        self
+    }
+    /// The second path is a plain string (fstype, module parameters).
+    pub const fn name2(mut self, i: u8) -> Args {
+        self.spec.path2 = i;
+        self.spec.spec_flags |= SPEC_PATH2_STRING;
+        self
+    }
+    pub const fn flags(mut self, i: u8) -> Args {
+        self.spec.flags = i;
+        self
+    }
+    /// The flags are the first field of a `struct open_how *` (openat2).
+    pub const fn open_how(mut self, i: u8) -> Args {
+        self.spec.flags = i;
+        self.spec.spec_flags |= SPEC_FLAGS_IN_OPEN_HOW;
+        self
+    }
+    pub const fn implied_flags(mut self, flags: c_int) -> Args {
+        self.implied_flags = flags as u64;
+        self
+    }
+    /// The mode, or for dup2/dup3 the target fd (checked at entry).
+    pub const fn mode(mut self, i: u8) -> Args {
+        self.spec.mode = i;
+        self
+    }
+    pub const fn owner(mut self, uid: u8, gid: u8) -> Args {
+        self.spec.uid = uid;
+        self.spec.gid = gid;
+        self
+    }
+    pub const fn ids(mut self, ids: IdArgs) -> Args {
+        self.ids = ids;
+        self
+    }
+    /// A send followed only to port 53 (checked at entry): a DNS query.
+    pub const fn dns_send(mut self, variant: u8) -> Args {
+        self.spec.variant = variant;
+        self
+    }
+    /// Arguments kept for the fork event (clone flags), never emitted.
+    pub const fn stash(mut self) -> Args {
+        self.spec.spec_flags |= SPEC_STASH_ONLY;
+        self
+    }
+    /// With `stash`: the flags are in a user `struct clone_args`.
+    pub const fn clone3(mut self) -> Args {
+        self.spec.spec_flags |= SPEC_CLONE3;
+        self
+    }
+}
 
 /// One followed syscall.
 #[derive(Debug, Clone, Copy)]
-pub struct FollowedSyscall {
-    /// The syscall's name.
+pub struct SyscallDef {
     pub name: &'static str,
-    /// Its tracepoint, `syscalls:sys_enter_<tracepoint>`: the name of the
-    /// kernel's SYSCALL_DEFINE, which differs for a few (umount2 is
-    /// `umount`).
+    pub nr: u32,
+    pub op: Op,
+    pub args: Args,
+    /// Its tracepoint, `syscalls:sys_{enter,exit}_<tracepoint>`: the name of
+    /// the kernel's SYSCALL_DEFINE, which differs for a few.
     pub tracepoint: &'static str,
-    pub nr: i64,
-    pub spec: ArgSpec,
-    /// Catch it through `raw_syscalls` when the kernel has no
-    /// `syscalls:*` tracepoint for it (module loading: what a detection
-    /// wants most precisely when modules are compiled out).
+    /// Catch it through the raw `sys_enter`/`sys_exit` tracepoints when the
+    /// kernel has no `syscalls:*` tracepoint for it (module loading: what a
+    /// detection wants most precisely when modules are compiled out).
     pub raw_fallback: bool,
 }
 
-/// Argument positions, for readability of the table below.
-#[derive(Clone, Copy, Default)]
-struct A {
-    dirfd: Option<u8>,
-    path: Option<u8>,
-    dirfd2: Option<u8>,
-    path2: Option<u8>,
-    flags: Option<u8>,
-    mode: Option<u8>,
-    uid: Option<u8>,
-    gid: Option<u8>,
-    open_how: bool,
-    /// path / path2 are plain strings; path is an fd.
-    str1: bool,
-    str2: bool,
-    fd1: bool,
-    sockaddr1: bool,
-    /// `network::SEND_VARIANT_*` for DNS-filtered sends.
-    variant: u8,
-    /// Arguments only stashed (for the fork event), never emitted.
-    stash: bool,
-    clone3: bool,
-}
-
-fn row(name: &'static str, nr: i64, op: FileOp, a: A) -> FollowedSyscall {
-    spec_row(name, nr, op as u8, EventKind::File, a)
-}
-
-fn ctl(name: &'static str, nr: i64, op: ControlOp, a: A) -> FollowedSyscall {
-    spec_row(name, nr, op as u8, EventKind::Control, a)
-}
-
-fn net(name: &'static str, nr: i64, op: NetOp, a: A) -> FollowedSyscall {
-    spec_row(name, nr, op as u8, EventKind::Network, a)
-}
-
-/// Socket syscalls. Addresses are copied raw at exit (accept's peer is
-/// filled in by then); ints come from the record's raw args.
-fn network_rows() -> Vec<FollowedSyscall> {
-    use NetOp::*;
-    let s = Some;
-    #[allow(unused_mut)]
-    let mut v = vec![
-        net("socket", libc::SYS_socket, Socket, A::default()),
-        net(
-            "connect",
-            libc::SYS_connect,
-            Connect,
-            A {
-                path: s(1),
-                sockaddr1: true,
-                ..A::default()
-            },
-        ),
-        net(
-            "accept",
-            libc::SYS_accept,
-            Accept,
-            A {
-                path: s(1),
-                sockaddr1: true,
-                ..A::default()
-            },
-        ),
-        net(
-            "accept4",
-            libc::SYS_accept4,
-            Accept,
-            A {
-                path: s(1),
-                sockaddr1: true,
-                flags: s(3),
-                ..A::default()
-            },
-        ),
-        net(
-            "bind",
-            libc::SYS_bind,
-            Bind,
-            A {
-                path: s(1),
-                sockaddr1: true,
-                ..A::default()
-            },
-        ),
-        net("listen", libc::SYS_listen, Listen, A::default()),
-        // Sent only for a socket landing on fd 0, 1 or 2 (checked in the
-        // kernel at exit): the wiring of a reverse shell.
-        net("dup", libc::SYS_dup, Dup, A::default()),
-        // For dup2/dup3 `mode` names the target fd, checked at entry.
-        net(
-            "dup3",
-            libc::SYS_dup3,
-            Dup,
-            A {
-                mode: s(1),
-                flags: s(2),
-                ..A::default()
-            },
-        ),
-        // Sends are kept only to port 53 (checked in the kernel at entry):
-        // the payload is a DNS query.
-        net(
-            "sendto",
-            libc::SYS_sendto,
-            DnsQuery,
-            A {
-                path: s(4),
-                sockaddr1: true,
-                variant: SEND_VARIANT_SENDTO,
-                ..A::default()
-            },
-        ),
-        net(
-            "sendmsg",
-            libc::SYS_sendmsg,
-            DnsQuery,
-            A {
-                variant: SEND_VARIANT_SENDMSG,
-                ..A::default()
-            },
-        ),
-        net(
-            "sendmmsg",
-            libc::SYS_sendmmsg,
-            DnsQuery,
-            A {
-                variant: SEND_VARIANT_SENDMMSG,
-                ..A::default()
-            },
-        ),
-    ];
-    // arm64 has only dup3.
-    #[cfg(target_arch = "x86_64")]
-    v.push(net(
-        "dup2",
-        libc::SYS_dup2,
-        Dup,
-        A {
-            mode: s(1),
-            ..A::default()
-        },
-    ));
-    v
-}
-
-fn spec_row(name: &'static str, nr: i64, op: u8, family: EventKind, a: A) -> FollowedSyscall {
-    let p = |o: Option<u8>| o.unwrap_or(NO_ARG);
-    let mut spec_flags = 0;
-    for (on, bit) in [
-        (a.open_how, SPEC_FLAGS_IN_OPEN_HOW),
-        (a.str1, SPEC_PATH1_STRING),
-        (a.str2, SPEC_PATH2_STRING),
-        (a.fd1, SPEC_PATH1_FD),
-        (a.sockaddr1, SPEC_PATH1_SOCKADDR),
-        (a.stash, SPEC_STASH_ONLY),
-        (a.clone3, SPEC_CLONE3),
-    ] {
-        if on {
-            spec_flags |= bit;
-        }
-    }
-    FollowedSyscall {
+const fn def(name: &'static str, nr: c_long, op: Op, args: Args) -> SyscallDef {
+    SyscallDef {
         name,
-        tracepoint: if name == "umount2" { "umount" } else { name },
-        nr,
-        raw_fallback: matches!(name, "init_module" | "finit_module" | "delete_module"),
-        spec: ArgSpec {
-            op,
-            dirfd: p(a.dirfd),
-            path: p(a.path),
-            dirfd2: p(a.dirfd2),
-            path2: p(a.path2),
-            flags: p(a.flags),
-            mode: p(a.mode),
-            uid: p(a.uid),
-            gid: p(a.gid),
-            spec_flags,
-            family: family as u8,
-            variant: a.variant,
-        },
+        nr: nr as u32,
+        op,
+        args,
+        tracepoint: name,
+        raw_fallback: false,
     }
 }
+
+impl SyscallDef {
+    const fn tracepoint(mut self, tp: &'static str) -> SyscallDef {
+        self.tracepoint = tp;
+        self
+    }
+
+    const fn raw_fallback(mut self) -> SyscallDef {
+        self.raw_fallback = true;
+        self
+    }
+
+    /// What the probe is told about this syscall.
+    pub const fn spec(&self) -> ArgSpec {
+        let mut s = self.args.spec;
+        s.op = self.op.code();
+        s.family = self.op.family() as u8;
+        s
+    }
+}
+
+use self::{IdArgs as Id, Op::*};
+use agent_ebpf::{control::ControlOp::*, file::FileOp::*, network::NetOp::*};
 
 /// Every syscall the probe follows on this architecture.
-pub fn followed() -> Vec<FollowedSyscall> {
-    let mut v = file_rows();
-    v.extend(control_rows());
-    v.extend(network_rows());
-    v
+#[rustfmt::skip]
+pub const TABLE: &[SyscallDef] = &[
+    // File family: paths resolved to absolute ones in the kernel.
+    def("openat",        SYS_openat,        File(Open),    args().dirfd(0).path(1).flags(2).mode(3)),
+    def("openat2",       SYS_openat2,       File(Open),    args().dirfd(0).path(1).open_how(2)),
+    def("unlinkat",      SYS_unlinkat,      File(Unlink),  args().dirfd(0).path(1).flags(2)),
+    def("renameat",      SYS_renameat,      File(Rename),  args().dirfd(0).path(1).dirfd2(2).path2(3)),
+    def("renameat2",     SYS_renameat2,     File(Rename),  args().dirfd(0).path(1).dirfd2(2).path2(3).flags(4)),
+    // Followed so the process table knows each process's cwd.
+    def("chdir",         SYS_chdir,         File(Chdir),   args().path(0)),
+    def("fchdir",        SYS_fchdir,        File(Chdir),   args().fd_path(0)),
+    def("fchmodat",      SYS_fchmodat,      File(Chmod),   args().dirfd(0).path(1).mode(2)),
+    def("fchownat",      SYS_fchownat,      File(Chown),   args().dirfd(0).path(1).owner(2, 3).flags(4)),
+    def("linkat",        SYS_linkat,        File(Link),    args().dirfd(0).path(1).dirfd2(2).path2(3).flags(4)),
+    // symlinkat(target, newdirfd, linkpath): the target is kept as written.
+    def("symlinkat",     SYS_symlinkat,     File(Symlink), args().name(0).dirfd2(1).path2(2)),
+    def("mknodat",       SYS_mknodat,       File(Mknod),   args().dirfd(0).path(1).mode(2)),
+    #[cfg(target_arch = "x86_64")] def("open",    SYS_open,    File(Open),    args().path(0).flags(1).mode(2)),
+    #[cfg(target_arch = "x86_64")] def("creat",   SYS_creat,   File(Open),    args().path(0).mode(1).implied_flags(O_CREAT | O_WRONLY | O_TRUNC)),
+    #[cfg(target_arch = "x86_64")] def("unlink",  SYS_unlink,  File(Unlink),  args().path(0)),
+    #[cfg(target_arch = "x86_64")] def("rmdir",   SYS_rmdir,   File(Rmdir),   args().path(0)),
+    #[cfg(target_arch = "x86_64")] def("rename",  SYS_rename,  File(Rename),  args().path(0).path2(1)),
+    #[cfg(target_arch = "x86_64")] def("chmod",   SYS_chmod,   File(Chmod),   args().path(0).mode(1)),
+    #[cfg(target_arch = "x86_64")] def("chown",   SYS_chown,   File(Chown),   args().path(0).owner(1, 2)),
+    #[cfg(target_arch = "x86_64")] def("lchown",  SYS_lchown,  File(Chown),   args().path(0).owner(1, 2)),
+    #[cfg(target_arch = "x86_64")] def("link",    SYS_link,    File(Link),    args().path(0).path2(1)),
+    #[cfg(target_arch = "x86_64")] def("symlink", SYS_symlink, File(Symlink), args().name(0).path2(1)),
+    #[cfg(target_arch = "x86_64")] def("mknod",   SYS_mknod,   File(Mknod),   args().path(0).mode(1)),
+    #[cfg(target_arch = "x86_64")] def("fchmodat2", SYS_fchmodat2, File(Chmod), args().dirfd(0).path(1).mode(2).flags(3)),
+
+    // Control family: integer arguments are read from the record's raw args.
+    def("setuid",        SYS_setuid,        Control(SetUid),       args().ids(Id::All)),
+    def("setreuid",      SYS_setreuid,      Control(SetUid),       args().ids(Id::RealEffective)),
+    def("setresuid",     SYS_setresuid,     Control(SetUid),       args().ids(Id::RealEffectiveSaved)),
+    def("setfsuid",      SYS_setfsuid,      Control(SetUid),       args().ids(Id::Fs)),
+    def("setgid",        SYS_setgid,        Control(SetGid),       args().ids(Id::All)),
+    def("setregid",      SYS_setregid,      Control(SetGid),       args().ids(Id::RealEffective)),
+    def("setresgid",     SYS_setresgid,     Control(SetGid),       args().ids(Id::RealEffectiveSaved)),
+    def("setfsgid",      SYS_setfsgid,      Control(SetGid),       args().ids(Id::Fs)),
+    def("ptrace",        SYS_ptrace,        Control(Ptrace),       args()),
+    def("memfd_create",  SYS_memfd_create,  Control(MemfdCreate),  args().name(0).flags(1)),
+    def("init_module",   SYS_init_module,   Control(ModuleLoad),   args().name2(2)).raw_fallback(),
+    def("finit_module",  SYS_finit_module,  Control(ModuleLoad),   args().fd_path(0).name2(1).flags(2)).raw_fallback(),
+    def("delete_module", SYS_delete_module, Control(ModuleUnload), args().name(0).flags(1)).raw_fallback(),
+    def("bpf",           SYS_bpf,           Control(Bpf),          args()),
+    // mount(source, target, fstype, flags, data): the target is resolved.
+    def("mount",         SYS_mount,         Control(Mount),        args().path(1).name2(2).flags(3)),
+    def("umount2",       SYS_umount2,       Control(Umount),       args().path(0).flags(1)).tracepoint("umount"),
+    def("unshare",       SYS_unshare,       Control(Unshare),      args().flags(0)),
+    // The nsfs file behind the fd has no name a dentry walk can see (nsfs
+    // names dentries on the fly), so only the namespace type is reported.
+    def("setns",         SYS_setns,         Control(Setns),        args().flags(1)),
+    def("chroot",        SYS_chroot,        Control(Chroot),       args().path(0)),
+    // prctl(option, arg2): arg2 is the new name for PR_SET_NAME.
+    def("prctl",         SYS_prctl,         Control(Prctl),        args().name(1)),
+    // capset(header, data): the new sets, copied raw (2 x 3 u32).
+    def("capset",        SYS_capset,        Control(Capset),       args().raw(1)),
+    def("clone",         SYS_clone,         Control(Clone),        args().stash()),
+    def("clone3",        SYS_clone3,        Control(Clone),        args().stash().clone3()),
+
+    // Network family: addresses are copied raw at exit (accept's peer is
+    // filled in by then).
+    def("socket",        SYS_socket,        Network(Socket),   args()),
+    def("connect",       SYS_connect,       Network(Connect),  args().raw(1)),
+    def("accept",        SYS_accept,        Network(Accept),   args().raw(1)),
+    def("accept4",       SYS_accept4,       Network(Accept),   args().raw(1).flags(3)),
+    def("bind",          SYS_bind,          Network(Bind),     args().raw(1)),
+    def("listen",        SYS_listen,        Network(Listen),   args()),
+    // dup, dup2, dup3 are sent only for a socket landing on fd 0, 1 or 2
+    // (checked in the kernel): the wiring of a reverse shell.
+    def("dup",           SYS_dup,           Network(Dup),      args()),
+    def("dup3",          SYS_dup3,          Network(Dup),      args().mode(1).flags(2)),
+    #[cfg(target_arch = "x86_64")] def("dup2", SYS_dup2, Network(Dup), args().mode(1)),
+    def("sendto",        SYS_sendto,        Network(DnsQuery), args().raw(4).dns_send(SEND_VARIANT_SENDTO)),
+    def("sendmsg",       SYS_sendmsg,       Network(DnsQuery), args().dns_send(SEND_VARIANT_SENDMSG)),
+    def("sendmmsg",      SYS_sendmmsg,      Network(DnsQuery), args().dns_send(SEND_VARIANT_SENDMMSG)),
+];
+
+/// Row of each syscall number, `NONE` where none: built and checked when
+/// the agent compiles, so a number listed twice fails the build.
+static BY_NR: [u8; MAX_SYSCALL_NR as usize] = index_by_number();
+
+const NONE: u8 = u8::MAX;
+
+const fn index_by_number() -> [u8; MAX_SYSCALL_NR as usize] {
+    assert!(TABLE.len() < NONE as usize, "too many rows for a u8 index");
+    let mut idx = [NONE; MAX_SYSCALL_NR as usize];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let nr = TABLE[i].nr as usize;
+        assert!(
+            nr < MAX_SYSCALL_NR as usize,
+            "syscall number past MAX_SYSCALL_NR"
+        );
+        assert!(idx[nr] == NONE, "a syscall number is listed twice");
+        idx[nr] = i as u8;
+        i += 1;
+    }
+    idx
 }
 
-/// Privilege, process-control and kernel-state syscalls. Integer
-/// arguments are read from the record's raw args by the decoder.
-fn control_rows() -> Vec<FollowedSyscall> {
-    use ControlOp::*;
-    let s = Some;
-    let none = A::default();
-    let mut v = vec![
-        ctl("setuid", libc::SYS_setuid, SetUid, none),
-        ctl("setreuid", libc::SYS_setreuid, SetUid, none),
-        ctl("setresuid", libc::SYS_setresuid, SetUid, none),
-        ctl("setfsuid", libc::SYS_setfsuid, SetUid, none),
-        ctl("setgid", libc::SYS_setgid, SetGid, none),
-        ctl("setregid", libc::SYS_setregid, SetGid, none),
-        ctl("setresgid", libc::SYS_setresgid, SetGid, none),
-        ctl("setfsgid", libc::SYS_setfsgid, SetGid, none),
-        ctl("ptrace", libc::SYS_ptrace, Ptrace, none),
-        ctl(
-            "memfd_create",
-            libc::SYS_memfd_create,
-            MemfdCreate,
-            A {
-                path: s(0),
-                str1: true,
-                flags: s(1),
-                ..A::default()
-            },
-        ),
-        ctl(
-            "init_module",
-            libc::SYS_init_module,
-            ModuleLoad,
-            A {
-                path2: s(2),
-                str2: true,
-                ..A::default()
-            },
-        ),
-        ctl(
-            "finit_module",
-            libc::SYS_finit_module,
-            ModuleLoad,
-            A {
-                path: s(0),
-                fd1: true,
-                path2: s(1),
-                str2: true,
-                flags: s(2),
-                ..A::default()
-            },
-        ),
-        ctl(
-            "delete_module",
-            libc::SYS_delete_module,
-            ModuleUnload,
-            A {
-                path: s(0),
-                str1: true,
-                flags: s(1),
-                ..A::default()
-            },
-        ),
-        ctl("bpf", libc::SYS_bpf, Bpf, none),
-        // mount(source, target, fstype, flags, data): the target is
-        // resolved; the fstype is kept as a string.
-        ctl(
-            "mount",
-            libc::SYS_mount,
-            Mount,
-            A {
-                path: s(1),
-                path2: s(2),
-                str2: true,
-                flags: s(3),
-                ..A::default()
-            },
-        ),
-        ctl(
-            "umount2",
-            libc::SYS_umount2,
-            Umount,
-            A {
-                path: s(0),
-                flags: s(1),
-                ..A::default()
-            },
-        ),
-        ctl(
-            "unshare",
-            libc::SYS_unshare,
-            Unshare,
-            A {
-                flags: s(0),
-                ..A::default()
-            },
-        ),
-        // The nsfs file behind the fd has no name a dentry walk can see
-        // (nsfs names dentries on the fly), so only the type is reported.
-        ctl(
-            "setns",
-            libc::SYS_setns,
-            Setns,
-            A {
-                flags: s(1),
-                ..A::default()
-            },
-        ),
-        ctl(
-            "chroot",
-            libc::SYS_chroot,
-            Chroot,
-            A {
-                path: s(0),
-                ..A::default()
-            },
-        ),
-        // prctl(option, arg2): arg2 is the new name for PR_SET_NAME.
-        ctl(
-            "prctl",
-            libc::SYS_prctl,
-            Prctl,
-            A {
-                path: s(1),
-                str1: true,
-                ..A::default()
-            },
-        ),
-        // capset(header, data): the new sets, copied raw (2 x 3 u32).
-        ctl(
-            "capset",
-            libc::SYS_capset,
-            Capset,
-            A {
-                path: s(1),
-                sockaddr1: true,
-                ..A::default()
-            },
-        ),
-        // Stashed so the fork event can carry the clone flags; never emitted.
-        ctl(
-            "clone",
-            libc::SYS_clone,
-            Clone,
-            A {
-                stash: true,
-                ..A::default()
-            },
-        ),
-        ctl(
-            "clone3",
-            libc::SYS_clone3,
-            Clone,
-            A {
-                stash: true,
-                clone3: true,
-                ..A::default()
-            },
-        ),
-    ];
-    v.retain(|r| r.nr >= 0);
-    v
+/// A followed syscall, as decoded events name it: an index into [`TABLE`],
+/// printed and parsed by name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Syscall(u8);
+
+impl Syscall {
+    /// The row for syscall number `nr` on this architecture.
+    pub fn by_nr(nr: u32) -> Option<Syscall> {
+        match BY_NR.get(nr as usize) {
+            Some(&i) if i != NONE => Some(Syscall(i)),
+            _ => None,
+        }
+    }
+
+    /// The row named `name` (a handful of comparisons per lookup: used when
+    /// rules compile and recordings are read, never per live event).
+    pub fn by_name(name: &str) -> Option<Syscall> {
+        TABLE
+            .iter()
+            .position(|d| d.name == name)
+            .map(|i| Syscall(i as u8))
+    }
+
+    pub fn def(self) -> &'static SyscallDef {
+        &TABLE[self.0 as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
 }
 
-fn file_rows() -> Vec<FollowedSyscall> {
-    use FileOp::*;
-    let s = Some;
-    let mut v = vec![
-        row(
-            "openat",
-            libc::SYS_openat,
-            Open,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                flags: s(2),
-                mode: s(3),
-                ..A::default()
-            },
-        ),
-        row(
-            "openat2",
-            libc::SYS_openat2,
-            Open,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                flags: s(2),
-                open_how: true,
-                ..A::default()
-            },
-        ),
-        row(
-            "unlinkat",
-            libc::SYS_unlinkat,
-            Unlink,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                flags: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "renameat",
-            libc::SYS_renameat,
-            Rename,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                dirfd2: s(2),
-                path2: s(3),
-                ..A::default()
-            },
-        ),
-        row(
-            "renameat2",
-            libc::SYS_renameat2,
-            Rename,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                dirfd2: s(2),
-                path2: s(3),
-                flags: s(4),
-                ..A::default()
-            },
-        ),
-        // Followed so the process table knows each process's cwd.
-        row(
-            "chdir",
-            libc::SYS_chdir,
-            Chdir,
-            A {
-                path: s(0),
-                ..A::default()
-            },
-        ),
-        row(
-            "fchdir",
-            libc::SYS_fchdir,
-            Chdir,
-            A {
-                path: s(0),
-                fd1: true,
-                ..A::default()
-            },
-        ),
-        row(
-            "fchmodat",
-            libc::SYS_fchmodat,
-            Chmod,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                mode: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "fchownat",
-            libc::SYS_fchownat,
-            Chown,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                uid: s(2),
-                gid: s(3),
-                flags: s(4),
-                ..A::default()
-            },
-        ),
-        row(
-            "linkat",
-            libc::SYS_linkat,
-            Link,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                dirfd2: s(2),
-                path2: s(3),
-                flags: s(4),
-                ..A::default()
-            },
-        ),
-        // symlinkat(target, newdirfd, linkpath): the target is stored as
-        // written (never resolved); the link is path2.
-        row(
-            "symlinkat",
-            libc::SYS_symlinkat,
-            Symlink,
-            A {
-                path: s(0),
-                dirfd2: s(1),
-                path2: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "mknodat",
-            libc::SYS_mknodat,
-            Mknod,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                mode: s(2),
-                ..A::default()
-            },
-        ),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    v.extend([
-        row(
-            "open",
-            libc::SYS_open,
-            Open,
-            A {
-                path: s(0),
-                flags: s(1),
-                mode: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "creat",
-            libc::SYS_creat,
-            Open,
-            A {
-                path: s(0),
-                mode: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "unlink",
-            libc::SYS_unlink,
-            Unlink,
-            A {
-                path: s(0),
-                ..A::default()
-            },
-        ),
-        row(
-            "rmdir",
-            libc::SYS_rmdir,
-            Rmdir,
-            A {
-                path: s(0),
-                ..A::default()
-            },
-        ),
-        row(
-            "rename",
-            libc::SYS_rename,
-            Rename,
-            A {
-                path: s(0),
-                path2: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "chmod",
-            libc::SYS_chmod,
-            Chmod,
-            A {
-                path: s(0),
-                mode: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "chown",
-            libc::SYS_chown,
-            Chown,
-            A {
-                path: s(0),
-                uid: s(1),
-                gid: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "lchown",
-            libc::SYS_lchown,
-            Chown,
-            A {
-                path: s(0),
-                uid: s(1),
-                gid: s(2),
-                ..A::default()
-            },
-        ),
-        row(
-            "link",
-            libc::SYS_link,
-            Link,
-            A {
-                path: s(0),
-                path2: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "symlink",
-            libc::SYS_symlink,
-            Symlink,
-            A {
-                path: s(0),
-                path2: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "mknod",
-            libc::SYS_mknod,
-            Mknod,
-            A {
-                path: s(0),
-                mode: s(1),
-                ..A::default()
-            },
-        ),
-        row(
-            "fchmodat2",
-            libc::SYS_fchmodat2,
-            Chmod,
-            A {
-                dirfd: s(0),
-                path: s(1),
-                mode: s(2),
-                flags: s(3),
-                ..A::default()
-            },
-        ),
-    ]);
-    v
+impl fmt::Debug for Syscall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Syscall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Syscall {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<str>>::deserialize(d)?;
+        Syscall::by_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{name}` is not a syscall Vigil follows on this architecture"
+            ))
+        })
+    }
 }
 
 /// Whether the probe follows the syscall `name` on this architecture.
 pub fn is_followed(name: &str) -> bool {
-    static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
-        std::sync::OnceLock::new();
-    NAMES
-        .get_or_init(|| followed().iter().map(|s| s.name).collect())
-        .contains(name)
-}
-
-/// Name of a followed syscall by number.
-pub fn name_of(nr: u32) -> Option<&'static str> {
-    followed()
-        .into_iter()
-        .find(|s| s.nr == nr as i64)
-        .map(|s| s.name)
+    Syscall::by_name(name).is_some()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_ebpf::syscall::NO_ARG;
 
     #[test]
     fn table_is_consistent() {
-        let t = followed();
-        let mut nrs: Vec<i64> = t.iter().map(|s| s.nr).collect();
-        nrs.sort();
-        nrs.dedup();
-        assert_eq!(nrs.len(), t.len(), "no syscall number twice");
-        for s in &t {
-            assert!(
-                s.nr >= 0 && s.nr < agent_ebpf::syscall::MAX_SYSCALL_NR as i64,
-                "{}",
-                s.name
+        for (i, d) in TABLE.iter().enumerate() {
+            assert_eq!(Syscall::by_nr(d.nr).map(|s| s.def().name), Some(d.name));
+            assert_eq!(
+                Syscall::by_name(d.name),
+                Some(Syscall(i as u8)),
+                "{} unique",
+                d.name
             );
-            if s.spec.family == EventKind::File as u8 {
-                assert!(s.spec.path != NO_ARG, "{} has a path", s.name);
+            let spec = d.spec();
+            if let Op::File(op) = d.op {
+                assert!(spec.path != NO_ARG, "{} has a path", d.name);
+                if matches!(op, FileOp::Rename | FileOp::Link) {
+                    assert!(spec.path2 != NO_ARG, "{} has a second path", d.name);
+                }
             }
-            if s.spec.op == FileOp::Rename as u8 || s.spec.op == FileOp::Link as u8 {
-                assert!(s.spec.path2 != NO_ARG, "{} has a second path", s.name);
-            }
+            assert_eq!(spec.family, d.op.family() as u8);
         }
-        assert_eq!(name_of(libc::SYS_openat as u32), Some("openat"));
+        assert_eq!(
+            Syscall::by_nr(libc::SYS_openat as u32).map(Syscall::name),
+            Some("openat")
+        );
+        assert_eq!(Syscall::by_nr(MAX_SYSCALL_NR + 5), None);
+    }
+
+    #[test]
+    fn special_cases_are_columns() {
+        let umount = Syscall::by_name("umount2").unwrap().def();
+        assert_eq!(umount.tracepoint, "umount");
+        assert!(Syscall::by_name("finit_module").unwrap().def().raw_fallback);
+        assert!(!Syscall::by_name("openat").unwrap().def().raw_fallback);
+    }
+
+    #[test]
+    fn serialises_by_name() {
+        let s = Syscall::by_name("connect").unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"connect\"");
+        let back: Syscall = serde_json::from_str("\"connect\"").unwrap();
+        assert_eq!(back, s);
+        assert!(serde_json::from_str::<Syscall>("\"frobnicate\"").is_err());
     }
 }

@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use agent_ebpf::file::FileOp;
 
-use crate::event::{Event, EventBody, ExeFile, ProcessContext};
+use crate::event::{Ancestor, Event, EventBody, ExeFile, ProcessContext};
 
 pub mod procfs;
 
@@ -55,14 +55,6 @@ pub struct ProcEntry {
     /// The entry was made from an event of a process the table did not
     /// know: image and cwd come from a later `/proc` read, if any.
     pub partial: bool,
-}
-
-/// One level of an ancestry chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Ancestor {
-    pub pid: u32,
-    pub exe: Option<Arc<str>>,
-    pub argv: Arc<[String]>,
 }
 
 /// Table limits.
@@ -122,7 +114,7 @@ impl ProcessTable {
             entries: HashMap::new(),
             live: HashMap::new(),
             exited: VecDeque::new(),
-            tick_ns: procfs::tick_ns(),
+            tick_ns: crate::util::clock::tick_ns(),
             counters: TableCounters::default(),
         }
     }
@@ -275,7 +267,7 @@ impl ProcessTable {
                     }
                 }
             }
-            EventBody::File(f) if f.op == "chdir" && f.result == 0 && !f.path_unresolved => {
+            EventBody::File(f) if f.op == FileOp::Chdir && f.result == 0 && !f.path_unresolved => {
                 if let Some(e) = self.entries.get_mut(&key) {
                     e.cwd = Some(Arc::from(f.path.as_str()));
                 }
@@ -644,8 +636,8 @@ mod tests {
         let now = Instant::now();
         t.apply(&ev(ctx(1, 0, 5), fork(100, 1_000)), now);
         let chdir = EventBody::File(FileInfo {
-            op: "chdir",
-            syscall: "chdir".into(),
+            op: FileOp::Chdir,
+            syscall: crate::kernel::syscalls::Syscall::by_name("chdir").unwrap(),
             path: "/srv/app".into(),
             new_path: None,
             target: None,

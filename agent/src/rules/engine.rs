@@ -389,7 +389,7 @@ mod tests {
         body["time_unix_ns"] = t.into();
         body["process"] = proc;
         body["ancestry"] = ancestry;
-        crate::replay::parse_line(&body.to_string())
+        Event::from_recorded_line(&body.to_string())
             .unwrap()
             .unwrap()
     }

@@ -6,7 +6,16 @@
 //! fields` prints it, and a test keeps `docs/rules.md` in step with it.
 use std::{borrow::Cow, net::IpAddr};
 
-use crate::event::{network::SockAddr, Event, EventBody, FileInfo, NetworkInfo};
+use agent_ebpf::{file::FileOp, network::NetOp};
+
+use crate::{
+    event::{
+        network::{SockAddr, SockFamily, SockType},
+        Event, EventBody, FileInfo, NetworkInfo,
+    },
+    kernel::syscalls::Syscall,
+    util::clock::BootClock,
+};
 
 /// A field's value type, which decides the operators it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +54,8 @@ pub enum ArgKind {
 pub struct FieldRef {
     pub id: FieldId,
     pub index: Option<usize>,
-    pub name: Option<String>,
+    /// `evt.arg.NAME`: which argument, resolved when the rule compiles.
+    pub arg: Option<ArgName>,
 }
 
 pub struct FieldSpec {
@@ -110,7 +120,7 @@ fields! {
     EvtRes "evt.res" Str None "`SUCCESS`, or the error name (`ENOENT`, `EPERM`, …).";
     EvtRawRes "evt.rawres" Int None "The syscall's return value.";
     EvtFailed "evt.failed" Bool None "The syscall failed.";
-    EvtArg "evt.arg" Str Name "A syscall argument by Falco's name: `flags`, `mode`, `request`, `pid`, `name`, `path`, `oldpath`, `newpath`, `target`, `linkpath`, `cmd`, `fstype`, `uid`, `gid`, `ruid`, `euid`, `suid`, `olduid`, `oldeuid` (ids before a setuid), `domain`, `fd`, `oldfd`, `newfd`, `family`, `type`, `proto`, `addr`, `backlog`.";
+    EvtArg "evt.arg" Str Name "A syscall argument by Falco's name: `flags`, `mode`, `request`, `pid`, `name`, `path`, `oldpath`, `newpath`, `target`, `linkpath`, `cmd`, `fstype`, `uid`, `gid`, `ruid`, `euid`, `suid`, `olduid`, `oldeuid` (ids before a setuid), `domain`, `fd`, `oldfd`, `newfd`, `family`, `type`, `proto`, `addr`, `backlog`, `filename`, `res`, `status` (an exit's status).";
     EvtIsOpenRead "evt.is_open_read" Bool None "An open for reading.";
     EvtIsOpenWrite "evt.is_open_write" Bool None "An open for writing.";
     EvtIsOpenCreate "evt.is_open_create" Bool None "An open with `O_CREAT`/`O_TMPFILE`.";
@@ -347,7 +357,7 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
         (ArgKind::None, None) => Ok(FieldRef {
             id: f.id,
             index: None,
-            name: None,
+            arg: None,
         }),
         (ArgKind::None, Some(_)) => Err(FieldProblem::BadArg(format!(
             "`{}` takes no argument",
@@ -356,14 +366,14 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
         (ArgKind::Index, None) => Ok(FieldRef {
             id: f.id,
             index: None,
-            name: None,
+            arg: None,
         }),
         (ArgKind::Index, Some(n)) => n
             .parse::<usize>()
             .map(|n| FieldRef {
                 id: f.id,
                 index: Some(n),
-                name: None,
+                arg: None,
             })
             .map_err(|_| {
                 FieldProblem::BadArg(format!("`{}[{n}]`: the index must be a number", f.name))
@@ -375,27 +385,52 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
     }
 }
 
-/// Names `evt.arg.*` accepts.
-pub const ARG_NAMES: &[&str] = &[
-    "flags", "mode", "request", "pid", "name", "path", "oldpath", "newpath", "target", "linkpath",
-    "cmd", "fstype", "uid", "gid", "ruid", "euid", "suid", "fd", "oldfd", "newfd", "family",
-    "type", "proto", "addr", "backlog", "filename", "dirfd", "res", "domain", "olduid", "oldeuid",
-];
+macro_rules! arg_names {
+    ($($variant:ident $name:literal,)*) => {
+        /// The syscall arguments `evt.arg.NAME` can name, resolved when a
+        /// rule compiles so no event compares argument names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ArgName { $($variant,)* }
+
+        impl ArgName {
+            pub const ALL: &[ArgName] = &[$(ArgName::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(ArgName::$variant => $name,)* }
+            }
+
+            pub fn from_name(s: &str) -> Option<ArgName> {
+                match s { $($name => Some(ArgName::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+arg_names! {
+    Flags "flags", Mode "mode", Request "request", Pid "pid", Name "name", Path "path",
+    OldPath "oldpath", NewPath "newpath", Target "target", LinkPath "linkpath", Cmd "cmd",
+    FsType "fstype", Uid "uid", Gid "gid", Ruid "ruid", Euid "euid", Suid "suid", Fd "fd",
+    OldFd "oldfd", NewFd "newfd", Family "family", Type "type", Proto "proto", Addr "addr",
+    Backlog "backlog", Filename "filename", Dirfd "dirfd", Res "res", Domain "domain",
+    OldUid "olduid", OldEuid "oldeuid", Status "status",
+}
 
 fn arg_ref(name: &str, written: &str) -> Result<FieldRef, FieldProblem> {
-    if ARG_NAMES.contains(&name) {
-        Ok(FieldRef {
+    match ArgName::from_name(name) {
+        Some(arg) => Ok(FieldRef {
             id: FieldId::EvtArg,
             index: None,
-            name: Some(name.to_string()),
-        })
-    } else {
+            arg: Some(arg),
+        }),
         // Falco names arguments per syscall; those Vigil does not record
         // are unsupported rather than typos.
-        Err(FieldProblem::Unsupported(format!(
-            "{written}` (Vigil records the arguments {})`",
-            ARG_NAMES.join(", ")
-        )))
+        None => {
+            let known: Vec<&str> = ArgName::ALL.iter().map(|a| a.name()).collect();
+            Err(FieldProblem::Unsupported(format!(
+                "{written}` (Vigil records the arguments {})`",
+                known.join(", ")
+            )))
+        }
     }
 }
 
@@ -492,9 +527,9 @@ pub fn evt_type(ev: &Event) -> &str {
             }
         }
         EventBody::Exit(_) => "procexit",
-        EventBody::File(f) => &f.syscall,
-        EventBody::Control(c) => &c.syscall,
-        EventBody::Network(n) => &n.syscall,
+        EventBody::File(f) => f.syscall.name(),
+        EventBody::Control(c) => c.syscall.name(),
+        EventBody::Network(n) => n.syscall.name(),
     }
 }
 
@@ -503,7 +538,7 @@ pub fn known_evt_type(name: &str) -> bool {
     matches!(
         name,
         "execve" | "execveat" | "clone" | "clone3" | "fork" | "vfork" | "procexit"
-    ) || crate::kernel::syscalls::is_followed(name)
+    ) || Syscall::by_name(name).is_some()
 }
 
 fn argv(ev: &Event) -> Option<&[String]> {
@@ -539,14 +574,13 @@ fn result_of(ev: &Event) -> Option<i64> {
 /// The address of a network event, and whether it is the remote side.
 fn address(n: &NetworkInfo) -> Option<(&SockAddr, bool)> {
     let a = n.address.as_ref()?;
-    Some((a, n.op != "bind"))
+    Some((a, n.op != NetOp::Bind))
 }
 
 fn ip_port(a: &SockAddr) -> Option<(IpAddr, u16)> {
     match a {
-        SockAddr::Inet { ip, port } | SockAddr::Inet6 { ip, port } => {
-            Some((ip.parse().ok()?, *port))
-        }
+        SockAddr::Inet { ip, port } => Some((IpAddr::V4(*ip), *port)),
+        SockAddr::Inet6 { ip, port } => Some((IpAddr::V6(*ip), *port)),
         _ => None,
     }
 }
@@ -584,8 +618,8 @@ fn side_addr(ev: &Event, side: Side) -> Option<(IpAddr, u16)> {
         Side::Local => !remote,
         // connect/send: the remote end is the server; accept: the client;
         // bind: the local end is the server.
-        Side::Server => n.op != "accept",
-        Side::Client => n.op == "accept",
+        Side::Server => n.op != NetOp::Accept,
+        Side::Client => n.op == NetOp::Accept,
     };
     if ok {
         ip_port(a)
@@ -654,85 +688,80 @@ fn num<'a>(v: impl Into<i64>) -> Option<Val<'a>> {
     Some(Val::Str(Cow::Owned(v.into().to_string())))
 }
 
-fn evt_arg<'a>(ev: &'a Event, name: &str) -> Option<Val<'a>> {
+fn evt_arg(ev: &Event, arg: ArgName) -> Option<Val<'_>> {
+    use ArgName as A;
     match &ev.body {
-        EventBody::File(f) => match name {
-            "flags" => match &f.open {
+        EventBody::File(f) => match arg {
+            A::Flags => match &f.open {
                 Some(o) => owned(join(&o.names)),
                 None => owned(f.flags.to_string()),
             },
-            "mode" => f.mode.as_deref().and_then(s),
-            "path" | "name" | "filename" | "oldpath" => s(&f.path),
-            "linkpath" if f.op == "symlink" => s(&f.path),
-            "newpath" | "linkpath" => f.new_path.as_deref().and_then(s),
-            "target" => f.target.as_deref().or(f.new_path.as_deref()).and_then(s),
-            "uid" => f.uid.and_then(num),
-            "gid" => f.gid.and_then(num),
-            "res" => num(f.result),
+            A::Mode => f.mode.as_deref().and_then(s),
+            A::Path | A::Name | A::Filename | A::OldPath => s(&f.path),
+            A::LinkPath if f.op == FileOp::Symlink => s(&f.path),
+            A::NewPath | A::LinkPath => f.new_path.as_deref().and_then(s),
+            A::Target => f.target.as_deref().or(f.new_path.as_deref()).and_then(s),
+            A::Uid => f.uid.and_then(num),
+            A::Gid => f.gid.and_then(num),
+            A::Res => num(f.result),
             _ => None,
         },
-        EventBody::Control(c) => match name {
-            "flags" => owned(if c.flag_names.is_empty() {
+        EventBody::Control(c) => match arg {
+            A::Flags => owned(if c.flag_names.is_empty() {
                 c.flags.to_string()
             } else {
                 join(&c.flag_names)
             }),
-            "request" => c.request.as_deref().and_then(s),
-            "pid" => c.target_pid.and_then(num),
-            "name" => c.name.as_deref().and_then(s),
-            "path" | "filename" | "target" => c.path.as_deref().and_then(s),
-            "fstype" => c.fstype.as_deref().and_then(s),
-            "cmd" => c.bpf_cmd.as_deref().and_then(s),
-            "uid" | "euid" => c
+            A::Request => c.request.as_deref().and_then(s),
+            A::Pid => c.target_pid.and_then(num),
+            A::Name => c.name.as_deref().and_then(s),
+            A::Path | A::Filename | A::Target => c.path.as_deref().and_then(s),
+            A::FsType => c.fstype.as_deref().and_then(s),
+            A::Cmd => c.bpf_cmd.as_deref().and_then(s),
+            A::Uid | A::Euid | A::Gid => c
                 .ids
                 .as_ref()
                 .and_then(|i| i.effective.or(i.fs))
                 .and_then(num),
-            "ruid" => c.ids.as_ref().and_then(|i| i.real).and_then(num),
-            "suid" => c.ids.as_ref().and_then(|i| i.saved).and_then(num),
-            "olduid" => c.old.as_ref().and_then(|o| num(o.uid)),
-            "oldeuid" => c.old.as_ref().and_then(|o| num(o.euid)),
-            "gid" => c
-                .ids
-                .as_ref()
-                .and_then(|i| i.effective.or(i.fs))
-                .and_then(num),
-            "res" => num(c.result),
+            A::Ruid => c.ids.as_ref().and_then(|i| i.real).and_then(num),
+            A::Suid => c.ids.as_ref().and_then(|i| i.saved).and_then(num),
+            A::OldUid => c.old.as_ref().and_then(|o| num(o.uid)),
+            A::OldEuid => c.old.as_ref().and_then(|o| num(o.euid)),
+            A::Res => num(c.result),
             _ => None,
         },
-        EventBody::Network(n) => match name {
-            "fd" => num(n.fd),
-            "family" => n.family.as_deref().and_then(s),
-            "domain" => n
+        EventBody::Network(n) => match arg {
+            A::Fd => num(n.fd),
+            A::Family => n.family.map(|f| Val::Str(f.name())),
+            A::Domain => n
                 .family
-                .as_deref()
-                .map(|f| Val::Str(Cow::Owned(format!("AF_{}", f.to_uppercase())))),
-            "type" => n.socket_type.as_deref().and_then(s),
-            "proto" => n.protocol.and_then(|p| num(p as i64)),
-            "addr" => net_name(n),
-            "backlog" => n.backlog.and_then(num),
-            "oldfd" => n.dup.as_ref().and_then(|d| num(d.oldfd)),
-            "newfd" => n.dup.as_ref().and_then(|d| num(d.newfd)),
-            "flags" => n
+                .map(|f| Val::Str(Cow::Owned(format!("AF_{}", f.name().to_uppercase())))),
+            A::Type => n.socket_type.map(|t| Val::Str(t.name())),
+            A::Proto => n.protocol.and_then(|p| num(p as i64)),
+            A::Addr => net_name(n),
+            A::Backlog => n.backlog.and_then(num),
+            A::OldFd => n.dup.as_ref().and_then(|d| num(d.oldfd)),
+            A::NewFd => n.dup.as_ref().and_then(|d| num(d.newfd)),
+            A::Flags => n
                 .dup
                 .as_ref()
                 .map(|d| Val::Str(Cow::Owned(d.flags.to_string()))),
-            "res" => num(n.result),
+            A::Res => num(n.result),
             _ => None,
         },
-        EventBody::Exec(x) => match name {
-            "filename" | "path" => s(&x.filename),
+        EventBody::Exec(x) => match arg {
+            A::Filename | A::Path => s(&x.filename),
             _ => None,
         },
-        EventBody::Fork(f) => match name {
-            "flags" => f
+        EventBody::Fork(f) => match arg {
+            A::Flags => f
                 .clone_flags
                 .as_ref()
                 .map(|c| Val::Str(Cow::Owned(join(c)))),
             _ => None,
         },
-        EventBody::Exit(x) => match name {
-            "status" => x.exit_code.and_then(num),
+        EventBody::Exit(x) => match arg {
+            A::Status => x.exit_code.and_then(num),
             _ => None,
         },
     }
@@ -747,24 +776,55 @@ fn net_name(n: &NetworkInfo) -> Option<Val<'_>> {
     }
 }
 
-fn fd_type(ev: &Event) -> Option<&'static str> {
+/// Falco's `fd.type` of a file or network event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FdType {
+    File,
+    Ipv4,
+    Ipv6,
+    Unix,
+    Socket,
+}
+
+impl FdType {
+    fn name(self) -> &'static str {
+        match self {
+            FdType::File => "file",
+            FdType::Ipv4 => "ipv4",
+            FdType::Ipv6 => "ipv6",
+            FdType::Unix => "unix",
+            FdType::Socket => "socket",
+        }
+    }
+
+    fn typechar(self) -> &'static str {
+        match self {
+            FdType::File => "f",
+            FdType::Ipv4 => "4",
+            FdType::Ipv6 => "6",
+            FdType::Unix => "u",
+            FdType::Socket => "o",
+        }
+    }
+}
+
+fn fd_type(ev: &Event) -> Option<FdType> {
     match &ev.body {
-        EventBody::File(_) => Some("file"),
+        EventBody::File(_) => Some(FdType::File),
         EventBody::Network(n) => {
-            let family = match (&n.address, &n.family, &n.dup) {
-                (Some(SockAddr::Inet { .. }), ..) => "inet",
-                (Some(SockAddr::Inet6 { .. }), ..) => "inet6",
-                (Some(SockAddr::Unix { .. }), ..) => "unix",
-                (_, Some(f), _) => f.as_str(),
-                (_, _, Some(d)) => d.family.as_str(),
-                _ => "",
+            let family = match (&n.address, n.family, &n.dup) {
+                (Some(SockAddr::Inet { .. }), ..) => SockFamily::Inet,
+                (Some(SockAddr::Inet6 { .. }), ..) => SockFamily::Inet6,
+                (Some(SockAddr::Unix { .. }), ..) => SockFamily::Unix,
+                (_, Some(f), _) => f,
+                (_, _, Some(d)) => d.family,
+                _ => return None,
             };
             Some(match family {
-                "inet" => "ipv4",
-                "inet6" => "ipv6",
-                "unix" => "unix",
-                "" => return None,
-                _ => "socket",
+                SockFamily::Inet => FdType::Ipv4,
+                SockFamily::Inet6 => FdType::Ipv6,
+                SockFamily::Unix => FdType::Unix,
+                _ => FdType::Socket,
             })
         }
         _ => None,
@@ -792,12 +852,12 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             if r >= 0 {
                 s("SUCCESS")
             } else {
-                owned(crate::event::file::errno_name(r).unwrap_or_else(|| format!("E{}", -r)))
+                crate::event::Errno::of_result(r).map(|e| Val::Str(e.name()))
             }
         }
         FieldId::EvtRawRes => result_of(ev).and_then(int),
         FieldId::EvtFailed => result_of(ev).map(|r| Val::Bool(r < 0)),
-        FieldId::EvtArg => evt_arg(ev, f.name.as_deref().unwrap_or_default()),
+        FieldId::EvtArg => f.arg.and_then(|a| evt_arg(ev, a)),
         FieldId::EvtIsOpenRead => Some(Val::Bool(
             file(ev)
                 .and_then(|f| f.open.as_ref())
@@ -869,7 +929,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             Some(Val::Bool(d.is_some_and(|d| d.exe_drift)))
         }
         FieldId::ProcDuration => p.start_boottime_ns.map(|start| {
-            let started = crate::event::BootClock::now().to_unix_ns(start);
+            let started = BootClock::now().to_unix_ns(start);
             Val::Int((ev.time_unix_ns - started).max(0))
         }),
         FieldId::ThreadTid => int(p.tid),
@@ -887,23 +947,15 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         },
         FieldId::FdNameraw => file(ev).map(|f| Val::Str(Cow::Borrowed(f.path.as_str()))),
         FieldId::FdConnected => network(ev).and_then(|n| match n.op {
-            "connect" => Some(Val::Bool(n.result == 0 || n.in_progress)),
-            "accept" => Some(Val::Bool(n.result >= 0)),
+            NetOp::Connect => Some(Val::Bool(n.result == 0 || n.in_progress)),
+            NetOp::Accept => Some(Val::Bool(n.result >= 0)),
             _ => None,
         }),
         FieldId::FdDirectory => file(ev).map(|f| Val::Str(Cow::Borrowed(dirname(&f.path)))),
         FieldId::FdFilename => file(ev).map(|f| Val::Str(Cow::Borrowed(basename(&f.path)))),
         FieldId::FdNum => network(ev).map(|n| Val::Int(n.dup.as_ref().map_or(n.fd, |d| d.newfd))),
-        FieldId::FdTypechar => fd_type(ev).map(|t| {
-            Val::Str(Cow::Borrowed(match t {
-                "file" => "f",
-                "ipv4" => "4",
-                "ipv6" => "6",
-                "unix" => "u",
-                _ => "o",
-            }))
-        }),
-        FieldId::FdType => fd_type(ev).and_then(s),
+        FieldId::FdTypechar => fd_type(ev).and_then(|t| s(t.typechar())),
+        FieldId::FdType => fd_type(ev).and_then(|t| s(t.name())),
         FieldId::FdSip | FieldId::FdSnet => side_addr(ev, Side::Server).map(|(ip, _)| Val::Ip(ip)),
         FieldId::FdSport => side_addr(ev, Side::Server).map(|(_, p)| Val::Int(p.into())),
         FieldId::FdCip => side_addr(ev, Side::Client).map(|(ip, _)| Val::Ip(ip)),
@@ -913,15 +965,15 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::FdLip => side_addr(ev, Side::Local).map(|(ip, _)| Val::Ip(ip)),
         FieldId::FdLport => side_addr(ev, Side::Local).map(|(_, p)| Val::Int(p.into())),
         FieldId::FdNet | FieldId::FdIp => side_addr(ev, Side::Any).map(|(ip, _)| Val::Ip(ip)),
-        FieldId::FdL4proto => network(ev).and_then(|n| match n.socket_type.as_deref()? {
-            "stream" => s("tcp"),
-            "dgram" => s("udp"),
-            "raw" => s("raw"),
+        FieldId::FdL4proto => network(ev).and_then(|n| match n.socket_type? {
+            SockType::Stream => s("tcp"),
+            SockType::Dgram => s("udp"),
+            SockType::Raw => s("raw"),
             _ => None,
         }),
         FieldId::FdSockfamily => fd_type(ev).and_then(|t| match t {
-            "ipv4" | "ipv6" => s("ip"),
-            "unix" => s("unix"),
+            FdType::Ipv4 | FdType::Ipv6 => s("ip"),
+            FdType::Unix => s("unix"),
             _ => None,
         }),
         FieldId::ContainerId => first_container_id(ev).and_then(s),
@@ -936,21 +988,16 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::ContainerImageRepository => ev
             .container
             .as_deref()?
-            .image
-            .as_deref()
-            .map(|i| Val::Str(Cow::Borrowed(crate::enrich::container::split_image(i).0))),
+            .image_parts()
+            .and_then(|(repository, _)| s(repository)),
         FieldId::ContainerImageTag => ev
             .container
             .as_deref()?
-            .image
-            .as_deref()
-            .map(|i| crate::enrich::container::split_image(i).1)
+            .image_parts()
+            .map(|(_, tag)| tag)
             .filter(|t| !t.is_empty())
             .and_then(s),
-        FieldId::ContainerType => ev
-            .container
-            .as_deref()
-            .map(|c| Val::Str(Cow::Borrowed(c.runtime))),
+        FieldId::ContainerType => ev.container.as_deref().and_then(|c| s(c.runtime.name())),
         FieldId::K8sNsName => ev
             .container
             .as_deref()?
@@ -998,14 +1045,8 @@ mod tests {
     #[test]
     fn resolves_arguments_and_reports_typos() {
         assert_eq!(resolve("proc.aname[2]").unwrap().index, Some(2));
-        assert_eq!(
-            resolve("evt.arg.flags").unwrap().name.as_deref(),
-            Some("flags")
-        );
-        assert_eq!(
-            resolve("evt.arg[flags]").unwrap().name.as_deref(),
-            Some("flags")
-        );
+        assert_eq!(resolve("evt.arg.flags").unwrap().arg, Some(ArgName::Flags));
+        assert_eq!(resolve("evt.arg[flags]").unwrap().arg, Some(ArgName::Flags));
         assert_eq!(
             resolve("proc.nmae").unwrap_err(),
             FieldProblem::Unknown("proc.nmae".into(), Some("proc.name"))
