@@ -3,9 +3,9 @@
 use std::{collections::HashMap, path::PathBuf};
 
 use super::{
-    compile::{render, Ctx, Slots},
     fields::{self, evt_type},
     load::{self, CompiledRule, LoadOptions, RuleKind, Skipped},
+    matcher::{render, Ctx, Slots},
     Hit, Matcher, RuleError, RuleMeta,
 };
 use crate::event::Event;

@@ -14,7 +14,10 @@ pub mod compile;
 pub mod cond;
 pub mod engine;
 pub mod fields;
+mod items;
 pub mod load;
+pub mod matcher;
+pub mod optimize;
 mod template;
 pub mod yaml;
 

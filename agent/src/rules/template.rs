@@ -2,8 +2,8 @@
 //! load time and rendered per alert. The same fields travel with the alert
 //! as structured data.
 use super::{
-    compile::render,
     fields::{self, FieldProblem, FieldRef},
+    matcher::render,
 };
 use crate::event::Event;
 
