@@ -12,11 +12,9 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::Arc,
-    thread,
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 
 use crate::{
@@ -27,11 +25,13 @@ use crate::{
 
 pub mod container;
 pub mod hash;
+mod resolver;
 pub mod users;
 
 use container::{CgroupFs, ContainerResolver, ImageLookup, K8sLinks};
 use hash::HashOutcome;
-use users::{UserDb, UserStamp};
+use resolver::{host_root, Request, Resolved, Resolvers};
+use users::UserDb;
 
 /// Enrichment settings; see `vigil-agent run --help` for each default.
 #[derive(Debug, Clone)]
@@ -83,38 +83,6 @@ pub struct EnrichCounters {
     pub hashes_computed: u64,
     /// Cache entries dropped to stay under a cap.
     pub cache_evicted: u64,
-}
-
-enum Request {
-    Container {
-        cgroup_id: u64,
-    },
-    Users {
-        mnt_ns: u32,
-        pid: u32,
-    },
-    /// Reload the table if the files changed since `stamp`.
-    UsersCheck {
-        mnt_ns: u32,
-        pid: u32,
-        stamp: UserStamp,
-    },
-    HostUsers,
-    Proc(ProcKey),
-    Hash {
-        file: ExeFile,
-        pid: u32,
-        path: Option<Arc<str>>,
-    },
-}
-
-enum Resolved {
-    Container(u64, ContainerInfo),
-    Users(u32, UserDb),
-    UsersUnchanged(u32),
-    HostUsers(UserDb),
-    Proc(ProcKey, Option<procfs::ProcSnapshot>),
-    Hash(ExeFile, HashOutcome),
 }
 
 struct CacheSlot<T> {
@@ -174,17 +142,11 @@ pub struct Enricher {
     proc_reads: HashSet<ProcKey>,
     waiting: VecDeque<Waiting>,
     ready: VecDeque<Event>,
-    meta_tx: Sender<Request>,
-    hash_tx: Sender<Request>,
-    large_hash_tx: Sender<Request>,
-    results: Receiver<Resolved>,
-    notify: Arc<Notify>,
+    resolvers: Resolvers,
     last_users_check: Instant,
     pub counters: EnrichCounters,
 }
 
-/// Executables above this size hash on the large-file thread.
-const LARGE_FILE: u64 = 4 << 20;
 /// Most cached containers and namespaces' user tables.
 const MAX_CONTAINERS: usize = 16_384;
 const MAX_USER_TABLES: usize = 1_024;
@@ -205,48 +167,20 @@ impl Enricher {
         let host_users = Arc::new(UserDb::load(&host_root));
         let host_mnt_ns = read_ns_inode(&cfg.proc_root.join("1/ns/mnt"))
             .or_else(|| read_ns_inode(&cfg.proc_root.join("self/ns/mnt")));
-        let (meta_tx, meta_rx) = bounded::<Request>(4_096);
-        let (hash_tx, hash_rx) = bounded::<Request>(1_024);
-        let (large_hash_tx, large_hash_rx) = bounded::<Request>(1_024);
-        let (res_tx, results) = bounded::<Resolved>(8_192);
-        let notify = Arc::new(Notify::new());
-        let resolver = Arc::new(ContainerResolver {
+        let resolver = ContainerResolver {
             cgroups: CgroupFs::detect(),
             k8s: cfg.k8s_log_dir.clone().map(|dir| K8sLinks { dir }),
             images: Some(ImageLookup {
                 root: cfg.runtime_root.clone(),
             }),
-        });
+        };
         tracing::info!(
             processes = table.len(),
             cgroup2 = ?resolver.cgroups.as_ref().map(|c| c.mount().to_path_buf()),
             k8s_log_dir = ?cfg.k8s_log_dir,
             "process table bootstrapped from /proc"
         );
-        spawn_worker(
-            "vigil-resolve",
-            meta_rx,
-            res_tx.clone(),
-            notify.clone(),
-            cfg.clone(),
-            resolver,
-        );
-        // Large files hash on their own thread so that a 100 MB binary
-        // never holds up the hash of a small one.
-        for (name, rx) in [("vigil-hash", hash_rx), ("vigil-hash-large", large_hash_rx)] {
-            spawn_worker(
-                name,
-                rx,
-                res_tx.clone(),
-                notify.clone(),
-                cfg.clone(),
-                Arc::new(ContainerResolver {
-                    cgroups: None,
-                    k8s: None,
-                    images: None,
-                }),
-            );
-        }
+        let resolvers = Resolvers::start(&cfg, resolver);
         Enricher {
             cfg,
             table,
@@ -260,11 +194,7 @@ impl Enricher {
             proc_reads: HashSet::new(),
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
-            meta_tx,
-            hash_tx,
-            large_hash_tx,
-            results,
-            notify,
+            resolvers,
             last_users_check: Instant::now(),
             counters: EnrichCounters::default(),
         }
@@ -276,7 +206,7 @@ impl Enricher {
 
     /// Resolves when a resolver has answered: call [`Enricher::poll`] then.
     pub fn answered(&self) -> Arc<Notify> {
-        self.notify.clone()
+        self.resolvers.notify.clone()
     }
 
     pub fn waiting(&self) -> usize {
@@ -320,7 +250,7 @@ impl Enricher {
     /// complete or out of time.
     pub fn poll(&mut self, now: Instant) {
         let mut answered = false;
-        while let Ok(r) = self.results.try_recv() {
+        while let Some(r) = self.resolvers.answer() {
             self.apply(r, now);
             answered = true;
         }
@@ -375,19 +305,14 @@ impl Enricher {
         }
     }
 
+    /// Asks a resolver thread; a full queue is counted, and the event
+    /// leaves without what it asked for.
     fn request(&mut self, r: Request) -> bool {
-        let tx = match &r {
-            Request::Hash { file, .. } if file.size > LARGE_FILE => &self.large_hash_tx,
-            Request::Hash { .. } => &self.hash_tx,
-            _ => &self.meta_tx,
-        };
-        match tx.try_send(r) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.requests_dropped += 1;
-                false
-            }
+        let sent = self.resolvers.ask(r);
+        if !sent {
+            self.counters.requests_dropped += 1;
         }
+        sent
     }
 
     fn apply(&mut self, r: Resolved, now: Instant) {
@@ -605,18 +530,6 @@ fn evict_one<K: Copy + Eq + std::hash::Hash, T>(
     }
 }
 
-/// The host's root directory: init's (an agent in a container with the
-/// host's pid namespace sees the host through it), else the agent's own
-/// where init's is closed to it.
-fn host_root(proc_root: &std::path::Path) -> PathBuf {
-    let init = proc_root.join("1/root");
-    if std::fs::metadata(init.join("etc")).is_ok() {
-        init
-    } else {
-        PathBuf::from("/")
-    }
-}
-
 /// The inode in a `/proc/PID/ns/*` link (`mnt:[4026531841]`).
 fn read_ns_inode(path: &std::path::Path) -> Option<u32> {
     let l = std::fs::read_link(path).ok()?;
@@ -624,164 +537,5 @@ fn read_ns_inode(path: &std::path::Path) -> Option<u32> {
     s.split_once('[')?.1.strip_suffix(']')?.parse().ok()
 }
 
-fn spawn_worker(
-    name: &str,
-    rx: Receiver<Request>,
-    tx: Sender<Resolved>,
-    notify: Arc<Notify>,
-    cfg: EnrichConfig,
-    containers: Arc<ContainerResolver>,
-) {
-    let spawned = thread::Builder::new().name(name.into()).spawn(move || {
-        for req in rx {
-            let res = resolve(req, &cfg, &containers);
-            if tx.send(res).is_err() {
-                return;
-            }
-            notify.notify_one();
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start an enrichment thread: events will lack names");
-    }
-}
-
-/// Does the slow part of one request: file system and `/proc` reads.
-fn resolve(req: Request, cfg: &EnrichConfig, containers: &ContainerResolver) -> Resolved {
-    match req {
-        Request::Container { cgroup_id } => {
-            Resolved::Container(cgroup_id, containers.resolve(cgroup_id))
-        }
-        Request::Users { mnt_ns, pid } => Resolved::Users(
-            mnt_ns,
-            UserDb::load(&cfg.proc_root.join(pid.to_string()).join("root")),
-        ),
-        Request::UsersCheck { mnt_ns, pid, stamp } => {
-            let root = cfg.proc_root.join(pid.to_string()).join("root");
-            if UserDb::stamp_of(&root) == stamp {
-                Resolved::UsersUnchanged(mnt_ns)
-            } else {
-                Resolved::Users(mnt_ns, UserDb::load(&root))
-            }
-        }
-        Request::HostUsers => Resolved::HostUsers(UserDb::load(&host_root(&cfg.proc_root))),
-        Request::Proc(key) => Resolved::Proc(key, procfs::read_process(&cfg.proc_root, key.pid)),
-        Request::Hash { file, pid, path } => Resolved::Hash(
-            file,
-            hash::hash_exe(pid, path.as_deref(), &file, cfg.hash_max_bytes),
-        ),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{ExitInfo, ProcessContext};
-
-    /// An exit event of this test process, as the probe would report it.
-    fn my_event(cgroup_id: u64) -> Event {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let (_, ppid, ticks) = crate::util::proc_text::parse_stat(&stat).unwrap();
-        Event {
-            time_unix_ns: 0,
-            num: 0,
-            process: ProcessContext {
-                pid: std::process::id(),
-                tid: std::process::id(),
-                ppid,
-                uid: 0,
-                gid: 0,
-                euid: Some(0),
-                egid: Some(0),
-                loginuid: Some(-1),
-                comm: "test".into(),
-                cgroup_id,
-                mnt_ns: read_ns_inode(std::path::Path::new("/proc/self/ns/mnt")),
-                pid_ns: None,
-                start_boottime_ns: Some(ticks * crate::util::clock::tick_ns() + 1),
-                exe_deleted: false,
-                tty: None,
-                vpid: None,
-                detail: None,
-            },
-            ancestry: Vec::new(),
-            container: None,
-            body: EventBody::Exit(ExitInfo {
-                exit_code: Some(0),
-                signal: None,
-            }),
-        }
-    }
-
-    fn enricher(wait: Duration, max_waiting: usize) -> Enricher {
-        Enricher::start(EnrichConfig {
-            k8s_log_dir: None,
-            runtime_root: PathBuf::from("/nonexistent"),
-            wait,
-            max_waiting,
-            ..EnrichConfig::default()
-        })
-    }
-
-    fn next_ready(e: &mut Enricher, within: Duration) -> Option<Event> {
-        let until = Instant::now() + within;
-        loop {
-            e.poll(Instant::now());
-            if let Some(ev) = e.pop_ready() {
-                return Some(ev);
-            }
-            if Instant::now() > until {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    #[test]
-    fn event_waits_for_an_uncached_lookup_then_leaves_complete() {
-        let mut e = enricher(Duration::from_secs(10), 100);
-        e.push(my_event(1), Instant::now());
-        assert!(e.pop_ready().is_none(), "the root cgroup is not cached yet");
-        assert_eq!(e.waiting(), 1);
-        let ev = next_ready(&mut e, Duration::from_secs(10)).expect("released once answered");
-        let c = ev.container.expect("container filled in");
-        assert_eq!(
-            (c.id.as_str(), c.runtime),
-            ("host", crate::event::Runtime::Host)
-        );
-        let d = ev.process.detail.expect("process detail");
-        let me = std::fs::read_link("/proc/self/exe").unwrap();
-        assert_eq!(d.exe.as_deref(), me.to_str(), "named from the bootstrap");
-        assert!(d.cwd.is_some());
-        assert_eq!(e.counters.waited, 1);
-        assert_eq!(e.counters.timed_out, 0);
-        // Cached now: the next event of the same cgroup leaves at once.
-        e.push(my_event(1), Instant::now());
-        assert!(e.pop_ready().is_some());
-    }
-
-    #[test]
-    fn wait_is_bounded_by_time_and_by_count() {
-        let mut e = enricher(Duration::ZERO, 100);
-        e.push(my_event(u64::MAX - 1), Instant::now());
-        e.poll(Instant::now());
-        assert!(e.pop_ready().is_some(), "out of time: leaves without it");
-        assert_eq!(e.counters.timed_out, 1);
-
-        let mut e = enricher(Duration::from_secs(10), 0);
-        e.push(my_event(u64::MAX - 1), Instant::now());
-        assert!(e.pop_ready().is_some(), "no room to wait: leaves at once");
-        assert_eq!(e.counters.wait_overflow, 1);
-    }
-
-    #[test]
-    fn a_vanished_cgroup_resolves_to_unknown() {
-        let mut e = enricher(Duration::from_secs(10), 100);
-        e.push(my_event(u64::MAX - 1), Instant::now());
-        let ev = next_ready(&mut e, Duration::from_secs(10)).unwrap();
-        assert_eq!(
-            ev.container.unwrap().runtime,
-            crate::event::Runtime::Unknown
-        );
-    }
-}
+mod tests;

@@ -14,10 +14,12 @@ use super::{
     compile::{evt_types, CompileError, Compiler, CondText, Scope},
     cond::{Check, Expr, Item, Rhs},
     fields::{self, FieldRef},
-    items::{read_file, Defs, Errors, ExceptionDef, RuleDef, Where},
+    items::{node_at, read_list, read_macro, Defs, Errors, ExceptionDef, RuleDef, Where},
     matcher::{HashSet, Node, Slots},
     optimize::optimize,
-    yaml, RuleError, RuleMeta, Template,
+    rule_item::read_rule,
+    yaml::{self, Node as Y},
+    RuleError, RuleMeta, Template,
 };
 
 /// What to do with valid Falco that uses a field or event type Vigil has
@@ -126,6 +128,53 @@ pub fn load(sources: &[(String, String)], opts: LoadOptions) -> Result<Loaded, V
         return Err(errs.0);
     }
     compile_all(defs, opts)
+}
+
+fn read_file(defs: &mut Defs, errs: &mut Errors, origin: Arc<str>, src: Arc<str>) {
+    let root = match yaml::parse(&src) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err((pos, msg)) => {
+            errs.at(&Where { origin, pos }, format!("YAML syntax: {msg}"));
+            return;
+        }
+    };
+    let Y::Seq(items, _) = &root else {
+        errs.at(
+            &node_at(&origin, &root),
+            "a rule file is a list of `- rule:`, `- macro:` and `- list:` items",
+        );
+        return;
+    };
+    for item in items {
+        let at = node_at(&origin, item);
+        if !matches!(item, Y::Map(..)) {
+            errs.at(
+                &at,
+                format!(
+                    "expected a `- rule:`, `- macro:` or `- list:` item, found {}",
+                    item.kind_name()
+                ),
+            );
+            continue;
+        }
+        if item.get("rule").is_some() {
+            read_rule(defs, errs, &origin, &src, item);
+        } else if item.get("macro").is_some() {
+            read_macro(defs, errs, &origin, &src, item);
+        } else if item.get("list").is_some() {
+            read_list(defs, errs, &origin, item);
+        } else if item.get("required_engine_version").is_some()
+            || item.get("required_plugin_versions").is_some()
+        {
+            // Falco's version gates: Vigil implements the language as a whole.
+        } else {
+            errs.at(
+                &at,
+                "unknown item: expected `rule`, `macro`, `list` or `required_engine_version`",
+            );
+        }
+    }
 }
 
 /// `and not (exception or …)` for every exception value.

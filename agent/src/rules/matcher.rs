@@ -8,7 +8,8 @@ use aho_corasick::{AhoCorasick, Anchored, Input};
 
 use super::{
     cond::Op,
-    fields::{self, FieldId, FieldRef, Val},
+    extract,
+    fields::{FieldId, FieldRef, Val},
 };
 use crate::event::Event;
 
@@ -252,7 +253,7 @@ impl<'e, 's> Ctx<'e, 's> {
 
     pub fn value(&mut self, slot: usize) -> Option<&Val<'e>> {
         if self.vals[slot].is_none() {
-            self.vals[slot] = Some(fields::extract(self.ev, self.slots.get(slot)));
+            self.vals[slot] = Some(extract::extract(self.ev, self.slots.get(slot)));
         }
         self.vals[slot].as_ref().and_then(|v| v.as_ref())
     }

@@ -13,13 +13,18 @@ use vigil_proto::v1::Severity;
 pub mod compile;
 pub mod cond;
 pub mod engine;
+pub mod extract;
 pub mod fields;
 mod items;
 pub mod load;
 pub mod matcher;
 pub mod optimize;
+mod rule_item;
 mod template;
 pub mod yaml;
+
+#[cfg(test)]
+mod tests;
 
 pub use engine::{EngineCounters, RuleSet, DEFAULT_RULES, DEFAULT_RULES_ORIGIN};
 pub use load::{LoadOptions, Skipped, Unsupported};

@@ -2,6 +2,7 @@
 //! load time and rendered per alert. The same fields travel with the alert
 //! as structured data.
 use super::{
+    extract,
     fields::{self, FieldProblem, FieldRef},
     matcher::render,
 };
@@ -128,7 +129,7 @@ impl Template {
             .map(|(n, f)| {
                 (
                     n.clone(),
-                    render(fields::extract(ev, f).as_ref()).into_owned(),
+                    render(extract::extract(ev, f).as_ref()).into_owned(),
                 )
             })
             .collect();
