@@ -1,11 +1,15 @@
 //! The default rule set against real behaviour: each case performs an
-//! attack technique safely on this machine (loopback only, files in
-//! temporary places, removed after), with the real probe and agent, and
-//! expects the rule's alert; and performs a near miss first, which must
-//! stay silent.
+//! attack technique safely on this machine (loopback and a network
+//! namespace of its own only, files in temporary places, removed after),
+//! with the real probe and agent, and expects the rule's alert; and
+//! performs a near miss first, which must stay silent. Every rule of the
+//! default set has a case: a rule without one fails the test.
 //!
 //! One agent serves every case (starting one per case would dominate the
-//! run time); the cases run in order and every failure is reported.
+//! run time); the cases run in order and every failure is reported. The
+//! near misses are checked at the end, once the agent has provably
+//! matched everything they did ([`Proc::settle`]), and each must have been
+//! seen, so a near miss the agent missed cannot pass for a silent one.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -44,7 +48,7 @@ impl Env {
     }
 
     /// Alerts of `rule` satisfying `pred` seen so far.
-    fn alerts_now(&self, rule: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    fn alerts_now(&self, rule: &str, pred: &dyn Fn(&Value) -> bool) -> Vec<Value> {
         self.agent
             .json_lines()
             .into_iter()
@@ -92,25 +96,47 @@ fn argv_has(tag: String) -> impl Fn(&Value) -> bool {
 }
 
 /// One behaviour: `near_miss` runs first and returns a predicate for the
-/// alerts it must not cause; `act` returns the predicate of the alert it
-/// must cause.
+/// alerts it must not cause (the same predicate must match some event it
+/// caused, proving the agent saw it); `act` returns the predicate of the
+/// alert it must cause.
 type Pred = Box<dyn Fn(&Value) -> bool>;
-type Step = Box<dyn Fn(&Env) -> Pred>;
+type Step = Box<dyn Fn(&Env) -> Quiet>;
+type Act = Box<dyn Fn(&Env) -> Pred>;
+
+/// What a near miss did: `seen` matches one of its events, `alert` the
+/// alerts it must not raise.
+struct Quiet {
+    seen: Pred,
+    alert: Pred,
+}
+
+impl From<Pred> for Quiet {
+    /// Most near misses are found by the same predicate in events and
+    /// alerts (a pid, a tag in the command line).
+    fn from(p: Pred) -> Quiet {
+        let p: std::rc::Rc<dyn Fn(&Value) -> bool> = p.into();
+        let q = p.clone();
+        Quiet {
+            seen: Box::new(move |v| p(v)),
+            alert: Box::new(move |v| q(v)),
+        }
+    }
+}
 
 struct Case {
     rule: &'static str,
     near_miss: Step,
-    act: Step,
+    act: Act,
 }
 
-fn case(
+fn case<Q: Into<Quiet>>(
     rule: &'static str,
-    near_miss: impl Fn(&Env) -> Box<dyn Fn(&Value) -> bool> + 'static,
+    near_miss: impl Fn(&Env) -> Q + 'static,
     act: impl Fn(&Env) -> Box<dyn Fn(&Value) -> bool> + 'static,
 ) -> Case {
     Case {
         rule,
-        near_miss: Box::new(near_miss),
+        near_miss: Box::new(move |e| near_miss(e).into()),
         act: Box::new(act),
     }
 }
@@ -425,22 +451,118 @@ fn cases() -> Vec<Case> {
         case(
             "DNS query for a mining pool",
             |_| {
-                b(field_is("dns.query", "example.com".into()))
-                    .and_pid(helper(&["dns-sendto", "example.com"]))
+                let pid = helper(&["dns-sendto", "example.com"]);
+                let alert = field_is("dns.query", "example.com".into());
+                Quiet {
+                    seen: b(pid_is(pid)),
+                    alert: b(move |v| alert(v) && v["process"]["pid"] == pid),
+                }
             },
             |_| b(pid_is(helper(&["dns-sendto", "pool.minexmr.com"]))),
+        ),
+        case(
+            "Drifted binary executed in container",
+            |e| {
+                // A binary from before the container started.
+                let image = e.copy("/bin/true", &unique("image"));
+                std::thread::sleep(Duration::from_millis(50));
+                let tag = unique("near-drift");
+                in_container(&format!("exec {} {tag}", image.display()));
+                b(argv_has(tag))
+            },
+            |e| {
+                // One its own process writes, after it started (file times
+                // are coarse: a clock tick passes first).
+                let dropped = e.path(&unique("dropped"));
+                let tag = unique("drift");
+                in_container(&format!(
+                    "sleep 0.05 && cp /bin/true {0} && exec {0} {tag}",
+                    dropped.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Reverse shell sequence",
+            // The same steps to a private address.
+            |_| b(pid_is(helper(&["reverse-shell", "127.0.0.1"]))),
+            |_| {
+                // A public address, reachable only in a network namespace
+                // of the test's own (TEST-NET-2, on its loopback).
+                let ns = NetNs::new("198.51.100.7");
+                let pid = run(Command::new("ip").args(["netns", "exec", &ns.name]).args([
+                    bin("vigil-test-helper").to_str().unwrap(),
+                    "reverse-shell",
+                    "198.51.100.7",
+                ]));
+                b(pid_is(pid))
+            },
         ),
     ]
 }
 
-trait AndPid {
-    fn and_pid(self, pid: u32) -> Box<dyn Fn(&Value) -> bool>;
+/// Runs `script` in a shell that first moves itself into a new container
+/// cgroup (a docker scope with a 64-digit id), then waits for it.
+fn in_container(script: &str) {
+    let id = format!(
+        "{:0>64x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let cg = TestCgroup::new(&format!("docker-{id}.scope"));
+    let script = format!("echo $$ > {}/cgroup.procs && {script}", cg.dir.display());
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
 }
 
-impl AndPid for Box<dyn Fn(&Value) -> bool> {
-    fn and_pid(self, pid: u32) -> Box<dyn Fn(&Value) -> bool> {
-        Box::new(move |v| self(v) && v["process"]["pid"] == pid)
+/// A network namespace with `addr` on its loopback, removed on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(addr: &str) -> NetNs {
+        let name = unique("vigil-ns");
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{addr}/32"),
+                "dev",
+                "lo",
+            ],
+        ] {
+            let st = Command::new("ip").args(&args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        }
+        NetNs { name }
     }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The names of the rules in the default set.
+fn default_rules() -> std::collections::BTreeSet<&'static str> {
+    include_str!("../../rules/default.yaml")
+        .lines()
+        .filter_map(|l| l.strip_prefix("- rule: "))
+        .map(str::trim)
+        .collect()
 }
 
 #[test]
@@ -448,7 +570,16 @@ fn default_rules_detect_behaviours_and_ignore_near_misses() {
     if !kernel_tests_enabled("default_rules_detect_behaviours_and_ignore_near_misses") {
         return;
     }
-    let agent = start_agent(&["--drain-interval-ms", "10"]);
+    // Events on stdout too: they are the proof that each near miss was
+    // seen. A container's first exec waits for its cgroup to resolve.
+    let wait = Duration::from_millis(2000);
+    let agent = start_agent(&[
+        "--events",
+        "--drain-interval-ms",
+        "10",
+        "--enrich-wait-ms",
+        &wait.as_millis().to_string(),
+    ]);
     let dir = tempfile::Builder::new()
         .prefix("vigil-detect-")
         .tempdir_in("/tmp")
@@ -456,8 +587,9 @@ fn default_rules_detect_behaviours_and_ignore_near_misses() {
     let env = Env { agent, dir };
     let mut failures = Vec::new();
     let mut covered = std::collections::BTreeSet::new();
+    let mut near_misses = Vec::new();
     for c in cases() {
-        let quiet = (c.near_miss)(&env);
+        near_misses.push((c.rule, (c.near_miss)(&env)));
         let hit = (c.act)(&env);
         match env.alert(c.rule, hit) {
             None => failures.push(format!("`{}`: no alert for the behaviour", c.rule)),
@@ -468,15 +600,33 @@ fn default_rules_detect_behaviours_and_ignore_near_misses() {
                     .unwrap()
                     .iter()
                     .any(|t| t.as_str().unwrap().starts_with('T')));
-                // The behaviour's alert came after the near miss's events,
-                // so a near-miss alert would be there by now.
-                std::thread::sleep(Duration::from_millis(300));
-                let wrong = env.alerts_now(c.rule, quiet);
-                if !wrong.is_empty() {
-                    failures.push(format!("`{}`: the near miss alerted: {wrong:#?}", c.rule));
-                }
             }
         }
+    }
+    // Everything above is matched and printed now: an alert that is not
+    // here was never raised.
+    env.agent.settle(wait);
+    let lines = env.agent.json_lines();
+    for (rule, quiet) in &near_misses {
+        if !lines
+            .iter()
+            .any(|v| v["type"] != "alert" && (quiet.seen)(v))
+        {
+            failures.push(format!("`{rule}`: the near miss was never seen"));
+        }
+        let wrong = env.alerts_now(rule, &quiet.alert);
+        if !wrong.is_empty() {
+            failures.push(format!("`{rule}`: the near miss alerted: {wrong:#?}"));
+        }
+    }
+    let uncovered: Vec<_> = default_rules()
+        .into_iter()
+        .filter(|r| !cases().iter().any(|c| c.rule == *r))
+        .collect();
+    if !uncovered.is_empty() {
+        failures.push(format!(
+            "rules of the default set without a detection case: {uncovered:?}"
+        ));
     }
     assert!(
         failures.is_empty(),

@@ -1,11 +1,7 @@
 //! Enrichment end to end: ancestry, names of processes that are gone,
 //! containers from cgroups, user names per mount namespace, executable
 //! hashes and flags, with the real probe and agent.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 use vigil_tests::*;
@@ -23,41 +19,6 @@ fn argv_has(e: &Value, needle: &str) -> bool {
     e["process"]["argv"]
         .as_array()
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(needle)))
-}
-
-/// The cgroup2 mount point.
-fn cgroup2() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup2 mount")
-}
-
-/// A cgroup created for a test and removed afterwards.
-struct TestCgroup {
-    parent: PathBuf,
-    dir: PathBuf,
-}
-
-impl TestCgroup {
-    fn new(leaf: &str) -> TestCgroup {
-        let parent = cgroup2().join(format!("{}.slice", unique("vigil-test")));
-        let dir = parent.join(leaf);
-        std::fs::create_dir_all(&dir).unwrap();
-        TestCgroup { parent, dir }
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir(&self.dir);
-        let _ = std::fs::remove_dir(&self.parent);
-    }
 }
 
 #[test]

@@ -129,7 +129,10 @@ fn dns_queries_are_decoded_and_other_sends_ignored() {
     // The same payload to another port is filtered out in the kernel.
     let (pid, r) = run_helper(&["dns-sendto", "quiet.vigil-test.example", "5353"]);
     assert!(r > 0);
-    std::thread::sleep(Duration::from_millis(500));
+    agent.expect_json("the quiet helper's exit", |v| {
+        v["type"] == "exit" && v["process"]["pid"] == pid
+    });
+    agent.settle(ENRICH_WAIT);
     let leaked = agent
         .json_lines()
         .into_iter()

@@ -320,6 +320,31 @@ fn main() {
                 let _ = connect_v4(c, u16::from_be(a.sin_port));
                 libc::dup2(c, s(1).parse().unwrap()) as i64
             }
+            "reverse-shell" => {
+                // What a reverse shell does, in one process: connect to
+                // ADDR (a listener of its own there), put the socket on
+                // stdin, become a shell.
+                let ip: std::net::Ipv4Addr = s(1).parse().expect("an IPv4 address");
+                let mut a = v4(0);
+                a.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ = ret(libc::bind(l, (&a as *const libc::sockaddr_in).cast(), 16) as i64);
+                let _ = ret(libc::listen(l, 1) as i64);
+                let mut len: u32 = 16;
+                libc::getsockname(l, (&mut a as *mut libc::sockaddr_in).cast(), &mut len);
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ =
+                    ret(libc::connect(sock, (&a as *const libc::sockaddr_in).cast(), 16) as i64);
+                let _ = ret(libc::dup2(sock, 0) as i64);
+                let (sh, arg0, dash_c, script) = (c("/bin/sh"), c("sh"), c("-c"), c("exit 0"));
+                let argv = [
+                    arg0.as_ptr(),
+                    dash_c.as_ptr(),
+                    script.as_ptr(),
+                    std::ptr::null(),
+                ];
+                libc::execv(sh.as_ptr(), argv.as_ptr()) as i64
+            }
             "dup2-file" => {
                 let f = libc::open(c("/dev/null").as_ptr(), libc::O_WRONLY);
                 libc::dup2(f, s(1).parse().unwrap()) as i64
