@@ -18,8 +18,14 @@ pub mod syscall;
 /// Length of `task_struct::comm`, including the trailing NUL.
 pub const COMM_LEN: usize = 16;
 
-/// Default size of the `EVENTS` ring buffer in bytes (power of two, page multiple).
+/// Default size of the `EVENTS` ring buffer (file, control and network
+/// records) in bytes (power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
+
+/// Default size of the `PROCESS_EVENTS` ring buffer (exec, fork, exit):
+/// a ring of its own, so a flood of file events can never crowd out the
+/// records the process table and most rules depend on.
+pub const DEFAULT_PROCESS_RING_BYTES: u32 = 4 * 1024 * 1024;
 
 wire_enum! {
     /// What a ring-buffer record is. The discriminant is the first field of
@@ -121,6 +127,7 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::ArgSpec {}
     unsafe impl aya::Pod for crate::config::ExeKey {}
     unsafe impl aya::Pod for crate::syscall::PendingSyscall {}
+    unsafe impl aya::Pod for crate::syscall::OpenFilter {}
     // The records the agent reads out of the ring buffer.
     unsafe impl aya::Pod for crate::EventHeader {}
     unsafe impl aya::Pod for crate::process::ExecRecord {}

@@ -52,6 +52,10 @@ pub struct ArgSpec {
     pub family: u8,
     /// Per-family sub-kind (`network::SEND_VARIANT_*`), 0 otherwise.
     pub variant: u8,
+    /// `HOOK_*` bits: where the probe catches it, whether it is filtered,
+    /// whether its records may wake the agent.
+    pub hook: u8,
+    pub _pad: [u8; 3],
 }
 
 impl ArgSpec {
@@ -68,8 +72,68 @@ impl ArgSpec {
         spec_flags: 0,
         family: 0,
         variant: 0,
+        hook: 0,
+        _pad: [0; 3],
     };
 }
+
+/// `ArgSpec::hook`: the arguments are stashed at `sys_enter` (the
+/// credentials before a setuid, clone flags for the fork event). Without
+/// it only `sys_exit` is attached, and the arguments are read there from
+/// the task's saved registers: one tracepoint instead of two, and no map
+/// write per call.
+pub const HOOK_AT_ENTER: u8 = 1 << 0;
+/// Records of this syscall may raise an alert on their own: they wake the
+/// agent (at most once per [`WAKE_GAP_NS`] per CPU) instead of waiting
+/// for a batch.
+pub const HOOK_WAKE: u8 = 1 << 1;
+/// An open: reported only when a clause of the `OPEN_FILTER` passes.
+pub const HOOK_OPEN_FILTER: u8 = 1 << 2;
+
+/// Records that may raise an alert wake the agent at most this often per
+/// CPU; the agent polls again soon after any wake-up, so what a gap holds
+/// back waits about a millisecond.
+pub const WAKE_GAP_NS: u64 = 1_000_000;
+
+/// Clauses an open filter holds (an open is reported if any passes).
+pub const OPEN_CLAUSES: usize = 8;
+
+/// One clause of the open filter: the open's flags have a bit of
+/// `flags_any` (0: any flags), and its path starts with a prefix of set
+/// `path_set` in `PATH_PREFIXES` (0: any path). Relative paths, and
+/// absolute ones with `.`/`..` components or doubled slashes, pass every
+/// path test: only the agent can place them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OpenClause {
+    pub flags_any: u64,
+    pub path_set: u32,
+    /// `CLAUSE_*` bits.
+    pub opts: u32,
+}
+
+/// The clause holds only for a successful open (`evt.res = SUCCESS`).
+pub const CLAUSE_SUCCESS_ONLY: u32 = 1 << 0;
+/// An open passing this clause may raise an alert: it wakes the agent.
+pub const CLAUSE_WAKE: u32 = 1 << 1;
+
+/// The whole open filter, one entry of the `OPEN_FILTER` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OpenFilter {
+    pub clauses: [OpenClause; OPEN_CLAUSES],
+    pub count: u32,
+    pub _pad: u32,
+}
+
+/// Bytes of a path the filter compares: prefixes are at most this long
+/// (longer ones are cut, which only widens them).
+pub const PATH_FILTER_BYTES: usize = 63;
+
+/// Data of a `PATH_PREFIXES` LPM-trie key: the clause's set id as a
+/// little-endian u32 (so the path after it is 8-byte aligned in the key,
+/// where the probe reads it a word at a time), then the path.
+pub type PathKeyData = [u8; 80];
 
 /// Syscall arguments saved at `sys_enter` until `sys_exit`.
 #[repr(C)]

@@ -8,7 +8,7 @@ use vigil_agent::{
     enrich::EnrichConfig,
     proctree::TableConfig,
     rules::{LoadOptions, Matcher as _, RuleSet, Unsupported},
-    run::{self, RunOptions},
+    run::{self, EventsOut, RunOptions},
 };
 
 /// Vigil host agent: watches process activity with an eBPF probe, matches it
@@ -53,9 +53,13 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Print every event as one JSON object per line on stdout.
-    #[arg(long)]
-    events: bool,
+    /// Print events as one JSON object per line on stdout. `--events` (or
+    /// `--events all`): every event of every followed syscall, with the
+    /// kernel's rule-driven filter off, so the stream is complete.
+    /// `--events process`: only exec, fork and exit, with the filter on,
+    /// as the agent runs without it.
+    #[arg(long, value_enum, value_name = "WHICH", num_args = 0..=1, default_missing_value = "all")]
+    events: Option<EventsOut>,
     /// Rule file or directory (its *.yaml/*.yml files, in name order).
     /// Repeatable. Default: the rules embedded in the agent (rules/default.yaml).
     #[arg(long, value_name = "PATH")]
@@ -65,21 +69,38 @@ struct RunArgs {
     /// with backoff; alerts are kept (bounded) until it acknowledges them.
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
-    /// Size of the kernel ring buffer: a power of two, multiple of 4 KiB.
-    /// Accepts K and M suffixes.
+    /// Size of the kernel ring buffer for file, control and network events:
+    /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
+    /// is full, those events are lost (counted per kind); process events
+    /// have a ring of their own.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
     ring_buffer_size: u32,
-    /// Bytes of events that wait in the ring buffer before the probe wakes
+    /// Size of the kernel ring buffer for exec, fork and exit events, which
+    /// no flood of other events can fill.
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    process_ring_buffer_size: u32,
+    /// Bytes of events that wait in a ring buffer before the probe wakes
     /// the agent. Each wake-up costs the traced task an interrupt (several µs
-    /// in a VM), so batching them cuts the probe's cost; the agent also
-    /// drains every --drain-interval-ms, which bounds the added latency.
-    /// 0: wake on every event (lowest latency, highest cost).
+    /// in a VM), so batching them cuts the probe's cost. Events that may
+    /// raise an alert (an exec, or a syscall a rule can match) wake the agent
+    /// at once, at most once a millisecond per CPU; the agent drains again a
+    /// millisecond after any drain that found events, and every
+    /// --drain-interval-ms. 0: wake on every event (highest cost).
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = parse_wakeup)]
     wakeup_bytes: u32,
-    /// Milliseconds between drains of the ring buffer when the probe has
-    /// not woken the agent.
+    /// Milliseconds between drains of the ring buffers when the probe has
+    /// not woken the agent: the longest an event that cannot raise an alert
+    /// by itself (a sequence's first step) waits.
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     drain_interval_ms: u64,
+    /// Also follow syscalls this kernel has no syscalls:* tracepoint for
+    /// (init_module, finit_module and delete_module on a kernel built
+    /// without loadable modules, where they can only fail) through the raw
+    /// sys_enter/sys_exit hooks, which run on every syscall of the host
+    /// (about +170 ns each on a 2-vCPU VM). Without it those syscalls are not
+    /// watched, and the log says so.
+    #[arg(long)]
+    raw_syscall_hooks: bool,
     /// The running kernel's BTF. Only needed for kernels that ship BTF as a
     /// separate file instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
@@ -300,10 +321,12 @@ fn main() -> ExitCode {
 
 fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
-        events: args.events,
+        events: args.events.unwrap_or(EventsOut::None),
         rules: args.rules,
         collector: args.collector,
         ring_bytes: args.ring_buffer_size,
+        process_ring_bytes: args.process_ring_buffer_size,
+        raw_syscall_hooks: args.raw_syscall_hooks,
         btf_path: args.btf,
         bpf_stats: args.bpf_stats,
         exclude_exes: args.exclude_exe,

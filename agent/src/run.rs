@@ -20,26 +20,34 @@ use crate::{
     event,
     forward::{Forwarder, ForwarderConfig},
     host,
-    probe::{Probe, ProbeOptions},
-    rules::{Hit, LoadOptions, Matcher, RuleSet},
+    probe::{Probe, ProbeOptions, Rings},
+    rules::{interest::kernel_interest, Hit, LoadOptions, Matcher, RuleSet},
     util::clock::BootClock,
 };
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Print every event as a JSON line on stdout.
-    pub events: bool,
+    /// Which events to print as JSON lines on stdout.
+    pub events: EventsOut,
     /// Rule files or directories; empty: the embedded default rules.
     pub rules: Vec<PathBuf>,
     /// Collector URL; None: alerts go to stdout as JSON lines.
     pub collector: Option<String>,
+    /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
+    pub process_ring_bytes: u32,
+    /// Follow syscalls without a `syscalls:*` tracepoint on this kernel
+    /// through hooks that run on every syscall.
+    pub raw_syscall_hooks: bool,
     /// Kernel BTF file.
     pub btf_path: PathBuf,
     /// How often loss counters are checked and reported.
     pub stats_interval: Duration,
-    /// Bytes waiting in the ring before the probe wakes the agent (0: every
-    /// record); the agent also drains every `drain_interval`.
+    /// Bytes waiting in a ring before the probe wakes the agent (0: every
+    /// record); records that may raise an alert wake it at once (at most
+    /// once a millisecond per CPU). The agent also drains every
+    /// `drain_interval`, and a millisecond after any drain that found
+    /// records.
     pub wakeup_bytes: u32,
     pub drain_interval: Duration,
     /// Executables and cgroups whose processes the probe skips.
@@ -55,6 +63,31 @@ pub struct RunOptions {
     pub unsupported: crate::rules::Unsupported,
     /// How often rule files are checked for changes (0: only on SIGHUP).
     pub rules_poll: Duration,
+}
+
+/// Which events `run` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsOut {
+    /// None: only alerts (without a collector).
+    #[value(skip)]
+    None,
+    /// Every event, the kernel's filter off.
+    All,
+    /// exec, fork and exit only, the kernel's filter on.
+    Process,
+}
+
+impl EventsOut {
+    fn prints(self, ev: &event::Event) -> bool {
+        match self {
+            EventsOut::None => false,
+            EventsOut::All => true,
+            EventsOut::Process => matches!(
+                ev.body,
+                event::EventBody::Exec(_) | event::EventBody::Fork(_) | event::EventBody::Exit(_)
+            ),
+        }
+    }
 }
 
 /// Loads the rules named in `paths`, or the embedded default set.
@@ -147,10 +180,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     };
     let mut probe = Probe::load(&ProbeOptions {
         ring_bytes: opts.ring_bytes,
+        process_ring_bytes: opts.process_ring_bytes,
+        raw_syscall_hooks: opts.raw_syscall_hooks,
         btf_path: opts.btf_path.clone(),
         wakeup_bytes: opts.wakeup_bytes,
         exclusions,
     })?;
+    probe.apply_interest(&kernel_interest(&rules, opts.events == EventsOut::All))?;
     let _stats_fd = if opts.bpf_stats {
         Some(
             crate::probe::enable_run_time_stats()
@@ -163,18 +199,20 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     // between is seen by one or the other.
     let mut enricher = Enricher::start(opts.enrich.clone());
     let answered = enricher.answered();
-    let ring = probe.take_events()?;
-    // SAFETY: the ring buffer owns its fd and outlives nothing but this AsyncFd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(io::Error::from)
-        .context("cannot poll the ring buffer")?;
-    tracing::info!(events_to_stdout = opts.events, collector = ?opts.collector, "agent running");
+    let rings = probe.take_rings()?;
+    let mut rings = PolledRings::new(rings)?;
+    tracing::info!(events_to_stdout = ?opts.events, collector = ?opts.collector, "agent running");
 
     let mut loss = Loss::default();
     let mut tick = tokio::time::interval(opts.stats_interval);
     tick.tick().await;
     let mut drain_tick = tokio::time::interval(opts.drain_interval);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A drain that found records is followed by another a millisecond
+    // later: what a rate-limited wake-up held back is picked up then.
+    let follow_up = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(follow_up);
+    let mut follow_up_armed = false;
     tokio::pin!(shutdown);
     let stdout = io::stdout();
     let mut out_ctx = Output {
@@ -208,21 +246,35 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
             Some(new) = reload_rx.recv() => match new {
                 Ok(new) => {
                     tracing::info!(rules = new.len(), sources = ?new.sources, "rules reloaded");
+                    let interest = kernel_interest(&new, opts.events == EventsOut::All);
                     out_ctx.swap_rules(new, &stdout);
+                    if let Err(e) = probe.apply_interest(&interest) {
+                        tracing::error!(error = %e, "the probe's filters could not follow the new rules");
+                    }
                 }
                 Err(e) => tracing::error!(error = format!("{e:#}"), "rules not reloaded; the previous rules stay in force"),
             },
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("ring buffer poll failed")?;
-                ingest(guard.get_inner_mut(), &mut enricher, &mut loss);
-                guard.clear_ready();
+            ready = rings.readable() => {
+                ready.context("ring buffer poll failed")?;
+                if ingest(&mut rings, &mut enricher, &mut loss) > 0 {
+                    follow_up.as_mut().reset(tokio::time::Instant::now() + FOLLOW_UP);
+                    follow_up_armed = true;
+                }
+                out_ctx.emit(&mut enricher, &stdout);
+            }
+            _ = &mut follow_up, if follow_up_armed => {
+                follow_up_armed = false;
+                if ingest(&mut rings, &mut enricher, &mut loss) > 0 {
+                    follow_up.as_mut().reset(tokio::time::Instant::now() + FOLLOW_UP);
+                    follow_up_armed = true;
+                }
                 out_ctx.emit(&mut enricher, &stdout);
             }
             _ = answered.notified() => {
                 out_ctx.emit(&mut enricher, &stdout);
             }
             _ = drain_tick.tick() => {
-                ingest(ring.get_mut(), &mut enricher, &mut loss);
+                ingest(&mut rings, &mut enricher, &mut loss);
                 out_ctx.emit(&mut enricher, &stdout);
             }
             _ = tick.tick() => {
@@ -239,7 +291,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     tracing::info!("shutting down");
     // Events already in the ring are still processed, and waiting ones get
     // a last short chance at their lookups.
-    ingest(ring.get_mut(), &mut enricher, &mut loss);
+    while ingest(&mut rings, &mut enricher, &mut loss) > 0 {
+        out_ctx.emit(&mut enricher, &stdout);
+    }
     out_ctx.emit(&mut enricher, &stdout);
     let until = Instant::now() + opts.enrich.wait;
     while enricher.waiting() > 0 && Instant::now() < until {
@@ -260,23 +314,85 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     Ok(())
 }
 
-/// Decodes every record waiting in the ring into the enricher.
-fn ingest(ring: &mut RingBuf<MapData>, enricher: &mut Enricher, loss: &mut Loss) {
+/// How long after a drain that found records the agent drains again.
+const FOLLOW_UP: Duration = Duration::from_millis(1);
+
+/// Most file/control/network records decoded per drain: a flood is worked
+/// off in slices, so memory stays bounded by the slice, not by the ring.
+const SLICE: usize = 4096;
+
+/// The two rings, registered with tokio.
+struct PolledRings {
+    process: AsyncFd<RingBuf<MapData>>,
+    syscalls: AsyncFd<RingBuf<MapData>>,
+    /// Reused per drain.
+    batch: Vec<event::Event>,
+}
+
+impl PolledRings {
+    fn new(rings: Rings) -> anyhow::Result<PolledRings> {
+        let poll = |r| {
+            // SAFETY: the ring buffer owns its fd, which lives as long as
+            // this AsyncFd.
+            unsafe { AsyncFd::register_with_interest(r, Interest::READABLE) }
+                .map_err(io::Error::from)
+                .context("cannot poll the ring buffers")
+        };
+        Ok(PolledRings {
+            process: poll(rings.process)?,
+            syscalls: poll(rings.syscalls)?,
+            batch: Vec::new(),
+        })
+    }
+
+    /// Resolves when either ring has records; clears the readiness seen.
+    async fn readable(&mut self) -> io::Result<()> {
+        tokio::select! {
+            g = self.process.readable_mut() => g?.clear_ready(),
+            g = self.syscalls.readable_mut() => g?.clear_ready(),
+        }
+        Ok(())
+    }
+}
+
+/// Decodes what waits in the rings into the enricher, in time order;
+/// returns how many records there were.
+///
+/// The syscall ring is read first: a process record that a syscall record
+/// depends on (the fork or exec of its process) is older, so it is already
+/// in the process ring when the process ring is read after it. The batch is
+/// then ordered by time, which both rings share.
+fn ingest(rings: &mut PolledRings, enricher: &mut Enricher, loss: &mut Loss) -> usize {
     let clock = BootClock::now();
     let now = Instant::now();
-    while let Some(item) = ring.next() {
-        match event::decode(&item, clock) {
-            Ok(mut ev) => {
-                loss.events_seen += 1;
-                ev.num = loss.events_seen;
-                enricher.push(ev, now)
-            }
-            Err(e) => {
-                loss.decode_errors += 1;
-                tracing::debug!(error = %e, "undecodable record");
-            }
+    let mut batch = std::mem::take(&mut rings.batch);
+    let mut decode = |item: &[u8], batch: &mut Vec<event::Event>| match event::decode(item, clock) {
+        Ok(ev) => batch.push(ev),
+        Err(e) => {
+            loss.decode_errors += 1;
+            tracing::debug!(error = %e, "undecodable record");
         }
+    };
+    let syscalls = rings.syscalls.get_mut();
+    for _ in 0..SLICE {
+        let Some(item) = syscalls.next() else {
+            break;
+        };
+        decode(&item, &mut batch);
     }
+    let process = rings.process.get_mut();
+    while let Some(item) = process.next() {
+        decode(&item, &mut batch);
+    }
+    let n = batch.len();
+    batch.sort_by_key(|e| e.time_unix_ns);
+    for mut ev in batch.drain(..) {
+        loss.events_seen += 1;
+        ev.num = loss.events_seen;
+        enricher.push(ev, now);
+    }
+    rings.batch = batch;
+    n
 }
 
 /// Where enriched events go: stdout, rules, alerts.
@@ -295,7 +411,7 @@ impl Output<'_> {
         enricher.poll(Instant::now());
         let mut out = stdout.lock();
         while let Some(ev) = enricher.pop_ready() {
-            if self.opts.events {
+            if self.opts.events.prints(&ev) {
                 write_json_line(&mut out, &serde_json::to_value(&ev).unwrap_or_default());
             }
             self.rules.matches(&ev, &mut self.hits);
@@ -428,7 +544,7 @@ fn report_loss(probe: &Probe, sink: &Sink, opts: &RunOptions, loss: &mut Loss) {
                 total,
                 "ring buffer full: events lost in the kernel"
             );
-            if opts.events {
+            if opts.events != EventsOut::None {
                 let mut out = io::stdout().lock();
                 write_json_line(
                     &mut out,

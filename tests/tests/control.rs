@@ -12,10 +12,16 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str) -> Option<Fixture> {
+        Self::with(name, &[])
+    }
+
+    fn with(name: &str, extra: &[&str]) -> Option<Fixture> {
         if !kernel_tests_enabled(name) {
             return None;
         }
-        let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
+        let mut args = vec!["--events", "--drain-interval-ms", "10"];
+        args.extend_from_slice(extra);
+        let agent = start_agent(&args);
         let dir = tempfile::Builder::new()
             .prefix("vigil-ctl-")
             .tempdir_in("/tmp")
@@ -79,14 +85,35 @@ fn credentials_ptrace_memfd_and_prctl() {
 
 #[test]
 fn module_bpf_mount_namespace_and_chroot() {
-    let Some(f) = Fixture::new("module_bpf_mount_namespace_and_chroot") else {
+    // A kernel built without loadable modules has no syscalls tracepoint
+    // for module loading: the agent says it does not watch it, unless the
+    // raw hooks (which run on every syscall) are asked for.
+    let no_tracepoint =
+        !std::path::Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_init_module").exists();
+    let raw: &[&str] = if no_tracepoint {
+        if let Some(plain) = Fixture::new("module_bpf_mount_namespace_and_chroot") {
+            let warning = plain
+                .agent
+                .stderr_lines()
+                .into_iter()
+                .find(|l| l.contains("not watched"))
+                .expect("a warning naming what is not watched");
+            assert!(
+                warning.contains("init_module") && warning.contains("--raw-syscall-hooks"),
+                "{warning}"
+            );
+        }
+        &["--raw-syscall-hooks"]
+    } else {
+        &[]
+    };
+    let Some(f) = Fixture::with("module_bpf_mount_namespace_and_chroot", raw) else {
         return;
     };
     let root = f.dir.path().to_str().unwrap().to_string();
 
     // Module loading fails here (modules are compiled out), but the
-    // attempt is what a detection needs, caught via raw_syscalls when the
-    // kernel has no syscalls tracepoint for it.
+    // attempt is what a detection needs.
     let (_, e) = f.op(&["init_module", "param=1"], "module_load");
     assert_eq!(e["syscall"], "init_module");
     assert_eq!(e["module_args"], "param=1");

@@ -570,11 +570,16 @@ fn default_rules_detect_behaviours_and_ignore_near_misses() {
     if !kernel_tests_enabled("default_rules_detect_behaviours_and_ignore_near_misses") {
         return;
     }
-    // Events on stdout too: they are the proof that each near miss was
-    // seen. A container's first exec waits for its cgroup to resolve.
+    // The agent as it runs by default (the rules' kernel filter on), also
+    // printing process events: they are the proof that each near miss was
+    // seen. A container's first exec waits for its cgroup to resolve. This
+    // kernel may lack module-loading tracepoints: the raw hooks follow
+    // them.
     let wait = Duration::from_millis(2000);
     let agent = start_agent(&[
         "--events",
+        "process",
+        "--raw-syscall-hooks",
         "--drain-interval-ms",
         "10",
         "--enrich-wait-ms",

@@ -123,7 +123,7 @@ fn ring_buffer_overflow_is_counted_and_reported() {
     // fails, so the loss is certain rather than a race.
     let mut agent = start_agent(&[
         "--events",
-        "--ring-buffer-size",
+        "--process-ring-buffer-size",
         "4K",
         "--stats-interval",
         "1",

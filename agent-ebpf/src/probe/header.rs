@@ -10,32 +10,32 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
 };
 
-use super::task::{current_task, read_kernel, read_via};
+use super::task::{current_task_btf, load, load_via, read_kernel};
 
 /// `task->mm->exe_file->f_inode->i_nlink == 0`. Kernel threads (no mm)
 /// and unknown layouts read as not deleted.
 #[inline(always)]
 fn exe_deleted(task: *const u8) -> bool {
-    let Some(mm) = read_kernel::<*const u8>(task, config!(task_mm)) else {
+    let Some(mm) = load::<*const u8>(task, config!(task_mm)) else {
         return false;
     };
     if mm.is_null() {
         return false;
     }
-    let Some(file) = read_kernel::<*const u8>(mm, config!(mm_exe_file)) else {
+    let Some(file) = load::<*const u8>(mm, config!(mm_exe_file)) else {
         return false;
     };
-    let Some(inode) = read_kernel::<*const u8>(file, config!(file_inode)) else {
+    let Some(inode) = load::<*const u8>(file, config!(file_inode)) else {
         return false;
     };
-    read_kernel::<u32>(inode, config!(inode_nlink)) == Some(0)
+    load::<u32>(inode, config!(inode_nlink)) == Some(0)
 }
 
 /// Offset in `pid` of member `member` of `numbers[level]`: the pid's
 /// entry for the namespace it lives in.
 #[inline(always)]
 fn own_upid_member(pid: *const u8, member: u32) -> Option<u32> {
-    let level: u32 = read_kernel(pid, config!(pid_level))?;
+    let level: u32 = load(pid, config!(pid_level))?;
     let (numbers, size) = (config!(pid_numbers), config!(upid_size));
     if numbers == UNKNOWN_OFFSET || size == UNKNOWN_OFFSET || member == UNKNOWN_OFFSET || level > 64
     {
@@ -48,7 +48,7 @@ fn own_upid_member(pid: *const u8, member: u32) -> Option<u32> {
 /// the task lives in (not the one its children will get).
 #[inline(always)]
 fn pid_ns_inum(task: *const u8) -> Option<u32> {
-    let pid: *const u8 = read_kernel(task, config!(task_thread_pid))?;
+    let pid: *const u8 = load(task, config!(task_thread_pid))?;
     let ns: *const u8 = read_kernel(pid, own_upid_member(pid, config!(upid_ns))?)?;
     read_kernel(ns, config!(pid_ns_inum))
 }
@@ -57,8 +57,8 @@ fn pid_ns_inum(task: *const u8) -> Option<u32> {
 /// `group_leader->thread_pid->numbers[level].nr`.
 #[inline(always)]
 fn ns_vpid(task: *const u8) -> Option<u32> {
-    let leader: *const u8 = read_kernel(task, config!(task_group_leader))?;
-    let pid: *const u8 = read_kernel(leader, config!(task_thread_pid))?;
+    let leader: *const u8 = load(task, config!(task_group_leader))?;
+    let pid: *const u8 = load(leader, config!(task_thread_pid))?;
     read_kernel(pid, own_upid_member(pid, config!(upid_nr))?)
 }
 
@@ -66,21 +66,21 @@ fn ns_vpid(task: *const u8) -> Option<u32> {
 #[inline(always)]
 pub fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
     let uid_gid = bpf_get_current_uid_gid();
-    let task = current_task();
+    let task = current_task_btf();
     let mut flags = 0u32;
-    let ppid: Option<u32> = read_via(task, config!(task_real_parent), config!(task_tgid));
-    let cred: Option<*const u8> = read_kernel(task, config!(task_cred));
-    let euid: Option<u32> = cred.and_then(|c| read_kernel(c, config!(cred_euid)));
-    let egid: Option<u32> = cred.and_then(|c| read_kernel(c, config!(cred_egid)));
-    let loginuid: Option<u32> = read_kernel(task, config!(task_loginuid));
-    let start: Option<u64> = read_via(
+    let ppid: Option<u32> = load_via(task, config!(task_real_parent), config!(task_tgid));
+    let cred: Option<*const u8> = load(task, config!(task_cred));
+    let euid: Option<u32> = cred.and_then(|c| load(c, config!(cred_euid)));
+    let egid: Option<u32> = cred.and_then(|c| load(c, config!(cred_egid)));
+    let loginuid: Option<u32> = load(task, config!(task_loginuid));
+    let start: Option<u64> = load_via(
         task,
         config!(task_group_leader),
         config!(task_start_boottime),
     );
-    let nsproxy: Option<*const u8> = read_kernel(task, config!(task_nsproxy));
+    let nsproxy: Option<*const u8> = load(task, config!(task_nsproxy));
     let mnt_ns: Option<u32> =
-        nsproxy.and_then(|n| read_via(n, config!(nsproxy_mnt_ns), config!(mnt_ns_inum)));
+        nsproxy.and_then(|n| load_via(n, config!(nsproxy_mnt_ns), config!(mnt_ns_inum)));
     let pid_ns = pid_ns_inum(task);
     if ppid.is_none() {
         flags |= HDR_PPID_UNKNOWN;
@@ -137,15 +137,15 @@ pub fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
 /// minor_start + index))`; Some(0) for no terminal.
 #[inline(always)]
 fn controlling_tty(task: *const u8) -> Option<u32> {
-    let signal: *const u8 = read_kernel(task, config!(task_signal))?;
-    let tty: *const u8 = read_kernel(signal, config!(signal_tty))?;
+    let signal: *const u8 = load(task, config!(task_signal))?;
+    let tty: *const u8 = load(signal, config!(signal_tty))?;
     if tty.is_null() {
         return Some(0);
     }
-    let index: i32 = read_kernel(tty, config!(tty_index))?;
-    let driver: *const u8 = read_kernel(tty, config!(tty_driver))?;
-    let major: i32 = read_kernel(driver, config!(driver_major))?;
-    let minor_start: i32 = read_kernel(driver, config!(driver_minor_start))?;
+    let index: i32 = load(tty, config!(tty_index))?;
+    let driver: *const u8 = load(tty, config!(tty_driver))?;
+    let major: i32 = load(driver, config!(driver_major))?;
+    let minor_start: i32 = load(driver, config!(driver_minor_start))?;
     let minor = (minor_start + index) as u32;
     Some((minor & 0xff) | ((major as u32 & 0xfff) << 8) | ((minor & !0xff) << 12))
 }

@@ -2,16 +2,27 @@
 //! how records are submitted and counted.
 use agent_ebpf::{
     config::{ExeKey, ProbeConfig, MAX_EXCLUSIONS},
-    syscall::{ArgSpec, PendingSyscall, SyscallRecord, MAX_SYSCALL_NR},
-    EventKind, ProbeCounter, DEFAULT_RING_BYTES, LOST_SLOTS, PROBE_COUNTER_SLOTS,
+    syscall::{
+        ArgSpec, OpenFilter, PathKeyData, PendingSyscall, SyscallRecord, MAX_SYSCALL_NR,
+        WAKE_GAP_NS,
+    },
+    EventKind, ProbeCounter, DEFAULT_PROCESS_RING_BYTES, DEFAULT_RING_BYTES, LOST_SLOTS,
+    PROBE_COUNTER_SLOTS,
 };
 use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
+/// File, control and network records.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Exec, fork and exit records: a ring of their own, so no flood of other
+/// events can take their room.
+#[map]
+pub static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_PROCESS_RING_BYTES, 0);
 
 /// Records that could not be reserved, indexed by `EventKind`.
 #[map]
@@ -30,14 +41,32 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Submit flags: wake the agent only when enough data is waiting.
+/// When each CPU last woke the agent for a record that may raise an alert.
+#[map]
+static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Submit flags for a record on `ring`. A record that may raise an alert
+/// (`may_alert`) wakes the agent at once, at most once per `WAKE_GAP_NS`
+/// on this CPU (the agent polls again shortly after each wake-up, which
+/// picks up what the gap held back). Everything else wakes it only when
+/// `wakeup_bytes` are waiting: each wake-up costs the submitting task an
+/// irq_work, so batching them is most of the probe's saving.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
+pub fn submit_flags(ring: &RingBuf, may_alert: bool) -> u64 {
     let threshold = config!(wakeup_bytes) as u64;
     if threshold == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+    if may_alert {
+        if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+            let now = unsafe { bpf_ktime_get_ns() };
+            if now.wrapping_sub(unsafe { *last }) >= WAKE_GAP_NS {
+                unsafe { *last = now };
+                return BPF_RB_FORCE_WAKEUP;
+            }
+        }
+    }
+    if ring.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -74,8 +103,19 @@ pub static EXCLUDED_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EX
 #[map]
 pub static SYSCALL_SPECS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
 
-/// Arguments of followed syscalls in flight, by thread. LRU bounds it even
-/// when an exit is never seen (a thread killed in the syscall).
+/// What an open must match to be reported (one entry), written by the
+/// agent from the loaded rules.
+#[map]
+pub static OPEN_FILTER: Array<OpenFilter> = Array::with_max_entries(1, 0);
+
+/// Path prefixes of the open filter's clauses: the key's first byte is the
+/// clause's set id, the rest the prefix.
+#[map]
+pub static PATH_PREFIXES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4096, 0);
+
+/// Arguments stashed at entry (`HOOK_AT_ENTER` syscalls only), by thread.
+/// LRU bounds it even when an exit is never seen (a thread killed in the
+/// syscall).
 #[map]
 pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
 

@@ -25,7 +25,7 @@ use aya_ebpf::{
 use super::{
     filter::is_ignored,
     header::fill_header,
-    maps::{count_lost, set_pos, submit_flags, EVENTS, PENDING, SCRATCH, SYSCALL_SPECS},
+    maps::{count_lost, set_pos, submit_flags, PENDING, PROCESS_EVENTS, SCRATCH, SYSCALL_SPECS},
     path::walk_path,
     task::{current_task, read_kernel, read_via},
 };
@@ -36,7 +36,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if is_ignored((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(EventKind::Exec);
         return 0;
     };
@@ -59,7 +59,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     flags |= read_exec_argv(ev);
     flags |= read_exec_exe(ev);
     unsafe { (*ev).flags = flags };
-    entry.submit(submit_flags());
+    entry.submit(submit_flags(&PROCESS_EVENTS, true));
     0
 }
 
@@ -219,7 +219,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     if child_pid != child_tgid {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ForkRecord>(0) else {
         count_lost(EventKind::Fork);
         return 0;
     };
@@ -233,7 +233,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         (*ev).child_start_boottime_ns =
             read_kernel(child, config!(task_start_boottime)).unwrap_or(0);
     }
-    entry.submit(submit_flags());
+    entry.submit(submit_flags(&PROCESS_EVENTS, false));
     0
 }
 
@@ -261,7 +261,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if is_ignored(tgid) || !is_process_exit(&ctx, pid_tgid) {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
+    let Some(mut entry) = PROCESS_EVENTS.reserve::<ExitRecord>(0) else {
         count_lost(EventKind::Exit);
         return 0;
     };
@@ -272,7 +272,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         (*ev).exit_code = code.unwrap_or(0) as u32;
         (*ev).exit_code_unknown = code.is_none() as u32;
     }
-    entry.submit(submit_flags());
+    entry.submit(submit_flags(&PROCESS_EVENTS, false));
     0
 }
 

@@ -1,57 +1,90 @@
 //! The syscall engine: one enter and one exit program serve every followed
 //! syscall of the file, control and network families. The agent fills
-//! `SYSCALL_SPECS` with each syscall's argument positions and family, so
-//! following a new syscall is a row in its table, not new kernel code. At
-//! enter the arguments are stashed per thread; at exit the record is
+//! `SYSCALL_SPECS` with each syscall's argument positions, family and hook
+//! bits, so following a new syscall is a row in its table, not new kernel
+//! code.
+//!
+//! Most syscalls are caught at exit alone: the arguments are read from the
+//! task's saved registers, which still hold them, so there is one
+//! tracepoint per call and no map write. Only those whose state before the
+//! call matters (`HOOK_AT_ENTER`: the credentials a setuid changes, clone's
+//! flags for the fork event) are stashed at entry. Opens pass through the
+//! rules' filter (`OPEN_FILTER`) before anything is copied; what passes is
 //! assembled in the scratch buffer (paths resolved, addresses copied) and
 //! sent with the result.
 use agent_ebpf::{
     network::NetOp,
     syscall::{
-        ArgSpec, PendingSyscall, SyscallRecord, AT_FDCWD, MAX_SYSCALL_NR, NO_ARG,
-        SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING,
-        SPEC_PATH2_STRING, SPEC_STASH_ONLY, SPEC_VIA_RAW, SYSCALL_DATA_MAX,
+        ArgSpec, PathKeyData, PendingSyscall, SyscallRecord, AT_FDCWD, CLAUSE_SUCCESS_ONLY,
+        CLAUSE_WAKE, HOOK_AT_ENTER, HOOK_OPEN_FILTER, HOOK_WAKE, MAX_SYSCALL_NR, NO_ARG,
+        OPEN_CLAUSES, PATH_FILTER_BYTES, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
+        SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY, SPEC_VIA_RAW,
+        SYSCALL_DATA_MAX,
     },
     EventKind, ProbeCounter,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_probe_read_user_str, bpf_task_pt_regs},
+    },
     macros::{raw_tracepoint, tracepoint},
+    maps::lpm_trie::Key,
     programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
 
 use super::{
     filter::is_ignored,
     header::fill_header,
     maps::{
-        count, count_lost, get_pos, set_pos, submit_flags, SyscallScratch, EVENTS, PENDING,
-        SCRATCH, SYSCALL_SPECS,
+        count, count_lost, get_pos, set_pos, submit_flags, SyscallScratch, EVENTS, OPEN_FILTER,
+        PATH_PREFIXES, PENDING, SCRATCH, SYSCALL_SPECS,
     },
     network::{copy_send_payload, copy_sockaddr, send_dport, socket_family},
     path::{copy_fd_path, copy_path_and_base},
-    task::{current_task, read_kernel},
+    task::{current_task_btf, load, read_kernel},
 };
 
 const SYSCALL_NR_OFFSET: usize = 8;
 const SYSCALL_ARGS_OFFSET: usize = 16;
 const SYSCALL_RET_OFFSET: usize = 16;
 
+/// `syscalls:sys_enter_*`, attached only for `HOOK_AT_ENTER` syscalls.
 #[tracepoint]
 pub fn syscall_enter(ctx: TracePointContext) -> u32 {
-    sys_enter(&ctx, false)
+    let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
+        return 0;
+    };
+    let mut args = [0u64; 6];
+    for i in 0..6 {
+        args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
+    }
+    sys_enter_args(nr, args, false);
+    0
 }
 
+/// `syscalls:sys_exit_*`, attached for every followed syscall.
 #[tracepoint]
 pub fn syscall_exit(ctx: TracePointContext) -> u32 {
-    sys_exit(&ctx, false)
+    // The record is the program's context: plain loads, not helper calls.
+    let (nr, result) = unsafe {
+        let rec = ctx.as_ptr() as *const u8;
+        (
+            core::ptr::read_volatile(rec.add(SYSCALL_NR_OFFSET) as *const i32),
+            core::ptr::read_volatile(rec.add(SYSCALL_RET_OFFSET) as *const i64),
+        )
+    };
+    sys_exit_ret(nr, result, false);
+    0
 }
 
 /// Raw `sys_enter(struct pt_regs *regs, long id)`: runs for every
 /// syscall, so it returns after one map lookup unless the number is one
 /// the running kernel has no `syscalls:*` tracepoint for
-/// (`SPEC_VIA_RAW`). Attached only then. A raw tracepoint, not the
-/// classic `raw_syscalls` one, because the classic one builds a perf
-/// record for every syscall before the program even runs.
+/// (`SPEC_VIA_RAW`). Attached only when asked for and needed. A raw
+/// tracepoint, not the classic `raw_syscalls` one, because the classic one
+/// builds a perf record for every syscall before the program even runs.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     let regs = ctx.arg::<u64>(0) as *const u8;
@@ -71,13 +104,14 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs = ctx.arg::<u64>(0) as *const u8;
-    if let Some(nr) = read_kernel::<i64>(regs, config!(regs_nr)) {
-        if nr < 0 || nr >= MAX_SYSCALL_NR as i64 || spec_for(nr as u32, true).is_none() {
-            return 0;
-        }
+    let Some(nr) = read_kernel::<i64>(regs, config!(regs_nr)) else {
+        return 0;
+    };
+    if nr < 0 || nr >= MAX_SYSCALL_NR as i64 || spec_for(nr as u32, true).is_none() {
+        return 0;
     }
     let ret = ctx.arg::<i64>(1);
-    sys_exit_ret(ret, true);
+    sys_exit_ret(nr as i32, ret, true);
     0
 }
 
@@ -90,19 +124,8 @@ fn spec_for(nr: u32, via_raw: bool) -> Option<&'static ArgSpec> {
     (spec.op != 0 && raw == via_raw).then_some(spec)
 }
 
-#[inline(always)]
-fn sys_enter(ctx: &TracePointContext, via_raw: bool) -> u32 {
-    let Ok(nr) = (unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFFSET) }) else {
-        return 0;
-    };
-    let mut args = [0u64; 6];
-    for i in 0..6 {
-        args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFFSET + 8 * i) }.unwrap_or(0);
-    }
-    sys_enter_args(nr, args, via_raw);
-    0
-}
-
+/// Stashes the arguments (and, for the control family, the credentials
+/// before the call) of a syscall that needs them from its entry.
 #[inline(always)]
 fn sys_enter_args(nr: i32, args: [u64; 6], via_raw: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -112,6 +135,9 @@ fn sys_enter_args(nr: i32, args: [u64; 6], via_raw: bool) {
     let Some(spec) = spec_for(nr as u32, via_raw) else {
         return;
     };
+    if spec.hook & HOOK_AT_ENTER == 0 && !via_raw {
+        return;
+    }
     let mut p = PendingSyscall {
         nr: nr as u32,
         _pad: 0,
@@ -122,50 +148,213 @@ fn sys_enter_args(nr: i32, args: [u64; 6], via_raw: bool) {
     if spec.family == EventKind::Control as u8 {
         stash_old_creds(&mut p);
     }
-    // dup2/dup3 name the target fd (their `mode` slot): only 0, 1 and 2
-    // matter, and shells dup onto higher fds all the time.
-    if spec.family == EventKind::Network as u8
-        && spec.op == NetOp::Dup as u8
-        && arg(&p, spec.mode).is_some_and(|fd| !(0..=2).contains(&(fd as i32)))
-    {
-        return;
-    }
-    // Sends are followed only to port 53: decide here, before anything
-    // is stored, so other traffic costs one check.
-    if spec.variant != 0 && send_dport(spec.variant, &p) != 53 {
-        return;
-    }
     let _ = PENDING.insert(&pid_tgid, &p, 0);
 }
 
+/// The registers the task saved on entering the syscall it is leaving
+/// (`task_pt_regs`): the syscall ABI leaves the arguments there as they
+/// were at entry, for every syscall followed at exit alone.
 #[inline(always)]
-fn sys_exit(ctx: &TracePointContext, via_raw: bool) -> u32 {
-    let result = unsafe { ctx.read_at::<i64>(SYSCALL_RET_OFFSET) }.unwrap_or(0);
-    sys_exit_ret(result, via_raw);
-    0
+fn saved_regs() -> *const u8 {
+    let task = current_task_btf();
+    unsafe { bpf_task_pt_regs(task as *mut _) as *const u8 }
 }
 
-/// Emits the record of the syscall this thread stashed, if it is one
-/// followed through this kind of hook.
+/// Argument `idx` from the saved registers. One arm per argument: the
+/// verifier accepts a direct load only at an offset it knows.
 #[inline(always)]
-fn sys_exit_ret(result: i64, via_raw: bool) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
-        return;
+fn reg_arg(regs: *const u8, idx: u8) -> Option<u64> {
+    let offset = match idx {
+        0 => config!(regs_args)[0],
+        1 => config!(regs_args)[1],
+        2 => config!(regs_args)[2],
+        3 => config!(regs_args)[3],
+        4 => config!(regs_args)[4],
+        5 => config!(regs_args)[5],
+        _ => return None,
     };
-    let pending = *pending;
-    let Some(spec) = spec_for(pending.nr, via_raw) else {
+    load::<u64>(regs, offset)
+}
+
+/// Every argument from the saved registers.
+#[inline(always)]
+fn args_from_regs(regs: *const u8, nr: i32) -> PendingSyscall {
+    let mut args = [0u64; 6];
+    for i in 0..6 {
+        args[i] = load::<u64>(regs, config!(regs_args)[i]).unwrap_or(0);
+    }
+    PendingSyscall {
+        nr: nr as u32,
+        _pad: 0,
+        args,
+        old_ids: [0; 4],
+        old_caps: [0; 3],
+    }
+}
+
+/// Emits the record of a followed syscall leaving with `result`, unless a
+/// kernel-side filter drops it first.
+#[inline(always)]
+fn sys_exit_ret(nr: i32, result: i64, via_raw: bool) {
+    if nr < 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(spec) = spec_for(nr as u32, via_raw) else {
         return;
     };
     let spec = *spec;
-    let _ = PENDING.remove(&pid_tgid);
-    if spec.spec_flags & SPEC_STASH_ONLY != 0 {
+    if spec.hook & HOOK_AT_ENTER != 0 || via_raw {
+        let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+            return;
+        };
+        let pending = *pending;
+        let _ = PENDING.remove(&pid_tgid);
+        if pending.nr != nr as u32 || spec.spec_flags & SPEC_STASH_ONLY != 0 {
+            return;
+        }
+        emit_checked(&spec, &pending, result, spec.hook & HOOK_WAKE != 0);
+        return;
+    }
+    if is_ignored((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let regs = saved_regs();
+    let mut may_alert = spec.hook & HOOK_WAKE != 0;
+    // The open filter reads only the two arguments it tests.
+    if spec.hook & HOOK_OPEN_FILTER != 0 {
+        match open_verdict(
+            &spec,
+            reg_arg(regs, spec.flags),
+            reg_arg(regs, spec.path),
+            result,
+        ) {
+            Some(wake) => may_alert = wake,
+            None => return,
+        }
+    }
+    emit_checked(&spec, &args_from_regs(regs, nr), result, may_alert);
+}
+
+/// The last checks before a record is assembled and sent.
+#[inline(always)]
+fn emit_checked(spec: &ArgSpec, pending: &PendingSyscall, result: i64, may_alert: bool) {
+    // Sends are followed only to port 53: other traffic costs one check.
+    if spec.variant != 0 && send_dport(spec.variant, pending) != 53 {
         return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    emit_syscall(scratch, &spec, &pending, result, pid_tgid);
+    emit_syscall(scratch, spec, pending, result, may_alert);
+}
+
+/// Whether an open passes a clause of the rules' filter, and if so whether
+/// it may raise an alert. None: no loaded rule can match it.
+#[inline(always)]
+fn open_verdict(
+    spec: &ArgSpec,
+    flags_arg: Option<u64>,
+    path_arg: Option<u64>,
+    result: i64,
+) -> Option<bool> {
+    let Some(filter) = OPEN_FILTER.get(0) else {
+        return Some(true);
+    };
+    let mut flags = flags_arg.unwrap_or(0);
+    if spec.spec_flags & SPEC_FLAGS_IN_OPEN_HOW != 0 {
+        // openat2: flags is the first u64 of struct open_how.
+        flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(flags as *const u64) }.unwrap_or(0);
+    }
+    // The LPM key, as words: its length and the clause's set id, then the
+    // path (a zero word after it for the scan).
+    let mut key = [0u64; 11];
+    // 0: not read yet; 1: placeable (absolute, normalised); 2: only the
+    // agent can place it (relative, `.`/`..`, `//`, unreadable).
+    let mut path_state = 0u8;
+    let mut pass = false;
+    let mut wake = false;
+    for i in 0..OPEN_CLAUSES {
+        if i as u32 >= filter.count {
+            break;
+        }
+        let c = &filter.clauses[i];
+        if c.opts & CLAUSE_SUCCESS_ONLY != 0 && result < 0 {
+            continue;
+        }
+        if c.flags_any != 0 && flags & c.flags_any == 0 {
+            continue;
+        }
+        if c.path_set != 0 {
+            if path_state == 0 {
+                path_state = read_filter_path(path_arg, &mut key);
+            }
+            if path_state == 1 {
+                key[0] = (key[0] & 0xffff_ffff) | ((c.path_set as u64) << 32);
+                let k = unsafe { &*(key.as_ptr() as *const Key<PathKeyData>) };
+                if PATH_PREFIXES.get(k).is_none() {
+                    continue;
+                }
+            }
+        }
+        pass = true;
+        wake |= c.opts & CLAUSE_WAKE != 0;
+    }
+    pass.then_some(wake)
+}
+
+/// Reads the first bytes of a path argument into the prefix key (after its
+/// length and set id) and sets the key's length. Returns 1 when the path is
+/// absolute and normalised, so a prefix test decides it; 2 when it is not
+/// (relative, with a `.` or `..` component, a doubled slash, or
+/// unreadable), and must pass.
+#[inline(always)]
+fn read_filter_path(user: Option<u64>, key: &mut [u64; 11]) -> u8 {
+    let Some(ptr) = user else {
+        return 2;
+    };
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            key.as_mut_ptr().add(1) as *mut core::ffi::c_void,
+            (PATH_FILTER_BYTES + 1) as u32,
+            ptr as *const core::ffi::c_void,
+        )
+    };
+    if n <= 1 || key[1] as u8 != b'/' {
+        return 2;
+    }
+    if odd_components(key) {
+        return 2;
+    }
+    let len = (n as u64 - 1) & 63;
+    key[0] = 32 + 8 * len;
+    1
+}
+
+/// Whether the path in `key[1..]` (little-endian bytes, zero after it) has
+/// a component that is `.` or `..`, or an empty one (`//`): then the string
+/// is not the path it names. Computed a word at a time without branches,
+/// so the verifier walks it once.
+#[inline(always)]
+fn odd_components(key: &[u64; 11]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // 0x80 in each byte of `v` that is zero, exactly.
+    let zero = |v: u64| !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7);
+    let eq = |v: u64, c: u8| zero(v ^ (ONES * c as u64));
+    let mut odd = 0u64;
+    for k in 1..9 {
+        let (w, next) = (key[k], key[k + 1]);
+        // The bytes one, two and three places after each byte of `w`.
+        let b = (w >> 8) | (next << 56);
+        let c = (w >> 16) | (next << 48);
+        let d = (w >> 24) | (next << 40);
+        let end_c = zero(c) | eq(c, b'/');
+        let end_d = zero(d) | eq(d, b'/');
+        let dots = eq(b, b'.') & (end_c | (eq(c, b'.') & end_d));
+        odd |= eq(w, b'/') & (eq(b, b'/') | dots);
+    }
+    odd != 0
 }
 
 #[inline(always)]
@@ -188,8 +377,9 @@ fn emit_syscall(
     spec: &ArgSpec,
     p: &PendingSyscall,
     result: i64,
-    pid_tgid: u64,
+    may_alert: bool,
 ) {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let rec = unsafe { &raw mut (*s).rec };
     // Only these families travel as syscall records; anything else is a
     // table the probe was not built for, counted rather than mislabelled.
@@ -274,12 +464,13 @@ fn emit_syscall(
         total = core::mem::size_of::<SyscallRecord>() + SYSCALL_DATA_MAX;
     }
     let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total) };
-    if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+    if EVENTS
+        .output::<[u8]>(bytes, submit_flags(&EVENTS, may_alert))
+        .is_err()
+    {
         count_lost(kind);
     }
 }
-
-/// The scratch write position, masked into `data`'s bounds.
 
 /// The caller's credentials before a control syscall changes them.
 #[inline(always)]
@@ -287,12 +478,12 @@ fn stash_old_creds(p: &mut PendingSyscall) {
     let uid_gid = bpf_get_current_uid_gid();
     p.old_ids[0] = uid_gid as u32;
     p.old_ids[2] = (uid_gid >> 32) as u32;
-    let Some(cred) = read_kernel::<*const u8>(current_task(), config!(task_cred)) else {
+    let Some(cred) = load::<*const u8>(current_task_btf(), config!(task_cred)) else {
         return;
     };
-    p.old_ids[1] = read_kernel(cred, config!(cred_euid)).unwrap_or(u32::MAX);
-    p.old_ids[3] = read_kernel(cred, config!(cred_egid)).unwrap_or(u32::MAX);
-    p.old_caps[0] = read_kernel(cred, config!(cred_cap_effective)).unwrap_or(0);
-    p.old_caps[1] = read_kernel(cred, config!(cred_cap_permitted)).unwrap_or(0);
-    p.old_caps[2] = read_kernel(cred, config!(cred_cap_inheritable)).unwrap_or(0);
+    p.old_ids[1] = load(cred, config!(cred_euid)).unwrap_or(u32::MAX);
+    p.old_ids[3] = load(cred, config!(cred_egid)).unwrap_or(u32::MAX);
+    p.old_caps[0] = load(cred, config!(cred_cap_effective)).unwrap_or(0);
+    p.old_caps[1] = load(cred, config!(cred_cap_permitted)).unwrap_or(0);
+    p.old_caps[2] = load(cred, config!(cred_cap_inheritable)).unwrap_or(0);
 }

@@ -16,7 +16,7 @@ use agent_ebpf::{
     file::FileOp,
     network::{NetOp, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO},
     syscall::{
-        ArgSpec, MAX_SYSCALL_NR, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
+        ArgSpec, HOOK_AT_ENTER, MAX_SYSCALL_NR, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
         SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
     },
     EventKind,
@@ -74,6 +74,9 @@ pub struct Args {
     /// `open(O_CREAT|O_WRONLY|O_TRUNC)`).
     pub implied_flags: u64,
     pub ids: IdArgs,
+    /// The state before the call matters (the credentials a setuid
+    /// changes, clone's flags for the fork event): caught at entry too.
+    pub at_entry: bool,
 }
 
 /// No arguments recorded.
@@ -82,6 +85,7 @@ pub const fn args() -> Args {
         spec: ArgSpec::NONE,
         implied_flags: 0,
         ids: IdArgs::None,
+        at_entry: false,
     }
 }
 
@@ -151,8 +155,15 @@ impl Args {
         self.spec.gid = gid;
         self
     }
+    /// An id-setting syscall: the ids before the call are kept too.
     pub const fn ids(mut self, ids: IdArgs) -> Args {
         self.ids = ids;
+        self.at_entry = true;
+        self
+    }
+    /// Caught at entry too: the state before the call matters.
+    pub const fn at_entry(mut self) -> Args {
+        self.at_entry = true;
         self
     }
     /// A send followed only to port 53 (checked at entry): a DNS query.
@@ -163,6 +174,7 @@ impl Args {
     /// Arguments kept for the fork event (clone flags), never emitted.
     pub const fn stash(mut self) -> Args {
         self.spec.spec_flags |= SPEC_STASH_ONLY;
+        self.at_entry = true;
         self
     }
     /// With `stash`: the flags are in a user `struct clone_args`.
@@ -215,6 +227,9 @@ impl SyscallDef {
         let mut s = self.args.spec;
         s.op = self.op.code();
         s.family = self.op.family() as u8;
+        if self.args.at_entry {
+            s.hook |= HOOK_AT_ENTER;
+        }
         s
     }
 }
@@ -279,7 +294,7 @@ pub const TABLE: &[SyscallDef] = &[
     // prctl(option, arg2): arg2 is the new name for PR_SET_NAME.
     def("prctl",         SYS_prctl,         Control(Prctl),        args().name(1)),
     // capset(header, data): the new sets, copied raw (2 x 3 u32).
-    def("capset",        SYS_capset,        Control(Capset),       args().raw(1)),
+    def("capset",        SYS_capset,        Control(Capset),       args().raw(1).at_entry()),
     def("clone",         SYS_clone,         Control(Clone),        args().stash()),
     def("clone3",        SYS_clone3,        Control(Clone),        args().stash().clone3()),
 
@@ -326,7 +341,7 @@ const fn index_by_number() -> [u8; MAX_SYSCALL_NR as usize] {
 
 /// A followed syscall, as decoded events name it: an index into [`TABLE`],
 /// printed and parsed by name.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Syscall(u8);
 
 impl Syscall {

@@ -172,6 +172,11 @@ impl RuleSet {
         })
     }
 
+    /// The compiled rules and their field slots (for `interest.rs`).
+    pub(super) fn compiled(&self) -> (&[CompiledRule], &Slots) {
+        (&self.rules, &self.slots)
+    }
+
     pub fn rules(&self) -> impl Iterator<Item = &RuleMeta> {
         self.rules.iter().map(|r| &*r.meta)
     }

@@ -52,8 +52,9 @@ pub enum TestKind {
     Contains(Box<str>),
     /// Lower-cased needle.
     IContains(Box<str>),
-    /// Several prefixes (`startswith` alternatives), anchored.
-    PrefixAny(Box<AhoCorasick>),
+    /// Several prefixes (`startswith` alternatives), anchored; with the
+    /// prefixes themselves, for the kernel filter (`interest.rs`).
+    PrefixAny(Box<AhoCorasick>, Box<[Box<str>]>),
     /// Several substrings (`contains` alternatives).
     ContainsAny(Box<AhoCorasick>),
     /// Path prefixes: the value is one of them or below one. With the
@@ -308,7 +309,8 @@ impl Test {
         }
     }
 
-    fn test_str(&self, s: &str) -> bool {
+    /// This test on a text value (the field is present).
+    pub(super) fn test_str(&self, s: &str) -> bool {
         match &self.kind {
             TestKind::Exists => true,
             TestKind::StrEq(k) => s == &**k,
@@ -317,7 +319,7 @@ impl Test {
             TestKind::EndsWith(k) => s.ends_with(&**k),
             TestKind::Contains(k) => s.contains(&**k),
             TestKind::IContains(k) => s.to_lowercase().contains(&**k),
-            TestKind::PrefixAny(ac) => ac.find(Input::new(s).anchored(Anchored::Yes)).is_some(),
+            TestKind::PrefixAny(ac, _) => ac.find(Input::new(s).anchored(Anchored::Yes)).is_some(),
             TestKind::ContainsAny(ac) => ac.is_match(s),
             TestKind::Pmatch(set, lens) => lens.iter().any(|&n| {
                 if n == s.len() {

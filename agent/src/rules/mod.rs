@@ -15,6 +15,7 @@ pub mod cond;
 pub mod engine;
 pub mod extract;
 pub mod fields;
+pub mod interest;
 mod items;
 pub mod load;
 pub mod matcher;

@@ -209,7 +209,7 @@ fn any_of(pats: Vec<Box<str>>, anchored: bool) -> Vec<TestKind> {
         b.start_kind(StartKind::Anchored);
     }
     match b.build(pats.iter().map(|p| p.as_bytes())) {
-        Ok(ac) if anchored => vec![TestKind::PrefixAny(Box::new(ac))],
+        Ok(ac) if anchored => vec![TestKind::PrefixAny(Box::new(ac), pats.into())],
         Ok(ac) => vec![TestKind::ContainsAny(Box::new(ac))],
         Err(_) => pats.into_iter().map(single).collect(),
     }

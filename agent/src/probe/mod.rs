@@ -2,7 +2,8 @@
 //!
 //! Checks what is missing before touching the kernel (privileges, BTF, the
 //! probe object itself), computes the kernel layout, loads the probe with it,
-//! attaches every hook and logs what is in use.
+//! attaches the process hooks, and then the syscall hooks the rules need
+//! ([`syscalls`]), again on every rule reload. Logs what is in use.
 use std::path::{Path, PathBuf};
 
 use agent_ebpf::{config::ProbeConfig, EventKind, ProbeCounter, LOST_SLOTS};
@@ -13,9 +14,14 @@ use aya::{
 };
 
 use crate::kernel::{
+    interest::KernelInterest,
     layout::{StructOffsets, VMLINUX_BTF},
     tracefs,
 };
+
+mod syscalls;
+
+use syscalls::SyscallHooks;
 
 /// The probe object built by `build.rs`; empty under `AYA_BUILD_SKIP=1`.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probe"));
@@ -40,6 +46,8 @@ pub enum ProbeError {
     Program { name: &'static str, message: String },
     #[error("eBPF map {0} is missing from the probe object")]
     MissingMap(&'static str),
+    #[error("eBPF program {0} is missing from the probe object")]
+    MissingProgram(&'static str),
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -50,8 +58,14 @@ pub enum ProbeError {
 
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
-    /// Size of the EVENTS ring buffer in bytes.
+    /// Size of the EVENTS ring buffer (file, control, network) in bytes.
     pub ring_bytes: u32,
+    /// Size of the PROCESS_EVENTS ring buffer (exec, fork, exit) in bytes.
+    pub process_ring_bytes: u32,
+    /// Follow syscalls this kernel has no `syscalls:*` tracepoint for
+    /// through the raw `sys_enter`/`sys_exit` hooks, which run on every
+    /// syscall of the host.
+    pub raw_syscall_hooks: bool,
     /// The running kernel's BTF (default `/sys/kernel/btf/vmlinux`).
     pub btf_path: PathBuf,
     /// Bytes waiting in the ring before the probe wakes the agent; 0 wakes
@@ -65,6 +79,8 @@ impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
             ring_bytes: agent_ebpf::DEFAULT_RING_BYTES,
+            process_ring_bytes: agent_ebpf::DEFAULT_PROCESS_RING_BYTES,
+            raw_syscall_hooks: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
             wakeup_bytes: 0,
             exclusions: Default::default(),
@@ -78,8 +94,17 @@ pub struct Probe {
     lost: Option<PerCpuArray<MapData, u64>>,
     /// The probe's own error counters (`ProbeCounter` slots).
     counters: Option<PerCpuArray<MapData, u64>>,
-    /// One entry per attached hook, e.g. `tracepoint sched:sched_process_exec`.
-    pub hooks: Vec<String>,
+    /// The process hooks, e.g. `tracepoint sched:sched_process_exec`.
+    process_hooks: Vec<String>,
+    syscalls: SyscallHooks,
+}
+
+/// The probe's two ring buffers.
+pub struct Rings {
+    /// exec, fork, exit.
+    pub process: RingBuf<MapData>,
+    /// file, control, network.
+    pub syscalls: RingBuf<MapData>,
 }
 
 const EXEC_PROG: &str = "sched_process_exec";
@@ -89,10 +114,12 @@ const EXIT_PROG: &str = "sched_process_exit";
 impl Probe {
     pub fn load(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         preflight(&opts.btf_path)?;
-        if !opts.ring_bytes.is_power_of_two() || !opts.ring_bytes.is_multiple_of(4096) {
-            return Err(ProbeError::RingSize(opts.ring_bytes));
+        for size in [opts.ring_bytes, opts.process_ring_bytes] {
+            if !size.is_power_of_two() || !size.is_multiple_of(4096) {
+                return Err(ProbeError::RingSize(size));
+            }
         }
-        warn_if_ring_small(opts.ring_bytes);
+        warn_if_ring_small(opts.process_ring_bytes);
         raise_memlock_limit();
         let tracefs_root = tracefs::ensure_mounted()?;
         let mut config = probe_config(&tracefs_root, &opts.btf_path)?;
@@ -107,35 +134,53 @@ impl Probe {
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("PROCESS_EVENTS", opts.process_ring_bytes)
             .load(PROBE_OBJECT)
             .map_err(ProbeError::Load)?;
         fill_exclusions(&mut ebpf, ex)?;
-        let mut hooks = Vec::new();
-        attach_tracepoint(&mut ebpf, EXEC_PROG, "sched", &mut hooks)?;
-        attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut hooks)?;
-        attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut hooks)?;
-        tracing::info!(family = "process", hooks = %hooks.join(", "), "probe attached");
-        let syscall_hooks = attach_syscalls(&mut ebpf, &tracefs_root, &config)?;
-        hooks.extend(syscall_hooks);
+        let mut process_hooks = Vec::new();
+        attach_tracepoint(&mut ebpf, EXEC_PROG, "sched", &mut process_hooks)?;
+        attach_raw_tracepoint(&mut ebpf, FORK_PROG, &mut process_hooks)?;
+        attach_tracepoint(&mut ebpf, EXIT_PROG, "sched", &mut process_hooks)?;
+        tracing::info!(family = "process", hooks = %process_hooks.join(", "), "probe attached");
+        let syscalls =
+            SyscallHooks::prepare(&mut ebpf, &tracefs_root, &config, opts.raw_syscall_hooks)?;
         let lost = take_per_cpu(&mut ebpf, "LOST")?;
         let counters = take_per_cpu(&mut ebpf, "COUNTERS")?;
         Ok(Probe {
             ebpf,
             lost: Some(lost),
             counters: Some(counters),
-            hooks,
+            process_hooks,
+            syscalls,
         })
     }
 
-    /// Takes the EVENTS ring buffer (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-            name: "EVENTS",
-            source,
+    /// Attaches, detaches and filters the syscall hooks to report what
+    /// `interest` asks for (at start, and after each rule reload).
+    pub fn apply_interest(&mut self, interest: &KernelInterest) -> Result<(), ProbeError> {
+        self.syscalls.apply(&mut self.ebpf, interest)
+    }
+
+    /// Every hook attached now, e.g. `tracepoint sched:sched_process_exec`.
+    pub fn hooks(&self) -> Vec<String> {
+        let mut out = self.process_hooks.clone();
+        out.extend(self.syscalls.hooks());
+        out
+    }
+
+    /// Takes the two ring buffers (once).
+    pub fn take_rings(&mut self) -> Result<Rings, ProbeError> {
+        let mut take = |name: &'static str| {
+            let map = self
+                .ebpf
+                .take_map(name)
+                .ok_or(ProbeError::MissingMap(name))?;
+            RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
+        };
+        Ok(Rings {
+            process: take("PROCESS_EVENTS")?,
+            syscalls: take("EVENTS")?,
         })
     }
 
@@ -205,7 +250,7 @@ pub fn enable_run_time_stats() -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// A program error whose verifier log is cut to its last lines: the full
 /// log can run to megabytes, and its end says why the program was refused.
-fn program_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
+pub(super) fn program_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
     const KEEP: usize = 25;
     let text = source.to_string();
     let lines: Vec<&str> = text.lines().collect();
@@ -310,7 +355,7 @@ fn attach_tracepoint(
     let err = |source| program_error(name, source);
     let prog: &mut TracePoint = ebpf
         .program_mut(name)
-        .ok_or(ProbeError::MissingMap(name))?
+        .ok_or(ProbeError::MissingProgram(name))?
         .try_into()
         .map_err(err)?;
     prog.load().map_err(err)?;
@@ -365,143 +410,6 @@ fn fill_exclusions(
     Ok(())
 }
 
-const SYSCALL_ENTER_PROG: &str = "syscall_enter";
-const SYSCALL_EXIT_PROG: &str = "syscall_exit";
-const RAW_ENTER_PROG: &str = "raw_sys_enter";
-const RAW_EXIT_PROG: &str = "raw_sys_exit";
-
-/// Fills `SYSCALL_SPECS` and attaches the syscall enter/exit programs to the
-/// `syscalls:sys_{enter,exit}_<name>` tracepoint of every syscall in the
-/// table that this kernel has, with the record layout the probe expects.
-fn attach_syscalls(
-    ebpf: &mut Ebpf,
-    tracefs_root: &Path,
-    config: &ProbeConfig,
-) -> Result<Vec<String>, ProbeError> {
-    use crate::kernel::syscalls::{SyscallDef, TABLE};
-    use agent_ebpf::EventKind;
-    let mut usable = Vec::new();
-    let mut via_raw = Vec::new();
-    let mut missing = Vec::new();
-    let raw_ok = if config
-        .regs_args
-        .contains(&agent_ebpf::config::UNKNOWN_OFFSET)
-    {
-        Err("pt_regs argument registers unknown on this kernel".to_string())
-    } else {
-        Ok(())
-    };
-    for sc in TABLE {
-        let enter = tracefs::read_format(
-            tracefs_root,
-            "syscalls",
-            &format!("sys_enter_{}", sc.tracepoint),
-        );
-        let exit = tracefs::read_format(
-            tracefs_root,
-            "syscalls",
-            &format!("sys_exit_{}", sc.tracepoint),
-        );
-        let checked = match (enter, exit) {
-            (Ok(e), Ok(x)) => {
-                tracefs::check_sys_enter_layout(&e).and_then(|_| tracefs::check_sys_exit_layout(&x))
-            }
-            _ => Err("no syscalls tracepoint".to_string()),
-        };
-        match checked {
-            Ok(()) => usable.push(sc),
-            Err(_) if sc.raw_fallback && raw_ok.is_ok() => via_raw.push(sc),
-            Err(why) => {
-                let why = format!("{} ({why})", sc.name);
-                missing.push((sc, why));
-            }
-        }
-    }
-    {
-        let map = ebpf
-            .map_mut("SYSCALL_SPECS")
-            .ok_or(ProbeError::MissingMap("SYSCALL_SPECS"))?;
-        let mut specs: aya::maps::Array<&mut MapData, agent_ebpf::syscall::ArgSpec> =
-            aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
-                name: "SYSCALL_SPECS",
-                source,
-            })?;
-        let raw = via_raw.iter().map(|sc| {
-            let mut spec = sc.spec();
-            spec.spec_flags |= agent_ebpf::syscall::SPEC_VIA_RAW;
-            (sc, spec)
-        });
-        for (sc, spec) in usable.iter().map(|sc| (sc, sc.spec())).chain(raw) {
-            specs
-                .set(sc.nr, spec, 0)
-                .map_err(|source| ProbeError::Map {
-                    name: "SYSCALL_SPECS",
-                    source,
-                })?;
-        }
-    }
-    for (prog_name, dir) in [(SYSCALL_ENTER_PROG, "enter"), (SYSCALL_EXIT_PROG, "exit")] {
-        let err = |source| program_error(prog_name, source);
-        let prog: &mut TracePoint = ebpf
-            .program_mut(prog_name)
-            .ok_or(ProbeError::MissingMap(prog_name))?
-            .try_into()
-            .map_err(err)?;
-        prog.load().map_err(err)?;
-        for sc in &usable {
-            prog.attach("syscalls", &format!("sys_{dir}_{}", sc.tracepoint))
-                .map_err(err)?;
-        }
-    }
-    if !via_raw.is_empty() {
-        for (prog_name, tp) in [(RAW_ENTER_PROG, "sys_enter"), (RAW_EXIT_PROG, "sys_exit")] {
-            let err = |source| program_error(prog_name, source);
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(prog_name)
-                .ok_or(ProbeError::MissingMap(prog_name))?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach(tp).map_err(err)?;
-        }
-    }
-    if let Err(why) = &raw_ok {
-        tracing::debug!(%why, "raw sys_enter fallback unavailable");
-    }
-    let mut hooks = Vec::new();
-    for family in [EventKind::File, EventKind::Control, EventKind::Network] {
-        let of = |sc: &&&SyscallDef| sc.op.family() == family;
-        let names: Vec<&str> = usable.iter().filter(of).map(|s| s.name).collect();
-        let raw: Vec<&str> = via_raw.iter().filter(of).map(|s| s.name).collect();
-        let lost: Vec<&str> = missing
-            .iter()
-            .filter(|(sc, _)| sc.op.family() == family)
-            .map(|(_, why)| why.as_str())
-            .collect();
-        let tps = format!("syscalls:sys_{{enter,exit}}_{{{}}}", names.join(","));
-        let raw_desc = if raw.is_empty() {
-            "none".to_string()
-        } else {
-            format!("raw_tracepoint sys_{{enter,exit}} for {{{}}} (no syscalls tracepoint on this kernel)", raw.join(","))
-        };
-        if lost.is_empty() {
-            tracing::info!(family = family.name(), hooks = %tps, raw_tracepoints = %raw_desc, "probe attached");
-        } else {
-            tracing::warn!(family = family.name(), hooks = %tps, raw_tracepoints = %raw_desc, missing = %lost.join("; "), "probe attached; some syscalls are not followed");
-        }
-        hooks.extend(
-            names
-                .iter()
-                .map(|n| format!("tracepoint syscalls:sys_{{enter,exit}}_{n}")),
-        );
-        hooks.extend(
-            raw.iter()
-                .map(|n| format!("raw_tracepoint sys_{{enter,exit}} for {n}")),
-        );
-    }
-    Ok(hooks)
-}
-
 fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -510,7 +418,7 @@ fn attach_raw_tracepoint(
     let err = |source| program_error(name, source);
     let prog: &mut RawTracePoint = ebpf
         .program_mut(name)
-        .ok_or(ProbeError::MissingMap(name))?
+        .ok_or(ProbeError::MissingProgram(name))?
         .try_into()
         .map_err(err)?;
     prog.load().map_err(err)?;
