@@ -350,8 +350,10 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         unsupported: args.unsupported,
         rules_poll: Duration::from_secs(args.rules_poll),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the event loop is one task, and the forwarder's network
+    // work is small; a multi-threaded runtime only added cross-thread
+    // wake-ups per drain. Enrichment has threads of its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

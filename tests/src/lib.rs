@@ -356,8 +356,19 @@ pub fn marker_binary(src: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
         .tempdir_in("/tmp")
         .unwrap();
     let path = dir.path().join(name);
-    std::fs::copy(src, &path).unwrap();
+    copy_executable(src, &path);
     (dir, path)
+}
+
+/// Copies a program to `dst` (over it, same inode, if it exists) with
+/// `cp`, not from this process: a child that another test thread forks
+/// while this process holds the copy open for writing keeps that
+/// descriptor until it execs, and running the copy meanwhile fails with
+/// ETXTBSY ("Text file busy").
+pub fn copy_executable(src: impl AsRef<Path>, dst: impl AsRef<Path>) {
+    let (src, dst) = (src.as_ref(), dst.as_ref());
+    let status = Command::new("cp").arg(src).arg(dst).status().unwrap();
+    assert!(status.success(), "cp {} {}", src.display(), dst.display());
 }
 
 /// Runs `vigil-collector query ... alerts <args> --json` until `pred` holds

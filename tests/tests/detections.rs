@@ -32,7 +32,7 @@ impl Env {
     /// A copy of `src` named `name` in the scratch directory.
     fn copy(&self, src: &str, name: &str) -> PathBuf {
         let p = self.path(name);
-        std::fs::copy(src, &p).unwrap();
+        copy_executable(src, &p);
         p
     }
 
@@ -293,7 +293,7 @@ fn cases() -> Vec<Case> {
                     .tempdir_in("/dev/shm")
                     .unwrap();
                 let p = d.path().join("payload");
-                std::fs::copy("/bin/true", &p).unwrap();
+                copy_executable("/bin/true", &p);
                 let tag = unique("tmp-exec");
                 run(Command::new(&p).arg(&tag));
                 b(argv_has(tag))

@@ -339,7 +339,7 @@ fn rewritten_binary_gets_a_new_hash() {
     });
     assert_eq!(e1["process"]["exe_sha256"], first.as_str());
     // Same path, same inode, new content.
-    std::fs::copy("/bin/false", &bin).unwrap();
+    copy_executable("/bin/false", &bin);
     let second = sha256_of(&bin);
     assert_ne!(first, second);
     let _ = Command::new(&bin).arg("two").status().unwrap();

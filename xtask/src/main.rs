@@ -44,11 +44,19 @@ enum Cmd {
         #[arg(last = true)]
         agent_args: Vec<String>,
     },
-    /// Measure the probe's cost: process-spawn time without and with the
-    /// agent, kernel ns per program run, and agent CPU. Needs root.
+    /// Measure what the agent costs the host, no agent against the agent at
+    /// its defaults in alternating rounds: syscalls it does not follow,
+    /// opens it drops and reports, redis, spawns, a flood with execs that
+    /// must all alert, RSS, alert latency. Needs root; takes a few minutes.
     Bench {
-        /// Processes to spawn per phase.
-        #[arg(long, default_value_t = 5000)]
+        /// Alternating rounds per side.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Programs executed from /tmp during the flood.
+        #[arg(long, default_value_t = 1000)]
+        flood_execs: u32,
+        /// Processes spawned per round for the spawn row.
+        #[arg(long, default_value_t = 1000)]
         spawns: u32,
     },
     /// Run the whole test suite (what CI runs).
@@ -73,7 +81,15 @@ fn main() -> anyhow::Result<()> {
             agent_args,
         } => run(&data_dir, listen, &agent_args),
         Cmd::Test { args } => test(&args),
-        Cmd::Bench { spawns } => bench::run(spawns),
+        Cmd::Bench {
+            rounds,
+            flood_execs,
+            spawns,
+        } => bench::run(bench::BenchOptions {
+            rounds,
+            flood_execs,
+            spawns,
+        }),
     }
 }
 

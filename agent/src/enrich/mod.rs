@@ -9,11 +9,16 @@
 //! at most [`EnrichConfig::wait`] and leaves with what is known by then.
 //! Parked events may leave after later ones; `time_unix_ns` orders them.
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::VecDeque,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+/// Looked up on every event: foldhash (seeded per process), not SipHash.
+/// The keys are pids, ids and file identities whose number the kernel and
+/// the tables' caps bound, so SipHash's flood resistance buys nothing here.
+use foldhash::{HashMap, HashSet};
 
 use tokio::sync::Notify;
 
@@ -186,12 +191,12 @@ impl Enricher {
             table,
             host_mnt_ns,
             host_users,
-            ns_users: HashMap::new(),
-            users_recheck: HashMap::new(),
-            containers: HashMap::new(),
-            hashes: HashMap::new(),
+            ns_users: HashMap::default(),
+            users_recheck: HashMap::default(),
+            containers: HashMap::default(),
+            hashes: HashMap::default(),
             hash_order: VecDeque::new(),
-            proc_reads: HashSet::new(),
+            proc_reads: HashSet::default(),
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
             resolvers,
@@ -364,7 +369,7 @@ impl Enricher {
     }
 
     /// Copies what the table knows of the event's process into it.
-    fn snapshot(&self, ev: &mut Event, key: ProcKey) {
+    fn snapshot(&mut self, ev: &mut Event, key: ProcKey) {
         let Some(e) = self.table.get(&key) else {
             return;
         };

@@ -29,7 +29,7 @@ fn my_event(cgroup_id: u64) -> Event {
             vpid: None,
             detail: None,
         },
-        ancestry: Vec::new(),
+        ancestry: Arc::from([]),
         container: None,
         body: EventBody::Exit(ExitInfo {
             exit_code: Some(0),

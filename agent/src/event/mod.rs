@@ -63,9 +63,10 @@ pub struct Event {
     #[serde(default)]
     pub num: u64,
     pub process: ProcessContext,
-    /// The process's creators, nearest first (filled by enrichment).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestry: Vec<Ancestor>,
+    /// The process's creators, nearest first (filled by enrichment; one
+    /// chain shared by the events of a process).
+    #[serde(default, skip_serializing_if = "<[Ancestor]>::is_empty")]
+    pub ancestry: Arc<[Ancestor]>,
     /// Container or host the process runs in (filled by enrichment).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<Arc<ContainerInfo>>,
@@ -162,7 +163,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         time_unix_ns: clock.to_unix_ns(header.boot_ns),
         num: 0,
         process: ProcessContext::from_header(&header),
-        ancestry: Vec::new(),
+        ancestry: Arc::from([]),
         container: None,
         body,
     })

@@ -7,10 +7,15 @@
 //! alerts can still name them and their children's ancestry stays whole;
 //! the table never holds more than its cap (evictions are counted).
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+/// Looked up on every event: foldhash (seeded per process), not SipHash.
+/// The keys are pids, ids and file identities whose number the kernel and
+/// the tables' caps bound, so SipHash's flood resistance buys nothing here.
+use foldhash::HashMap;
 
 use agent_ebpf::file::FileOp;
 
@@ -55,6 +60,8 @@ pub struct ProcEntry {
     /// The entry was made from an event of a process the table did not
     /// know: image and cwd come from a later `/proc` read, if any.
     pub partial: bool,
+    /// Its ancestry as last computed, with the table's epoch then.
+    ancestry: Option<(u64, Arc<[Ancestor]>)>,
 }
 
 /// Table limits.
@@ -99,6 +106,9 @@ pub struct ProcessTable {
     exited: VecDeque<(Instant, ProcKey)>,
     /// Clock tick in ns, for matching coarse start times.
     tick_ns: u64,
+    /// Moves whenever an image changes or an entry leaves: an ancestry
+    /// computed in an older epoch may name what is no longer so.
+    epoch: u64,
     pub counters: TableCounters,
 }
 
@@ -111,10 +121,11 @@ impl ProcessTable {
     pub fn new(cfg: TableConfig) -> ProcessTable {
         ProcessTable {
             cfg,
-            entries: HashMap::new(),
-            live: HashMap::new(),
+            entries: HashMap::default(),
+            live: HashMap::default(),
             exited: VecDeque::new(),
             tick_ns: crate::util::clock::tick_ns(),
+            epoch: 0,
             counters: TableCounters::default(),
         }
     }
@@ -157,6 +168,7 @@ impl ProcessTable {
             loginuid: p.loginuid,
             exited: false,
             partial: false,
+            ancestry: None,
         };
         self.insert(entry);
     }
@@ -179,6 +191,7 @@ impl ProcessTable {
             return;
         }
         e.partial = false;
+        self.epoch += 1;
         e.image = Arc::new(Image {
             exe: p.exe.map(Arc::from),
             argv: p.argv.into(),
@@ -254,6 +267,7 @@ impl ProcessTable {
             }
             EventBody::Exec(x) => {
                 if let Some(e) = self.entries.get_mut(&key) {
+                    self.epoch += 1;
                     e.image = Arc::new(Image {
                         exe: Some(Arc::from(x.exe_path())),
                         argv: x.argv.clone().into(),
@@ -309,6 +323,7 @@ impl ProcessTable {
             loginuid: p.loginuid,
             exited: false,
             partial: true,
+            ancestry: None,
         });
         key
     }
@@ -333,6 +348,7 @@ impl ProcessTable {
             loginuid: p.loginuid,
             exited: false,
             partial: p.partial,
+            ancestry: None,
         };
         self.insert(child);
         key
@@ -373,6 +389,7 @@ impl ProcessTable {
             self.exited.pop_front();
             if self.entries.remove(&key).is_some() {
                 self.counters.expired += 1;
+                self.epoch += 1;
             }
         }
     }
@@ -387,6 +404,7 @@ impl ProcessTable {
             };
             if self.entries.remove(&key).is_some() {
                 self.counters.evicted += 1;
+                self.epoch += 1;
             }
         }
         if self.entries.len() <= self.cfg.max_entries {
@@ -395,6 +413,7 @@ impl ProcessTable {
         let batch = (self.cfg.max_entries / 64).max(1);
         let mut keys: Vec<ProcKey> = self.entries.keys().copied().collect();
         keys.sort_by_key(|k| k.start_ns);
+        self.epoch += 1;
         for key in keys.into_iter().take(batch) {
             self.entries.remove(&key);
             if self.live.get(&key.pid) == Some(&key.start_ns) {
@@ -411,7 +430,24 @@ impl ProcessTable {
     /// The chain of creators above `key`, nearest first, up to pid 1 and
     /// at most `max_ancestry` long. It stops where an ancestor is no
     /// longer in the table.
-    pub fn ancestry(&self, key: &ProcKey) -> Vec<Ancestor> {
+    /// The process's creators, nearest first, at most `max_ancestry`. Kept
+    /// with the entry until an image changes or an entry leaves the table,
+    /// so the file events of one process share one chain.
+    pub fn ancestry(&mut self, key: &ProcKey) -> Arc<[Ancestor]> {
+        let epoch = self.epoch;
+        if let Some((at, chain)) = self.entries.get(key).and_then(|e| e.ancestry.as_ref()) {
+            if *at == epoch {
+                return chain.clone();
+            }
+        }
+        let chain: Arc<[Ancestor]> = self.compute_ancestry(key).into();
+        if let Some(e) = self.entries.get_mut(key) {
+            e.ancestry = Some((epoch, chain.clone()));
+        }
+        chain
+    }
+
+    fn compute_ancestry(&self, key: &ProcKey) -> Vec<Ancestor> {
         let mut out = Vec::new();
         let mut cur = self.entries.get(key).and_then(|e| e.parent);
         while let Some(k) = cur {

@@ -30,7 +30,7 @@ fn ev(p: ProcessContext, body: EventBody) -> Event {
         time_unix_ns: 0,
         num: 0,
         process: p,
-        ancestry: Vec::new(),
+        ancestry: Arc::from([]),
         container: None,
         body,
     }
@@ -113,6 +113,23 @@ fn ancestry_follows_creators_to_init() {
     assert_eq!(&*a[0].argv, ["sh", "-c", "b"]);
     assert_eq!(a[2].exe.as_deref(), Some("/sbin/init"));
     assert_eq!(t.get(&k).unwrap().image.exe.as_deref(), Some("/tmp/m"));
+}
+
+#[test]
+fn a_kept_ancestry_follows_an_ancestor_that_execs() {
+    let mut t = table();
+    let now = Instant::now();
+    let k = three_levels(&mut t, now);
+    let first = t.ancestry(&k);
+    assert!(Arc::ptr_eq(&first, &t.ancestry(&k)), "kept between events");
+    // The parent (200) runs something else: the child's parent is now that.
+    t.apply(
+        &ev(ctx(200, 100, 2_000), exec("/usr/bin/python3", &["python3"])),
+        now,
+    );
+    let after = t.ancestry(&k);
+    assert_eq!(after[0].exe.as_deref(), Some("/usr/bin/python3"));
+    assert_eq!(first[0].exe.as_deref(), Some("/bin/sh"));
 }
 
 #[test]

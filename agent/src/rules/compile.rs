@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     cond::{Check, Expr, Op, Rhs},
     fields::{self, FieldId, FieldProblem, Ty},
-    matcher::{new_set, parse_glob, HashSet, Net, Node, Slots, Test, TestKind},
+    matcher::{parse_glob, HashSet, Net, Node, Slots, Test, TestKind},
     optimize::optimize,
     yaml::{self, Pos},
 };
@@ -266,14 +266,7 @@ impl<'a, 's> Compiler<'a, 's> {
                 false,
             )
         };
-        let test = |neg: bool, kind: TestKind| {
-            Node::Test(Test {
-                slot,
-                field: id,
-                neg,
-                kind,
-            })
-        };
+        let test = |neg: bool, kind: TestKind| Node::Test(Test::new(slot, id, neg, kind));
         if op == Op::Exists {
             return Ok(test(false, TestKind::Exists));
         }
@@ -467,42 +460,4 @@ fn parse_located(cond: &CondText) -> Result<Expr, CompileError> {
             unsupported: false,
         }
     })
-}
-
-/// The `evt.type` values under which `n` can match; None: any.
-pub fn evt_types(n: &Node) -> Option<HashSet<String>> {
-    match n {
-        Node::Const(true) => None,
-        Node::Const(false) => Some(new_set()),
-        Node::Test(Test {
-            field: FieldId::EvtType,
-            neg: false,
-            kind,
-            ..
-        }) => match kind {
-            TestKind::StrEq(v) => Some(std::iter::once(v.to_string()).collect()),
-            TestKind::StrIn(set) => Some(set.iter().map(|v| v.to_string()).collect()),
-            _ => None,
-        },
-        Node::Test(_) | Node::Not(_) => None,
-        Node::And(items) => {
-            let mut acc: Option<HashSet<String>> = None;
-            for i in items {
-                if let Some(s) = evt_types(i) {
-                    acc = Some(match acc {
-                        None => s,
-                        Some(a) => a.intersection(&s).cloned().collect(),
-                    });
-                }
-            }
-            acc
-        }
-        Node::Or(items) => {
-            let mut acc = new_set();
-            for i in items {
-                acc.extend(evt_types(i)?);
-            }
-            Some(acc)
-        }
-    }
 }

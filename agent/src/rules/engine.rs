@@ -1,11 +1,16 @@
 //! Matching events against a compiled rule set: the `evt.type` index,
 //! per-event field slots, sequences across a process tree, and dedup.
-use std::{collections::HashMap, path::PathBuf};
+use std::path::PathBuf;
+
+/// Looked up on every event: foldhash, not SipHash.
+use foldhash::HashMap;
 
 use super::{
     extract::{self, evt_type},
+    index::{Bucket, Entry, Index},
     load::{self, CompiledRule, LoadOptions, RuleKind, Skipped},
-    matcher::{render, Ctx, Slots},
+    matcher::{render, Ctx, CtxBuffers, Slots},
+    program::{Op, Program},
     Hit, Matcher, RuleError, RuleMeta,
 };
 use crate::event::Event;
@@ -53,24 +58,30 @@ impl OpenSequences {
         self.len += 1;
     }
 
-    /// Drops expired sequences, then, if still full, whole slots until
-    /// there is room; returns how many live ones were dropped.
+    /// Drops expired sequences, then, if still more than three quarters
+    /// full, whole slots until they are not: the scan is paid once per
+    /// quarter of the table filled, not on every new sequence of a busy
+    /// host. Returns how many live ones were dropped.
     fn make_room(&mut self, now: i64, window_ns: i64) -> u64 {
         self.by_slot.retain(|_, list| {
             list.retain(|p| now - p.started_ns <= window_ns);
             !list.is_empty()
         });
         self.len = self.by_slot.values().map(Vec::len).sum();
+        // In one pass: taking keys one at a time from the front of a
+        // hash table that is being emptied costs a scan each.
+        let mut excess = self.len.saturating_sub(MAX_PARTIALS / 4 * 3);
         let mut dropped = 0;
-        while self.len >= MAX_PARTIALS {
-            let Some(slot) = self.by_slot.keys().next().cloned() else {
-                break;
-            };
-            let n = self.by_slot.remove(&slot).map_or(0, |l| l.len());
-            self.len -= n;
-            dropped += n as u64;
-        }
-        dropped
+        self.by_slot.retain(|_, list| {
+            if excess == 0 {
+                return true;
+            }
+            excess = excess.saturating_sub(list.len());
+            dropped += list.len();
+            false
+        });
+        self.len -= dropped;
+        dropped as u64
     }
 }
 
@@ -82,12 +93,18 @@ struct DedupEntry {
 }
 
 pub struct RuleSet {
-    rules: Vec<CompiledRule>,
-    by_type: foldhash::HashMap<String, Vec<usize>>,
-    any_type: Vec<usize>,
-    /// Reused per event: the rules to test.
+    rules: Vec<CompiledRule<Op>>,
+    /// Every rule's conditions.
+    program: Program,
+    /// The rules by event type.
+    index: Index,
+    /// Reused per event: the rules that matched.
     scratch: Vec<usize>,
+    /// Reused per event: a bucket's entries that may match.
+    candidates: Vec<u32>,
     slots: Slots,
+    /// Per-event buffers, kept between events.
+    buffers: CtxBuffers,
     /// The files the rules came from, in load order.
     pub sources: Vec<String>,
     /// Rules left out (unsupported source, or unsupported fields with
@@ -141,40 +158,33 @@ impl RuleSet {
         opts: LoadOptions,
     ) -> Result<RuleSet, Vec<RuleError>> {
         let loaded = load::load(sources, opts)?;
-        let mut by_type: foldhash::HashMap<String, Vec<usize>> = Default::default();
-        let mut any_type = Vec::new();
-        for (i, r) in loaded.rules.iter().enumerate() {
-            match load::rule_evt_types(r) {
-                Some(types) => {
-                    for t in types {
-                        by_type.entry(t).or_default().push(i);
-                    }
-                }
-                None => any_type.push(i),
-            }
-        }
+        let mut program = Program::default();
+        let rules: Vec<CompiledRule<Op>> = (loaded.rules.into_iter())
+            .map(|r| program.lower_rule(r))
+            .collect();
+        let index = Index::build(&rules, &mut program);
+        program.finish();
         Ok(RuleSet {
-            partials: loaded
-                .rules
-                .iter()
-                .map(|_| OpenSequences::default())
-                .collect(),
-            rules: loaded.rules,
-            by_type,
-            any_type,
+            partials: rules.iter().map(|_| OpenSequences::default()).collect(),
+            rules,
+            program,
+            index,
             scratch: Vec::new(),
+            candidates: Vec::new(),
             slots: loaded.slots,
+            buffers: CtxBuffers::default(),
             sources: sources.iter().map(|(o, _)| o.clone()).collect(),
             skipped: loaded.skipped,
             partial: loaded.partial,
-            dedup: HashMap::new(),
+            dedup: HashMap::default(),
             counters: EngineCounters::default(),
         })
     }
 
-    /// The compiled rules and their field slots (for `interest.rs`).
-    pub(super) fn compiled(&self) -> (&[CompiledRule], &Slots) {
-        (&self.rules, &self.slots)
+    /// The compiled rules, their program and field slots (for
+    /// `interest.rs`).
+    pub(super) fn compiled(&self) -> (&[CompiledRule<Op>], &Program, &Slots) {
+        (&self.rules, &self.program, &self.slots)
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &RuleMeta> {
@@ -184,17 +194,18 @@ impl RuleSet {
     /// Rules that match every event type (no `evt.type` condition): each
     /// costs a test on every event.
     pub fn unindexed(&self) -> impl Iterator<Item = &str> {
-        self.any_type
-            .iter()
-            .map(|&i| self.rules[i].meta.name.as_str())
+        self.index
+            .unindexed()
+            .map(|i| self.rules[i].meta.name.as_str())
     }
 
     /// Advances rule `i`'s open sequences with this event, and opens one
     /// if it matches the first step. Open sequences are filed by the pid
     /// whose tree they watch, the step they wait for and the key value that
     /// step must show, so an event costs a few hash lookups per ancestor,
-    /// however many sequences are open. True when a sequence completed.
-    fn sequence_step(&mut self, i: usize, cx: &mut Ctx) -> bool {
+    /// however many sequences are open. `steps` are the step conditions
+    /// for this event's type. True when a sequence completed.
+    fn sequence_step(&mut self, i: usize, steps: &[Op], cx: &mut Ctx) -> bool {
         let RuleKind::Sequence(seq) = &self.rules[i].kind else {
             return false;
         };
@@ -216,7 +227,7 @@ impl RuleSet {
             std::iter::once(ev.process.pid).chain(ev.ancestry[..depth].iter().map(|a| a.pid));
         let mut done = false;
         for k in (1..seq.steps.len()).rev() {
-            if open.len == 0 || !seq.steps[k].0.eval(cx) {
+            if open.len == 0 || !self.program.eval(steps[k], cx) {
                 continue;
             }
             let value = key_of(k);
@@ -246,7 +257,7 @@ impl RuleSet {
                 }
             }
         }
-        if seq.steps[0].0.eval(cx) {
+        if self.program.eval(steps[0], cx) {
             if open.len >= MAX_PARTIALS {
                 self.counters.sequence_evicted += open.make_room(now, seq.window_ns);
             }
@@ -264,6 +275,72 @@ impl RuleSet {
             open.insert(root, 1, seq.steps[1].1.is_some(), p);
         }
         done
+    }
+
+    /// The rules `event` fires (sequences advanced), in rule order,
+    /// before dedup. The vector is `scratch`'s, to be given back.
+    fn firing(&mut self, event: &Event) -> Vec<usize> {
+        let mut matched = std::mem::take(&mut self.scratch);
+        matched.clear();
+        let index = std::mem::take(&mut self.index);
+        let ty = evt_type(event);
+        if index.buckets(ty).all(Bucket::is_empty) {
+            self.index = index;
+            return matched;
+        }
+        let slots = std::mem::take(&mut self.slots);
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let mut candidates = std::mem::take(&mut self.candidates);
+        let mut cx = Ctx::new(event, &slots, self.program.test_count(), &mut buffers);
+        for bucket in index.buckets(ty) {
+            candidates.clear();
+            bucket.select(&self.program, &mut cx, &mut candidates);
+            for &e in &candidates {
+                let entry = &bucket.entries[e as usize];
+                if self.entry_matches(entry, &mut cx) {
+                    matched.push(entry.rule);
+                }
+            }
+        }
+        cx.finish();
+        self.buffers = buffers;
+        self.slots = slots;
+        self.index = index;
+        self.candidates = candidates;
+        // In rule order, whatever the index.
+        matched.sort_unstable();
+        matched
+    }
+
+    /// The single-condition rules `event` fires, found by evaluating each
+    /// rule's whole condition: what [`Self::firing`] must agree with.
+    #[cfg(test)]
+    pub(super) fn firing_naively(&mut self, event: &Event) -> (Vec<usize>, Vec<usize>) {
+        let slots = std::mem::take(&mut self.slots);
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let mut cx = Ctx::new(event, &slots, self.program.test_count(), &mut buffers);
+        let naive = (self.rules.iter().enumerate())
+            .filter(|(_, r)| match r.kind {
+                RuleKind::Single(op) => self.program.eval(op, &mut cx),
+                RuleKind::Sequence(_) => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        cx.finish();
+        self.buffers = buffers;
+        self.slots = slots;
+        let indexed = (self.firing(event).into_iter())
+            .filter(|&i| matches!(self.rules[i].kind, RuleKind::Single(_)))
+            .collect();
+        (naive, indexed)
+    }
+
+    /// Whether `entry`'s rule fires on the event in `cx`.
+    fn entry_matches(&mut self, entry: &Entry, cx: &mut Ctx) -> bool {
+        match &self.rules[entry.rule].kind {
+            RuleKind::Single(_) => self.program.eval(entry.conds[0], cx),
+            RuleKind::Sequence(_) => self.sequence_step(entry.rule, &entry.conds, cx),
+        }
     }
 
     /// Passes a hit through the rule's dedup window.
@@ -322,37 +399,11 @@ impl RuleSet {
 
 impl Matcher for RuleSet {
     fn matches(&mut self, event: &Event, out: &mut Vec<Hit>) {
-        let ty = evt_type(event);
-        let typed = self.by_type.get(ty).map(Vec::as_slice).unwrap_or_default();
-        if typed.is_empty() && self.any_type.is_empty() {
-            return;
-        }
-        let mut candidates = std::mem::take(&mut self.scratch);
-        candidates.clear();
-        candidates.extend(typed.iter().chain(&self.any_type));
-        let slots = std::mem::take(&mut self.slots);
-        let mut cx = Ctx::new(event, &slots);
-        let mut matched = Vec::new();
-        for &i in &candidates {
-            match &self.rules[i].kind {
-                RuleKind::Single(n) => {
-                    if n.eval(&mut cx) {
-                        matched.push(i);
-                    }
-                }
-                RuleKind::Sequence(_) => {
-                    if self.sequence_step(i, &mut cx) {
-                        matched.push(i);
-                    }
-                }
-            }
-        }
-        drop(cx);
-        self.slots = slots;
-        self.scratch = candidates;
-        for i in matched {
+        let matched = self.firing(event);
+        for &i in &matched {
             self.deduplicate(i, event, out);
         }
+        self.scratch = matched;
     }
 
     fn tick(&mut self, now_unix_ns: i64, out: &mut Vec<Hit>) {

@@ -16,7 +16,8 @@ use super::{
     engine::RuleSet,
     fields::{ArgName, FieldId},
     load::RuleKind,
-    matcher::{Node, Slots, Test, TestKind},
+    matcher::{Slots, Test, TestKind},
+    program::{Op as Cond, Program},
 };
 use crate::{
     event::file::OpenFlagNames,
@@ -44,7 +45,7 @@ pub fn kernel_interest(set: &RuleSet, everything: bool) -> KernelInterest {
     if everything {
         return KernelInterest::everything();
     }
-    let (rules, slots) = set.compiled();
+    let (rules, program, slots) = set.compiled();
     let mut out = KernelInterest::default();
     for name in ALWAYS {
         if let Some(s) = Syscall::by_name(name) {
@@ -54,19 +55,19 @@ pub fn kernel_interest(set: &RuleSet, everything: bool) -> KernelInterest {
     let mut open_clauses: Vec<OpenClause> = Vec::new();
     for r in rules {
         // (condition, may it raise an alert by itself)
-        let steps: Vec<(&Node, bool)> = match &r.kind {
-            RuleKind::Single(n) => vec![(n, true)],
+        let steps: Vec<(Cond, bool)> = match &r.kind {
+            RuleKind::Single(c) => vec![(*c, true)],
             RuleKind::Sequence(s) => {
                 let last = s.steps.len().saturating_sub(1);
                 s.steps
                     .iter()
                     .enumerate()
-                    .map(|(i, (n, _))| (n, i == last))
+                    .map(|(i, (c, _))| (*c, i == last))
                     .collect()
             }
         };
-        for (node, alerts) in steps {
-            let types = super::compile::evt_types(node);
+        for (cond, alerts) in steps {
+            let types = program.evt_types(cond);
             if types.is_none() {
                 out.notes.push(format!(
                     "rule `{}` has no evt.type condition: every followed syscall is reported for it",
@@ -80,7 +81,7 @@ pub fn kernel_interest(set: &RuleSet, everything: bool) -> KernelInterest {
                 if !types.as_ref().is_none_or(|t| t.contains(def.name)) {
                     continue;
                 }
-                let approx = approximate(node, def.name, slots);
+                let approx = approximate(cond, program, def.name, slots);
                 if approx.is_empty() {
                     continue;
                 }
@@ -113,29 +114,29 @@ pub fn kernel_interest(set: &RuleSet, everything: bool) -> KernelInterest {
     out
 }
 
-/// `node` under `evt.type = ty`, as clauses the kernel can check (empty:
+/// `cond` under `evt.type = ty`, as clauses the kernel can check (empty:
 /// it cannot hold).
-fn approximate(node: &Node, ty: &str, slots: &Slots) -> Vec<OpenClause> {
-    match node {
-        Node::Const(true) => vec![OpenClause::any()],
-        Node::Const(false) => Vec::new(),
-        Node::Test(t) => test(t, ty, slots),
+fn approximate(cond: Cond, program: &Program, ty: &str, slots: &Slots) -> Vec<OpenClause> {
+    match cond {
+        Cond::Const(true) => vec![OpenClause::any()],
+        Cond::Const(false) => Vec::new(),
+        Cond::Test(t) => test(program.test(t), ty, slots),
         // A negation may hold for anything the kernel cannot see.
-        Node::Not(_) => vec![OpenClause::any()],
-        Node::Or(items) => {
+        Cond::Not(_) => vec![OpenClause::any()],
+        Cond::Or(..) => {
             let mut out = Vec::new();
-            for i in items {
-                out.extend(approximate(i, ty, slots));
+            for &c in program.children(cond) {
+                out.extend(approximate(c, program, ty, slots));
                 if out.len() > MAX_WORKING_CLAUSES {
                     return vec![OpenClause::any()];
                 }
             }
             out
         }
-        Node::And(items) => {
+        Cond::And(..) => {
             let mut acc = vec![OpenClause::any()];
-            for i in items {
-                let next = approximate(i, ty, slots);
+            for &c in program.children(cond) {
+                let next = approximate(c, program, ty, slots);
                 acc = and(&acc, &next);
                 if acc.is_empty() {
                     return acc;

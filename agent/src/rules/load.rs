@@ -11,11 +11,11 @@ use std::{
 use vigil_proto::v1::Severity;
 
 use super::{
-    compile::{evt_types, CompileError, Compiler, CondText, Scope},
+    compile::{CompileError, Compiler, CondText, Scope},
     cond::{Check, Expr, Item, Rhs},
     fields::{self, FieldRef},
     items::{node_at, read_list, read_macro, Defs, Errors, ExceptionDef, RuleDef, Where},
-    matcher::{HashSet, Node, Slots},
+    matcher::{Node, Slots},
     optimize::optimize,
     rule_item::read_rule,
     yaml::{self, Node as Y},
@@ -49,22 +49,23 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// A compiled rule, ready for the engine.
-pub struct CompiledRule {
+/// A compiled rule, its conditions as trees (`C = Node`, from here) or
+/// lowered into the engine's program (`C = Op`).
+pub struct CompiledRule<C = Node> {
     pub meta: Arc<RuleMeta>,
-    pub kind: RuleKind,
+    pub kind: RuleKind<C>,
     pub dedup: Option<Dedup>,
 }
 
-pub enum RuleKind {
-    Single(Node),
-    Sequence(Sequence),
+pub enum RuleKind<C = Node> {
+    Single(C),
+    Sequence(Sequence<C>),
 }
 
-pub struct Sequence {
+pub struct Sequence<C = Node> {
     pub window_ns: i64,
     pub same_process: bool,
-    pub steps: Vec<(Node, Option<FieldRef>)>,
+    pub steps: Vec<(C, Option<FieldRef>)>,
 }
 
 pub struct Dedup {
@@ -392,20 +393,6 @@ fn compile_all(defs: Defs, opts: LoadOptions) -> Result<Loaded, Vec<RuleError>> 
         skipped,
         partial,
     })
-}
-
-/// The `evt.type` index key set of a compiled rule; None: any type.
-pub fn rule_evt_types(r: &CompiledRule) -> Option<HashSet<String>> {
-    match &r.kind {
-        RuleKind::Single(n) => evt_types(n),
-        RuleKind::Sequence(s) => {
-            let mut all = HashSet::default();
-            for (n, _) in &s.steps {
-                all.extend(evt_types(n)?);
-            }
-            Some(all)
-        }
-    }
 }
 
 #[cfg(test)]

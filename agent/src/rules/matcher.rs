@@ -1,7 +1,7 @@
 //! Matching, the per-event half of the rule engine: a compiled condition
-//! is a tree of [`Node`]s whose leaves are typed [`Test`]s on field slots;
-//! each field is read from the event at most once ([`Ctx`]), whichever
-//! rules ask for it.
+//! is a tree of [`Node`]s whose leaves are typed [`Test`]s on field slots
+//! (lowered for matching by `program.rs`); each field is read from the
+//! event at most once ([`Ctx`]), whichever rules ask for it.
 use std::{borrow::Cow, collections::HashMap, net::IpAddr};
 
 use aho_corasick::{AhoCorasick, Anchored, Input};
@@ -42,11 +42,142 @@ pub struct Test {
     pub kind: TestKind,
 }
 
+/// A set of texts that knows the lengths of its members, so a value of
+/// another length is refused without being hashed (paths are long, and
+/// most are of no listed length).
+#[derive(Debug, Default)]
+pub struct StrSet {
+    set: HashSet<Box<str>>,
+    /// Bit n: a member is n bytes long (n < 63); bit 63: one is longer.
+    lens: u64,
+}
+
+impl StrSet {
+    fn len_bit(n: usize) -> u64 {
+        1 << n.min(63)
+    }
+
+    pub fn insert(&mut self, v: Box<str>) {
+        self.lens |= Self::len_bit(v.len());
+        self.set.insert(v);
+    }
+
+    pub fn contains(&self, v: &str) -> bool {
+        self.lens & Self::len_bit(v.len()) != 0 && self.set.contains(v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Box<str>> {
+        self.set.iter()
+    }
+}
+
+/// Texts mapped to values, with the same length filter as [`StrSet`].
+#[derive(Debug)]
+pub struct TextMap<V> {
+    map: foldhash::HashMap<Box<str>, V>,
+    lens: u64,
+}
+
+impl<V> Default for TextMap<V> {
+    fn default() -> Self {
+        TextMap {
+            map: Default::default(),
+            lens: 0,
+        }
+    }
+}
+
+impl<V: Default> TextMap<V> {
+    /// The value of `k`, inserted as the default if missing.
+    pub fn entry(&mut self, k: &str) -> &mut V {
+        self.lens |= StrSet::len_bit(k.len());
+        self.map.entry(k.into()).or_default()
+    }
+}
+
+impl<V> TextMap<V> {
+    pub fn get(&self, k: &str) -> Option<&V> {
+        if self.lens & StrSet::len_bit(k.len()) == 0 {
+            return None;
+        }
+        self.map.get(k)
+    }
+}
+
+impl FromIterator<Box<str>> for StrSet {
+    fn from_iter<I: IntoIterator<Item = Box<str>>>(it: I) -> Self {
+        let mut s = StrSet::default();
+        it.into_iter().for_each(|v| s.insert(v));
+        s
+    }
+}
+
+impl Extend<Box<str>> for StrSet {
+    fn extend<I: IntoIterator<Item = Box<str>>>(&mut self, it: I) {
+        it.into_iter().for_each(|v| self.insert(v));
+    }
+}
+
+impl IntoIterator for StrSet {
+    type Item = Box<str>;
+    type IntoIter = <HashSet<Box<str>> as IntoIterator>::IntoIter;
+    fn into_iter(self) -> Self::IntoIter {
+        self.set.into_iter()
+    }
+}
+
+impl Test {
+    pub fn new(slot: usize, field: FieldId, neg: bool, kind: TestKind) -> Test {
+        Test {
+            slot,
+            field,
+            neg,
+            kind,
+        }
+    }
+
+    /// What makes two tests the same: field slot, negation, operator and
+    /// values (sets in sorted order).
+    pub fn canonical(&self) -> String {
+        let sorted = |it: &mut dyn Iterator<Item = String>| {
+            let mut v: Vec<String> = it.collect();
+            v.sort();
+            v.join("\u{1}")
+        };
+        let kind = match &self.kind {
+            TestKind::StrIn(set) => {
+                format!("in:{}", sorted(&mut set.iter().map(|s| s.to_string())))
+            }
+            TestKind::Pmatch(set, _) => {
+                format!("pmatch:{}", sorted(&mut set.iter().map(|s| s.to_string())))
+            }
+            TestKind::IntIn(set) => {
+                format!("intin:{}", sorted(&mut set.iter().map(|n| n.to_string())))
+            }
+            TestKind::PrefixAny(_, pats) => {
+                format!(
+                    "prefixes:{}",
+                    sorted(&mut pats.iter().map(|s| s.to_string()))
+                )
+            }
+            TestKind::ContainsAny(_, pats) => {
+                format!(
+                    "substrings:{}",
+                    sorted(&mut pats.iter().map(|s| s.to_string()))
+                )
+            }
+            TestKind::Regex(r) => format!("regex:{}", r.as_str()),
+            other => format!("{other:?}"),
+        };
+        format!("{}:{}:{kind}", self.slot, self.neg)
+    }
+}
+
 #[derive(Debug)]
 pub enum TestKind {
     Exists,
     StrEq(Box<str>),
-    StrIn(HashSet<Box<str>>),
+    StrIn(StrSet),
     StartsWith(Box<str>),
     EndsWith(Box<str>),
     Contains(Box<str>),
@@ -55,8 +186,8 @@ pub enum TestKind {
     /// Several prefixes (`startswith` alternatives), anchored; with the
     /// prefixes themselves, for the kernel filter (`interest.rs`).
     PrefixAny(Box<AhoCorasick>, Box<[Box<str>]>),
-    /// Several substrings (`contains` alternatives).
-    ContainsAny(Box<AhoCorasick>),
+    /// Several substrings (`contains` alternatives), with the substrings.
+    ContainsAny(Box<AhoCorasick>, Box<[Box<str>]>),
     /// Path prefixes: the value is one of them or below one. With the
     /// prefixes' distinct lengths, so only prefixes of those lengths are
     /// looked up.
@@ -236,47 +367,88 @@ impl Slots {
     }
 }
 
-/// Per-event values of the slots, read on first use.
-pub struct Ctx<'e, 's> {
+/// Per-event values of the slots and results of the tests, each worked
+/// out on first use.
+pub struct Ctx<'e, 's, 'b> {
     pub ev: &'e Event,
     slots: &'s Slots,
-    vals: Vec<Option<Option<Val<'e>>>>,
+    buffers: &'b mut CtxBuffers,
 }
 
-impl<'e, 's> Ctx<'e, 's> {
-    pub fn new(ev: &'e Event, slots: &'s Slots) -> Ctx<'e, 's> {
-        Ctx {
-            ev,
-            slots,
-            vals: (0..slots.len()).map(|_| None).collect(),
+/// The buffers a [`Ctx`] uses, kept between events so nothing is
+/// allocated or cleared wholesale per event.
+#[derive(Default)]
+pub struct CtxBuffers {
+    /// Slot values of the current event. Stored as `'static`, but a value
+    /// lives only while its event does: every slot set is recorded in
+    /// `touched` and emptied before the event's context ends (and, should
+    /// that be skipped by a panic, before the next context starts), so no
+    /// value outlives what it borrows.
+    vals: Vec<Option<Option<Val<'static>>>>,
+    touched: Vec<u32>,
+    /// Per memo place: 0 not evaluated, 1 false, 2 true.
+    memo: Vec<u8>,
+}
+
+impl CtxBuffers {
+    fn reset(&mut self) {
+        for i in self.touched.drain(..) {
+            self.vals[i as usize] = None;
         }
+    }
+}
+
+impl<'e, 's, 'b> Ctx<'e, 's, 'b> {
+    /// A context for `ev`, in `buffers` sized for `slots` and `memos`.
+    pub fn new(
+        ev: &'e Event,
+        slots: &'s Slots,
+        memos: usize,
+        buffers: &'b mut CtxBuffers,
+    ) -> Ctx<'e, 's, 'b> {
+        buffers.reset();
+        if buffers.vals.len() != slots.len() {
+            buffers.vals.clear();
+            buffers.vals.resize_with(slots.len(), || None);
+        }
+        buffers.memo.clear();
+        buffers.memo.resize(memos, 0);
+        Ctx { ev, slots, buffers }
+    }
+
+    /// Empties the slots this event set.
+    pub fn finish(self) {
+        self.buffers.reset();
+    }
+
+    /// The result of test `t` if this event already had it.
+    pub fn memo(&self, t: u32) -> Option<bool> {
+        match self.buffers.memo[t as usize] {
+            0 => None,
+            r => Some(r == 2),
+        }
+    }
+
+    /// Records the result of test `t` for this event.
+    pub fn remember(&mut self, t: u32, r: bool) {
+        self.buffers.memo[t as usize] = 1 + r as u8;
     }
 
     pub fn value(&mut self, slot: usize) -> Option<&Val<'e>> {
-        if self.vals[slot].is_none() {
-            self.vals[slot] = Some(extract::extract(self.ev, self.slots.get(slot)));
+        if self.buffers.vals[slot].is_none() {
+            let v = extract::extract(self.ev, self.slots.get(slot));
+            // SAFETY: see `CtxBuffers::vals`: the value is emptied before
+            // `'e` ends, and only read as `Val<'e>` until then.
+            let v: Option<Val<'static>> = unsafe { std::mem::transmute(v) };
+            self.buffers.vals[slot] = Some(v);
+            self.buffers.touched.push(slot as u32);
         }
-        self.vals[slot].as_ref().and_then(|v| v.as_ref())
-    }
-}
-
-impl Node {
-    pub fn eval(&self, cx: &mut Ctx) -> bool {
-        match self {
-            Node::Const(b) => *b,
-            Node::And(items) => items.iter().all(|n| n.eval(cx)),
-            Node::Or(items) => items.iter().any(|n| n.eval(cx)),
-            Node::Not(n) => !n.eval(cx),
-            Node::Test(t) => match cx.value(t.slot) {
-                None => false,
-                Some(v) => t.test(v) != t.neg,
-            },
-        }
+        self.buffers.vals[slot].as_ref().and_then(|v| v.as_ref())
     }
 }
 
 impl Test {
-    fn test(&self, v: &Val) -> bool {
+    pub(super) fn test(&self, v: &Val) -> bool {
         match v {
             Val::Many(items) => match self.kind {
                 TestKind::Exists => !items.is_empty(),
@@ -320,18 +492,8 @@ impl Test {
             TestKind::Contains(k) => s.contains(&**k),
             TestKind::IContains(k) => s.to_lowercase().contains(&**k),
             TestKind::PrefixAny(ac, _) => ac.find(Input::new(s).anchored(Anchored::Yes)).is_some(),
-            TestKind::ContainsAny(ac) => ac.is_match(s),
-            TestKind::Pmatch(set, lens) => lens.iter().any(|&n| {
-                if n == s.len() {
-                    set.contains(s)
-                } else if n == 1 && s.starts_with('/') {
-                    set.contains("/")
-                } else {
-                    s.as_bytes().get(n) == Some(&b'/')
-                        && s.is_char_boundary(n)
-                        && set.contains(&s[..n])
-                }
-            }),
+            TestKind::ContainsAny(ac, _) => ac.is_match(s),
+            TestKind::Pmatch(set, lens) => pmatch_candidates(s, lens).any(|p| set.contains(p)),
             TestKind::Glob(p, fold) => glob_match(p, s, *fold),
             TestKind::Regex(r) => r.is_match(s),
             TestKind::IntCmp(..) | TestKind::IntIn(_) | TestKind::Bool(_) | TestKind::Net(_) => {
@@ -351,6 +513,23 @@ impl Node {
             other => Node::Not(Box::new(other)),
         }
     }
+}
+
+/// The prefixes of path `s`, of the given lengths, that `pmatch` looks
+/// up: `s` itself, `/` for an absolute path, and every prefix that ends
+/// where a component does.
+pub fn pmatch_candidates<'a>(s: &'a str, lens: &'a [usize]) -> impl Iterator<Item = &'a str> {
+    lens.iter().filter_map(move |&n| {
+        if n == s.len() {
+            Some(s)
+        } else if n == 1 && s.starts_with('/') {
+            Some("/")
+        } else if s.as_bytes().get(n) == Some(&b'/') && s.is_char_boundary(n) {
+            Some(&s[..n])
+        } else {
+            None
+        }
+    })
 }
 
 /// A value rendered as text, for templates and dedup keys.

@@ -3,8 +3,10 @@
 //! The agent talks to rules only through [`Matcher`]. The pieces:
 //! [`yaml`] (positions), [`cond`] (condition syntax), [`fields`] (what a
 //! condition can name), [`compile`] (match trees), [`load`] (files, macros,
-//! lists, append/override, exceptions), [`engine`] (index, sequences,
-//! dedup) and [`template`] (outputs).
+//! lists, append/override, exceptions), [`program`] (conditions lowered
+//! for matching), [`index`] (which rules an event may fire), [`engine`]
+//! (matching, sequences, dedup), [`interest`] (what the kernel may drop)
+//! and [`template`] (outputs).
 use std::{fmt, path::Path, sync::Arc};
 
 use crate::event::Event;
@@ -15,11 +17,13 @@ pub mod cond;
 pub mod engine;
 pub mod extract;
 pub mod fields;
+pub mod index;
 pub mod interest;
 mod items;
 pub mod load;
 pub mod matcher;
 pub mod optimize;
+pub mod program;
 mod rule_item;
 mod template;
 pub mod yaml;

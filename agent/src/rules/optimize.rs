@@ -8,7 +8,7 @@ use aho_corasick::{AhoCorasickBuilder, MatchKind, StartKind};
 
 use super::{
     fields::FieldId,
-    matcher::{new_set, HashSet, Node, Test, TestKind},
+    matcher::{Node, StrSet, Test, TestKind},
 };
 
 /// Flattens nested and/or, folds constants, and merges alternatives on one
@@ -61,7 +61,7 @@ fn join(mut items: Vec<Node>, all: bool) -> Node {
 /// `a = x or a = y or a in (z)` → `a in (x, y, z)`; `startswith` and
 /// `contains` alternatives → one automaton each.
 fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
-    let mut eq: HashMap<usize, (FieldId, HashSet<Box<str>>)> = HashMap::new();
+    let mut eq: HashMap<usize, (FieldId, StrSet)> = HashMap::new();
     let mut pre: HashMap<usize, (FieldId, Vec<Box<str>>)> = HashMap::new();
     let mut sub: HashMap<usize, (FieldId, Vec<Box<str>>)> = HashMap::new();
     let mut out = Vec::new();
@@ -72,16 +72,17 @@ fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
                 field,
                 neg: false,
                 kind,
+                ..
             }) => match kind {
                 TestKind::StrEq(v) => {
                     eq.entry(slot)
-                        .or_insert_with(|| (field, new_set()))
+                        .or_insert_with(|| (field, StrSet::default()))
                         .1
                         .insert(v);
                 }
                 TestKind::StrIn(vs) => eq
                     .entry(slot)
-                    .or_insert_with(|| (field, new_set()))
+                    .or_insert_with(|| (field, StrSet::default()))
                     .1
                     .extend(vs),
                 TestKind::StartsWith(v) => pre
@@ -94,12 +95,7 @@ fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
                     .or_insert_with(|| (field, Vec::new()))
                     .1
                     .push(v),
-                kind => out.push(Node::Test(Test {
-                    slot,
-                    field,
-                    neg: false,
-                    kind,
-                })),
+                kind => out.push(Node::Test(Test::new(slot, field, false, kind))),
             },
             other => out.push(other),
         }
@@ -108,26 +104,13 @@ fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
     for (slot, (field, set)) in eq {
         merged.push((
             slot,
-            Node::Test(Test {
-                slot,
-                field,
-                neg: false,
-                kind: TestKind::StrIn(set),
-            }),
+            Node::Test(Test::new(slot, field, false, TestKind::StrIn(set))),
         ));
     }
     for (anchored, groups) in [(true, pre), (false, sub)] {
         for (slot, (field, pats)) in groups {
             for kind in any_of(pats, anchored) {
-                merged.push((
-                    slot,
-                    Node::Test(Test {
-                        slot,
-                        field,
-                        neg: false,
-                        kind,
-                    }),
-                ));
+                merged.push((slot, Node::Test(Test::new(slot, field, false, kind))));
             }
         }
     }
@@ -151,7 +134,7 @@ fn merge_alternatives(items: Vec<Node>) -> Vec<Node> {
 
 /// `a != x and a != y` → `not a in (x, y)` (absent `a` still fails).
 fn merge_negated_eq(items: Vec<Node>) -> Vec<Node> {
-    let mut ne: HashMap<usize, (FieldId, HashSet<Box<str>>)> = HashMap::new();
+    let mut ne: HashMap<usize, (FieldId, StrSet)> = HashMap::new();
     let mut out = Vec::new();
     let mut order = Vec::new();
     for n in items {
@@ -161,12 +144,13 @@ fn merge_negated_eq(items: Vec<Node>) -> Vec<Node> {
                 field,
                 neg: true,
                 kind: TestKind::StrEq(v),
+                ..
             }) => {
                 if !ne.contains_key(&slot) {
                     order.push(slot);
                 }
                 ne.entry(slot)
-                    .or_insert_with(|| (field, new_set()))
+                    .or_insert_with(|| (field, StrSet::default()))
                     .1
                     .insert(v);
             }
@@ -176,14 +160,7 @@ fn merge_negated_eq(items: Vec<Node>) -> Vec<Node> {
     let mut front: Vec<Node> = order
         .into_iter()
         .filter_map(|slot| ne.remove(&slot).map(|(field, set)| (slot, field, set)))
-        .map(|(slot, field, set)| {
-            Node::Test(Test {
-                slot,
-                field,
-                neg: true,
-                kind: TestKind::StrIn(set),
-            })
-        })
+        .map(|(slot, field, set)| Node::Test(Test::new(slot, field, true, TestKind::StrIn(set))))
         .collect();
     front.extend(out);
     front
@@ -210,7 +187,7 @@ fn any_of(pats: Vec<Box<str>>, anchored: bool) -> Vec<TestKind> {
     }
     match b.build(pats.iter().map(|p| p.as_bytes())) {
         Ok(ac) if anchored => vec![TestKind::PrefixAny(Box::new(ac), pats.into())],
-        Ok(ac) => vec![TestKind::ContainsAny(Box::new(ac))],
+        Ok(ac) => vec![TestKind::ContainsAny(Box::new(ac), pats.into())],
         Err(_) => pats.into_iter().map(single).collect(),
     }
 }

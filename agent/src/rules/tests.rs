@@ -421,3 +421,129 @@ fn absent_fields_fail_every_test() {
     let e = exec(5, "/usr/bin/curl", &["curl"], 1, json!([]));
     assert_eq!(fired(&mut s, &e), ["Negated", "Unfollowed"]);
 }
+
+/// Events that exercise the default rules' lists and paths: every
+/// combination of a few programs, files and ancestries, and the recorded
+/// benign mix.
+fn varied_events() -> Vec<Event> {
+    use std::io::BufRead;
+    let comms = [
+        "bash", "nginx", "apt", "cat", "passwd", "useradd", "nc", "python3", "sshd", "vi",
+    ];
+    let paths = [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/etc/ld.so.preload",
+        "/etc/sudoers.d/x",
+        "/usr/bin/x",
+        "/root/.ssh/id_rsa",
+        "/root/.ssh/id_rsa.pub",
+        "/tmp/x",
+        "/var/log/syslog",
+        "/home/a/.bash_history",
+        "/etc/cron.d/x",
+        "/etc/systemd/system/x.service",
+        "/sys/fs/cgroup/x/release_agent",
+        "/",
+    ];
+    let mut out = Vec::new();
+    let mut t = 1_000;
+    for comm in comms {
+        for path in paths {
+            for write in [false, true] {
+                t += 1;
+                out.push(open(t as u32, comm, path, write, t));
+            }
+        }
+        for parent in comms {
+            t += 1;
+            let ancestry = json!([{"pid": 2, "comm": parent, "exe": format!("/usr/sbin/{parent}"),
+                                   "argv": [parent]}]);
+            out.push(exec(
+                t as u32,
+                &format!("/usr/bin/{comm}"),
+                &[comm, "-c", "cat /dev/tcp/1.2.3.4/80"],
+                t,
+                ancestry,
+            ));
+            out.push(exec(
+                t as u32,
+                &format!("/tmp/{comm}"),
+                &[comm],
+                t,
+                json!([]),
+            ));
+        }
+    }
+    for (ip, port) in [("1.2.3.4", 3333), ("10.0.0.1", 80), ("8.8.8.8", 4444)] {
+        t += 1;
+        out.push(connect(t as u32, ip, port, t));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rules/baseline/benign.jsonl.gz"
+    );
+    let f = std::fs::File::open(path).unwrap();
+    out.extend(
+        std::io::BufReader::new(flate2::read::GzDecoder::new(f))
+            .lines()
+            .filter_map(|l| Event::from_recorded_line(&l.ok()?).ok().flatten()),
+    );
+    out
+}
+
+/// The index (per-type specialization, keys, gates, families of tests)
+/// only skips work: on every event it fires exactly the rules that
+/// evaluating every rule's whole condition fires.
+#[test]
+fn the_index_fires_what_every_condition_says() {
+    let falco = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/falco/falco_rules.yaml"
+    ))
+    .unwrap();
+    let extra = rule(
+        "Named",
+        "proc.name in (bash, cat) and not proc.name in (cat, vi)",
+    ) + &rule(
+        "Below",
+        "fd.name pmatch (/etc, /root/.ssh) and not fd.name pmatch (/etc/cron.d)",
+    ) + &rule(
+        "One",
+        "evt.type in (openat, execve) and (proc.name = nginx or fd.directory = /tmp)",
+    ) + &rule(
+        "Parents",
+        "proc.aname in (nginx, sshd) and not proc.name = bash",
+    );
+    // (set, how many of its rules the events fire at least)
+    let sets = [
+        (RuleSet::embedded_default(), 8),
+        (
+            RuleSet::from_sources(
+                &[("falco_rules.yaml".into(), falco)],
+                LoadOptions {
+                    unsupported: Unsupported::Absent,
+                },
+            )
+            .unwrap(),
+            0,
+        ),
+        (set(&extra), 4),
+    ];
+    let events = varied_events();
+    for (mut s, least) in sets {
+        let mut fired_rules = std::collections::BTreeSet::new();
+        for ev in &events {
+            let (naive, indexed) = s.firing_naively(ev);
+            assert_eq!(indexed, naive, "{ev:?}");
+            fired_rules.extend(naive);
+        }
+        // The events reach the rules: the comparison is not vacuous.
+        assert!(
+            fired_rules.len() >= least,
+            "{} of {:?}",
+            fired_rules.len(),
+            s
+        );
+    }
+}
