@@ -20,12 +20,12 @@ pub const COMM_LEN: usize = 16;
 
 /// Default size of the `EVENTS` ring buffer (file, control and network
 /// records) in bytes (power of two, page multiple).
-pub const DEFAULT_RING_BYTES: u32 = 8 * 1024 * 1024;
+pub const DEFAULT_RING_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Default size of the `PROCESS_EVENTS` ring buffer (exec, fork, exit):
 /// a ring of its own, so a flood of file events can never crowd out the
 /// records the process table and most rules depend on.
-pub const DEFAULT_PROCESS_RING_BYTES: u32 = 4 * 1024 * 1024;
+pub const DEFAULT_PROCESS_RING_BYTES: u32 = 2 * 1024 * 1024;
 
 wire_enum! {
     /// What a ring-buffer record is. The discriminant is the first field of

@@ -73,11 +73,11 @@ struct RunArgs {
     /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
     /// is full, those events are lost (counted per kind); process events
     /// have a ring of their own.
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
     ring_buffer_size: u32,
     /// Size of the kernel ring buffer for exec, fork and exit events, which
     /// no flood of other events can fill.
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "2M", value_parser = parse_size)]
     process_ring_buffer_size: u32,
     /// Bytes of events that wait in a ring buffer before the probe wakes
     /// the agent. Each wake-up costs the traced task an interrupt (several µs

@@ -201,6 +201,19 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let answered = enricher.answered();
     let rings = probe.take_rings()?;
     let mut rings = PolledRings::new(rings)?;
+    match crate::util::sched::request_short_slice() {
+        Ok(()) => tracing::debug!(
+            slice_ns = crate::util::sched::SLICE_NS,
+            "short scheduler slice granted"
+        ),
+        Err(e) => tracing::info!(
+            error = %e,
+            "no short scheduler slice (Linux 6.12+): an alert may wait for a busy CPU's time slice"
+        ),
+    }
+    // Start-up (BTF, the probe's object, /proc) left tens of MiB free.
+    crate::util::memory::release();
+    let mut last_release = Instant::now();
     tracing::info!(events_to_stdout = ?opts.events, collector = ?opts.collector, "agent running");
 
     let mut loss = Loss::default();
@@ -267,6 +280,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
                 if ingest(&mut rings, &mut enricher, &mut loss) > 0 {
                     follow_up.as_mut().reset(tokio::time::Instant::now() + FOLLOW_UP);
                     follow_up_armed = true;
+                } else if last_release.elapsed() >= RELEASE_GAP {
+                    // A burst ended: what it allocated goes back.
+                    rings.shrink();
+                    crate::util::memory::release();
+                    last_release = Instant::now();
                 }
                 out_ctx.emit(&mut enricher, &stdout);
             }
@@ -317,6 +335,10 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
 /// How long after a drain that found records the agent drains again.
 const FOLLOW_UP: Duration = Duration::from_millis(1);
 
+/// Least time between two returns of free memory to the system, at the
+/// end of bursts.
+const RELEASE_GAP: Duration = Duration::from_secs(1);
+
 /// Most file/control/network records decoded per drain: a flood is worked
 /// off in slices, so memory stays bounded by the slice, not by the ring.
 const SLICE: usize = 4096;
@@ -343,6 +365,11 @@ impl PolledRings {
             syscalls: poll(rings.syscalls)?,
             batch: Vec::new(),
         })
+    }
+
+    /// Frees the decode buffer a burst grew.
+    fn shrink(&mut self) {
+        self.batch = Vec::new();
     }
 
     /// Resolves when either ring has records; clears the readiness seen.

@@ -244,3 +244,78 @@ fn sighup_reloads_rules_when_polling_is_off() {
     assert!(fire(&agent, "After", marker));
     assert!(agent.alive());
 }
+
+/// A reload changes what the kernel sends, not only what the agent
+/// matches: the probe attaches only the syscalls the rules need and drops
+/// opens outside their paths before copying them, so a rule on opens that
+/// arrives by reload fires only if the reload reached the kernel.
+#[test]
+fn a_reload_reaches_the_kernel_filter() {
+    if !kernel_tests_enabled("a_reload_reaches_the_kernel_filter") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-reload-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let f = dir.path().join("r.yaml");
+    let marker = unique("--reload-marker");
+    // Opens followed by nothing at first: only an exec rule is loaded.
+    marker_rule(&f, "Exec only", &marker);
+    let mut agent = start_agent(&["--rules", f.to_str().unwrap(), "--rules-poll", "1"]);
+    assert!(fire(&agent, "Exec only", &marker));
+
+    let open_rule = |name: &str, leaf: &str| {
+        format!(
+            "- rule: {name}\n  desc: d\n  priority: critical\n  condition: evt.type in (open, openat) and fd.name = \"{}\"\n",
+            dir.path().join(leaf).display()
+        )
+    };
+    // Whether opening `leaf` raises a new alert of `rule` for it.
+    let opened = |agent: &Proc, leaf: &str, rule: &str| {
+        let p = dir.path().join(leaf);
+        let p = p.to_str().unwrap();
+        let is_hit = |v: &serde_json::Value| {
+            v["type"] == "alert" && v["rule"] == rule && v["process"]["argv"][1] == p
+        };
+        let before = agent.json_lines().iter().filter(|v| is_hit(v)).count();
+        let st = Command::new("sh")
+            .args(["-c", &format!("cat {p} > /dev/null")])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        agent
+            .wait_json(Duration::from_secs(5), is_hit, |f| f.len() > before)
+            .len()
+            > before
+    };
+    std::fs::write(dir.path().join("first"), "x").unwrap();
+    std::fs::write(dir.path().join("second"), "x").unwrap();
+
+    std::fs::write(&f, open_rule("Open first", "first")).unwrap();
+    agent.wait_stderr("first reload", Duration::from_secs(20), |l| {
+        l.contains("rules reloaded")
+    });
+    assert!(
+        opened(&agent, "first", "Open first"),
+        "the open of `first` passed the kernel after the reload"
+    );
+
+    // The second reload moves the filter: `second` passes, and `first`
+    // no longer raises anything.
+    std::fs::write(&f, open_rule("Open second", "second")).unwrap();
+    let reloads = |a: &Proc| {
+        a.stderr_lines()
+            .iter()
+            .filter(|l| l.contains("rules reloaded"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reloads(&agent) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reloads(&agent), 2, "second reload");
+    assert!(opened(&agent, "second", "Open second"));
+    assert!(!opened(&agent, "first", "Open first"));
+    assert!(agent.alive());
+}

@@ -40,10 +40,11 @@ pub struct BenchOptions {
     pub spawns: u32,
 }
 
-/// A running release agent, its stdout lines on a channel.
+/// A running release agent, its stdout lines on a channel, each with the
+/// time it was read (ns since the Unix epoch).
 struct Agent {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<(i64, String)>,
     log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -60,7 +61,7 @@ impl Agent {
         let stdout = child.stdout.take().context("stdout")?;
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
+                let _ = tx.send((unix_ns(), l));
             }
         });
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -95,6 +96,13 @@ impl Agent {
         std::thread::sleep(Duration::from_millis(200));
         Ok(self.log.lock().unwrap().clone())
     }
+}
+
+/// Now, in ns since the Unix epoch.
+fn unix_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// utime + stime of `pid` in seconds.
@@ -308,7 +316,7 @@ fn flood(agent: &Agent, execs: u32) -> anyhow::Result<Flood> {
     let mut alerts = 0u32;
     let deadline = Instant::now() + Duration::from_secs(30);
     while alerts < execs && Instant::now() < deadline {
-        if let Ok(l) = agent.lines.recv_timeout(Duration::from_millis(500)) {
+        if let Ok((_, l)) = agent.lines.recv_timeout(Duration::from_millis(500)) {
             if l.contains("Execution from a temporary directory") && l.contains(&tag) {
                 alerts += 1;
             }
@@ -373,10 +381,11 @@ fn latency(agent: &Agent, n: u32) -> anyhow::Result<(f64, f64)> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(l) = agent.lines.recv_timeout(left) else {
+            // Timed when read, not when this loop gets to it: the program
+            // is still running (and then waited for) when the alert leaves.
+            let Ok((now, l)) = agent.lines.recv_timeout(left) else {
                 break;
             };
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as i64;
             if !l.contains(&format!("\"{arg}\"")) {
                 continue;
             }

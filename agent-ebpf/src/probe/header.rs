@@ -44,13 +44,41 @@ fn own_upid_member(pid: *const u8, member: u32) -> Option<u32> {
     Some((numbers as u64 + level as u64 * size as u64 + member as u64) as u32)
 }
 
+/// The pid's level: 0 on the host, 1 in a container's pid namespace.
+#[inline(always)]
+fn pid_level(pid: *const u8) -> Option<u32> {
+    load(pid, config!(pid_level))
+}
+
+/// `numbers[L].member` for the levels most tasks live at, by direct loads
+/// at offsets the verifier knows (a helper call each otherwise).
+#[inline(always)]
+fn upid_at<T: Copy>(pid: *const u8, level: u32, member: u32) -> Option<T> {
+    let (numbers, size) = (config!(pid_numbers), config!(upid_size));
+    if numbers == UNKNOWN_OFFSET || size == UNKNOWN_OFFSET || member == UNKNOWN_OFFSET {
+        return None;
+    }
+    match level {
+        0 => load(pid, numbers + member),
+        _ => load(pid, numbers + size + member),
+    }
+}
+
 /// `task->thread_pid->numbers[level].ns->ns.inum`: the pid namespace
 /// the task lives in (not the one its children will get).
 #[inline(always)]
 fn pid_ns_inum(task: *const u8) -> Option<u32> {
     let pid: *const u8 = load(task, config!(task_thread_pid))?;
-    let ns: *const u8 = read_kernel(pid, own_upid_member(pid, config!(upid_ns))?)?;
-    read_kernel(ns, config!(pid_ns_inum))
+    match pid_level(pid)? {
+        level @ (0 | 1) => {
+            let ns: *const u8 = upid_at(pid, level, config!(upid_ns))?;
+            load(ns, config!(pid_ns_inum))
+        }
+        _ => {
+            let ns: *const u8 = read_kernel(pid, own_upid_member(pid, config!(upid_ns))?)?;
+            read_kernel(ns, config!(pid_ns_inum))
+        }
+    }
 }
 
 /// The thread-group leader's id in its own pid namespace:
@@ -59,7 +87,10 @@ fn pid_ns_inum(task: *const u8) -> Option<u32> {
 fn ns_vpid(task: *const u8) -> Option<u32> {
     let leader: *const u8 = load(task, config!(task_group_leader))?;
     let pid: *const u8 = load(leader, config!(task_thread_pid))?;
-    read_kernel(pid, own_upid_member(pid, config!(upid_nr))?)
+    match pid_level(pid)? {
+        level @ (0 | 1) => upid_at(pid, level, config!(upid_nr)),
+        _ => read_kernel(pid, own_upid_member(pid, config!(upid_nr))?),
+    }
 }
 
 /// Fills the common header from the current task.

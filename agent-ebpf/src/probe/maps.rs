@@ -41,9 +41,29 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// When each CPU last woke the agent for a record that may raise an alert.
+/// When each CPU last woke the agent for a record that may raise an
+/// alert, per ring ([`Ring`]): an exec is not held back because a syscall
+/// record of the same process woke the agent just before.
 #[map]
-static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// The two rings.
+#[derive(Clone, Copy)]
+pub enum Ring {
+    /// [`EVENTS`]: file, control and network records.
+    Syscalls = 0,
+    /// [`PROCESS_EVENTS`]: exec, fork and exit.
+    Process = 1,
+}
+
+impl Ring {
+    fn buf(self) -> &'static RingBuf {
+        match self {
+            Ring::Syscalls => &EVENTS,
+            Ring::Process => &PROCESS_EVENTS,
+        }
+    }
+}
 
 /// Submit flags for a record on `ring`. A record that may raise an alert
 /// (`may_alert`) wakes the agent at once, at most once per `WAKE_GAP_NS`
@@ -52,13 +72,13 @@ static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// `wakeup_bytes` are waiting: each wake-up costs the submitting task an
 /// irq_work, so batching them is most of the probe's saving.
 #[inline(always)]
-pub fn submit_flags(ring: &RingBuf, may_alert: bool) -> u64 {
+pub fn submit_flags(ring: Ring, may_alert: bool) -> u64 {
     let threshold = config!(wakeup_bytes) as u64;
     if threshold == 0 {
         return 0;
     }
     if may_alert {
-        if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+        if let Some(last) = LAST_WAKE.get_ptr_mut(ring as u32) {
             let now = unsafe { bpf_ktime_get_ns() };
             if now.wrapping_sub(unsafe { *last }) >= WAKE_GAP_NS {
                 unsafe { *last = now };
@@ -66,7 +86,7 @@ pub fn submit_flags(ring: &RingBuf, may_alert: bool) -> u64 {
             }
         }
     }
-    if ring.query(BPF_RB_AVAIL_DATA) >= threshold {
+    if ring.buf().query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

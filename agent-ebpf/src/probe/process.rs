@@ -25,7 +25,9 @@ use aya_ebpf::{
 use super::{
     filter::is_ignored,
     header::fill_header,
-    maps::{count_lost, set_pos, submit_flags, PENDING, PROCESS_EVENTS, SCRATCH, SYSCALL_SPECS},
+    maps::{
+        count_lost, set_pos, submit_flags, Ring, PENDING, PROCESS_EVENTS, SCRATCH, SYSCALL_SPECS,
+    },
     path::walk_path,
     task::{current_task, read_kernel, read_via},
 };
@@ -59,7 +61,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     flags |= read_exec_argv(ev);
     flags |= read_exec_exe(ev);
     unsafe { (*ev).flags = flags };
-    entry.submit(submit_flags(&PROCESS_EVENTS, true));
+    entry.submit(submit_flags(Ring::Process, true));
     0
 }
 
@@ -233,7 +235,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         (*ev).child_start_boottime_ns =
             read_kernel(child, config!(task_start_boottime)).unwrap_or(0);
     }
-    entry.submit(submit_flags(&PROCESS_EVENTS, false));
+    entry.submit(submit_flags(Ring::Process, false));
     0
 }
 
@@ -272,7 +274,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         (*ev).exit_code = code.unwrap_or(0) as u32;
         (*ev).exit_code_unknown = code.is_none() as u32;
     }
-    entry.submit(submit_flags(&PROCESS_EVENTS, false));
+    entry.submit(submit_flags(Ring::Process, false));
     0
 }
 

@@ -38,8 +38,8 @@ use super::{
     filter::is_ignored,
     header::fill_header,
     maps::{
-        count, count_lost, get_pos, set_pos, submit_flags, SyscallScratch, EVENTS, OPEN_FILTER,
-        PATH_PREFIXES, PENDING, SCRATCH, SYSCALL_SPECS,
+        count, count_lost, get_pos, set_pos, submit_flags, Ring, SyscallScratch, EVENTS,
+        OPEN_FILTER, PATH_PREFIXES, PENDING, SCRATCH, SYSCALL_SPECS,
     },
     network::{copy_send_payload, copy_sockaddr, send_dport, socket_family},
     path::{copy_fd_path, copy_path_and_base},
@@ -465,7 +465,7 @@ fn emit_syscall(
     }
     let bytes = unsafe { core::slice::from_raw_parts(s as *const u8, total) };
     if EVENTS
-        .output::<[u8]>(bytes, submit_flags(&EVENTS, may_alert))
+        .output::<[u8]>(bytes, submit_flags(Ring::Syscalls, may_alert))
         .is_err()
     {
         count_lost(kind);

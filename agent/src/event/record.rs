@@ -67,6 +67,12 @@ pub fn c_str(bytes: &[u8]) -> String {
 /// Joins `raw` onto the directory given as leaf-first NUL-separated
 /// components and normalizes `.` and `..` lexically.
 pub fn absolute(raw: &str, base_components: &[u8]) -> String {
+    // Most paths are absolute and normal already: copied as they are.
+    if raw == "/"
+        || (raw.starts_with('/') && raw[1..].split('/').all(|c| !matches!(c, "" | "." | "..")))
+    {
+        return raw.to_string();
+    }
     let mut parts: Vec<&str> = Vec::new();
     if !raw.starts_with('/') {
         let comps: Vec<&[u8]> = base_components
@@ -193,6 +199,10 @@ mod tests {
         assert_eq!(absolute("../shadow", b"ssh\0etc\0"), "/etc/shadow");
         assert_eq!(absolute("./a/./b/", b"tmp\0"), "/tmp/a/b");
         assert_eq!(absolute("/etc//hosts", b"ignored\0"), "/etc/hosts");
+        assert_eq!(absolute("/etc/hosts", b"ignored\0"), "/etc/hosts");
+        assert_eq!(absolute("/etc/./hosts/..", b""), "/etc");
+        assert_eq!(absolute("/etc/", b""), "/etc");
+        assert_eq!(absolute("/", b""), "/");
         assert_eq!(absolute("../../../..", b"a\0"), "/");
         assert_eq!(absolute("", b"uts:[4026531838]\0"), "uts:[4026531838]");
         assert_eq!(

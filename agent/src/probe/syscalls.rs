@@ -267,7 +267,11 @@ impl SyscallHooks {
                     _ => None,
                 })
                 .collect();
-            let hooks = format!("syscalls:sys_exit_{{{}}}", attached.join(","));
+            let hooks = if attached.is_empty() {
+                "none (no loaded rule needs this family)".to_string()
+            } else {
+                format!("syscalls:sys_exit_{{{}}}", attached.join(","))
+            };
             if unwatched.is_empty() {
                 tracing::info!(family = family.name(), %hooks, raw = ?raw, "probe attached");
             } else {

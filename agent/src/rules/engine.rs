@@ -52,10 +52,22 @@ struct OpenSequences {
 }
 
 impl OpenSequences {
+    /// Files `p`. A sequence that is the same as one opened lately (same
+    /// tree, step and key) only renews that one's window: a file written
+    /// a thousand times is one open sequence, not a thousand. Only the
+    /// last few of a slot are compared, so filing stays cheap; repeats
+    /// come in runs, and one further back is filed again (bounded, as
+    /// every sequence is, by the table's size).
     fn insert(&mut self, root: u32, next: usize, keyed: bool, p: Partial) {
         let key = if keyed { p.key.clone() } else { None };
-        self.by_slot.entry((root, next, key)).or_default().push(p);
-        self.len += 1;
+        let list = self.by_slot.entry((root, next, key)).or_default();
+        match list.iter_mut().rev().take(8).find(|q| q.key == p.key) {
+            Some(q) => q.started_ns = q.started_ns.max(p.started_ns),
+            None => {
+                list.push(p);
+                self.len += 1;
+            }
+        }
     }
 
     /// Drops expired sequences, then, if still more than three quarters

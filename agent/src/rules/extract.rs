@@ -207,7 +207,8 @@ fn all_ancestors<'a>(
     ev: &'a Event,
     one: fn(&'a Event, usize) -> Option<Val<'a>>,
 ) -> Option<Val<'a>> {
-    let v: Vec<Val> = (1..=ev.ancestry.len()).filter_map(|i| one(ev, i)).collect();
+    let mut v = Vec::with_capacity(ev.ancestry.len());
+    v.extend((1..=ev.ancestry.len()).filter_map(|i| one(ev, i)));
     Some(Val::Many(v))
 }
 

@@ -2,7 +2,9 @@
 //! with, the text formats of `/proc` files, device numbers. Every other
 //! module may use them; they use no other module of the agent.
 pub mod clock;
+pub mod memory;
 pub mod proc_text;
+pub mod sched;
 
 /// The kernel's `dev_t` for a userspace `st_dev` (`MKDEV`: major << 20 |
 /// minor), the encoding the probe reports devices in.
