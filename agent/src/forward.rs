@@ -5,6 +5,12 @@
 //! batch until the collector acks it (acks come only after a commit), and on
 //! a broken or refused connection retries with backoff and re-sends what is
 //! unacked. The collector stores each alert id once, so re-sends are safe.
+//!
+//! Over `https://` the collector's certificate is checked against the CA
+//! and the URL's host, and the agent presents its own. An ack is believed
+//! only for the oldest batch sent on the current stream and not yet acked:
+//! a rogue or confused collector cannot make the agent discard alerts it
+//! never stored by acking a sequence number ahead of what was sent.
 use std::{
     collections::VecDeque,
     sync::{
@@ -17,12 +23,18 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use vigil_proto::v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo};
+use vigil_proto::{
+    tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
+    v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo},
+};
 
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
-    /// `http://host:port` of the collector.
+    /// `https://host:port` of the collector (`http://` for a plaintext
+    /// collector on loopback).
     pub endpoint: String,
+    /// This agent's certificate, key and the collector's CA, for https.
+    pub tls: Option<ClientTls>,
     /// Alerts waiting for the worker; beyond this they are dropped and counted.
     pub queue_capacity: usize,
     /// Alerts sent but not yet acked, kept for re-sending; beyond this the
@@ -40,6 +52,7 @@ impl ForwarderConfig {
     pub fn new(endpoint: impl Into<String>) -> ForwarderConfig {
         ForwarderConfig {
             endpoint: endpoint.into(),
+            tls: None,
             queue_capacity: 10_000,
             max_unacked: 100_000,
             batch_max: 256,
@@ -61,13 +74,16 @@ pub struct ForwardCounters {
     pub dropped_at_shutdown: AtomicU64,
     /// Refused by the collector as invalid (would be refused again).
     pub dropped_rejected: AtomicU64,
+    /// Acks for a batch that was not the oldest unacked one sent on the
+    /// stream; each ended the connection, and nothing was retired.
+    pub bogus_acks: AtomicU64,
     pub acked: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("invalid collector address `{0}`: {1}")]
-    Endpoint(String, String),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }
 
 /// Handle to the forwarding worker.
@@ -77,22 +93,14 @@ pub struct Forwarder {
     task: JoinHandle<()>,
 }
 
-/// Checks a collector URL the way the forwarder will use it.
-pub fn parse_endpoint(url: &str) -> Result<Endpoint, ForwardError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ForwardError::Endpoint(
-            url.into(),
-            "expected http://HOST:PORT".into(),
-        ));
-    }
-    Endpoint::from_shared(url.to_string())
-        .map(|e| e.connect_timeout(Duration::from_secs(5)))
-        .map_err(|e| ForwardError::Endpoint(url.into(), e.to_string()))
+/// Checks a collector URL and TLS files the way the forwarder will use them.
+pub fn parse_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ForwardError> {
+    Ok(endpoint(url, tls)?)
 }
 
 impl Forwarder {
     pub fn start(cfg: ForwarderConfig, host: HostInfo) -> Result<Forwarder, ForwardError> {
-        let endpoint = parse_endpoint(&cfg.endpoint)?;
+        let endpoint = parse_endpoint(&cfg.endpoint, cfg.tls.as_ref())?;
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let counters = Arc::new(ForwardCounters::default());
         let worker = Worker {
@@ -177,6 +185,7 @@ impl Worker {
     async fn run(mut self) {
         let mut delay = self.cfg.retry_min;
         while !self.done() {
+            self.refresh_endpoint();
             let err = match self.endpoint.connect().await {
                 Ok(channel) => {
                     tracing::info!(collector = %self.cfg.endpoint, "connected to collector");
@@ -186,7 +195,13 @@ impl Worker {
                         Err(e) => e,
                     }
                 }
-                Err(e) => format!("{e}: {}", source_chain(&e)),
+                Err(e) => {
+                    let chain = error_chain(&e);
+                    match explain_tls_failure(&chain) {
+                        Some(why) => format!("{why} ({chain})"),
+                        None => chain,
+                    }
+                }
             };
             tracing::warn!(
                 collector = %self.cfg.endpoint,
@@ -197,6 +212,21 @@ impl Worker {
             );
             self.absorb_for(delay).await;
             delay = (delay * 2).min(self.cfg.retry_max);
+        }
+    }
+
+    /// Rereads the TLS files before a connection, so a certificate
+    /// rotated on disk is used from the next reconnect; files that no
+    /// longer load leave the previous settings in force (logged).
+    fn refresh_endpoint(&mut self) {
+        if self.cfg.tls.is_none() {
+            return;
+        }
+        match parse_endpoint(&self.cfg.endpoint, self.cfg.tls.as_ref()) {
+            Ok(e) => self.endpoint = e,
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in use")
+            }
         }
     }
 
@@ -221,13 +251,17 @@ impl Worker {
     /// all is acked; Err (a reason) when the connection must be redone.
     async fn session(&mut self, mut client: CollectorClient<Channel>) -> Result<(), String> {
         let (out, out_rx) = mpsc::unbounded_channel();
+        // The highest sequence number sent on this stream: acks above it
+        // are for batches the collector never received from us.
+        let mut sent_max = 0u64;
         for b in &self.unacked {
+            sent_max = b.seq;
             let _ = out.send(b.clone());
         }
         let mut acks = client
             .stream_alerts(UnboundedReceiverStream::new(out_rx))
             .await
-            .map_err(|s| format!("stream refused: {}", s.message()))?
+            .map_err(|s| format!("stream refused: {}", status_text(&s)))?
             .into_inner();
         loop {
             if self.done() {
@@ -235,16 +269,17 @@ impl Worker {
             }
             tokio::select! {
                 ack = acks.message() => match ack {
-                    Ok(Some(ack)) => self.retire(ack.seq),
+                    Ok(Some(ack)) => self.retire(ack.seq, sent_max)?,
                     Ok(None) => return Err("collector closed the stream".into()),
                     Err(s) => {
                         self.drop_if_rejected(&s);
-                        return Err(format!("stream error: {}", s.message()));
+                        return Err(format!("stream error: {}", status_text(&s)));
                     }
                 },
                 a = self.rx.recv(), if !self.input_closed => match a {
                     Some(a) => {
                         let batch = self.next_batch(a);
+                        sent_max = batch.seq;
                         if out.send(batch).is_err() {
                             return Err("stream closed".into());
                         }
@@ -318,26 +353,69 @@ impl Worker {
         }
     }
 
-    /// Acks are cumulative: everything up to `seq` is stored.
-    fn retire(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|b| b.seq <= seq) {
-            let b = self.unacked.pop_front().expect("checked");
-            self.unacked_alerts -= b.alerts.len();
-            self.counters
-                .acked
-                .fetch_add(b.alerts.len() as u64, Ordering::Relaxed);
+    /// Applies an ack (see [`ack_verdict`]). A bogus one retires nothing,
+    /// is counted, and redoes the connection (everything unacked is
+    /// re-sent).
+    fn retire(&mut self, seq: u64, sent_max: u64) -> Result<(), String> {
+        let front = self.unacked.front().map(|b| b.seq);
+        match ack_verdict(front, sent_max, seq) {
+            AckVerdict::Retire => {
+                let b = self.unacked.pop_front().expect("checked");
+                self.unacked_alerts -= b.alerts.len();
+                self.counters
+                    .acked
+                    .fetch_add(b.alerts.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            AckVerdict::Stale => Ok(()),
+            AckVerdict::Bogus => {
+                self.counters.bogus_acks.fetch_add(1, Ordering::Relaxed);
+                Err(format!(
+                    "collector acknowledged batch {seq}, which is not the oldest unacknowledged batch sent ({}); nothing retired",
+                    front.map_or("none".to_string(), |f| f.to_string())
+                ))
+            }
         }
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
+/// What an ack does.
+#[derive(Debug, PartialEq, Eq)]
+enum AckVerdict {
+    /// It names the oldest unacked batch: retire it.
+    Retire,
+    /// It names a batch no longer kept (dropped when too many waited):
+    /// nothing to do.
+    Stale,
+    /// It names a batch not sent on this stream, or one past an older
+    /// unacked batch: the collector does not do what it says.
+    Bogus,
+}
+
+/// The collector acks each batch after storing it, in the order sent. So
+/// an ack must name the oldest batch still kept (`front`), or one older
+/// than it (dropped meanwhile); never one above `sent_max`, the highest
+/// sequence sent on this stream.
+fn ack_verdict(front: Option<u64>, sent_max: u64, seq: u64) -> AckVerdict {
+    if seq > sent_max {
+        return AckVerdict::Bogus;
     }
-    parts.join(": ")
+    match front {
+        Some(f) if seq == f => AckVerdict::Retire,
+        Some(f) if seq < f => AckVerdict::Stale,
+        None => AckVerdict::Stale,
+        Some(_) => AckVerdict::Bogus,
+    }
+}
+
+/// A status on one line with its causes: a TLS refusal (an expired or
+/// unknown certificate) is only in the source chain.
+fn status_text(s: &tonic::Status) -> String {
+    let chain = status_chain(s);
+    match explain_tls_failure(&chain) {
+        Some(why) => format!("{:?}: {why} ({chain})", s.code()),
+        None => format!("{:?}: {chain}", s.code()),
+    }
 }
 
 #[cfg(test)]
@@ -346,11 +424,108 @@ mod tests {
 
     #[test]
     fn endpoint_must_be_http_url() {
-        assert!(parse_endpoint("http://127.0.0.1:50051").is_ok());
-        let e = parse_endpoint("127.0.0.1:50051").unwrap_err().to_string();
+        assert!(parse_endpoint("http://127.0.0.1:50051", None).is_ok());
+        let e = parse_endpoint("127.0.0.1:50051", None)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("`127.0.0.1:50051`") && e.contains("http://"),
+            e.contains("`127.0.0.1:50051`") && e.contains("https://"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn acks_are_believed_only_in_order_and_for_sent_batches() {
+        use AckVerdict::*;
+        assert_eq!(ack_verdict(Some(5), 7, 5), Retire);
+        assert_eq!(
+            ack_verdict(Some(5), 7, 4),
+            Stale,
+            "dropped on overflow, acked late"
+        );
+        assert_eq!(ack_verdict(None, 7, 7), Stale, "everything already dropped");
+        assert_eq!(ack_verdict(Some(5), 7, 6), Bogus, "skips an unacked batch");
+        assert_eq!(ack_verdict(Some(5), 7, 8), Bogus, "never sent");
+        assert_eq!(ack_verdict(None, 7, 999), Bogus);
+    }
+
+    /// A collector that acknowledges a batch nobody sent.
+    struct RogueCollector;
+
+    #[tonic::async_trait]
+    impl vigil_proto::v1::collector_server::Collector for RogueCollector {
+        type StreamAlertsStream =
+            tokio_stream::wrappers::ReceiverStream<Result<vigil_proto::v1::Ack, tonic::Status>>;
+        type QueryAlertsStream =
+            tokio_stream::wrappers::ReceiverStream<Result<Alert, tonic::Status>>;
+
+        async fn stream_alerts(
+            &self,
+            req: tonic::Request<tonic::Streaming<AlertBatch>>,
+        ) -> Result<tonic::Response<Self::StreamAlertsStream>, tonic::Status> {
+            let mut inbound = req.into_inner();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Ok(Some(_)) = inbound.message().await {
+                    let ack = vigil_proto::v1::Ack {
+                        seq: 999,
+                        stored: 1,
+                        duplicates: 0,
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+        }
+
+        async fn query_alerts(
+            &self,
+            _: tonic::Request<vigil_proto::v1::AlertQuery>,
+        ) -> Result<tonic::Response<Self::QueryAlertsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ack_for_a_batch_never_sent_retires_nothing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(vigil_proto::v1::collector_server::CollectorServer::new(
+                    RogueCollector,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut cfg = ForwarderConfig::new(format!("http://{addr}"));
+        cfg.retry_min = Duration::from_millis(20);
+        cfg.retry_max = Duration::from_millis(50);
+        let f = Forwarder::start(cfg, HostInfo::default()).unwrap();
+        for i in 0..3 {
+            assert!(f.send(Alert {
+                id: format!("a{i}"),
+                ..Default::default()
+            }));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while f.counters.bogus_acks.load(Ordering::Relaxed) < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            f.counters.bogus_acks.load(Ordering::Relaxed) >= 2,
+            "acks refused, and re-sent after reconnecting"
+        );
+        assert_eq!(f.counters.acked.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            f.shutdown(Duration::from_millis(100)).await,
+            3,
+            "all three still unacknowledged"
         );
     }
 

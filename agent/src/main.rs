@@ -42,10 +42,11 @@ enum Command {
     ///
     /// Examples:
     ///   vigil-agent run --events                     # every event as JSON lines
-    ///   vigil-agent run --collector http://127.0.0.1:50051
-    ///   vigil-agent run --rules /etc/vigil/rules --collector http://collector:50051
+    ///   vigil-agent run --collector https://collector.example.com:50051 \
+    ///       --tls-cert /etc/vigil/agent.crt --tls-key /etc/vigil/agent.key --ca /etc/vigil/ca.crt
+    ///   vigil-agent run --collector http://127.0.0.1:50051   # a plaintext collector on loopback
     #[command(verbatim_doc_comment)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -64,11 +65,24 @@ struct RunArgs {
     /// Repeatable. Default: the rules embedded in the agent (rules/default.yaml).
     #[arg(long, value_name = "PATH")]
     rules: Vec<PathBuf>,
-    /// Send alerts to this collector (http://HOST:PORT). Without it, alerts are
-    /// printed on stdout as JSON lines. An unreachable collector is retried
-    /// with backoff; alerts are kept (bounded) until it acknowledges them.
+    /// Send alerts to this collector: https://HOST:PORT, over mutual TLS
+    /// (the collector's certificate must name HOST and be signed by --ca),
+    /// or http://127.0.0.1:PORT for a collector serving plaintext on
+    /// loopback. Without it, alerts are printed on stdout as JSON lines. An
+    /// unreachable collector is retried with backoff; alerts are kept
+    /// (bounded) until it acknowledges them.
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
+    /// This agent's certificate (PEM), issued with `vigil-collector pki
+    /// issue DIR --agent HOST`: the host every alert is stored under.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "ca", "collector"])]
+    tls_cert: Option<PathBuf>,
+    /// This agent's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the collector's certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    ca: Option<PathBuf>,
     /// Size of the kernel ring buffer for file, control and network events:
     /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
     /// is full, those events are lost (counted per kind); process events
@@ -293,7 +307,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     let result = match cli.command {
-        Command::Run(args) => run_agent(args),
+        Command::Run(args) => run_agent(*args),
         Command::Rules(RulesCommand::Check { paths, unsupported }) => {
             check_rules(&paths, unsupported)
         }
@@ -324,6 +338,12 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         events: args.events.unwrap_or(EventsOut::None),
         rules: args.rules,
         collector: args.collector,
+        tls: match (args.tls_cert, args.tls_key, args.ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(vigil_proto::tls::ClientTls { ca, cert, key })
+            }
+            _ => None,
+        },
         ring_bytes: args.ring_buffer_size,
         process_ring_bytes: args.process_ring_buffer_size,
         raw_syscall_hooks: args.raw_syscall_hooks,

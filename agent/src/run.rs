@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub rules: Vec<PathBuf>,
     /// Collector URL; None: alerts go to stdout as JSON lines.
     pub collector: Option<String>,
+    /// Certificate, key and the collector's CA, for an https:// collector.
+    pub tls: Option<vigil_proto::tls::ClientTls>,
     /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
     pub process_ring_bytes: u32,
@@ -172,10 +174,12 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
     let mut sink = match &opts.collector {
-        Some(url) => Sink::Collector(Forwarder::start(
-            ForwarderConfig::new(url.clone()),
-            host::detect(),
-        )?),
+        Some(url) => {
+            let mut cfg = ForwarderConfig::new(url.clone());
+            cfg.tls = opts.tls.clone();
+            let host = host::identity(opts.tls.as_ref())?;
+            Sink::Collector(Forwarder::start(cfg, host)?)
+        }
         None => Sink::Stdout,
     };
     let mut probe = Probe::load(&ProbeOptions {

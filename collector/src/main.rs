@@ -4,8 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use vigil_collector::{query, server, sqlite::SqliteStore};
-use vigil_proto::v1::{AlertQuery, Severity};
+use vigil_collector::{
+    pki, query, server,
+    sqlite::SqliteStore,
+    tls::{Listener, ServerTls, ServerTlsFiles},
+};
+use vigil_proto::{
+    tls::{ClientTls, Role},
+    v1::{AlertQuery, Severity},
+};
 
 /// Vigil collector: receives alert streams from Vigil agents, stores them,
 /// and answers investigation queries.
@@ -23,10 +30,89 @@ struct Cli {
 enum Command {
     /// Receive alerts from agents and store them until SIGINT/SIGTERM.
     ///
-    /// Example: vigil-collector serve --listen 0.0.0.0:50051 --db /var/lib/vigil/alerts.db
+    /// Serves mutual TLS 1.3: every client presents a certificate from the
+    /// client CA, whose role (agent, responder, admin) says what it may do.
+    /// Certificate, key, CA and revocations are reread when their files
+    /// change.
+    ///
+    /// Examples:
+    ///   vigil-collector pki init /etc/vigil/pki --san collector.example.com
+    ///   vigil-collector serve --listen 0.0.0.0:50051 --pki /etc/vigil/pki
+    ///   vigil-collector serve --tls-cert c.crt --tls-key c.key --client-ca ca.crt
+    ///   vigil-collector serve --insecure-plaintext        # loopback only, for trials
+    #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
     /// Ask a running collector.
     Query(QueryArgs),
+    /// Create and manage the certificates of a fleet (no openssl needed).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Create a certificate authority and the collector's certificate:
+    /// DIR/ca.crt, DIR/ca.key, DIR/collector.crt, DIR/collector.key (keys
+    /// mode 0600) and DIR/revoked/. Refuses to overwrite an existing CA.
+    ///
+    /// Example: vigil-collector pki init /etc/vigil/pki --san collector.example.com --san 10.0.0.5
+    #[command(verbatim_doc_comment)]
+    Init {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address agents use to reach the collector;
+        /// repeatable. Default: localhost and 127.0.0.1.
+        #[arg(long, value_name = "NAME")]
+        san: Vec<String>,
+        /// Lifetime of the collector's certificate (the CA's is 10 years).
+        #[arg(long, value_name = "N", default_value_t = pki::DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+    /// Issue a certificate signed by DIR's CA: one of --agent, --responder,
+    /// --admin or --collector. Keys are written mode 0600.
+    ///
+    /// Examples:
+    ///   vigil-collector pki issue /etc/vigil/pki --agent web-1       # DIR/agents/web-1.crt and .key
+    ///   vigil-collector pki issue /etc/vigil/pki --responder alice   # DIR/responders/alice.crt and .key
+    ///   vigil-collector pki issue /etc/vigil/pki --collector --san collector.example.com --force
+    #[command(verbatim_doc_comment)]
+    Issue {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// An agent's certificate for host HOST (its name in every alert).
+        #[arg(long, value_name = "HOST", group = "who")]
+        agent: Option<String>,
+        /// A responder's certificate: may query, may not send alerts.
+        #[arg(long, value_name = "NAME", group = "who")]
+        responder: Option<String>,
+        /// An admin's certificate: what a responder may do, and
+        /// administration.
+        #[arg(long, value_name = "NAME", group = "who")]
+        admin: Option<String>,
+        /// A new server certificate for the collector (rotation: a running
+        /// collector picks it up); names from --san.
+        #[arg(long, group = "who")]
+        collector: bool,
+        /// With --collector: its DNS names and IP addresses; repeatable.
+        #[arg(long, value_name = "NAME", requires = "collector")]
+        san: Vec<String>,
+        /// Lifetime in days.
+        #[arg(long, value_name = "N", default_value_t = pki::DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Replace an existing certificate and key of that name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke every certificate named NAME (agent, responder or admin): it
+    /// is copied to DIR/revoked/, which a running collector rereads within
+    /// seconds; connections made with it are refused from their next
+    /// request.
+    Revoke {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -37,20 +123,89 @@ struct ServeArgs {
     /// SQLite database file; created if missing, its directory must exist.
     #[arg(long, value_name = "PATH", default_value = "/var/lib/vigil/alerts.db")]
     db: PathBuf,
+    /// A PKI directory made by `vigil-collector pki init`: serves with
+    /// DIR/collector.crt and .key, accepts clients of DIR/ca.crt, refuses
+    /// DIR/revoked/.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    pki: Option<PathBuf>,
+    /// The collector's certificate (PEM, chain leaf first).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The collector's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) whose client certificates are accepted (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// With --tls-cert: a directory of revoked certificates (as `pki
+    /// revoke` writes), reread while running.
+    #[arg(long, value_name = "DIR", requires = "tls_cert")]
+    revoked: Option<PathBuf>,
+    /// Serve plain gRPC without TLS: anyone who reaches the port may send
+    /// and read alerts. Refused unless --listen is a loopback address.
+    #[arg(long, conflicts_with_all = ["pki", "tls_cert"])]
+    insecure_plaintext: bool,
 }
 
 #[derive(Args, Debug)]
 struct QueryArgs {
-    /// Collector to ask.
+    /// Collector to ask: https://HOST:PORT (its certificate must name HOST),
+    /// or http:// for a collector serving plaintext on loopback.
     #[arg(
         long,
         value_name = "URL",
-        default_value = "http://127.0.0.1:50051",
+        default_value = "https://127.0.0.1:50051",
         global = true
     )]
     server: String,
+    /// This client's certificate (PEM); its role must allow queries
+    /// (responder or admin).
+    #[arg(long, value_name = "FILE", global = true, requires_all = ["tls_key", "ca"], conflicts_with = "pki")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the collector's certificate (PEM).
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_cert")]
+    ca: Option<PathBuf>,
+    /// A PKI directory (`vigil-collector pki init`): with --as NAME, uses
+    /// DIR/ca.crt and NAME's certificate and key (responders/, then
+    /// admins/).
+    #[arg(long, value_name = "DIR", global = true, requires = "as_name")]
+    pki: Option<PathBuf>,
+    /// With --pki: whose certificate to use.
+    #[arg(long = "as", value_name = "NAME", global = true, requires = "pki")]
+    as_name: Option<String>,
     #[command(subcommand)]
     what: QueryWhat,
+}
+
+impl QueryArgs {
+    /// The client TLS files the flags name, if any.
+    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        if let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.ca) {
+            return Ok(Some(ClientTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }));
+        }
+        let (Some(dir), Some(name)) = (&self.pki, &self.as_name) else {
+            return Ok(None);
+        };
+        pki::check_name(name)?;
+        for role in [Role::Responder, Role::Admin, Role::Agent] {
+            let t = ClientTls::from_pki(dir, role, name);
+            if t.cert.exists() {
+                return Ok(Some(t));
+            }
+        }
+        anyhow::bail!(
+            "no certificate named `{name}` in {}/responders or admins: issue one with `vigil-collector pki issue {} --responder {name}`",
+            dir.display(),
+            dir.display()
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,9 +291,13 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Query(q) => match q.what {
-                QueryWhat::Alerts(a) => query_alerts(&q.server, a).await,
-            },
+            Command::Query(q) => {
+                let tls = q.tls()?;
+                match q.what {
+                    QueryWhat::Alerts(a) => query_alerts(&q.server, tls.as_ref(), a).await,
+                }
+            }
+            Command::Pki(cmd) => pki_command(cmd),
         }
     });
     match result {
@@ -150,21 +309,97 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TLS files `serve` was given, or why it cannot serve.
+fn serve_tls(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsFiles>> {
+    if args.insecure_plaintext {
+        if !args.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "--insecure-plaintext is refused on {}: plaintext would let anyone on the network send and read alerts; listen on a loopback address (127.0.0.1) or serve TLS with --pki DIR",
+                args.listen
+            );
+        }
+        return Ok(None);
+    }
+    if let Some(dir) = &args.pki {
+        return Ok(Some(ServerTlsFiles::from_pki(dir)));
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        return Ok(Some(ServerTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: ca.clone(),
+            revoked: args.revoked.clone(),
+        }));
+    }
+    anyhow::bail!(
+        "no TLS certificate: give --pki DIR (create one with `vigil-collector pki init DIR`), or --tls-cert, --tls-key and --client-ca; --insecure-plaintext serves plain gRPC on a loopback address only"
+    )
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = match serve_tls(&args)? {
+        Some(files) => Some(ServerTls::load(files).context("cannot serve TLS")?),
+        None => None,
+    };
     if args.db.as_os_str() == "/var/lib/vigil/alerts.db" {
         std::fs::create_dir_all("/var/lib/vigil").context("cannot create /var/lib/vigil")?;
     }
     let store = SqliteStore::open(&args.db)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %args.db.display(), "collector serving");
-    server::run(listener, Arc::new(store), shutdown_signal()).await?;
+    let transport = if tls.is_some() {
+        "mutual TLS 1.3"
+    } else {
+        "plaintext (loopback only)"
+    };
+    tracing::info!(listen = %tcp.local_addr()?, db = %args.db.display(), %transport, "collector serving");
+    server::run(Listener { tcp, tls }, Arc::new(store), shutdown_signal()).await?;
     tracing::info!("collector stopped");
     Ok(())
 }
 
-async fn query_alerts(server: &str, a: AlertsArgs) -> anyhow::Result<()> {
+fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
+    let wrote = |files: Vec<PathBuf>| {
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+    };
+    match cmd {
+        PkiCommand::Init { dir, san, days } => wrote(pki::init(&dir, &san, days)?.files),
+        PkiCommand::Issue {
+            dir,
+            agent,
+            responder,
+            admin,
+            collector,
+            san,
+            days,
+            force,
+        } => {
+            let files = if collector {
+                pki::issue_collector(&dir, &san, days, force)?
+            } else if let Some(h) = agent {
+                pki::issue_client(&dir, Role::Agent, &h, days, force)?
+            } else if let Some(n) = responder {
+                pki::issue_client(&dir, Role::Responder, &n, days, force)?
+            } else if let Some(n) = admin {
+                pki::issue_client(&dir, Role::Admin, &n, days, force)?
+            } else {
+                anyhow::bail!("say whom to issue for: --agent HOST, --responder NAME, --admin NAME or --collector");
+            };
+            wrote(files);
+        }
+        PkiCommand::Revoke { dir, name } => {
+            for f in pki::revoke(&dir, &name)? {
+                println!("revoked {name}: {}", f.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> anyhow::Result<()> {
     let since_unix_ns = match a.since {
         Some(d) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
@@ -180,7 +415,7 @@ async fn query_alerts(server: &str, a: AlertsArgs) -> anyhow::Result<()> {
         limit: a.limit,
         container: a.container.unwrap_or_default(),
     };
-    let alerts = query::fetch(server, q).await?;
+    let alerts = query::fetch(server, tls, q).await?;
     let mut out = std::io::stdout().lock();
     let res = if a.json {
         query::print_json(&mut out, &alerts)

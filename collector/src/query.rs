@@ -2,61 +2,82 @@
 //! table or as JSON lines.
 use std::io::Write;
 
-use tonic::transport::Endpoint;
 use vigil_proto::{
     json::{alert_json, rfc3339},
+    tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
     v1::{collector_client::CollectorClient, Alert, AlertQuery},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("invalid server address `{0}`: expected http://HOST:PORT")]
-    Address(String),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     #[error("cannot reach collector at {0}: {1}")]
     Connect(String, String),
-    #[error("collector refused the query: {0}")]
-    Status(String),
+    #[error("collector refused the query: {}", status_line(.0))]
+    Status(tonic::Status),
+    #[error("no gRPC answer from {0} over plaintext ({1}): the collector probably serves TLS; use https:// with a certificate (--pki DIR --as NAME)")]
+    PlaintextToTls(String, String),
 }
 
-/// Fetches the alerts matching `q` from the collector at `server`.
-pub async fn fetch(server: &str, q: AlertQuery) -> Result<Vec<Alert>, QueryError> {
-    if !(server.starts_with("http://") || server.starts_with("https://")) {
-        return Err(QueryError::Address(server.into()));
+/// A refusal on one line, saying which kind it is.
+fn status_line(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::PermissionDenied => format!("permission denied: {}", s.message()),
+        tonic::Code::Unauthenticated => format!("not authenticated: {}", s.message()),
+        // A TLS refusal in TLS 1.3 arrives after the handshake, with the
+        // first request; its reason is in the source chain.
+        _ => {
+            let chain = status_chain(s);
+            let closed = ["broken pipe", "connection reset", "connection closed"];
+            match explain_tls_failure(&chain) {
+                Some(why) => format!("{why} ({chain})"),
+                None if closed.iter().any(|c| chain.contains(c)) => format!(
+                    "the collector closed the connection after the TLS handshake: it probably refused this client's certificate (its log says why) ({chain})"
+                ),
+                None => chain,
+            }
+        }
     }
-    let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|_| QueryError::Address(server.into()))?;
-    let channel = endpoint
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| QueryError::Connect(server.into(), error_chain(&e)))?;
+}
+
+/// Fetches the alerts matching `q` from the collector at `server`
+/// (`https://` with `tls`, or `http://` to a plaintext loopback collector).
+pub async fn fetch(
+    server: &str,
+    tls: Option<&ClientTls>,
+    q: AlertQuery,
+) -> Result<Vec<Alert>, QueryError> {
+    let channel = endpoint(server, tls)?.connect().await.map_err(|e| {
+        let chain = error_chain(&e);
+        let text = match explain_tls_failure(&chain) {
+            Some(why) => format!("{why} ({chain})"),
+            None => chain,
+        };
+        QueryError::Connect(server.into(), text)
+    })?;
     let mut client =
         CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
     let mut stream = client
         .query_alerts(q)
         .await
-        .map_err(|s| QueryError::Status(s.message().to_string()))?
+        .map_err(|s| match s.code() {
+            tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+                if server.starts_with("http://") =>
+            {
+                QueryError::PlaintextToTls(server.into(), s.message().to_string())
+            }
+            _ => QueryError::Status(s),
+        })?
         .into_inner();
     let mut out = Vec::new();
-    while let Some(a) = stream
-        .message()
-        .await
-        .map_err(|s| QueryError::Status(s.message().to_string()))?
-    {
+    while let Some(a) = stream.message().await.map_err(QueryError::Status)? {
         out.push(a);
     }
     Ok(out)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// One JSON object per line.

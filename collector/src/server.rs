@@ -1,19 +1,22 @@
 //! The collector's gRPC service: alert streams in, acks after commit, and
-//! investigation queries out.
+//! investigation queries out, each allowed by the role in the caller's
+//! certificate; an agent's alerts are stored under the host its
+//! certificate names.
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-};
-use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
     collector_server::{Collector, CollectorServer},
     Ack, Alert, AlertBatch, AlertQuery,
 };
 
-use crate::store::{AlertFilter, AlertStore};
+use crate::{
+    store::{AlertFilter, AlertStore},
+    tls::{authorize, incoming, ConnInfo, Listener, Peer, Revoked},
+};
+use vigil_proto::tls::Role;
 
 /// Largest protobuf message accepted (one batch).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -32,12 +35,34 @@ pub struct CollectorService {
     /// Becomes true when the collector is stopping; agent streams then end
     /// so graceful shutdown does not wait on them forever.
     stopping: watch::Receiver<bool>,
+    /// Certificates revoked since their connection was made.
+    revoked: Option<Arc<Revoked>>,
 }
 
 impl CollectorService {
-    pub fn new(store: Arc<dyn AlertStore>, stopping: watch::Receiver<bool>) -> CollectorService {
-        CollectorService { store, stopping }
+    pub fn new(
+        store: Arc<dyn AlertStore>,
+        stopping: watch::Receiver<bool>,
+        revoked: Option<Arc<Revoked>>,
+    ) -> CollectorService {
+        CollectorService {
+            store,
+            stopping,
+            revoked,
+        }
     }
+}
+
+/// Checks that a batch's host is the one the agent's certificate names.
+pub fn check_batch_host(b: &AlertBatch, peer: &Peer) -> Result<(), String> {
+    let claimed = b.host.as_ref().map_or("", |h| h.hostname.as_str());
+    if claimed != peer.host() {
+        return Err(format!(
+            "batch claims host `{claimed}` but the certificate is for host `{}`; nothing stored",
+            peer.host()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a batch from the network before it reaches storage.
@@ -93,14 +118,30 @@ impl Collector for CollectorService {
         &self,
         req: Request<Streaming<AlertBatch>>,
     ) -> Result<Response<Self::StreamAlertsStream>, Status> {
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let identity = authorize(
+            info.as_ref(),
+            self.revoked.as_deref(),
+            "stream alerts",
+            Role::may_stream_alerts,
+        )
+        .inspect_err(|d| tracing::warn!(remote = ?info.as_ref().and_then(|i| i.remote), reason = ?d, "alert stream refused"))?;
+        let addr = info
+            .as_ref()
+            .and_then(|i| i.remote)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(serve_stream(
             self.store.clone(),
             inbound,
             tx,
-            peer,
+            Caller {
+                addr,
+                identity,
+                revoked: self.revoked.clone(),
+            },
             self.stopping.clone(),
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -110,6 +151,10 @@ impl Collector for CollectorService {
         &self,
         req: Request<AlertQuery>,
     ) -> Result<Response<Self::QueryAlertsStream>, Status> {
+        let info = req.extensions().get::<ConnInfo>();
+        authorize(info, self.revoked.as_deref(), "query", Role::may_query).inspect_err(
+            |d| tracing::warn!(remote = ?info.and_then(|i| i.remote), reason = ?d, "query refused"),
+        )?;
         let filter = filter_from_query(req.get_ref());
         let store = self.store.clone();
         let alerts = tokio::task::spawn_blocking(move || store.query(&filter))
@@ -124,15 +169,24 @@ impl Collector for CollectorService {
     }
 }
 
+/// Who sends an alert stream.
+struct Caller {
+    addr: String,
+    /// From the certificate; None on plaintext loopback.
+    identity: Option<Arc<Peer>>,
+    revoked: Option<Arc<Revoked>>,
+}
+
 /// Stores each batch of one agent stream, in order, and acks it after the
 /// commit. A bad batch ends the stream with an error; earlier batches stay.
 async fn serve_stream(
     store: Arc<dyn AlertStore>,
     mut inbound: Streaming<AlertBatch>,
     tx: mpsc::Sender<Result<Ack, Status>>,
-    peer: String,
+    caller: Caller,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let peer = caller.addr.as_str();
     loop {
         let next = tokio::select! {
             m = inbound.message() => m,
@@ -152,6 +206,28 @@ async fn serve_stream(
                 return;
             }
         };
+        if let Some(id) = &caller.identity {
+            // A revocation ends streams opened before it.
+            if caller
+                .revoked
+                .as_ref()
+                .is_some_and(|r| r.contains(&id.serial))
+            {
+                tracing::warn!(%peer, agent = %id.name, "certificate revoked: stream ended");
+                let _ = tx
+                    .send(Err(Status::unauthenticated(format!(
+                        "certificate `{}` has been revoked",
+                        id.name
+                    ))))
+                    .await;
+                return;
+            }
+            if let Err(reason) = check_batch_host(&batch, id) {
+                tracing::warn!(%peer, seq = batch.seq, %reason, "rejected alert batch");
+                let _ = tx.send(Err(Status::permission_denied(reason))).await;
+                return;
+            }
+        }
         if let Err(reason) = validate_batch(&batch) {
             tracing::warn!(%peer, seq = batch.seq, %reason, "rejected alert batch");
             let _ = tx.send(Err(Status::invalid_argument(reason))).await;
@@ -193,18 +269,22 @@ async fn serve_stream(
 /// Serves the collector API on `listener` until `shutdown` resolves, then
 /// ends agent streams and waits up to [`SHUTDOWN_DRAIN`] for connections.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listener,
     store: Arc<dyn AlertStore>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let svc = CollectorServer::new(CollectorService::new(store, stop_rx.clone()))
+    let revoked = listener.tls.as_ref().map(|t| t.revoked().clone());
+    // Rotation and revocation without a restart; ends with the server.
+    let reloader = listener.tls.as_ref().map(|t| t.spawn_reloader());
+    let _stop_reloader = scopeguard(reloader);
+    let svc = CollectorServer::new(CollectorService::new(store, stop_rx.clone(), revoked))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut stop_signal = stop_rx;
     let serve = tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop_signal.wait_for(|s| *s).await.map(|_| ());
         });
     tokio::pin!(serve);
@@ -219,6 +299,19 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Aborts the reloader task when the server returns.
+fn scopeguard(task: Option<tokio::task::JoinHandle<()>>) -> impl Drop {
+    struct Abort(Option<tokio::task::JoinHandle<()>>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            if let Some(t) = &self.0 {
+                t.abort();
+            }
+        }
+    }
+    Abort(task)
 }
 
 #[cfg(test)]

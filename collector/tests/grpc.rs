@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use vigil_collector::{query, server, sqlite::SqliteStore};
+use vigil_collector::{query, server, sqlite::SqliteStore, tls::Listener};
 use vigil_proto::v1::{
     collector_client::CollectorClient, Alert, AlertBatch, AlertQuery, HostInfo, ProcessInfo,
     Severity,
@@ -23,9 +23,16 @@ async fn start(db: &std::path::Path) -> Running {
     let store = Arc::new(SqliteStore::open(db).unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        server::run(listener, store, async {
-            let _ = rx.await;
-        })
+        server::run(
+            Listener {
+                tcp: listener,
+                tls: None,
+            },
+            store,
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .unwrap();
     });
@@ -125,7 +132,9 @@ async fn stream_ack_query_and_hostile_input() {
     assert!(err.message().contains("no host"), "{}", err.message());
 
     // ...and loses nothing already accepted.
-    let all = query::fetch(&srv.url, AlertQuery::default()).await.unwrap();
+    let all = query::fetch(&srv.url, None, AlertQuery::default())
+        .await
+        .unwrap();
     let ids: Vec<_> = all.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, vec!["a3", "a2", "a1"]);
     assert_eq!(all[0].host.as_ref().unwrap().hostname, "web-1");
@@ -136,6 +145,7 @@ async fn stream_ack_query_and_hostile_input() {
 
     let warn_up = query::fetch(
         &srv.url,
+        None,
         AlertQuery {
             min_severity: Severity::Warning as i32,
             rule: "tmp exec".into(),
@@ -147,6 +157,7 @@ async fn stream_ack_query_and_hostile_input() {
     assert_eq!(warn_up.len(), 2);
     let other_host = query::fetch(
         &srv.url,
+        None,
         AlertQuery {
             host: "db-1".into(),
             ..Default::default()
@@ -178,7 +189,7 @@ async fn stream_ack_query_and_hostile_input() {
     // Acked means committed: a fresh collector on the same file sees it all.
     let srv = start(&db).await;
     assert_eq!(
-        query::fetch(&srv.url, AlertQuery::default())
+        query::fetch(&srv.url, None, AlertQuery::default())
             .await
             .unwrap()
             .len(),
@@ -192,16 +203,16 @@ async fn query_names_an_unreachable_collector() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let e = query::fetch(&url, AlertQuery::default())
+    let e = query::fetch(&url, None, AlertQuery::default())
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains(&url), "{e}");
-    let e = query::fetch("127.0.0.1:1", AlertQuery::default())
+    let e = query::fetch("127.0.0.1:1", None, AlertQuery::default())
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("expected http://HOST:PORT"), "{e}");
+    assert!(e.contains("expected https://HOST:PORT"), "{e}");
 }
 
 #[tokio::test]
@@ -253,6 +264,7 @@ async fn many_agents_stream_at_once() {
     }
     let all = query::fetch(
         &srv.url,
+        None,
         AlertQuery {
             limit: 100_000,
             ..Default::default()
@@ -263,6 +275,7 @@ async fn many_agents_stream_at_once() {
     assert_eq!(all.len(), AGENTS * BATCHES * PER_BATCH);
     let one = query::fetch(
         &srv.url,
+        None,
         AlertQuery {
             host: "host-3".into(),
             limit: 100_000,

@@ -1,7 +1,9 @@
 //! Generated gRPC types and stubs for Vigil's `vigil.v1` API, plus small
-//! conversions shared by the agent and the collector.
+//! conversions shared by the agent and the collector, and the certificates
+//! of its mutual TLS.
 
 pub mod json;
+pub mod tls;
 
 pub mod v1 {
     tonic::include_proto!("vigil.v1");

@@ -321,11 +321,51 @@ impl Drop for Proc {
     }
 }
 
-/// A collector on an ephemeral loopback port with its database in `dir`.
+/// A collector serving plaintext on an ephemeral loopback port, with its
+/// database in `dir`.
 pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
     let mut cmd = Command::new(bin("vigil-collector"));
-    cmd.args(["serve", "--listen", listen, "--db"])
+    cmd.args(["serve", "--insecure-plaintext", "--listen", listen, "--db"])
         .arg(dir.join("alerts.db"));
+    let (p, addr) = wait_collector(cmd);
+    (p, format!("http://{addr}"))
+}
+
+/// A collector serving mutual TLS with the PKI in `pki`, on an ephemeral
+/// loopback port; its URL is `https://127.0.0.1:PORT`.
+pub fn start_tls_collector(dir: &Path, pki: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(bin("vigil-collector"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--pki"])
+        .arg(pki)
+        .arg("--db")
+        .arg(dir.join("alerts.db"));
+    let (p, addr) = wait_collector(cmd);
+    (p, format!("https://{addr}"))
+}
+
+/// Runs `vigil-collector pki ARGS...`, which must succeed.
+pub fn pki(args: &[&str]) {
+    let out = Command::new(bin("vigil-collector"))
+        .arg("pki")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pki {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// This host's name, as the agent reads it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn wait_collector(cmd: Command) -> (Proc, String) {
     let mut p = Proc::spawn("vigil-collector", cmd);
     let line = p.wait_stderr("collector serving", Duration::from_secs(20), |l| {
         l.contains("collector serving")
@@ -335,7 +375,7 @@ pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .expect("listen address in log line");
-    (p, format!("http://{addr}"))
+    (p, addr.to_string())
 }
 
 /// An agent with the given extra arguments after `run`; waits until it runs.

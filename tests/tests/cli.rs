@@ -90,6 +90,7 @@ fn bad_listen_address_and_database_path() {
         "vigil-collector",
         &[
             "serve",
+            "--insecure-plaintext",
             "--listen",
             "127.0.0.1:0",
             "--db",

@@ -1,5 +1,5 @@
-//! The whole path: kernel exec -> probe -> agent -> rule -> gRPC ->
-//! collector -> SQLite -> query CLI.
+//! The whole path: kernel exec -> probe -> agent -> rule -> gRPC over
+//! mutual TLS -> collector -> SQLite -> query CLI.
 use std::{process::Command, time::Duration};
 
 use vigil_tests::*;
@@ -27,7 +27,16 @@ fn exec_marker_is_stored_with_pid_path_and_argv() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    // The deployment the README describes: a PKI, an agent certificate
+    // for this host, a responder certificate to query with.
+    let pki_dir = data.path().join("pki");
+    let pki_dir_s = pki_dir.to_str().unwrap();
+    let host = hostname();
+    pki(&["init", pki_dir_s]);
+    pki(&["issue", pki_dir_s, "--agent", &host]);
+    pki(&["issue", pki_dir_s, "--responder", "oncall"]);
+    let (mut collector, url) = start_tls_collector(data.path(), &pki_dir);
+    let as_responder = ["--pki", pki_dir_s, "--as", "oncall"];
     let marker = unique("--vigil-marker");
     let rule = unique("e2e marker rule");
     let (bin_dir, marker_bin) = marker_binary("/bin/true", "marker-true");
@@ -38,9 +47,18 @@ fn exec_marker_is_stored_with_pid_path_and_argv() {
         &marker,
     );
     let default_rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let agent_crt = pki_dir.join(format!("agents/{host}.crt"));
+    let agent_key = pki_dir.join(format!("agents/{host}.key"));
+    let ca = pki_dir.join("ca.crt");
     let mut agent = start_agent(&[
         "--collector",
         &url,
+        "--tls-cert",
+        agent_crt.to_str().unwrap(),
+        "--tls-key",
+        agent_key.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
         "--rules",
         default_rules,
         "--rules",
@@ -55,9 +73,12 @@ fn exec_marker_is_stored_with_pid_path_and_argv() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
 
-    let alerts = query_until(&url, &["--rule", &rule], Duration::from_secs(30), |a| {
-        !a.is_empty()
-    });
+    let alerts = query_until(
+        &url,
+        &[&as_responder[..], &["--rule", &rule]].concat(),
+        Duration::from_secs(30),
+        |a| !a.is_empty(),
+    );
     assert_eq!(
         alerts.len(),
         1,
@@ -81,13 +102,21 @@ fn exec_marker_is_stored_with_pid_path_and_argv() {
         vec![marker_bin.to_str().unwrap(), marker.as_str(), "two words"]
     );
     assert_eq!(a["process"]["argv_truncated"], false);
-    assert!(!a["host"]["hostname"].as_str().unwrap().is_empty());
+    assert_eq!(
+        a["host"]["hostname"],
+        host.as_str(),
+        "stored under the certificate's host"
+    );
     assert!(a["id"].as_str().unwrap().len() >= 32);
 
     // The default rule fired for the same exec (a binary under /tmp).
     let tmp = query_until(
         &url,
         &[
+            "--pki",
+            pki_dir_s,
+            "--as",
+            "oncall",
             "--rule",
             "Execution from a temporary directory",
             "--severity",
@@ -103,7 +132,9 @@ fn exec_marker_is_stored_with_pid_path_and_argv() {
 
     // Human output names the rule and the command line.
     let table = Command::new(bin("vigil-collector"))
-        .args(["query", "--server", &url, "alerts", "--rule", &rule])
+        .args(["query", "--server", &url])
+        .args(as_responder)
+        .args(["alerts", "--rule", &rule])
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);

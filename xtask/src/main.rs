@@ -34,11 +34,12 @@ enum Cmd {
     Setup,
     /// Build everything, then run collector + agent here until Ctrl-C.
     Run {
-        /// Where the collector keeps its SQLite database.
+        /// Where the collector keeps its SQLite database and, in pki/, the
+        /// certificates of the run (created on first use).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
         /// Collector listen address.
-        #[arg(long, default_value = "127.0.0.1:50051")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Extra arguments for `vigil-agent run` (after `--`), e.g. `-- --events`.
         #[arg(last = true)]
@@ -217,25 +218,63 @@ fn run(data_dir: &Path, listen: SocketAddr, agent_args: &[String]) -> anyhow::Re
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let bin = Path::new("target/release");
     let db = data_dir.join("alerts.db");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read this host's name")?
+        .trim()
+        .to_string();
+    let pki = data_dir.join("pki");
+    ensure_pki(bin, &pki, &host, &listen)?;
+    let pki_s = pki.display().to_string();
     // Ctrl-C reaches the children too; xtask stays to wait for their clean exit.
     // SAFETY: setting a signal disposition.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let mut collector = spawn(
         Command::new(bin.join("vigil-collector"))
-            .args(["serve", "--listen", &listen.to_string(), "--db"])
+            .args([
+                "serve",
+                "--listen",
+                &listen.to_string(),
+                "--pki",
+                &pki_s,
+                "--db",
+            ])
             .arg(&db),
     )?;
     wait_for_port(listen, &mut collector)?;
-    let url = format!("http://{listen}");
+    // The collector's certificate names loopback, not "any address".
+    let reach = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    let url = format!("https://{reach}");
+    let agent_files = |ext: &str| {
+        pki.join(format!("agents/{host}.{ext}"))
+            .display()
+            .to_string()
+    };
     let mut agent = spawn(
         Command::new(bin.join("vigil-agent"))
             .args(["run", "--collector", &url])
+            .args([
+                "--tls-cert",
+                &agent_files("crt"),
+                "--tls-key",
+                &agent_files("key"),
+            ])
+            .args(["--ca", &format!("{pki_s}/ca.crt")])
             .args(agent_args),
     )?;
+    let server = if listen.to_string() == DEFAULT_LISTEN {
+        String::new()
+    } else {
+        format!("--server {url} ")
+    };
     eprintln!(
-        "==> Vigil is running: collector on {url} (database {}), agent with the default rules.\n    \
+        "==> Vigil is running over mutual TLS: collector on {url} (database {}, certificates in {pki_s}),\n    \
+         agent for host {host} with the default rules.\n    \
          Try:  cp /bin/true /tmp/x && /tmp/x\n    \
-         Then: {} query --server {url} alerts --since 1h\n    \
+         Then: {} query {server}--pki {pki_s} --as {RESPONDER} alerts --since 1h\n    \
          Ctrl-C stops both.",
         db.display(),
         bin.join("vigil-collector").display()
@@ -246,6 +285,84 @@ fn run(data_dir: &Path, listen: SocketAddr, agent_args: &[String]) -> anyhow::Re
     let collector_status = collector.wait()?;
     report("vigil-agent", agent_status)?;
     report("vigil-collector", collector_status)
+}
+
+/// The responder certificate `cargo xtask run` makes for local queries.
+const RESPONDER: &str = "local";
+const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Creates the PKI of a local run on first use: the CA and collector
+/// certificate (naming localhost, 127.0.0.1 and the listen address), an
+/// agent certificate for this host, and the responder `local`.
+fn ensure_pki(bin: &Path, pki: &Path, host: &str, listen: &SocketAddr) -> anyhow::Result<()> {
+    let collector = || Command::new(bin.join("vigil-collector"));
+    if !pki.join("ca.crt").exists() {
+        let mut init = collector();
+        init.args(["pki", "init"]).arg(pki);
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let ip = listen.ip().to_string();
+        if !listen.ip().is_unspecified() && !sans.contains(&ip) {
+            sans.push(ip);
+        }
+        for san in &sans {
+            init.args(["--san", san]);
+        }
+        quiet_step("create the local PKI", &mut init)?;
+    }
+    if !pki.join(format!("agents/{host}.crt")).exists() {
+        quiet_step(
+            "issue this host's agent certificate",
+            collector()
+                .args(["pki", "issue"])
+                .arg(pki)
+                .args(["--agent", host]),
+        )?;
+    }
+    if !pki.join(format!("responders/{RESPONDER}.crt")).exists() {
+        quiet_step(
+            "issue the local responder certificate",
+            collector()
+                .args(["pki", "issue"])
+                .arg(pki)
+                .args(["--responder", RESPONDER]),
+        )?;
+        give_to_sudo_user(&[
+            pki.join("responders"),
+            pki.join(format!("responders/{RESPONDER}.crt")),
+            pki.join(format!("responders/{RESPONDER}.key")),
+        ]);
+    }
+    Ok(())
+}
+
+/// Under `sudo`, hands `paths` to the user who ran it, so the README's
+/// query works without root (the key stays mode 0600).
+fn give_to_sudo_user(paths: &[PathBuf]) {
+    let id = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
+        return;
+    };
+    for p in paths {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: a valid C string; failure only leaves the file root's.
+        if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+            eprintln!("==> note: cannot give {} to uid {uid}", p.display());
+        }
+    }
+}
+
+/// Runs a command whose output matters only when it fails.
+fn quiet_step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("cannot {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "cannot {what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
