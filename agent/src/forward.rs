@@ -1,10 +1,16 @@
-//! Delivery of alerts to the collector over a gRPC stream.
+//! Delivery of alerts to the collector over a gRPC stream, with nothing
+//! lost to a restart or an outage.
 //!
 //! Alerts enter a bounded queue (full: counted and dropped, never blocking
-//! the event path). A worker groups them into numbered batches, keeps every
-//! batch until the collector acks it (acks come only after a commit), and on
-//! a broken or refused connection retries with backoff and re-sends what is
-//! unacked. The collector stores each alert id once, so re-sends are safe.
+//! the event path). A worker thread writes them to the disk [`Spool`]
+//! (flushed before they count as sent), reads them back in numbered
+//! batches, keeps at most `max_inflight` batches in flight, and deletes
+//! them from the spool only when the collector acknowledges them (acks come
+//! only after a commit). A broken, refused or silent connection (no ack
+//! within `ack_timeout`, or no HTTP/2 keepalive answer) is redone with
+//! jittered backoff, which resets only after an ack; everything
+//! unacknowledged is re-sent, and the collector stores each alert id once.
+//! An agent restarted, killed or rebooted resumes from the spool.
 //!
 //! Over `https://` the collector's certificate is checked against the CA
 //! and the URL's host, and the agent presents its own. An ack is believed
@@ -13,20 +19,26 @@
 //! never stored by acking a sequence number ahead of what was sent.
 use std::{
     collections::VecDeque,
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use vigil_proto::{
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
-    v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo},
+    v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo, Severity},
 };
+
+use crate::spool::{Gap, Spool, SpoolError};
+
+/// The rule name of the alert that stands for alerts the spool dropped.
+pub const GAP_RULE: &str = "Alerts dropped";
 
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
@@ -35,30 +47,41 @@ pub struct ForwarderConfig {
     pub endpoint: String,
     /// This agent's certificate, key and the collector's CA, for https.
     pub tls: Option<ClientTls>,
+    /// Where alerts wait for their acknowledgement, and its bound.
+    pub spool_dir: PathBuf,
+    pub spool_max: u64,
     /// Alerts waiting for the worker; beyond this they are dropped and counted.
     pub queue_capacity: usize,
-    /// Alerts sent but not yet acked, kept for re-sending; beyond this the
-    /// oldest are dropped and counted.
-    pub max_unacked: usize,
+    /// Batches sent and not yet acknowledged, at most.
+    pub max_inflight: usize,
     /// Most alerts in one batch.
     pub batch_max: usize,
     /// Most encoded bytes in one batch (the collector accepts 4 MiB).
     pub batch_max_bytes: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// A connection with batches in flight and no ack for this long is
+    /// taken as dead.
+    pub ack_timeout: Duration,
+    /// HTTP/2 keepalive ping interval (and how long an answer may take).
+    pub keepalive: Duration,
 }
 
 impl ForwarderConfig {
-    pub fn new(endpoint: impl Into<String>) -> ForwarderConfig {
+    pub fn new(endpoint: impl Into<String>, spool_dir: impl Into<PathBuf>) -> ForwarderConfig {
         ForwarderConfig {
             endpoint: endpoint.into(),
             tls: None,
+            spool_dir: spool_dir.into(),
+            spool_max: 256 << 20,
             queue_capacity: 10_000,
-            max_unacked: 100_000,
+            max_inflight: 16,
             batch_max: 256,
             batch_max_bytes: 1 << 20,
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(10),
         }
     }
 }
@@ -68,29 +91,40 @@ impl ForwarderConfig {
 pub struct ForwardCounters {
     /// Dropped because the queue was full.
     pub dropped_queue_full: AtomicU64,
-    /// Dropped because too many alerts were waiting for an ack.
-    pub dropped_unacked_overflow: AtomicU64,
-    /// Unacked when the agent stopped.
-    pub dropped_at_shutdown: AtomicU64,
+    /// Dropped from a full spool (each reported to the collector as an
+    /// "Alerts dropped" alert).
+    pub dropped_spool_full: AtomicU64,
+    /// Lost because the spool could not be written (disk full, I/O error).
+    pub dropped_spool_error: AtomicU64,
     /// Refused by the collector as invalid (would be refused again).
     pub dropped_rejected: AtomicU64,
     /// Acks for a batch that was not the oldest unacked one sent on the
     /// stream; each ended the connection, and nothing was retired.
     pub bogus_acks: AtomicU64,
     pub acked: AtomicU64,
+    /// Connections redone after a failure.
+    pub reconnects: AtomicU64,
+    /// Alerts in the spool, not yet acknowledged.
+    pub spool_depth: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot start the forwarder thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Handle to the forwarding worker.
 pub struct Forwarder {
     tx: mpsc::Sender<Alert>,
     pub counters: Arc<ForwardCounters>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Checks a collector URL and TLS files the way the forwarder will use them.
@@ -99,23 +133,58 @@ pub fn parse_endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, Fo
 }
 
 impl Forwarder {
+    /// Opens the spool (alerts left by an earlier run are sent first) and
+    /// starts the worker on a thread of its own, so spool writes never
+    /// stall the event loop.
     pub fn start(cfg: ForwarderConfig, host: HostInfo) -> Result<Forwarder, ForwardError> {
         let endpoint = parse_endpoint(&cfg.endpoint, cfg.tls.as_ref())?;
+        let spool = Spool::open(&cfg.spool_dir, cfg.spool_max)?;
+        if spool.depth() > 0 {
+            tracing::info!(alerts = spool.depth(), spool = %cfg.spool_dir.display(), "alerts from an earlier run are in the spool; they are sent first");
+        }
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = oneshot::channel();
         let counters = Arc::new(ForwardCounters::default());
+        counters.spool_depth.store(spool.depth(), Ordering::Relaxed);
         let worker = Worker {
+            send_from: spool.acked_index(),
+            spool,
             cfg,
             host,
             endpoint,
             rx,
             input_closed: false,
-            unacked: VecDeque::new(),
-            unacked_alerts: 0,
+            inflight: VecDeque::new(),
             next_seq: 1,
             counters: counters.clone(),
+            stop: stop_rx,
+            rng: seed(),
         };
-        let task = tokio::spawn(worker.run());
-        Ok(Forwarder { tx, counters, task })
+        let thread = std::thread::Builder::new()
+            .name("vigil-forward".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the forwarder's runtime: alerts stay in the spool");
+                        return;
+                    }
+                };
+                rt.block_on(worker.run());
+                let _ = done_tx.send(());
+            })
+            .map_err(ForwardError::Thread)?;
+        Ok(Forwarder {
+            tx,
+            counters,
+            stop,
+            done,
+            thread,
+        })
     }
 
     /// Queues an alert without waiting; false (and counted) when full.
@@ -131,23 +200,33 @@ impl Forwarder {
         }
     }
 
-    /// Stops taking alerts and waits up to `grace` for the collector to ack
-    /// what is queued. Returns the number of alerts left undelivered.
+    /// Stops taking alerts, writes what is queued to the spool, and waits
+    /// up to `grace` for the collector to acknowledge everything. Returns
+    /// the alerts left in the spool: not lost, they go out at the next
+    /// start.
     pub async fn shutdown(self, grace: Duration) -> u64 {
         let Forwarder {
             tx,
             counters,
-            mut task,
+            stop,
+            mut done,
+            thread,
         } = self;
         drop(tx);
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
-            // The worker counts what it still holds when dropped; wait for that.
-            let _ = task.await;
-            tracing::error!("collector did not ack every alert before shutdown");
+        if tokio::time::timeout(grace, &mut done).await.is_err() {
+            let _ = stop.send(true);
+            let _ = done.await;
         }
-        counters.dropped_at_shutdown.load(Ordering::Relaxed)
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        counters.spool_depth.load(Ordering::Relaxed)
     }
+}
+
+/// A batch sent and waiting for its ack.
+struct Inflight {
+    batch: AlertBatch,
+    /// Spool index after its last alert.
+    end: u64,
 }
 
 struct Worker {
@@ -156,42 +235,69 @@ struct Worker {
     endpoint: Endpoint,
     rx: mpsc::Receiver<Alert>,
     input_closed: bool,
-    unacked: VecDeque<AlertBatch>,
-    unacked_alerts: usize,
+    spool: Spool,
+    inflight: VecDeque<Inflight>,
+    /// Next spool index to put in a batch.
+    send_from: u64,
     next_seq: u64,
     counters: Arc<ForwardCounters>,
+    /// Set at shutdown when the grace period is over.
+    stop: watch::Receiver<bool>,
+    rng: u64,
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let left = self.unacked_alerts as u64 + self.rx.len() as u64;
-        if left > 0 {
-            self.counters
-                .dropped_at_shutdown
-                .fetch_add(left, Ordering::Relaxed);
-            tracing::error!(
-                alerts = left,
-                "alerts not delivered to the collector before shutdown"
-            );
-        }
-    }
+/// How a connection ended.
+struct SessionEnd {
+    /// Ok: all delivered and the input closed; Err: why it must be redone.
+    result: Result<(), String>,
+    /// Whether any ack arrived on it (the backoff resets only then).
+    acked: bool,
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32) | 1
 }
 
 impl Worker {
     fn done(&self) -> bool {
-        self.input_closed && self.unacked.is_empty()
+        self.input_closed && self.spool.depth() == 0 && self.inflight.is_empty()
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// A delay between `d / 2` and `d`, so agents that lost the same
+    /// collector do not all come back at the same instant.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // xorshift64: enough to spread reconnects.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = (self.rng % 1000) as f64 / 1000.0;
+        d.mul_f64(0.5 + frac / 2.0)
     }
 
     async fn run(mut self) {
         let mut delay = self.cfg.retry_min;
-        while !self.done() {
+        loop {
+            self.drain_input();
+            if self.done() || self.stopping() {
+                break;
+            }
             self.refresh_endpoint();
             let err = match self.endpoint.connect().await {
                 Ok(channel) => {
-                    tracing::info!(collector = %self.cfg.endpoint, "connected to collector");
-                    delay = self.cfg.retry_min;
-                    match self.session(CollectorClient::new(channel)).await {
-                        Ok(()) => return,
+                    tracing::info!(collector = %self.cfg.endpoint, spooled = self.spool.depth(), "connected to collector");
+                    let end = self.session(CollectorClient::new(channel)).await;
+                    if end.acked {
+                        delay = self.cfg.retry_min;
+                    }
+                    match end.result {
+                        Ok(()) => break,
                         Err(e) => e,
                     }
                 }
@@ -203,15 +309,31 @@ impl Worker {
                     }
                 }
             };
+            if self.stopping() {
+                break;
+            }
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            let wait = self.jitter(delay);
             tracing::warn!(
                 collector = %self.cfg.endpoint,
                 error = %err,
-                retry_in_ms = delay.as_millis() as u64,
-                unacked = self.unacked_alerts,
-                "collector unreachable; alerts are kept and re-sent when it is back"
+                retry_in_ms = wait.as_millis() as u64,
+                spooled = self.spool.depth(),
+                "collector unreachable; alerts are kept in the spool and sent when it is back"
             );
-            self.absorb_for(delay).await;
+            self.absorb_for(wait).await;
             delay = (delay * 2).min(self.cfg.retry_max);
+        }
+        // Whatever is still queued goes to the spool for the next start.
+        self.drain_input();
+        let left = self.spool.depth();
+        self.counters.spool_depth.store(left, Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                alerts = left,
+                spool = %self.cfg.spool_dir.display(),
+                "alerts not yet acknowledged stay in the spool and are sent at the next start"
+            );
         }
     }
 
@@ -219,79 +341,219 @@ impl Worker {
     /// rotated on disk is used from the next reconnect; files that no
     /// longer load leave the previous settings in force (logged).
     fn refresh_endpoint(&mut self) {
-        if self.cfg.tls.is_none() {
-            return;
-        }
-        match parse_endpoint(&self.cfg.endpoint, self.cfg.tls.as_ref()) {
-            Ok(e) => self.endpoint = e,
-            Err(e) => {
-                tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in use")
+        let fresh = if self.cfg.tls.is_some() {
+            match parse_endpoint(&self.cfg.endpoint, self.cfg.tls.as_ref()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in use");
+                    self.endpoint.clone()
+                }
             }
+        } else {
+            self.endpoint.clone()
+        };
+        let k = self.cfg.keepalive;
+        self.endpoint = fresh
+            .http2_keep_alive_interval(k)
+            .keep_alive_timeout(k)
+            .keep_alive_while_idle(true);
+    }
+
+    /// Moves what waits in the queue into the spool, without waiting.
+    fn drain_input(&mut self) {
+        let mut batch = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(a) => {
+                    batch.push(a);
+                    if batch.len() >= 1024 {
+                        self.spool_alerts(std::mem::take(&mut batch));
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.input_closed = true;
+                    break;
+                }
+            }
+        }
+        self.spool_alerts(batch);
+    }
+
+    /// Takes `first` and whatever else is queued into the spool.
+    fn take(&mut self, first: Option<Alert>) {
+        match first {
+            Some(a) => {
+                let mut batch = vec![a];
+                while batch.len() < 1024 {
+                    match self.rx.try_recv() {
+                        Ok(a) => batch.push(a),
+                        Err(_) => break,
+                    }
+                }
+                self.spool_alerts(batch);
+            }
+            None => self.input_closed = true,
         }
     }
 
-    /// Waits `d` while still taking alerts off the queue, so a collector
-    /// outage fills the bounded unacked buffer rather than the queue.
+    /// Writes alerts to the spool (flushed), then an "Alerts dropped"
+    /// alert for any the spool had to drop for room.
+    fn spool_alerts(&mut self, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let n = alerts.len() as u64;
+        if let Err(e) = self.spool.append(&alerts) {
+            let before = self
+                .counters
+                .dropped_spool_error
+                .fetch_add(n, Ordering::Relaxed);
+            // Logged once per power of two, not per batch.
+            if (before + n).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                tracing::error!(error = %e, lost = before + n, "cannot write the spool: alerts lost");
+            }
+        }
+        if let Some(gap) = self.spool.take_gap() {
+            self.counters
+                .dropped_spool_full
+                .fetch_add(gap.count, Ordering::Relaxed);
+            let alert = gap_alert(&self.host, gap);
+            let _ = self.spool.append(&[alert]);
+        }
+        self.counters
+            .spool_depth
+            .store(self.spool.depth(), Ordering::Relaxed);
+    }
+
+    /// Waits `d` while still taking alerts into the spool.
     async fn absorb_for(&mut self, d: Duration) {
         let sleep = tokio::time::sleep(d);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 _ = &mut sleep => return,
-                a = self.rx.recv(), if !self.input_closed => match a {
-                    Some(a) => { self.next_batch(a); }
-                    None => self.input_closed = true,
-                },
+                _ = self.stop.changed() => return,
+                a = self.rx.recv(), if !self.input_closed => self.take(a),
             }
         }
     }
 
-    /// One connection: re-send everything unacked, then stream new batches
-    /// and retire batches as acks arrive. Ok when the input is closed and
-    /// all is acked; Err (a reason) when the connection must be redone.
-    async fn session(&mut self, mut client: CollectorClient<Channel>) -> Result<(), String> {
-        let (out, out_rx) = mpsc::unbounded_channel();
+    /// Reads the next batch from the spool, if there is room in flight and
+    /// something to send.
+    fn next_batch(&mut self) -> Option<AlertBatch> {
+        use prost::Message as _;
+        if self.inflight.len() >= self.cfg.max_inflight {
+            return None;
+        }
+        let recs = match self.spool.read(self.send_from, self.cfg.batch_max) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spool");
+                return None;
+            }
+        };
+        let mut alerts = Vec::with_capacity(recs.len());
+        let mut bytes = 0;
+        let mut end = self.send_from;
+        for (i, a) in recs {
+            bytes += a.encoded_len();
+            if !alerts.is_empty() && bytes > self.cfg.batch_max_bytes {
+                break;
+            }
+            alerts.push(a);
+            end = i + 1;
+        }
+        if alerts.is_empty() {
+            return None;
+        }
+        self.send_from = end;
+        let batch = AlertBatch {
+            host: Some(self.host.clone()),
+            seq: self.next_seq,
+            alerts,
+        };
+        self.next_seq += 1;
+        self.inflight.push_back(Inflight {
+            batch: batch.clone(),
+            end,
+        });
+        Some(batch)
+    }
+
+    /// One connection: re-send what is in flight, then stream batches from
+    /// the spool and retire them as acks arrive.
+    async fn session(&mut self, mut client: CollectorClient<Channel>) -> SessionEnd {
+        let mut acked = false;
+        let result = self.stream(&mut client, &mut acked).await;
+        SessionEnd { result, acked }
+    }
+
+    async fn stream(
+        &mut self,
+        client: &mut CollectorClient<Channel>,
+        acked: &mut bool,
+    ) -> Result<(), String> {
+        // Bounded: never more than the batches in flight wait in it.
+        let (out, out_rx) = mpsc::channel(self.cfg.max_inflight + 1);
         // The highest sequence number sent on this stream: acks above it
         // are for batches the collector never received from us.
         let mut sent_max = 0u64;
-        for b in &self.unacked {
-            sent_max = b.seq;
-            let _ = out.send(b.clone());
+        for f in &self.inflight {
+            sent_max = f.batch.seq;
+            let _ = out.try_send(f.batch.clone());
         }
         let mut acks = client
-            .stream_alerts(UnboundedReceiverStream::new(out_rx))
+            .stream_alerts(ReceiverStream::new(out_rx))
             .await
             .map_err(|s| format!("stream refused: {}", status_text(&s)))?
             .into_inner();
+        // When the oldest batch in flight started waiting for its ack.
+        let mut waiting_since = Instant::now();
         loop {
+            while let Some(b) = self.next_batch() {
+                if self.inflight.len() == 1 {
+                    waiting_since = Instant::now();
+                }
+                sent_max = b.seq;
+                if out.try_send(b).is_err() {
+                    return Err("stream closed".into());
+                }
+            }
             if self.done() {
                 return Ok(());
             }
+            if self.stopping() {
+                return Err("shutting down".into());
+            }
+            let deadline = waiting_since + self.cfg.ack_timeout;
             tokio::select! {
                 ack = acks.message() => match ack {
-                    Ok(Some(ack)) => self.retire(ack.seq, sent_max)?,
+                    Ok(Some(ack)) => {
+                        self.retire(ack.seq, sent_max)?;
+                        *acked = true;
+                        waiting_since = Instant::now();
+                    }
                     Ok(None) => return Err("collector closed the stream".into()),
                     Err(s) => {
                         self.drop_if_rejected(&s);
                         return Err(format!("stream error: {}", status_text(&s)));
                     }
                 },
-                a = self.rx.recv(), if !self.input_closed => match a {
-                    Some(a) => {
-                        let batch = self.next_batch(a);
-                        sent_max = batch.seq;
-                        if out.send(batch).is_err() {
-                            return Err("stream closed".into());
-                        }
-                    }
-                    None => self.input_closed = true,
-                },
+                a = self.rx.recv(), if !self.input_closed => self.take(a),
+                _ = tokio::time::sleep_until(deadline.into()), if !self.inflight.is_empty() => {
+                    return Err(format!(
+                        "no acknowledgement within {} s: the connection is taken as dead",
+                        self.cfg.ack_timeout.as_secs()
+                    ));
+                }
+                _ = self.stop.changed() => return Err("shutting down".into()),
             }
         }
     }
 
     /// The collector stores batches in order, so when it refuses one as
-    /// invalid, that is the oldest unacked batch: re-sending it would fail
+    /// invalid, that is the oldest in flight: re-sending it would fail
     /// forever, so it is dropped and counted.
     fn drop_if_rejected(&mut self, s: &tonic::Status) {
         use tonic::Code;
@@ -301,70 +563,33 @@ impl Worker {
         ) {
             return;
         }
-        if let Some(b) = self.unacked.pop_front() {
-            self.unacked_alerts -= b.alerts.len();
+        if let Some(f) = self.inflight.pop_front() {
+            let n = f.batch.alerts.len();
+            let _ = self.spool.ack_through(f.end);
             self.counters
                 .dropped_rejected
-                .fetch_add(b.alerts.len() as u64, Ordering::Relaxed);
-            tracing::error!(seq = b.seq, alerts = b.alerts.len(), reason = %s.message(), "collector rejected an alert batch; dropped it");
-        }
-    }
-
-    /// Groups `first` with whatever else is queued into a new unacked batch,
-    /// bounded in count and bytes.
-    fn next_batch(&mut self, first: Alert) -> AlertBatch {
-        use prost::Message as _;
-        let mut bytes = first.encoded_len();
-        let mut alerts = vec![first];
-        while alerts.len() < self.cfg.batch_max && bytes < self.cfg.batch_max_bytes {
-            match self.rx.try_recv() {
-                Ok(a) => {
-                    bytes += a.encoded_len();
-                    alerts.push(a);
-                }
-                Err(_) => break,
-            }
-        }
-        let batch = AlertBatch {
-            host: Some(self.host.clone()),
-            seq: self.next_seq,
-            alerts,
-        };
-        self.next_seq += 1;
-        self.unacked_alerts += batch.alerts.len();
-        self.unacked.push_back(batch.clone());
-        self.enforce_unacked_bound();
-        batch
-    }
-
-    fn enforce_unacked_bound(&mut self) {
-        while self.unacked_alerts > self.cfg.max_unacked {
-            let Some(old) = self.unacked.pop_front() else {
-                break;
-            };
-            self.unacked_alerts -= old.alerts.len();
-            self.counters
-                .dropped_unacked_overflow
-                .fetch_add(old.alerts.len() as u64, Ordering::Relaxed);
-            tracing::error!(
-                alerts = old.alerts.len(),
-                "collector unreachable too long: dropped the oldest unacked alerts"
-            );
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::error!(seq = f.batch.seq, alerts = n, reason = %s.message(), "collector rejected an alert batch; dropped it");
         }
     }
 
     /// Applies an ack (see [`ack_verdict`]). A bogus one retires nothing,
-    /// is counted, and redoes the connection (everything unacked is
+    /// is counted, and redoes the connection (everything in flight is
     /// re-sent).
     fn retire(&mut self, seq: u64, sent_max: u64) -> Result<(), String> {
-        let front = self.unacked.front().map(|b| b.seq);
+        let front = self.inflight.front().map(|f| f.batch.seq);
         match ack_verdict(front, sent_max, seq) {
             AckVerdict::Retire => {
-                let b = self.unacked.pop_front().expect("checked");
-                self.unacked_alerts -= b.alerts.len();
+                let f = self.inflight.pop_front().expect("checked");
+                if let Err(e) = self.spool.ack_through(f.end) {
+                    tracing::error!(error = %e, "cannot record an acknowledgement in the spool: those alerts may be sent again");
+                }
                 self.counters
                     .acked
-                    .fetch_add(b.alerts.len() as u64, Ordering::Relaxed);
+                    .fetch_add(f.batch.alerts.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .spool_depth
+                    .store(self.spool.depth(), Ordering::Relaxed);
                 Ok(())
             }
             AckVerdict::Stale => Ok(()),
@@ -376,6 +601,36 @@ impl Worker {
                 ))
             }
         }
+    }
+}
+
+/// The alert that stands for alerts the spool dropped for room, so the
+/// collector shows that something was lost, how much and when.
+pub fn gap_alert(host: &HostInfo, gap: Gap) -> Alert {
+    let t = vigil_proto::json::rfc3339;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let mut fields = std::collections::HashMap::new();
+    fields.insert("count".to_string(), gap.count.to_string());
+    fields.insert("from".to_string(), t(gap.first_ns));
+    fields.insert("to".to_string(), t(gap.last_ns));
+    Alert {
+        id: format!("gap-{}-{now}-{}", host.hostname, gap.count),
+        rule: GAP_RULE.into(),
+        severity: Severity::Critical as i32,
+        output: format!(
+            "{} alerts dropped by {}'s spool (full) for events between {} and {}",
+            gap.count,
+            host.hostname,
+            t(gap.first_ns),
+            t(gap.last_ns)
+        ),
+        time_unix_ns: now,
+        event_type: "gap".into(),
+        fields,
+        count: gap.count,
+        ..Default::default()
     }
 }
 
@@ -501,7 +756,8 @@ mod tests {
                 ))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let mut cfg = ForwarderConfig::new(format!("http://{addr}"));
+        let spool = tempfile::tempdir().unwrap();
+        let mut cfg = ForwarderConfig::new(format!("http://{addr}"), spool.path());
         cfg.retry_min = Duration::from_millis(20);
         cfg.retry_max = Duration::from_millis(50);
         let f = Forwarder::start(cfg, HostInfo::default()).unwrap();
@@ -531,18 +787,30 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_without_collector_counts_what_is_left() {
-        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9");
+        let spool = tempfile::tempdir().unwrap();
+        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9", spool.path());
         cfg.retry_min = Duration::from_millis(10);
         let f = Forwarder::start(cfg, HostInfo::default()).unwrap();
         for _ in 0..7 {
             assert!(f.send(Alert::default()));
         }
-        assert_eq!(f.shutdown(Duration::from_millis(300)).await, 7);
+        assert_eq!(
+            f.shutdown(Duration::from_millis(300)).await,
+            7,
+            "kept in the spool"
+        );
+        // The next start finds them and sends them first.
+        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9", spool.path());
+        cfg.retry_min = Duration::from_millis(10);
+        let f = Forwarder::start(cfg, HostInfo::default()).unwrap();
+        assert_eq!(f.counters.spool_depth.load(Ordering::Relaxed), 7);
+        assert_eq!(f.shutdown(Duration::from_millis(100)).await, 7);
     }
 
     #[tokio::test]
     async fn full_queue_counts_drops_instead_of_blocking() {
-        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9");
+        let spool = tempfile::tempdir().unwrap();
+        let mut cfg = ForwarderConfig::new("http://127.0.0.1:9", spool.path());
         cfg.queue_capacity = 2;
         cfg.retry_min = Duration::from_secs(3600);
         let f = Forwarder::start(cfg, HostInfo::default()).unwrap();

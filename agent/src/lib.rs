@@ -11,4 +11,5 @@ pub mod proctree;
 pub mod replay;
 pub mod rules;
 pub mod run;
+pub mod spool;
 pub mod util;

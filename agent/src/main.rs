@@ -83,6 +83,17 @@ struct RunArgs {
     /// The CA that signed the collector's certificate (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     ca: Option<PathBuf>,
+    /// Directory where alerts wait until the collector acknowledges them
+    /// (written and flushed before an alert counts as sent), so a restart,
+    /// SIGKILL or reboot during an outage loses nothing; sent first at the
+    /// next start. One agent per directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/vigil/spool")]
+    spool_dir: PathBuf,
+    /// Most bytes the spool holds (K, M and G suffixes). When full, the
+    /// oldest alerts go, and an "Alerts dropped" alert with their count and
+    /// time range is delivered in their place.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    spool_max: u64,
     /// Size of the kernel ring buffer for file, control and network events:
     /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
     /// is full, those events are lost (counted per kind); process events
@@ -138,7 +149,8 @@ struct RunArgs {
     /// (adds ~20 ns per program run while on).
     #[arg(long)]
     bpf_stats: bool,
-    /// Seconds to wait at shutdown for the collector to acknowledge queued alerts.
+    /// Seconds to wait at shutdown for the collector to acknowledge queued
+    /// alerts; what it has not acknowledged by then stays in the spool.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     shutdown_grace: u64,
     /// Most processes in the agent's process table, live and exited
@@ -253,6 +265,7 @@ fn parse_priority(s: &str) -> Result<vigil_proto::v1::Severity, String> {
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_uppercase();
     let (num, mult) = match t.as_bytes().last() {
+        Some(b'G') => (&t[..t.len() - 1], 1u64 << 30),
         Some(b'M') => (&t[..t.len() - 1], 1u64 << 20),
         Some(b'K') => (&t[..t.len() - 1], 1u64 << 10),
         _ => (t.as_str(), 1),
@@ -344,6 +357,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             _ => None,
         },
+        spool_dir: args.spool_dir,
+        spool_max: args.spool_max,
         ring_bytes: args.ring_buffer_size,
         process_ring_bytes: args.process_ring_buffer_size,
         raw_syscall_hooks: args.raw_syscall_hooks,

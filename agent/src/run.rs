@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub collector: Option<String>,
     /// Certificate, key and the collector's CA, for an https:// collector.
     pub tls: Option<vigil_proto::tls::ClientTls>,
+    /// Where alerts wait for the collector's acknowledgement, and its bound.
+    pub spool_dir: PathBuf,
+    pub spool_max: u64,
     /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
     pub process_ring_bytes: u32,
@@ -160,6 +163,8 @@ struct Loss {
     decode_errors: u64,
     reported_decode_errors: u64,
     reported_queue_full: u64,
+    /// Spool drops (full, write error) when last logged.
+    reported_spool: (u64, u64),
     reported_table: crate::proctree::TableCounters,
     reported_enrich: crate::enrich::EnrichCounters,
 }
@@ -175,8 +180,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
     let mut sink = match &opts.collector {
         Some(url) => {
-            let mut cfg = ForwarderConfig::new(url.clone());
+            let mut cfg = ForwarderConfig::new(url.clone(), opts.spool_dir.clone());
             cfg.tls = opts.tls.clone();
+            cfg.spool_max = opts.spool_max;
             let host = host::identity(opts.tls.as_ref())?;
             Sink::Collector(Forwarder::start(cfg, host)?)
         }
@@ -328,10 +334,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     report_loss(&probe, &sink, &opts, &mut loss);
     drop(probe);
     if let Sink::Collector(f) = sink {
-        let left = f.shutdown(opts.shutdown_grace).await;
-        if left > 0 {
-            anyhow::bail!("{left} alerts were not acknowledged by the collector before shutdown");
-        }
+        // What the collector has not acknowledged stays in the spool for
+        // the next start (logged by the forwarder): nothing is lost.
+        f.shutdown(opts.shutdown_grace).await;
     }
     Ok(())
 }
@@ -615,6 +620,17 @@ fn report_loss(probe: &Probe, sink: &Sink, opts: &RunOptions, loss: &mut Loss) {
         if full > loss.reported_queue_full {
             tracing::warn!(total = full, "alert queue full: alerts dropped");
             loss.reported_queue_full = full;
+        }
+        let spool_full = f.counters.dropped_spool_full.load(Ordering::Relaxed);
+        let spool_error = f.counters.dropped_spool_error.load(Ordering::Relaxed);
+        if spool_full > loss.reported_spool.0 || spool_error > loss.reported_spool.1 {
+            tracing::warn!(
+                spool_full,
+                spool_error,
+                spooled = f.counters.spool_depth.load(Ordering::Relaxed),
+                "alerts dropped from the spool (full: reported to the collector as a gap; error: the spool could not be written)"
+            );
+            loss.reported_spool = (spool_full, spool_error);
         }
     }
 }

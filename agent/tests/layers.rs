@@ -3,7 +3,8 @@
 //!
 //! util → kernel → event → proctree → enrich → rules → alert → run
 //!
-//! with the probe loader beside `event`, delivery beside `alert`, and
+//! with the probe loader beside `event`, delivery beside `alert` (over the
+//! disk spool, which uses nothing of the agent's own), and
 //! replay above the rules. A new top-level module fails this test until it
 //! is given its place in [`LAYERS`].
 use std::{
@@ -17,6 +18,7 @@ use std::{
 const LAYERS: &[(&str, u32)] = &[
     ("util", 0),
     ("host", 0),
+    ("spool", 0),
     ("kernel", 1),
     ("event", 2),
     ("probe", 2),

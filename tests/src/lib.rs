@@ -100,6 +100,8 @@ pub struct Proc {
     stderr: Arc<Mutex<Vec<String>>>,
     stdout: Arc<Mutex<Vec<String>>>,
     wake: mpsc::Receiver<()>,
+    /// Directories that live as long as the process (an agent's spool).
+    keep: Vec<tempfile::TempDir>,
 }
 
 fn collect(
@@ -135,6 +137,7 @@ impl Proc {
             stderr,
             stdout,
             wake: rx,
+            keep: Vec::new(),
         }
     }
 
@@ -289,6 +292,14 @@ impl Proc {
         }
     }
 
+    /// SIGKILL: no chance to clean up, as a crash or the OOM killer.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM, then waits up to 15 s; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -378,11 +389,22 @@ fn wait_collector(cmd: Command) -> (Proc, String) {
     (p, addr.to_string())
 }
 
-/// An agent with the given extra arguments after `run`; waits until it runs.
+/// An agent with the given extra arguments after `run`; waits until it
+/// runs. With `--collector` and no `--spool-dir`, its spool is a fresh
+/// temporary directory (agents running at once cannot share one).
 pub fn start_agent(args: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("vigil-agent"));
     cmd.arg("run").args(args);
+    let spool = (args.contains(&"--collector") && !args.contains(&"--spool-dir")).then(|| {
+        let d = tempfile::Builder::new()
+            .prefix("vigil-spool-")
+            .tempdir()
+            .unwrap();
+        cmd.arg("--spool-dir").arg(d.path());
+        d
+    });
     let mut p = Proc::spawn("vigil-agent", cmd);
+    p.keep.extend(spool);
     p.wait_stderr("agent running", Duration::from_secs(60), |l| {
         l.contains("agent running")
     });

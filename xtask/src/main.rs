@@ -263,6 +263,8 @@ fn run(data_dir: &Path, listen: SocketAddr, agent_args: &[String]) -> anyhow::Re
                 &agent_files("key"),
             ])
             .args(["--ca", &format!("{pki_s}/ca.crt")])
+            .arg("--spool-dir")
+            .arg(data_dir.join("spool"))
             .args(agent_args),
     )?;
     let server = if listen.to_string() == DEFAULT_LISTEN {

@@ -1,0 +1,134 @@
+//! Nothing lost: alerts survive an agent killed during a collector outage
+//! (the disk spool), and a collector killed mid-stream (acks only after a
+//! commit, re-sends stored once).
+use std::{path::Path, process::Command, time::Duration};
+
+use vigil_tests::*;
+
+fn marker_rules(dir: &Path, rule: &str, marker: &str) -> std::path::PathBuf {
+    let p = dir.join("marker.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "- rule: {rule}\n  desc: delivery test\n  priority: warning\n  condition: evt.type = execve and proc.args contains \"{marker}\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs `/bin/true MARKER N` for each N in `range`.
+fn fire(marker: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        let st = Command::new("/bin/true")
+            .args([marker, &i.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+/// The stored alerts of `rule`, once their count has stayed at `want` or
+/// more for two seconds (so a duplicate arriving late is seen).
+fn stored_settled(url: &str, rule: &str, want: usize) -> Vec<serde_json::Value> {
+    let got = query_until(url, &["--rule", rule], Duration::from_secs(60), |a| {
+        a.len() >= want
+    });
+    if got.len() < want {
+        return got;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    query_until(url, &["--rule", rule], Duration::from_secs(1), |_| true)
+}
+
+fn assert_each_once(alerts: &[serde_json::Value], n: usize, log: &str) {
+    let mut nums: Vec<String> = alerts
+        .iter()
+        .map(|a| a["process"]["argv"][2].as_str().unwrap_or("?").to_string())
+        .collect();
+    nums.sort();
+    let mut want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        nums, want,
+        "each alert stored exactly once; agent log:\n{log}"
+    );
+}
+
+#[test]
+fn alerts_survive_an_agent_killed_during_a_collector_outage() {
+    if !kernel_tests_enabled("alerts_survive_an_agent_killed_during_a_collector_outage") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let spool = data.path().join("spool");
+    let spool_s = spool.to_str().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let rule = unique("spooled rule");
+    let marker = unique("--vigil-spool");
+    let rules = marker_rules(data.path(), &rule, &marker);
+    let rules_s = rules.to_str().unwrap();
+    let args = [
+        "--collector",
+        &url,
+        "--spool-dir",
+        spool_s,
+        "--rules",
+        rules_s,
+    ];
+
+    // No collector: the alerts go to the spool, then the agent is killed.
+    let mut agent = start_agent(&args);
+    agent.wait_stderr("outage", Duration::from_secs(20), |l| {
+        l.contains("collector unreachable")
+    });
+    fire(&marker, 0..5);
+    std::thread::sleep(Duration::from_secs(3));
+    agent.kill();
+
+    // The collector comes up; a new agent on the same spool delivers them.
+    let (mut collector, url2) = start_collector(data.path(), &format!("127.0.0.1:{port}"));
+    assert_eq!(url, url2);
+    let mut agent = start_agent(&args);
+    let alerts = stored_settled(&url, &rule, 5);
+    let log = agent.stderr_lines().join("\n");
+    assert!(
+        log.contains("alerts from an earlier run are in the spool"),
+        "{log}"
+    );
+    assert_each_once(&alerts, 5, &log);
+    assert!(agent.stop().success());
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn alerts_survive_a_collector_killed_mid_stream() {
+    if !kernel_tests_enabled("alerts_survive_a_collector_killed_mid_stream") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut collector, url) = start_collector(data.path(), &listen);
+    let rule = unique("mid-stream rule");
+    let marker = unique("--vigil-midstream");
+    let rules = marker_rules(data.path(), &rule, &marker);
+    let mut agent = start_agent(&["--collector", &url, "--rules", rules.to_str().unwrap()]);
+    fire(&marker, 0..10);
+    let first = query_until(&url, &["--rule", &rule], Duration::from_secs(30), |a| {
+        a.len() >= 10
+    });
+    assert_eq!(first.len(), 10);
+
+    // Killed with batches possibly in flight; alerts raised while it is down.
+    collector.kill();
+    fire(&marker, 10..20);
+    std::thread::sleep(Duration::from_secs(1));
+    let (mut collector, _) = start_collector(data.path(), &listen);
+    fire(&marker, 20..30);
+    let alerts = stored_settled(&url, &rule, 30);
+    assert_each_once(&alerts, 30, &agent.stderr_lines().join("\n"));
+    assert!(agent.stop().success());
+    assert!(collector.stop().success());
+}
