@@ -32,7 +32,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use vigil_proto::{
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
-    v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo, Severity},
+    v1::{
+        collector_client::CollectorClient, AgentHeartbeat, Alert, AlertBatch, HostInfo, Severity,
+    },
 };
 
 use crate::spool::{Gap, Spool, SpoolError};
@@ -122,6 +124,8 @@ pub enum ForwardError {
 pub struct Forwarder {
     tx: mpsc::Sender<Alert>,
     pub counters: Arc<ForwardCounters>,
+    /// The latest heartbeat, sent when connected (a newer one replaces it).
+    heartbeat: watch::Sender<Option<AgentHeartbeat>>,
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<()>,
     thread: std::thread::JoinHandle<()>,
@@ -144,6 +148,7 @@ impl Forwarder {
         }
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let (stop, stop_rx) = watch::channel(false);
+        let (heartbeat, hb_rx) = watch::channel(None);
         let (done_tx, done) = oneshot::channel();
         let counters = Arc::new(ForwardCounters::default());
         counters.spool_depth.store(spool.depth(), Ordering::Relaxed);
@@ -159,6 +164,7 @@ impl Forwarder {
             next_seq: 1,
             counters: counters.clone(),
             stop: stop_rx,
+            hb_rx,
             rng: seed(),
         };
         let thread = std::thread::Builder::new()
@@ -181,10 +187,17 @@ impl Forwarder {
         Ok(Forwarder {
             tx,
             counters,
+            heartbeat,
             stop,
             done,
             thread,
         })
+    }
+
+    /// Hands over a heartbeat; it goes out at once when connected, or
+    /// first thing after the next connection.
+    pub fn heartbeat(&self, hb: AgentHeartbeat) {
+        let _ = self.heartbeat.send(Some(hb));
     }
 
     /// Queues an alert without waiting; false (and counted) when full.
@@ -211,6 +224,7 @@ impl Forwarder {
             stop,
             mut done,
             thread,
+            ..
         } = self;
         drop(tx);
         if tokio::time::timeout(grace, &mut done).await.is_err() {
@@ -243,6 +257,7 @@ struct Worker {
     counters: Arc<ForwardCounters>,
     /// Set at shutdown when the grace period is over.
     stop: watch::Receiver<bool>,
+    hb_rx: watch::Receiver<Option<AgentHeartbeat>>,
     rng: u64,
 }
 
@@ -508,6 +523,8 @@ impl Worker {
             .await
             .map_err(|s| format!("stream refused: {}", status_text(&s)))?
             .into_inner();
+        // The latest heartbeat goes out first on a new connection.
+        self.hb_rx.mark_changed();
         // When the oldest batch in flight started waiting for its ack.
         let mut waiting_since = Instant::now();
         loop {
@@ -547,7 +564,19 @@ impl Worker {
                         self.cfg.ack_timeout.as_secs()
                     ));
                 }
-                _ = self.stop.changed() => return Err("shutting down".into()),
+                                _ = self.stop.changed() => return Err("shutting down".into()),
+                _ = self.hb_rx.changed() => {
+                    let hb = self.hb_rx.borrow_and_update().clone();
+                    if let Some(hb) = hb {
+                        // Off the stream's loop: a slow answer delays nothing.
+                        let mut c = client.clone();
+                        tokio::spawn(async move {
+                            if let Err(s) = c.heartbeat(hb).await {
+                                tracing::warn!(error = %status_text(&s), "heartbeat refused");
+                            }
+                        });
+                    }
+                }
             }
         }
     }
@@ -741,6 +770,24 @@ mod tests {
             &self,
             _: tonic::Request<vigil_proto::v1::AlertQuery>,
         ) -> Result<tonic::Response<Self::QueryAlertsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        type QueryAgentsStream = tokio_stream::wrappers::ReceiverStream<
+            Result<vigil_proto::v1::AgentStatus, tonic::Status>,
+        >;
+
+        async fn heartbeat(
+            &self,
+            _: tonic::Request<AgentHeartbeat>,
+        ) -> Result<tonic::Response<vigil_proto::v1::HeartbeatReply>, tonic::Status> {
+            Ok(tonic::Response::new(vigil_proto::v1::HeartbeatReply {}))
+        }
+
+        async fn query_agents(
+            &self,
+            _: tonic::Request<vigil_proto::v1::AgentQuery>,
+        ) -> Result<tonic::Response<Self::QueryAgentsStream>, tonic::Status> {
             Err(tonic::Status::unimplemented("rogue"))
         }
     }

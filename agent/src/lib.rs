@@ -4,6 +4,7 @@ pub mod alert;
 pub mod enrich;
 pub mod event;
 pub mod forward;
+pub mod heartbeat;
 pub mod host;
 pub mod kernel;
 pub mod probe;

@@ -94,6 +94,12 @@ struct RunArgs {
     /// time range is delivered in their place.
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
     spool_max: u64,
+    /// How often the agent reports on itself to the collector (version,
+    /// rules, probe programs attached, losses, spool depth, CPU, RSS),
+    /// e.g. 15s, 2s, 1m. The collector marks an agent silent when these
+    /// stop.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_interval)]
+    heartbeat_interval: Duration,
     /// Size of the kernel ring buffer for file, control and network events:
     /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
     /// is full, those events are lost (counted per kind); process events
@@ -262,6 +268,14 @@ fn parse_priority(s: &str) -> Result<vigil_proto::v1::Severity, String> {
 }
 
 /// `N`, `NK` or `NM` bytes.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 15s, 2s, 1m)"))?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("`{s}`: between 100ms and 1h"));
+    }
+    Ok(d)
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_uppercase();
     let (num, mult) = match t.as_bytes().last() {
@@ -359,6 +373,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         spool_dir: args.spool_dir,
         spool_max: args.spool_max,
+        heartbeat_interval: args.heartbeat_interval,
         ring_bytes: args.ring_buffer_size,
         process_ring_bytes: args.process_ring_buffer_size,
         raw_syscall_hooks: args.raw_syscall_hooks,

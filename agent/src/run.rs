@@ -19,6 +19,7 @@ use crate::{
     enrich::{EnrichConfig, Enricher},
     event,
     forward::{Forwarder, ForwarderConfig},
+    heartbeat::{self, Heartbeats, Reading},
     host,
     probe::{Probe, ProbeOptions, Rings},
     rules::{interest::kernel_interest, Hit, LoadOptions, Matcher, RuleSet},
@@ -38,6 +39,8 @@ pub struct RunOptions {
     /// Where alerts wait for the collector's acknowledgement, and its bound.
     pub spool_dir: PathBuf,
     pub spool_max: u64,
+    /// How often the agent reports on itself to the collector.
+    pub heartbeat_interval: Duration,
     /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
     pub process_ring_bytes: u32,
@@ -178,12 +181,14 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let exclusions =
         crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
+    let mut heartbeats = None;
     let mut sink = match &opts.collector {
         Some(url) => {
             let mut cfg = ForwarderConfig::new(url.clone(), opts.spool_dir.clone());
             cfg.tls = opts.tls.clone();
             cfg.spool_max = opts.spool_max;
             let host = host::identity(opts.tls.as_ref())?;
+            heartbeats = Some(Heartbeats::new(host.clone(), opts.heartbeat_interval));
             Sink::Collector(Forwarder::start(cfg, host)?)
         }
         None => Sink::Stdout,
@@ -255,8 +260,34 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         opts.rules_poll
     });
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut heartbeat_tick = tokio::time::interval(opts.heartbeat_interval);
+    heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Between heartbeats the agent checks its own probe, and reports a
+    // program gone at once.
+    let mut probe_check = tokio::time::interval(PROBE_CHECK);
+    probe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut detached_before = false;
     loop {
         tokio::select! {
+            _ = heartbeat_tick.tick(), if heartbeats.is_some() => {
+                send_heartbeat(heartbeats.as_mut(), &probe, &out_ctx, &enricher, &loss);
+            }
+            _ = probe_check.tick() => {
+                let missing: Vec<String> = probe
+                    .attachments()
+                    .into_iter()
+                    .filter(|(_, expected, attached)| attached < expected)
+                    .map(|(name, expected, attached)| format!("{name} ({attached} of {expected})"))
+                    .collect();
+                let detached = !missing.is_empty();
+                if detached && !detached_before {
+                    tracing::error!(programs = %missing.join(", "), "probe programs detached from outside the agent: the host is not fully watched");
+                    send_heartbeat(heartbeats.as_mut(), &probe, &out_ctx, &enricher, &loss);
+                } else if !detached && detached_before {
+                    tracing::info!("every probe program is attached again");
+                }
+                detached_before = detached;
+            }
             _ = &mut shutdown => break,
             _ = hup.recv() => start_reload(opts.rules.clone(), load_opts, "SIGHUP", reload_tx.clone()),
             _ = poll.tick(), if !opts.rules_poll.is_zero() && !opts.rules.is_empty() => {
@@ -339,6 +370,65 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         f.shutdown(opts.shutdown_grace).await;
     }
     Ok(())
+}
+
+/// How often the agent checks that its probe programs are still attached.
+const PROBE_CHECK: Duration = Duration::from_secs(2);
+
+/// Reads what a heartbeat reports and hands it to the forwarder.
+fn send_heartbeat(
+    heartbeats: Option<&mut Heartbeats>,
+    probe: &Probe,
+    out: &Output<'_>,
+    enricher: &Enricher,
+    loss: &Loss,
+) {
+    let (Some(hb), Sink::Collector(f)) = (heartbeats, &*out.sink) else {
+        return;
+    };
+    let mut totals: Vec<(String, u64)> = probe
+        .lost_counts()
+        .into_iter()
+        .map(|(k, n)| (format!("kernel:{}", k.name()), n))
+        .collect();
+    totals.extend(
+        probe
+            .probe_counters()
+            .into_iter()
+            .map(|(c, n)| (format!("probe:{}", c.name()), n)),
+    );
+    let fc = &f.counters;
+    let e = enricher.counters;
+    let r = out.rules.counters;
+    totals.extend([
+        ("decode".to_string(), loss.decode_errors),
+        (
+            "alert_queue".into(),
+            fc.dropped_queue_full.load(Ordering::Relaxed),
+        ),
+        (
+            "spool_full".into(),
+            fc.dropped_spool_full.load(Ordering::Relaxed),
+        ),
+        (
+            "spool_error".into(),
+            fc.dropped_spool_error.load(Ordering::Relaxed),
+        ),
+        (
+            "rejected".into(),
+            fc.dropped_rejected.load(Ordering::Relaxed),
+        ),
+        ("enrich_requests".into(), e.requests_dropped),
+        ("sequences_evicted".into(), r.sequence_evicted),
+    ]);
+    let reading = Reading {
+        rules_digest: heartbeat::rules_digest(&out.rules.sources),
+        rules: out.rules.len() as u32,
+        programs: probe.attachments(),
+        totals,
+        spool_depth: fc.spool_depth.load(Ordering::Relaxed),
+    };
+    f.heartbeat(hb.build(reading));
 }
 
 /// How long after a drain that found records the agent drains again.

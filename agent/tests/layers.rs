@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("alert", 6),
     ("forward", 6),
     ("replay", 7),
+    ("heartbeat", 7),
     ("run", 8),
 ];
 

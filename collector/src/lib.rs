@@ -1,6 +1,7 @@
 //! Vigil's collector as a library: storage, the PKI and the TLS transport,
 //! the gRPC service and the query client. The `vigil-collector` binary is a
 //! thin CLI over these.
+pub mod agents;
 pub mod pki;
 pub mod query;
 pub mod server;

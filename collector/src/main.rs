@@ -145,6 +145,11 @@ struct ServeArgs {
     /// and read alerts. Refused unless --listen is a loopback address.
     #[arg(long, conflicts_with_all = ["pki", "tls_cert"])]
     insecure_plaintext: bool,
+    /// An agent with no heartbeat for this long (e.g. 6s, 1m) is marked
+    /// silent and an "Agent silent" alert is raised for its host. Default:
+    /// three of the agent's own heartbeat intervals.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    silent_after: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +223,18 @@ enum QueryWhat {
     ///   vigil-collector query alerts --container shop/web-5f7d --since 2h
     #[command(verbatim_doc_comment)]
     Alerts(AlertsArgs),
+    /// The agents the collector has heard from: host, state (ok, degraded,
+    /// silent) and why, version, last heartbeat, losses, spool depth.
+    ///
+    /// Examples:
+    ///   vigil-collector query agents
+    ///   vigil-collector query agents --json
+    #[command(verbatim_doc_comment)]
+    Agents {
+        /// One JSON object per line (with the last heartbeat's figures).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -295,6 +312,14 @@ fn main() -> ExitCode {
                 let tls = q.tls()?;
                 match q.what {
                     QueryWhat::Alerts(a) => query_alerts(&q.server, tls.as_ref(), a).await,
+                    QueryWhat::Agents { json } => {
+                        let agents = query::fetch_agents(&q.server, tls.as_ref()).await?;
+                        let mut out = std::io::stdout().lock();
+                        match query::print_agents(&mut out, &agents, json) {
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                            r => r.context("cannot write to stdout"),
+                        }
+                    }
                 }
             }
             Command::Pki(cmd) => pki_command(cmd),
@@ -354,7 +379,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plaintext (loopback only)"
     };
     tracing::info!(listen = %tcp.local_addr()?, db = %args.db.display(), %transport, "collector serving");
-    server::run(Listener { tcp, tls }, Arc::new(store), shutdown_signal()).await?;
+    let opts = server::ServerOptions {
+        silent_after: match args.silent_after {
+            Some(d) => vigil_collector::agents::SilentAfter::Fixed(d),
+            None => vigil_collector::agents::SilentAfter::Intervals(3),
+        },
+    };
+    server::run_with(
+        Listener { tcp, tls },
+        Arc::new(store),
+        opts,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("collector stopped");
     Ok(())
 }

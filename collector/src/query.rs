@@ -5,7 +5,7 @@ use std::io::Write;
 use vigil_proto::{
     json::{alert_json, rfc3339},
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
-    v1::{collector_client::CollectorClient, Alert, AlertQuery},
+    v1::{collector_client::CollectorClient, AgentQuery, AgentStatus, Alert, AlertQuery},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -61,23 +61,129 @@ pub async fn fetch(
     let mut stream = client
         .query_alerts(q)
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::Internal
-            | tonic::Code::Unknown
-            | tonic::Code::Unavailable
-            | tonic::Code::Cancelled
-                if server.starts_with("http://") =>
-            {
-                QueryError::PlaintextToTls(server.into(), s.message().to_string())
-            }
-            _ => QueryError::Status(s),
-        })?
+        .map_err(|s| refusal(server, s))?
         .into_inner();
     let mut out = Vec::new();
     while let Some(a) = stream.message().await.map_err(QueryError::Status)? {
         out.push(a);
     }
     Ok(out)
+}
+
+/// A refused call, told apart from a plaintext client at a TLS port.
+fn refusal(server: &str, s: tonic::Status) -> QueryError {
+    match s.code() {
+        tonic::Code::Internal
+        | tonic::Code::Unknown
+        | tonic::Code::Unavailable
+        | tonic::Code::Cancelled
+            if server.starts_with("http://") =>
+        {
+            QueryError::PlaintextToTls(server.into(), s.message().to_string())
+        }
+        _ => QueryError::Status(s),
+    }
+}
+
+/// The agent registry of the collector at `server`.
+pub async fn fetch_agents(
+    server: &str,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<AgentStatus>, QueryError> {
+    let channel = endpoint(server, tls)?
+        .connect()
+        .await
+        .map_err(|e| QueryError::Connect(server.into(), error_chain(&e)))?;
+    let mut client =
+        CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .query_agents(AgentQuery {})
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(a) = stream.message().await.map_err(QueryError::Status)? {
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// An agent as JSON: its state and its last heartbeat's figures.
+pub fn agent_json(a: &AgentStatus) -> serde_json::Value {
+    let hb = a.last.clone().unwrap_or_default();
+    let host = hb.host.clone().unwrap_or_default();
+    let losses: serde_json::Map<String, serde_json::Value> = hb
+        .losses
+        .iter()
+        .map(|l| (l.place.clone(), l.count.into()))
+        .collect();
+    let programs: Vec<serde_json::Value> = hb
+        .programs
+        .iter()
+        .map(
+            |p| serde_json::json!({"name": p.name, "expected": p.expected, "attached": p.attached}),
+        )
+        .collect();
+    serde_json::json!({
+        "host": a.hostname,
+        "state": a.state,
+        "reason": a.reason,
+        "last_heartbeat": rfc3339(a.last_heartbeat_unix_ns),
+        "last_heartbeat_unix_ns": a.last_heartbeat_unix_ns,
+        "version": host.agent_version,
+        "kernel": host.kernel,
+        "machine_id": host.machine_id,
+        "boot_id": hb.boot_id,
+        "uptime_s": hb.uptime_s,
+        "interval_ms": hb.interval_ms,
+        "rules": hb.rules,
+        "rules_digest": hb.rules_digest,
+        "programs": programs,
+        "losses": losses,
+        "spool_depth": hb.spool_depth,
+        "cpu_percent": hb.cpu_percent,
+        "rss_bytes": hb.rss_bytes,
+    })
+}
+
+/// Agents as a table: host, state, version, last heartbeat, losses, spool.
+pub fn print_agents(
+    out: &mut impl Write,
+    agents: &[AgentStatus],
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        for a in agents {
+            serde_json::to_writer(&mut *out, &agent_json(a))?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    if agents.is_empty() {
+        return writeln!(out, "no agents");
+    }
+    writeln!(
+        out,
+        "{:<24}  {:<9}  {:<8}  {:<30}  {:>8}  {:>7}  REASON",
+        "HOST", "STATE", "VERSION", "LAST HEARTBEAT", "LOST", "SPOOL"
+    )?;
+    for a in agents {
+        let hb = a.last.clone().unwrap_or_default();
+        let version = hb.host.map(|h| h.agent_version).unwrap_or_default();
+        let lost: u64 = hb.losses.iter().map(|l| l.count).sum();
+        writeln!(
+            out,
+            "{:<24}  {:<9}  {:<8}  {:<30}  {:>8}  {:>7}  {}",
+            a.hostname,
+            a.state,
+            version,
+            rfc3339(a.last_heartbeat_unix_ns),
+            lost,
+            hb.spool_depth,
+            a.reason
+        )?;
+    }
+    Ok(())
 }
 
 /// One JSON object per line.

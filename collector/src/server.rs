@@ -9,10 +9,11 @@ use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
     collector_server::{Collector, CollectorServer},
-    Ack, Alert, AlertBatch, AlertQuery,
+    Ack, AgentHeartbeat, AgentQuery, AgentStatus, Alert, AlertBatch, AlertQuery, HeartbeatReply,
 };
 
 use crate::{
+    agents::{Monitor, SilentAfter},
     store::{AlertFilter, AlertStore},
     tls::{authorize, incoming, ConnInfo, Listener, Peer, Revoked},
 };
@@ -37,6 +38,8 @@ pub struct CollectorService {
     stopping: watch::Receiver<bool>,
     /// Certificates revoked since their connection was made.
     revoked: Option<Arc<Revoked>>,
+    /// The agent registry.
+    monitor: Arc<Monitor>,
 }
 
 impl CollectorService {
@@ -44,11 +47,28 @@ impl CollectorService {
         store: Arc<dyn AlertStore>,
         stopping: watch::Receiver<bool>,
         revoked: Option<Arc<Revoked>>,
+        monitor: Arc<Monitor>,
     ) -> CollectorService {
         CollectorService {
             store,
             stopping,
             revoked,
+            monitor,
+        }
+    }
+}
+
+/// How the collector serves, beyond its socket and store.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// When an agent counts as silent.
+    pub silent_after: SilentAfter,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            silent_after: SilentAfter::Intervals(3),
         }
     }
 }
@@ -113,6 +133,64 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Collector for CollectorService {
     type StreamAlertsStream = ReceiverStream<Result<Ack, Status>>;
     type QueryAlertsStream = BoxStream<Alert>;
+    type QueryAgentsStream = BoxStream<AgentStatus>;
+
+    async fn heartbeat(
+        &self,
+        req: Request<AgentHeartbeat>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let identity = authorize(
+            info.as_ref(),
+            self.revoked.as_deref(),
+            "send heartbeats",
+            Role::may_stream_alerts,
+        )?;
+        let hb = req.into_inner();
+        let claimed = hb.host.as_ref().map_or("", |h| h.hostname.as_str());
+        if claimed.is_empty() || claimed.len() > 253 {
+            return Err(Status::invalid_argument(
+                "heartbeat without a valid host name",
+            ));
+        }
+        if let Some(id) = identity {
+            if claimed != id.host() {
+                return Err(Status::permission_denied(format!(
+                    "heartbeat claims host `{claimed}` but the certificate is for host `{}`",
+                    id.host()
+                )));
+            }
+        }
+        let monitor = self.monitor.clone();
+        tokio::task::spawn_blocking(move || monitor.heartbeat(hb))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(HeartbeatReply {}))
+    }
+
+    async fn query_agents(
+        &self,
+        req: Request<AgentQuery>,
+    ) -> Result<Response<Self::QueryAgentsStream>, Status> {
+        let info = req.extensions().get::<ConnInfo>();
+        authorize(info, self.revoked.as_deref(), "query", Role::may_query)?;
+        let list: Vec<Result<AgentStatus, Status>> = self
+            .monitor
+            .agents()
+            .into_iter()
+            .map(|a| {
+                Ok(AgentStatus {
+                    hostname: a.hostname,
+                    state: a.state.name().into(),
+                    reason: a.reason,
+                    last_heartbeat_unix_ns: a.last_seen_ns,
+                    last: Some(a.heartbeat),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(list))))
+    }
 
     async fn stream_alerts(
         &self,
@@ -272,15 +350,41 @@ pub async fn run(
     listener: Listener,
     store: Arc<dyn AlertStore>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    run_with(listener, store, ServerOptions::default(), shutdown).await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot read the agent registry: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// [`run`] with options.
+pub async fn run_with(
+    listener: Listener,
+    store: Arc<dyn AlertStore>,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let monitor = Arc::new(Monitor::new(store.clone(), opts.silent_after)?);
+    let sweeper = monitor.spawn_sweeper();
+    let _stop_sweeper = scopeguard(Some(sweeper));
     let (stop_tx, stop_rx) = watch::channel(false);
     let revoked = listener.tls.as_ref().map(|t| t.revoked().clone());
     // Rotation and revocation without a restart; ends with the server.
     let reloader = listener.tls.as_ref().map(|t| t.spawn_reloader());
     let _stop_reloader = scopeguard(reloader);
-    let svc = CollectorServer::new(CollectorService::new(store, stop_rx.clone(), revoked))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let svc = CollectorServer::new(CollectorService::new(
+        store,
+        stop_rx.clone(),
+        revoked,
+        monitor,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut stop_signal = stop_rx;
     let serve = tonic::transport::Server::builder()
         .add_service(svc)
@@ -289,11 +393,11 @@ pub async fn run(
         });
     tokio::pin!(serve);
     tokio::select! {
-        r = &mut serve => return r,
+        r = &mut serve => return Ok(r?),
         _ = shutdown => { let _ = stop_tx.send(true); }
     }
     match tokio::time::timeout(SHUTDOWN_DRAIN, serve).await {
-        Ok(r) => r,
+        Ok(r) => Ok(r?),
         Err(_) => {
             tracing::warn!("connections still open after {SHUTDOWN_DRAIN:?}; stopping anyway");
             Ok(())

@@ -4,11 +4,11 @@ use std::{path::Path, sync::Mutex};
 
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
-use vigil_proto::v1::{Alert, HostInfo};
+use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
-use crate::store::{AlertFilter, AlertStore, InsertOutcome, StoreError};
+use crate::store::{AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -30,6 +30,13 @@ CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_container_time ON alerts(container_id, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_pod_time ON alerts(k8s_pod, time_unix_ns);
+CREATE TABLE IF NOT EXISTS agents (
+    hostname      TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    last_seen_ns  INTEGER NOT NULL,
+    heartbeat     BLOB NOT NULL
+);
 ";
 
 /// Version 1 had no container columns: alerts stored then keep NULL there
@@ -203,6 +210,57 @@ impl AlertStore for SqliteStore {
                 Alert::decode(body.as_slice())
                     .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))?,
             );
+        }
+        Ok(out)
+    }
+
+    fn save_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO agents (hostname, state, reason, last_seen_ns, heartbeat)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(hostname) DO UPDATE SET state = ?2, reason = ?3,
+                 last_seen_ns = ?4, heartbeat = ?5",
+            params![
+                a.hostname,
+                a.state.name(),
+                a.reason,
+                a.last_seen_ns,
+                a.heartbeat.encode_to_vec()
+            ],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.lock()?;
+        let mut st = conn
+            .prepare(
+                "SELECT hostname, state, reason, last_seen_ns, heartbeat FROM agents ORDER BY hostname",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hostname, state, reason, last_seen_ns, hb) = row.map_err(backend)?;
+            out.push(AgentRecord {
+                state: AgentState::from_name(&state).unwrap_or(AgentState::Degraded),
+                heartbeat: AgentHeartbeat::decode(hb.as_slice()).unwrap_or_default(),
+                hostname,
+                reason,
+                last_seen_ns,
+            });
         }
         Ok(out)
     }

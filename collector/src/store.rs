@@ -2,7 +2,7 @@
 //!
 //! SQLite is the embedded default ([`crate::sqlite`]); other backends
 //! (PostgreSQL) implement the same trait.
-use vigil_proto::v1::{Alert, HostInfo};
+use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +35,45 @@ pub struct AlertFilter {
     pub limit: u32,
 }
 
+/// What the collector thinks of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// Heartbeats arrive, every probe program attached, no losses.
+    Ok,
+    /// Heartbeats arrive, but a probe program is missing or events were lost.
+    Degraded,
+    /// No heartbeat for the silent-after time.
+    Silent,
+}
+
+impl AgentState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentState::Ok => "ok",
+            AgentState::Degraded => "degraded",
+            AgentState::Silent => "silent",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<AgentState> {
+        [AgentState::Ok, AgentState::Degraded, AgentState::Silent]
+            .into_iter()
+            .find(|a| a.name() == s)
+    }
+}
+
+/// One agent in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub hostname: String,
+    pub state: AgentState,
+    /// Why, when not ok.
+    pub reason: String,
+    /// When its last heartbeat arrived (collector clock, ns since the epoch).
+    pub last_seen_ns: i64,
+    pub heartbeat: AgentHeartbeat,
+}
+
 /// Durable alert storage. Methods block; async callers use `spawn_blocking`.
 pub trait AlertStore: Send + Sync + 'static {
     /// Stores a batch atomically: when this returns Ok, every alert of the
@@ -43,4 +82,10 @@ pub trait AlertStore: Send + Sync + 'static {
 
     /// Alerts matching `filter`, newest first, each with its host filled in.
     fn query(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError>;
+
+    /// Creates or replaces an agent's registry entry.
+    fn save_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+
+    /// Every agent in the registry, by host name.
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 }

@@ -184,6 +184,31 @@ impl Probe {
         })
     }
 
+    /// Each program the agent attached, with the attachments it made and
+    /// those the kernel still has (its link table, read now): a program
+    /// detached from outside the agent shows as fewer attached than
+    /// expected.
+    pub fn attachments(&self) -> Vec<(String, u32, u32)> {
+        let mut links: std::collections::HashMap<u32, u32> = Default::default();
+        for l in aya::programs::loaded_links().flatten() {
+            *links.entry(l.program_id()).or_default() += 1;
+        }
+        let mut expected: Vec<(&str, u32)> = vec![(EXEC_PROG, 1), (FORK_PROG, 1), (EXIT_PROG, 1)];
+        expected.extend(self.syscalls.expected_attachments());
+        expected
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| {
+                let attached = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .map_or(0, |i| links.get(&i.id()).copied().unwrap_or(0));
+                (name.to_string(), n, attached)
+            })
+            .collect()
+    }
+
     /// Per-program kernel cost so far: (program, runs, total run time).
     /// Counts only grow while BPF statistics are enabled (see
     /// [`enable_run_time_stats`]).

@@ -285,6 +285,19 @@ impl SyscallHooks {
     }
 
     /// One entry per attached hook, for the heartbeat and tests.
+    /// How many attachments each syscall program should have now.
+    pub fn expected_attachments(&self) -> Vec<(&'static str, u32)> {
+        let mut out = vec![
+            (EXIT_PROG, self.exit_links.len() as u32),
+            (ENTER_PROG, self.enter_links.len() as u32),
+        ];
+        if self.raw_links.is_some() {
+            out.push((RAW_ENTER_PROG, 1));
+            out.push((RAW_EXIT_PROG, 1));
+        }
+        out
+    }
+
     pub fn hooks(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .exit_links

@@ -1,0 +1,332 @@
+//! The agent registry and the collector's own alerts: every heartbeat
+//! updates its agent's entry, and the collector raises alerts, stored and
+//! queried like any other, under the host they concern, when an agent
+//! falls silent, reports a probe program missing, or reports losses. So
+//! silence from a host means nothing happened, not that nobody is looking.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo, Severity};
+
+use crate::store::{AgentRecord, AgentState, AlertStore, StoreError};
+
+pub const SILENT_RULE: &str = "Agent silent";
+pub const DETACHED_RULE: &str = "Probe detached or modified";
+pub const LOST_RULE: &str = "Events lost";
+
+/// When an agent counts as silent: a fixed time, or a number of its own
+/// heartbeat intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilentAfter {
+    Fixed(Duration),
+    Intervals(u32),
+}
+
+impl SilentAfter {
+    fn for_agent(self, hb: &AgentHeartbeat) -> Duration {
+        match self {
+            SilentAfter::Fixed(d) => d,
+            SilentAfter::Intervals(n) => {
+                // An agent that does not say its interval gets the default's.
+                let ms = if hb.interval_ms == 0 {
+                    15_000
+                } else {
+                    hb.interval_ms
+                };
+                Duration::from_millis(u64::from(ms) * u64::from(n))
+            }
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The registry, cached in memory over the store.
+pub struct Monitor {
+    store: Arc<dyn AlertStore>,
+    silent_after: SilentAfter,
+    agents: Mutex<HashMap<String, AgentRecord>>,
+}
+
+impl Monitor {
+    /// Loads the registry (agents known before a restart stay known, so
+    /// one that never comes back is still reported silent).
+    pub fn new(
+        store: Arc<dyn AlertStore>,
+        silent_after: SilentAfter,
+    ) -> Result<Monitor, StoreError> {
+        let agents = store
+            .agents()?
+            .into_iter()
+            .map(|a| (a.hostname.clone(), a))
+            .collect();
+        Ok(Monitor {
+            store,
+            silent_after,
+            agents: Mutex::new(agents),
+        })
+    }
+
+    /// Records a heartbeat from `host` (the certificate's host, already
+    /// checked against the heartbeat's) and raises what it calls for.
+    pub fn heartbeat(&self, hb: AgentHeartbeat) -> Result<(), StoreError> {
+        let host = hb.host.clone().unwrap_or_default();
+        let now = now_ns();
+        let missing: Vec<String> = hb
+            .programs
+            .iter()
+            .filter(|p| p.attached < p.expected)
+            .map(|p| format!("{} ({} of {} attachments)", p.name, p.attached, p.expected))
+            .collect();
+        let lost: u64 = hb.losses.iter().map(|l| l.count).sum();
+        let (state, reason) = if !missing.is_empty() {
+            (
+                AgentState::Degraded,
+                format!("probe programs missing: {}", missing.join(", ")),
+            )
+        } else if lost > 0 {
+            let places: Vec<String> = hb
+                .losses
+                .iter()
+                .filter(|l| l.count > 0)
+                .map(|l| format!("{} {}", l.count, l.place))
+                .collect();
+            (
+                AgentState::Degraded,
+                format!("lost since the last heartbeat: {}", places.join(", ")),
+            )
+        } else {
+            (AgentState::Ok, String::new())
+        };
+        let before = self
+            .agents
+            .lock()
+            .expect("agents lock")
+            .get(&host.hostname)
+            .map(|a| (a.state, a.reason.clone()));
+        let mut raise = Vec::new();
+        if !missing.is_empty() && before.as_ref().is_none_or(|(_, r)| *r != reason) {
+            raise.push(own_alert(
+                &host,
+                DETACHED_RULE,
+                Severity::Critical,
+                format!(
+                    "Probe detached or modified on {}: {} (the host is not fully watched)",
+                    host.hostname,
+                    missing.join(", ")
+                ),
+                now,
+            ));
+        }
+        if lost > 0 {
+            raise.push(own_alert(
+                &host,
+                LOST_RULE,
+                Severity::Warning,
+                format!("Events lost on {}: {reason}", host.hostname),
+                now,
+            ));
+        }
+        if let Some((AgentState::Silent, _)) = before {
+            tracing::info!(host = %host.hostname, "agent heard from again");
+        }
+        let record = AgentRecord {
+            hostname: host.hostname.clone(),
+            state,
+            reason,
+            last_seen_ns: now,
+            heartbeat: hb,
+        };
+        self.store.save_agent(&record)?;
+        if !raise.is_empty() {
+            self.store.insert_batch(&host, &raise)?;
+        }
+        self.agents
+            .lock()
+            .expect("agents lock")
+            .insert(record.hostname.clone(), record);
+        Ok(())
+    }
+
+    /// Marks agents silent whose last heartbeat is too old, raising
+    /// "Agent silent" once for each; returns how many went silent.
+    pub fn sweep(&self) -> Result<usize, StoreError> {
+        let now = now_ns();
+        let newly: Vec<AgentRecord> = {
+            let mut agents = self.agents.lock().expect("agents lock");
+            agents
+                .values_mut()
+                .filter(|a| a.state != AgentState::Silent)
+                .filter(|a| {
+                    let limit = self.silent_after.for_agent(&a.heartbeat).as_nanos() as i64;
+                    now - a.last_seen_ns > limit
+                })
+                .map(|a| {
+                    a.state = AgentState::Silent;
+                    a.reason = format!(
+                        "no heartbeat for {}",
+                        humantime::format_duration(Duration::from_secs(
+                            ((now - a.last_seen_ns) / 1_000_000_000).max(0) as u64
+                        ))
+                    );
+                    a.clone()
+                })
+                .collect()
+        };
+        for a in &newly {
+            self.store.save_agent(a)?;
+            let host = a.heartbeat.host.clone().unwrap_or_else(|| HostInfo {
+                hostname: a.hostname.clone(),
+                ..Default::default()
+            });
+            let alert = own_alert(
+                &host,
+                SILENT_RULE,
+                Severity::Critical,
+                format!(
+                    "Agent silent: {} sent nothing for {} (stopped, blinded, or cut off)",
+                    a.hostname,
+                    a.reason.trim_start_matches("no heartbeat for ")
+                ),
+                now,
+            );
+            self.store.insert_batch(&host, &[alert])?;
+            tracing::warn!(host = %a.hostname, reason = %a.reason, "agent silent");
+        }
+        Ok(newly.len())
+    }
+
+    /// Every agent, by host name.
+    pub fn agents(&self) -> Vec<AgentRecord> {
+        let mut v: Vec<AgentRecord> = self
+            .agents
+            .lock()
+            .expect("agents lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        v
+    }
+
+    /// Sweeps every second until the task is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(m) = weak.upgrade() else { return };
+                match tokio::task::spawn_blocking(move || m.sweep()).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot record a silent agent"),
+                    Err(e) => tracing::error!(error = %e, "agent sweep failed"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    }
+}
+
+/// An alert the collector raises itself, about `host`.
+fn own_alert(host: &HostInfo, rule: &str, severity: Severity, output: String, now: i64) -> Alert {
+    Alert {
+        id: format!(
+            "collector-{}-{}-{now}",
+            rule.to_lowercase().replace(' ', "-"),
+            host.hostname
+        ),
+        rule: rule.into(),
+        severity: severity as i32,
+        output,
+        time_unix_ns: now,
+        event_type: "agent".into(),
+        tags: vec!["vigil".into(), "self-monitoring".into()],
+        count: 1,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{sqlite::SqliteStore, store::AlertFilter};
+    use vigil_proto::v1::{LossCount, ProbeProgram};
+
+    fn hb(host: &str) -> AgentHeartbeat {
+        AgentHeartbeat {
+            host: Some(HostInfo {
+                hostname: host.into(),
+                ..Default::default()
+            }),
+            interval_ms: 100,
+            programs: vec![ProbeProgram {
+                name: "syscall_exit".into(),
+                expected: 3,
+                attached: 3,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn alerts(store: &SqliteStore, rule: &str) -> Vec<Alert> {
+        store
+            .query(&AlertFilter {
+                rule: Some(rule.into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn silence_detachment_and_losses_raise_alerts_once() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let m = Monitor::new(store.clone(), SilentAfter::Intervals(3)).unwrap();
+        m.heartbeat(hb("a")).unwrap();
+        assert_eq!(m.agents()[0].state, AgentState::Ok);
+        assert_eq!(m.sweep().unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(m.sweep().unwrap(), 1);
+        assert_eq!(m.sweep().unwrap(), 0, "raised once");
+        assert_eq!(m.agents()[0].state, AgentState::Silent);
+        let silent = alerts(&store, SILENT_RULE);
+        assert_eq!(silent.len(), 1);
+        assert_eq!(silent[0].host.as_ref().unwrap().hostname, "a");
+
+        let mut detached = hb("a");
+        detached.programs[0].attached = 1;
+        m.heartbeat(detached.clone()).unwrap();
+        m.heartbeat(detached).unwrap();
+        assert_eq!(m.agents()[0].state, AgentState::Degraded);
+        let d = alerts(&store, DETACHED_RULE);
+        assert_eq!(d.len(), 1, "raised once per change");
+        assert!(
+            d[0].output.contains("syscall_exit (1 of 3"),
+            "{}",
+            d[0].output
+        );
+
+        let mut lossy = hb("a");
+        lossy.losses = vec![LossCount {
+            place: "kernel:file".into(),
+            count: 12,
+        }];
+        m.heartbeat(lossy).unwrap();
+        let l = alerts(&store, LOST_RULE);
+        assert_eq!(l.len(), 1);
+        assert!(l[0].output.contains("12 kernel:file"), "{}", l[0].output);
+        m.heartbeat(hb("a")).unwrap();
+        assert_eq!(m.agents()[0].state, AgentState::Ok);
+
+        // The registry outlives a restart.
+        let m2 = Monitor::new(store.clone(), SilentAfter::Fixed(Duration::from_secs(60))).unwrap();
+        assert_eq!(m2.agents().len(), 1);
+    }
+}
