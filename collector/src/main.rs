@@ -150,6 +150,11 @@ struct ServeArgs {
     /// three of the agent's own heartbeat intervals.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     silent_after: Option<Duration>,
+    /// Alerts older than this (by event time) are deleted, at start and
+    /// every 10 minutes, so the database does not grow without bound.
+    /// `0s` keeps everything.
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
+    retention: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -384,6 +389,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(d) => vigil_collector::agents::SilentAfter::Fixed(d),
             None => vigil_collector::agents::SilentAfter::Intervals(3),
         },
+        retention: (!args.retention.is_zero()).then_some(args.retention),
     };
     server::run_with(
         Listener { tcp, tls },

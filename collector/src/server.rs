@@ -63,14 +63,59 @@ impl CollectorService {
 pub struct ServerOptions {
     /// When an agent counts as silent.
     pub silent_after: SilentAfter,
+    /// Alerts older than this are deleted (at start, then every
+    /// [`PRUNE_EVERY`]); None keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             silent_after: SilentAfter::Intervals(3),
+            retention: Some(DEFAULT_RETENTION),
         }
     }
+}
+
+/// How long alerts are kept by default, and how often old ones are removed.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Alerts deleted per transaction: ingestion waits at most one chunk.
+const PRUNE_CHUNK: u32 = 5_000;
+
+/// Deletes alerts older than `retention`, chunk by chunk, every
+/// [`PRUNE_EVERY`], until dropped.
+fn spawn_pruner(store: Arc<dyn AlertStore>, retention: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            let before = std::time::SystemTime::now()
+                .checked_sub(retention)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64);
+            let mut total = 0u64;
+            loop {
+                let st = store.clone();
+                match tokio::task::spawn_blocking(move || st.prune(before, PRUNE_CHUNK)).await {
+                    Ok(Ok(n)) => {
+                        total += n;
+                        if n < u64::from(PRUNE_CHUNK) {
+                            break;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot delete old alerts");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if total > 0 {
+                tracing::info!(deleted = total, retention = %humantime::format_duration(retention), "old alerts deleted");
+            }
+        }
+    })
 }
 
 /// Checks that a batch's host is the one the agent's certificate names.
@@ -372,6 +417,8 @@ pub async fn run_with(
     let monitor = Arc::new(Monitor::new(store.clone(), opts.silent_after)?);
     let sweeper = monitor.spawn_sweeper();
     let _stop_sweeper = scopeguard(Some(sweeper));
+    let pruner = opts.retention.map(|r| spawn_pruner(store.clone(), r));
+    let _stop_pruner = scopeguard(pruner);
     let (stop_tx, stop_rx) = watch::channel(false);
     let revoked = listener.tls.as_ref().map(|t| t.revoked().clone());
     // Rotation and revocation without a restart; ends with the server.

@@ -233,6 +233,18 @@ impl AlertStore for SqliteStore {
         Ok(())
     }
 
+    fn prune(&self, before_ns: i64, max: u32) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n = conn
+            .execute(
+                "DELETE FROM alerts WHERE id IN
+                   (SELECT id FROM alerts WHERE time_unix_ns < ?1 LIMIT ?2)",
+                params![before_ns, max],
+            )
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let conn = self.lock()?;
         let mut st = conn

@@ -88,4 +88,9 @@ pub trait AlertStore: Send + Sync + 'static {
 
     /// Every agent in the registry, by host name.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Deletes up to `max` alerts whose event time is before `before_ns`;
+    /// returns how many went. Bounded so that ingestion waits at most one
+    /// chunk.
+    fn prune(&self, before_ns: i64, max: u32) -> Result<u64, StoreError>;
 }

@@ -287,3 +287,68 @@ async fn many_agents_stream_at_once() {
     assert_eq!(one.len(), BATCHES * PER_BATCH);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn alerts_past_the_retention_are_deleted_and_the_rest_kept() {
+    use vigil_collector::store::AlertStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = 3_600_000_000_000i64;
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        let alerts: Vec<Alert> = (0..12_000)
+            .map(|i| Alert {
+                id: format!("old-{i}"),
+                rule: "old".into(),
+                time_unix_ns: now - 2 * hour,
+                ..Default::default()
+            })
+            .chain(std::iter::once(Alert {
+                id: "new".into(),
+                rule: "new".into(),
+                time_unix_ns: now,
+                ..Default::default()
+            }))
+            .collect();
+        store.insert_batch(&host("h"), &alerts).unwrap();
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run_with(
+        Listener {
+            tcp: listener,
+            tls: None,
+        },
+        store.clone(),
+        server::ServerOptions {
+            retention: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    // Pruned at start, in chunks (12 000 is more than one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.count().unwrap() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} left",
+            store.count().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = query::fetch(&url, None, AlertQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, "new");
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}

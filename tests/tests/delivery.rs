@@ -132,3 +132,110 @@ fn alerts_survive_a_collector_killed_mid_stream() {
     assert!(agent.stop().success());
     assert!(collector.stop().success());
 }
+
+/// A TCP proxy that can stop forwarding without closing anything, as a
+/// half-open connection or a stalled middlebox does.
+struct Proxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(to: u16) -> Proxy {
+        use std::{
+            io::{Read, Write},
+            net::{TcpListener, TcpStream},
+            sync::{atomic::Ordering, Arc},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                // A connection made while frozen stays frozen: it is the
+                // network that is stuck, not one socket.
+                let born_frozen = f.load(Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        from.set_read_timeout(Some(Duration::from_millis(100)))
+                            .unwrap();
+                        loop {
+                            if born_frozen || f.load(Ordering::SeqCst) {
+                                // Holds the connection open, moving nothing.
+                                std::thread::sleep(Duration::from_millis(100));
+                                if born_frozen && !f.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { port, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_stalled_connection_is_detected_and_everything_delivered_after() {
+    if !kernel_tests_enabled("a_stalled_connection_is_detected_and_everything_delivered_after") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Proxy::start(port);
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let rule = unique("stalled rule");
+    let marker = unique("--vigil-stalled");
+    let rules = marker_rules(data.path(), &rule, &marker);
+    let mut agent = start_agent(&["--collector", &via, "--rules", rules.to_str().unwrap()]);
+    fire(&marker, 0..3);
+    let first = query_until(&url, &["--rule", &rule], Duration::from_secs(30), |a| {
+        a.len() >= 3
+    });
+    assert_eq!(first.len(), 3);
+
+    // The network stalls: nothing moves, nothing closes.
+    proxy.freeze(true);
+    let stalled = std::time::Instant::now();
+    fire(&marker, 3..6);
+    let line = agent.wait_stderr("dead connection found", Duration::from_secs(45), |l| {
+        l.contains("collector unreachable")
+    });
+    let found = stalled.elapsed();
+    assert!(found <= Duration::from_secs(35), "took {found:?}: {line}");
+
+    // It heals: everything arrives, once.
+    proxy.freeze(false);
+    let alerts = stored_settled(&url, &rule, 6);
+    assert_each_once(&alerts, 6, &agent.stderr_lines().join("\n"));
+    assert!(agent.stop().success());
+    assert!(collector.stop().success());
+}

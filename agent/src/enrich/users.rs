@@ -6,9 +6,14 @@
 //! different user.
 use std::{collections::HashMap, fs, path::Path, sync::Arc, time::SystemTime};
 
+use crate::util::files::read_in_root;
+
 /// Identity of the passwd and group files when read: their modification
 /// times and inodes (a file replaced by rename keeps its mtime).
 pub type UserStamp = [Option<(SystemTime, u64)>; 2];
+
+/// Most bytes read of a passwd or group file (a real one is a few KiB).
+pub const MAX_ID_FILE: usize = 4 << 20;
 
 /// uid and gid to name, from one root's `/etc/passwd` and `/etc/group`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,12 +26,22 @@ pub struct UserDb {
 
 impl UserDb {
     /// Reads `<root>/etc/passwd` and `<root>/etc/group`; missing files give
-    /// no names.
+    /// no names. A container controls these files, so they are read
+    /// inside its root, as regular files only, up to [`MAX_ID_FILE`]
+    /// bytes (see [`crate::util::files`]); anything else gives no names.
     pub fn load(root: &Path) -> UserDb {
-        let (passwd, group) = (root.join("etc/passwd"), root.join("etc/group"));
+        let read = |rel: &str| match read_in_root(root, rel, MAX_ID_FILE) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::debug!(root = %root.display(), file = rel, error = %e, "user names not read");
+                }
+                String::new()
+            }
+        };
         UserDb {
-            users: parse_id_file(&fs::read_to_string(&passwd).unwrap_or_default()),
-            groups: parse_id_file(&fs::read_to_string(&group).unwrap_or_default()),
+            users: parse_id_file(&read("etc/passwd")),
+            groups: parse_id_file(&read("etc/group")),
             stamp: Self::stamp_of(root),
         }
     }

@@ -2,6 +2,7 @@
 //! with, the text formats of `/proc` files, device numbers. Every other
 //! module may use them; they use no other module of the agent.
 pub mod clock;
+pub mod files;
 pub mod memory;
 pub mod proc_text;
 pub mod sched;
