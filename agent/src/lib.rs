@@ -7,6 +7,7 @@ pub mod forward;
 pub mod heartbeat;
 pub mod host;
 pub mod kernel;
+pub mod metrics;
 pub mod probe;
 pub mod proctree;
 pub mod replay;

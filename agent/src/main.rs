@@ -100,6 +100,10 @@ struct RunArgs {
     /// stop.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_interval)]
     heartbeat_interval: Duration,
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, on
+    /// this address (IP:PORT, plain HTTP). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Size of the kernel ring buffer for file, control and network events:
     /// a power of two, multiple of 4 KiB. Accepts K and M suffixes. When it
     /// is full, those events are lost (counted per kind); process events
@@ -374,6 +378,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         spool_dir: args.spool_dir,
         spool_max: args.spool_max,
         heartbeat_interval: args.heartbeat_interval,
+        metrics_listen: args.metrics_listen,
         ring_bytes: args.ring_buffer_size,
         process_ring_bytes: args.process_ring_buffer_size,
         raw_syscall_hooks: args.raw_syscall_hooks,

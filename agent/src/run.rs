@@ -1,9 +1,10 @@
 //! `vigil-agent run`: the event loop from ring buffer to alerts.
 use std::{
+    collections::HashMap,
     future::Future,
     io::{self, Write},
     path::PathBuf,
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
@@ -21,6 +22,7 @@ use crate::{
     forward::{Forwarder, ForwarderConfig},
     heartbeat::{self, Heartbeats, Reading},
     host,
+    metrics::{AgentMetrics, Snapshot},
     probe::{Probe, ProbeOptions, Rings},
     rules::{interest::kernel_interest, Hit, LoadOptions, Matcher, RuleSet},
     util::clock::BootClock,
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub spool_max: u64,
     /// How often the agent reports on itself to the collector.
     pub heartbeat_interval: Duration,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`; None: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
     pub process_ring_bytes: u32,
@@ -163,6 +167,8 @@ struct Loss {
     probe: Vec<(agent_ebpf::ProbeCounter, u64)>,
     /// Events decoded so far; numbers them (`evt.num`).
     events_seen: u64,
+    /// Events decoded, by kind.
+    per_kind: [u64; 8],
     decode_errors: u64,
     reported_decode_errors: u64,
     reported_queue_full: u64,
@@ -249,7 +255,24 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         sink: &mut sink,
         hits: Vec::new(),
         reported: Default::default(),
+        raised: HashMap::new(),
     };
+    let metrics = Arc::new(AgentMetrics::default());
+    if let Sink::Collector(f) = &*out_ctx.sink {
+        *metrics.delivery.lock().expect("delivery lock") = Some(f.counters.clone());
+    }
+    let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = opts.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(metrics = %l.local_addr()?, "metrics on /metrics, /healthz, /readyz");
+        tokio::spawn(vigil_metrics::serve(l, metrics.clone(), async {
+            let _ = metrics_stopped.await;
+        }));
+    }
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(1);
@@ -269,6 +292,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut detached_before = false;
     loop {
         tokio::select! {
+                        _ = metrics_tick.tick(), if opts.metrics_listen.is_some() => {
+                metrics.publish(snapshot(&probe, &out_ctx, &enricher, &loss));
+            }
             _ = heartbeat_tick.tick(), if heartbeats.is_some() => {
                 send_heartbeat(heartbeats.as_mut(), &probe, &out_ctx, &enricher, &loss);
             }
@@ -375,17 +401,13 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
 /// How often the agent checks that its probe programs are still attached.
 const PROBE_CHECK: Duration = Duration::from_secs(2);
 
-/// Reads what a heartbeat reports and hands it to the forwarder.
-fn send_heartbeat(
-    heartbeats: Option<&mut Heartbeats>,
+/// Cumulative loss counters by place, as heartbeats and metrics report them.
+fn loss_totals(
     probe: &Probe,
     out: &Output<'_>,
     enricher: &Enricher,
     loss: &Loss,
-) {
-    let (Some(hb), Sink::Collector(f)) = (heartbeats, &*out.sink) else {
-        return;
-    };
+) -> Vec<(String, u64)> {
     let mut totals: Vec<(String, u64)> = probe
         .lost_counts()
         .into_iter()
@@ -397,30 +419,71 @@ fn send_heartbeat(
             .into_iter()
             .map(|(c, n)| (format!("probe:{}", c.name()), n)),
     );
-    let fc = &f.counters;
     let e = enricher.counters;
     let r = out.rules.counters;
     totals.extend([
         ("decode".to_string(), loss.decode_errors),
-        (
-            "alert_queue".into(),
-            fc.dropped_queue_full.load(Ordering::Relaxed),
-        ),
-        (
-            "spool_full".into(),
-            fc.dropped_spool_full.load(Ordering::Relaxed),
-        ),
-        (
-            "spool_error".into(),
-            fc.dropped_spool_error.load(Ordering::Relaxed),
-        ),
-        (
-            "rejected".into(),
-            fc.dropped_rejected.load(Ordering::Relaxed),
-        ),
         ("enrich_requests".into(), e.requests_dropped),
         ("sequences_evicted".into(), r.sequence_evicted),
     ]);
+    if let Sink::Collector(f) = &*out.sink {
+        let fc = &f.counters;
+        totals.extend([
+            (
+                "alert_queue".to_string(),
+                fc.dropped_queue_full.load(Ordering::Relaxed),
+            ),
+            (
+                "spool_full".into(),
+                fc.dropped_spool_full.load(Ordering::Relaxed),
+            ),
+            (
+                "spool_error".into(),
+                fc.dropped_spool_error.load(Ordering::Relaxed),
+            ),
+            (
+                "rejected".into(),
+                fc.dropped_rejected.load(Ordering::Relaxed),
+            ),
+        ]);
+    }
+    totals
+}
+
+/// What `/metrics` shows, read from the run loop's state.
+fn snapshot(probe: &Probe, out: &Output<'_>, enricher: &Enricher, loss: &Loss) -> Snapshot {
+    let mut alerts: Vec<(String, &'static str, u64)> = out
+        .raised
+        .iter()
+        .map(|((rule, sev), n)| (rule.clone(), *sev, *n))
+        .collect();
+    alerts.sort();
+    Snapshot {
+        events: EventKind::ALL
+            .iter()
+            .map(|k| (k.name(), loss.per_kind[(*k as usize) & 7]))
+            .collect(),
+        losses: loss_totals(probe, out, enricher, loss),
+        alerts,
+        programs: probe.attachments(),
+        processes: enricher.table().len() as u64,
+        rules: out.rules.len() as u64,
+    }
+}
+
+/// Reads what a heartbeat reports and hands it to the forwarder.
+fn send_heartbeat(
+    heartbeats: Option<&mut Heartbeats>,
+    probe: &Probe,
+    out: &Output<'_>,
+    enricher: &Enricher,
+    loss: &Loss,
+) {
+    let (Some(hb), Sink::Collector(f)) = (heartbeats, &*out.sink) else {
+        return;
+    };
+    let fc = &f.counters;
+    let totals = loss_totals(probe, out, enricher, loss);
     let reading = Reading {
         rules_digest: heartbeat::rules_digest(&out.rules.sources),
         rules: out.rules.len() as u32,
@@ -514,6 +577,7 @@ fn ingest(rings: &mut PolledRings, enricher: &mut Enricher, loss: &mut Loss) -> 
     batch.sort_by_key(|e| e.time_unix_ns);
     for mut ev in batch.drain(..) {
         loss.events_seen += 1;
+        loss.per_kind[(ev.body.kind() as usize) & 7] += 1;
         ev.num = loss.events_seen;
         enricher.push(ev, now);
     }
@@ -529,6 +593,8 @@ struct Output<'a> {
     hits: Vec<Hit>,
     /// The rule engine's counters when last logged.
     reported: crate::rules::EngineCounters,
+    /// Alerts raised so far, by rule and severity.
+    raised: HashMap<(String, &'static str), u64>,
 }
 
 impl Output<'_> {
@@ -552,6 +618,10 @@ impl Output<'_> {
                 continue;
             };
             let a = alert::build(&hit.rule, ev, hit.count);
+            *self
+                .raised
+                .entry((hit.rule.name.clone(), hit.rule.severity.name()))
+                .or_default() += 1;
             match self.sink {
                 Sink::Stdout => write_json_line(out, &alert_json(&a)),
                 Sink::Collector(f) => {

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("forward", 6),
     ("replay", 7),
     ("heartbeat", 7),
+    ("metrics", 7),
     ("run", 8),
 ];
 

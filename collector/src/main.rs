@@ -155,6 +155,24 @@ struct ServeArgs {
     /// `0s` keeps everything.
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
     retention: Duration,
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, on
+    /// this address (IP:PORT; plain HTTP: keep it on loopback or a
+    /// management network). `off` serves none.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen_or_off)]
+    metrics_listen: ListenOrOff,
+}
+
+/// An address to listen on, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct ListenOrOff(Option<SocketAddr>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    if s == "off" {
+        return Ok(ListenOrOff(None));
+    }
+    s.parse()
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|_| format!("`{s}`: expected IP:PORT (e.g. 127.0.0.1:9464) or off"))
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +396,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics = match args.metrics_listen.0 {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!(metrics = %l.local_addr()?, "metrics on /metrics, /healthz, /readyz");
+            Some(l)
+        }
+        None => None,
+    };
     let transport = if tls.is_some() {
         "mutual TLS 1.3"
     } else {
@@ -390,6 +418,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => vigil_collector::agents::SilentAfter::Intervals(3),
         },
         retention: (!args.retention.is_zero()).then_some(args.retention),
+        metrics,
+        db_path: Some(args.db.clone()),
     };
     server::run_with(
         Listener { tcp, tls },

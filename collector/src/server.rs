@@ -2,7 +2,12 @@
 //! investigation queries out, each allowed by the role in the caller's
 //! certificate; an agent's alerts are stored under the host its
 //! certificate names.
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -14,6 +19,7 @@ use vigil_proto::v1::{
 
 use crate::{
     agents::{Monitor, SilentAfter},
+    metrics::{CollectorMetrics, CollectorSource},
     store::{AlertFilter, AlertStore},
     tls::{authorize, incoming, ConnInfo, Listener, Peer, Revoked},
 };
@@ -40,6 +46,7 @@ pub struct CollectorService {
     revoked: Option<Arc<Revoked>>,
     /// The agent registry.
     monitor: Arc<Monitor>,
+    metrics: Arc<CollectorMetrics>,
 }
 
 impl CollectorService {
@@ -48,24 +55,44 @@ impl CollectorService {
         stopping: watch::Receiver<bool>,
         revoked: Option<Arc<Revoked>>,
         monitor: Arc<Monitor>,
+        metrics: Arc<CollectorMetrics>,
     ) -> CollectorService {
         CollectorService {
             store,
             stopping,
             revoked,
             monitor,
+            metrics,
         }
+    }
+
+    /// `authorize`, counting refusals.
+    fn allow(
+        &self,
+        info: Option<&ConnInfo>,
+        what: &str,
+        allowed: fn(Role) -> bool,
+    ) -> Result<Option<Arc<Peer>>, Status> {
+        authorize(info, self.revoked.as_deref(), what, allowed).map_err(|d| {
+            self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(remote = ?info.and_then(|i| i.remote), reason = ?d, "{what}: refused");
+            Status::from(d)
+        })
     }
 }
 
 /// How the collector serves, beyond its socket and store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct ServerOptions {
     /// When an agent counts as silent.
     pub silent_after: SilentAfter,
     /// Alerts older than this are deleted (at start, then every
     /// [`PRUNE_EVERY`]); None keeps everything.
     pub retention: Option<Duration>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; None: nowhere.
+    pub metrics: Option<tokio::net::TcpListener>,
+    /// The SQLite file, for the store-size metric.
+    pub db_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +100,8 @@ impl Default for ServerOptions {
         ServerOptions {
             silent_after: SilentAfter::Intervals(3),
             retention: Some(DEFAULT_RETENTION),
+            metrics: None,
+            db_path: None,
         }
     }
 }
@@ -185,12 +214,7 @@ impl Collector for CollectorService {
         req: Request<AgentHeartbeat>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let info = req.extensions().get::<ConnInfo>().cloned();
-        let identity = authorize(
-            info.as_ref(),
-            self.revoked.as_deref(),
-            "send heartbeats",
-            Role::may_stream_alerts,
-        )?;
+        let identity = self.allow(info.as_ref(), "send heartbeats", Role::may_stream_alerts)?;
         let hb = req.into_inner();
         let claimed = hb.host.as_ref().map_or("", |h| h.hostname.as_str());
         if claimed.is_empty() || claimed.len() > 253 {
@@ -219,7 +243,8 @@ impl Collector for CollectorService {
         req: Request<AgentQuery>,
     ) -> Result<Response<Self::QueryAgentsStream>, Status> {
         let info = req.extensions().get::<ConnInfo>();
-        authorize(info, self.revoked.as_deref(), "query", Role::may_query)?;
+        self.allow(info, "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         let list: Vec<Result<AgentStatus, Status>> = self
             .monitor
             .agents()
@@ -242,13 +267,7 @@ impl Collector for CollectorService {
         req: Request<Streaming<AlertBatch>>,
     ) -> Result<Response<Self::StreamAlertsStream>, Status> {
         let info = req.extensions().get::<ConnInfo>().cloned();
-        let identity = authorize(
-            info.as_ref(),
-            self.revoked.as_deref(),
-            "stream alerts",
-            Role::may_stream_alerts,
-        )
-        .inspect_err(|d| tracing::warn!(remote = ?info.as_ref().and_then(|i| i.remote), reason = ?d, "alert stream refused"))?;
+        let identity = self.allow(info.as_ref(), "stream alerts", Role::may_stream_alerts)?;
         let addr = info
             .as_ref()
             .and_then(|i| i.remote)
@@ -264,6 +283,7 @@ impl Collector for CollectorService {
                 addr,
                 identity,
                 revoked: self.revoked.clone(),
+                metrics: self.metrics.clone(),
             },
             self.stopping.clone(),
         ));
@@ -275,9 +295,8 @@ impl Collector for CollectorService {
         req: Request<AlertQuery>,
     ) -> Result<Response<Self::QueryAlertsStream>, Status> {
         let info = req.extensions().get::<ConnInfo>();
-        authorize(info, self.revoked.as_deref(), "query", Role::may_query).inspect_err(
-            |d| tracing::warn!(remote = ?info.and_then(|i| i.remote), reason = ?d, "query refused"),
-        )?;
+        self.allow(info, "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         let filter = filter_from_query(req.get_ref());
         let store = self.store.clone();
         let alerts = tokio::task::spawn_blocking(move || store.query(&filter))
@@ -298,6 +317,23 @@ struct Caller {
     /// From the certificate; None on plaintext loopback.
     identity: Option<Arc<Peer>>,
     revoked: Option<Arc<Revoked>>,
+    metrics: Arc<CollectorMetrics>,
+}
+
+/// Counts an open stream while it lives.
+struct OpenStream(Arc<CollectorMetrics>);
+
+impl OpenStream {
+    fn new(m: &Arc<CollectorMetrics>) -> OpenStream {
+        m.streams_open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(m.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Stores each batch of one agent stream, in order, and acks it after the
@@ -310,6 +346,8 @@ async fn serve_stream(
     mut stopping: watch::Receiver<bool>,
 ) {
     let peer = caller.addr.as_str();
+    let metrics = caller.metrics.clone();
+    let _open = OpenStream::new(&metrics);
     loop {
         let next = tokio::select! {
             m = inbound.message() => m,
@@ -336,6 +374,7 @@ async fn serve_stream(
                 .as_ref()
                 .is_some_and(|r| r.contains(&id.serial))
             {
+                metrics.batches_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, agent = %id.name, "certificate revoked: stream ended");
                 let _ = tx
                     .send(Err(Status::unauthenticated(format!(
@@ -346,17 +385,25 @@ async fn serve_stream(
                 return;
             }
             if let Err(reason) = check_batch_host(&batch, id) {
+                metrics.batches_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, seq = batch.seq, %reason, "rejected alert batch");
                 let _ = tx.send(Err(Status::permission_denied(reason))).await;
                 return;
             }
         }
         if let Err(reason) = validate_batch(&batch) {
+            metrics.batches_rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, seq = batch.seq, %reason, "rejected alert batch");
             let _ = tx.send(Err(Status::invalid_argument(reason))).await;
             return;
         }
         let seq = batch.seq;
+        let labels: Vec<(String, i32)> = batch
+            .alerts
+            .iter()
+            .map(|a| (a.rule.clone(), a.severity))
+            .collect();
+        let arrived = std::time::Instant::now();
         let st = store.clone();
         let res = tokio::task::spawn_blocking(move || {
             let host = batch.host.unwrap_or_default();
@@ -366,6 +413,12 @@ async fn serve_stream(
         .await;
         match res {
             Ok(Ok((outcome, host))) => {
+                metrics.committed(
+                    labels,
+                    outcome.stored,
+                    outcome.duplicates,
+                    arrived.elapsed(),
+                );
                 tracing::debug!(%peer, %host, seq, stored = outcome.stored, duplicates = outcome.duplicates, "batch stored");
                 let ack = Ack {
                     seq,
@@ -377,6 +430,7 @@ async fn serve_stream(
                 }
             }
             Ok(Err(e)) => {
+                metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%peer, seq, error = %e, "cannot store alert batch; agent will re-send");
                 let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
                 return;
@@ -415,6 +469,19 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let monitor = Arc::new(Monitor::new(store.clone(), opts.silent_after)?);
+    let metrics = Arc::new(CollectorMetrics::default());
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(l) = opts.metrics {
+        let source = Arc::new(CollectorSource {
+            metrics: metrics.clone(),
+            monitor: monitor.clone(),
+            db: opts.db_path.clone(),
+        });
+        tokio::spawn(vigil_metrics::serve(l, source, async {
+            let _ = metrics_stopped.await;
+        }));
+    }
+    let _metrics_stop = metrics_stop;
     let sweeper = monitor.spawn_sweeper();
     let _stop_sweeper = scopeguard(Some(sweeper));
     let pruner = opts.retention.map(|r| spawn_pruner(store.clone(), r));
@@ -424,11 +491,13 @@ pub async fn run_with(
     // Rotation and revocation without a restart; ends with the server.
     let reloader = listener.tls.as_ref().map(|t| t.spawn_reloader());
     let _stop_reloader = scopeguard(reloader);
+    metrics.ready.store(true, Ordering::Relaxed);
     let svc = CollectorServer::new(CollectorService::new(
         store,
         stop_rx.clone(),
         revoked,
         monitor,
+        metrics,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

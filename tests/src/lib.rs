@@ -336,8 +336,16 @@ impl Drop for Proc {
 /// database in `dir`.
 pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
     let mut cmd = Command::new(bin("vigil-collector"));
-    cmd.args(["serve", "--insecure-plaintext", "--listen", listen, "--db"])
-        .arg(dir.join("alerts.db"));
+    cmd.args([
+        "serve",
+        "--insecure-plaintext",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--listen",
+        listen,
+        "--db",
+    ])
+    .arg(dir.join("alerts.db"));
     let (p, addr) = wait_collector(cmd);
     (p, format!("http://{addr}"))
 }
@@ -346,10 +354,17 @@ pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
 /// loopback port; its URL is `https://127.0.0.1:PORT`.
 pub fn start_tls_collector(dir: &Path, pki: &Path) -> (Proc, String) {
     let mut cmd = Command::new(bin("vigil-collector"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--pki"])
-        .arg(pki)
-        .arg("--db")
-        .arg(dir.join("alerts.db"));
+    cmd.args([
+        "serve",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--pki",
+    ])
+    .arg(pki)
+    .arg("--db")
+    .arg(dir.join("alerts.db"));
     let (p, addr) = wait_collector(cmd);
     (p, format!("https://{addr}"))
 }

@@ -59,6 +59,8 @@ fn a_killed_agent_is_reported_silent() {
     cmd.args([
         "serve",
         "--insecure-plaintext",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--listen",
         "127.0.0.1:0",
         "--silent-after",
@@ -205,4 +207,154 @@ fn detached_programs_and_losses_raise_alerts() {
         "9.9.9"
     );
     assert!(collector.stop().success());
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_collector_serves_metrics_and_health() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    let line = collector.wait_stderr("metrics address", Duration::from_secs(10), |l| {
+        l.contains("metrics on /metrics")
+    });
+    let maddr = line
+        .split("metrics=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = CollectorClient::connect(url.clone()).await.unwrap();
+        let host = HostInfo {
+            hostname: "m-1".into(),
+            ..Default::default()
+        };
+        let batch = vigil_proto::v1::AlertBatch {
+            host: Some(host.clone()),
+            seq: 1,
+            alerts: vec![vigil_proto::v1::Alert {
+                id: unique("metric-alert"),
+                rule: "Shell \"spawned\"".into(),
+                severity: 4,
+                time_unix_ns: 1,
+                ..Default::default()
+            }],
+        };
+        let mut acks = c
+            .stream_alerts(tokio_stream::iter(vec![batch]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(acks.message().await.unwrap().unwrap().seq, 1);
+        c.heartbeat(AgentHeartbeat {
+            host: Some(host),
+            interval_ms: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let (code, body) = http_get(&maddr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    for want in [
+        "vigil_collector_batches_total{result=\"stored\"} 1",
+        "vigil_collector_alerts_stored_total 1",
+        "vigil_collector_alerts_total{rule=\"Shell \\\"spawned\\\"\",severity=\"warning\"} 1",
+        "vigil_collector_agents{state=\"ok\"} 1",
+        "vigil_collector_ingest_seconds_count 1",
+        "# TYPE vigil_collector_ingest_seconds histogram",
+        "vigil_collector_store_bytes ",
+    ] {
+        assert!(body.contains(want), "no `{want}` in:\n{body}");
+    }
+    assert_eq!(http_get(&maddr, "/healthz").0, 200);
+    assert_eq!(http_get(&maddr, "/readyz").0, 200);
+    assert_eq!(http_get(&maddr, "/nope").0, 404);
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn the_agent_serves_metrics_when_asked() {
+    if !kernel_tests_enabled("the_agent_serves_metrics_when_asked") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let marker = unique("--vigil-metrics");
+    let rule = unique("metrics rule");
+    let rules = data.path().join("r.yaml");
+    std::fs::write(
+        &rules,
+        format!("- rule: {rule}\n  desc: d\n  priority: notice\n  condition: evt.type = execve and proc.args contains \"{marker}\"\n"),
+    )
+    .unwrap();
+    let mut agent = start_agent(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    let line = agent.wait_stderr("metrics address", Duration::from_secs(10), |l| {
+        l.contains("metrics on /metrics")
+    });
+    let maddr = line
+        .split("metrics=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    Command::new("/bin/true").arg(&marker).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!("vigil_agent_alerts_total{{rule=\"{rule}\",severity=\"notice\"}} 1");
+    loop {
+        let (code, body) = http_get(&maddr, "/metrics");
+        assert_eq!(code, 200);
+        if body.contains(&want) {
+            assert!(
+                body.contains("vigil_agent_events_total{kind=\"exec\"}"),
+                "{body}"
+            );
+            assert!(
+                body.contains(
+                    "vigil_agent_probe_attachments{program=\"syscall_exit\",kind=\"attached\"}"
+                ),
+                "{body}"
+            );
+            assert!(
+                body.contains("vigil_agent_lost_total{place=\"kernel:exec\"} 0"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no `{want}` in:\n{body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(http_get(&maddr, "/readyz").0, 200);
+    assert!(agent.stop().success());
 }

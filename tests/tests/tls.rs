@@ -600,16 +600,23 @@ fn explicit_files_and_a_revoked_directory_work_without_the_pki_layout() {
     std::fs::create_dir(&revoked).unwrap();
     let serve = |db: &str, revoked: &Path| {
         let mut cmd = Command::new(bin("vigil-collector"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.path().join(db))
-            .arg("--tls-cert")
-            .arg(p.join("collector.crt"))
-            .arg("--tls-key")
-            .arg(p.join("collector.key"))
-            .arg("--client-ca")
-            .arg(p.join("ca.crt"))
-            .arg("--revoked")
-            .arg(revoked);
+        cmd.args([
+            "serve",
+            "--metrics-listen",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(dir.path().join(db))
+        .arg("--tls-cert")
+        .arg(p.join("collector.crt"))
+        .arg("--tls-key")
+        .arg(p.join("collector.key"))
+        .arg("--client-ca")
+        .arg(p.join("ca.crt"))
+        .arg("--revoked")
+        .arg(revoked);
         cmd
     };
     let mut collector = Proc::spawn("vigil-collector", serve("a.db", &revoked));
