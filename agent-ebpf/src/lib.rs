@@ -57,12 +57,16 @@ wire_enum! {
         /// A followed syscall's spec named a family the probe does not
         /// send: its record was dropped instead of travelling under a
         /// wrong kind.
-        UnknownFamily = 0 => "unknown_family",
+                UnknownFamily = 0 => "unknown_family",
+        /// A syscall whose entry is needed (old credentials, clone flags)
+        /// left without its in-flight entry: the table (an LRU) evicted it
+        /// under load, or could not store it. Its record was not sent.
+        PendingLost = 1 => "pending_lost",
     }
 }
 
 /// Number of slots in the `COUNTERS` per-CPU array.
-pub const PROBE_COUNTER_SLOTS: u32 = 1;
+pub const PROBE_COUNTER_SLOTS: u32 = 2;
 
 /// `EventHeader::flags`: fields the probe could not read on this kernel
 /// (unknown layout or a faulting read). Their values are then 0.

@@ -148,7 +148,9 @@ fn sys_enter_args(nr: i32, args: [u64; 6], via_raw: bool) {
     if spec.family == EventKind::Control as u8 {
         stash_old_creds(&mut p);
     }
-    let _ = PENDING.insert(&pid_tgid, &p, 0);
+    if PENDING.insert(&pid_tgid, &p, 0).is_err() {
+        count(ProbeCounter::PendingLost);
+    }
 }
 
 /// The registers the task saved on entering the syscall it is leaving
@@ -206,6 +208,12 @@ fn sys_exit_ret(nr: i32, result: i64, via_raw: bool) {
     let spec = *spec;
     if spec.hook & HOOK_AT_ENTER != 0 || via_raw {
         let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+            // Evicted from the LRU table under load. Not counted: an
+            // excluded process (never stored), and clone's child, which
+            // returns from a call it never entered.
+            if spec.spec_flags & SPEC_STASH_ONLY == 0 && !is_ignored((pid_tgid >> 32) as u32) {
+                count(ProbeCounter::PendingLost);
+            }
             return;
         };
         let pending = *pending;

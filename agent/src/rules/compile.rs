@@ -101,7 +101,14 @@ pub struct Compiler<'a, 's> {
     /// Macros being expanded, to catch cycles.
     stack: Vec<String>,
     parsed: HashMap<String, Expr>,
+    /// Expression nodes produced for the condition being compiled.
+    produced: usize,
 }
+
+/// Most expression nodes one condition may expand to once its macros are
+/// substituted: a chain of macros each using the previous one twice
+/// doubles at every step, and a small file could otherwise hang a reload.
+pub const MAX_EXPANDED: usize = 200_000;
 
 impl<'a, 's> Compiler<'a, 's> {
     pub fn new(scope: Scope<'a>, slots: &'s mut Slots) -> Compiler<'a, 's> {
@@ -112,11 +119,13 @@ impl<'a, 's> Compiler<'a, 's> {
             absent_uses: Vec::new(),
             stack: Vec::new(),
             parsed: HashMap::new(),
+            produced: 0,
         }
     }
 
     /// Parses and compiles one condition.
     pub fn compile(&mut self, cond: &CondText) -> Result<Node, CompileError> {
+        self.produced = 0;
         let expr = parse_located(cond)?;
         let n = self.expr(&expr, cond)?;
         Ok(optimize(n))
@@ -124,6 +133,7 @@ impl<'a, 's> Compiler<'a, 's> {
 
     /// Compiles an expression built by the loader (exceptions).
     pub fn compile_expr(&mut self, e: &Expr, cond: &CondText) -> Result<Node, CompileError> {
+        self.produced = 0;
         Ok(optimize(self.expr(e, cond)?))
     }
 
@@ -138,6 +148,15 @@ impl<'a, 's> Compiler<'a, 's> {
     }
 
     fn expr(&mut self, e: &Expr, cond: &CondText) -> Result<Node, CompileError> {
+        self.produced += 1;
+        if self.produced > MAX_EXPANDED {
+            return Err(self.err(
+                cond,
+                0,
+                format!("the condition expands to more than {MAX_EXPANDED} tests once its macros are substituted (a macro used many times over?); refused"),
+                false,
+            ));
+        }
         Ok(match e {
             Expr::And(items) => Node::And(
                 items

@@ -202,13 +202,28 @@ pub(super) fn read_list(defs: &mut Defs, errs: &mut Errors, origin: &Arc<str>, i
             return;
         }
     };
-    // A list may name other lists; they are expanded here, once.
+    // A list may name other lists; they are expanded here, once, within
+    // a budget (lists of lists double at each step).
     let mut items = Vec::new();
     for i in raw {
         match defs.lists.get(&i) {
             Some(inner) => items.extend(inner.iter().cloned()),
             None => items.push(i),
         }
+        if items.len() > MAX_LIST_ITEMS {
+            errs.at(
+                &at,
+                format!("list `{name}` expands to more than {MAX_LIST_ITEMS} items; refused"),
+            );
+            return;
+        }
+    }
+    if defs.lists.get(&name).map_or(0, Vec::len) + items.len() > MAX_LIST_ITEMS {
+        errs.at(
+            &at,
+            format!("list `{name}` grows past {MAX_LIST_ITEMS} items; refused"),
+        );
+        return;
     }
     match mode(errs, origin, item, "items") {
         Some("append") => match defs.lists.get_mut(&name) {
@@ -223,6 +238,9 @@ pub(super) fn read_list(defs: &mut Defs, errs: &mut Errors, origin: &Arc<str>, i
         }
     }
 }
+
+/// Most items one list may hold once the lists it names are expanded.
+pub const MAX_LIST_ITEMS: usize = 100_000;
 
 pub(super) fn read_macro(
     defs: &mut Defs,

@@ -547,3 +547,47 @@ fn the_index_fires_what_every_condition_says() {
         );
     }
 }
+
+#[test]
+fn hostile_rule_files_are_refused_within_budgets() {
+    let t = std::time::Instant::now();
+    // YAML aliases that double at every level.
+    let mut src = String::from("- list: l0\n  items: &a0 [x, x]\n");
+    for i in 1..40 {
+        src.push_str(&format!(
+            "- list: l{i}\n  items: &a{i} [*a{}, *a{}]\n",
+            i - 1,
+            i - 1
+        ));
+    }
+    let e = errors(&src);
+    assert!(e.contains("more than 1000000 nodes"), "{e}");
+    // Lists of lists that double at every step.
+    let mut src = String::from("- list: l0\n  items: [a, b]\n");
+    for i in 1..40 {
+        src.push_str(&format!(
+            "- list: l{i}\n  items: [l{}, l{}]\n",
+            i - 1,
+            i - 1
+        ));
+    }
+    let e = errors(&src);
+    assert!(e.contains("expands to more than 100000 items"), "{e}");
+    // Macros that double at every step.
+    let mut src = String::from("- macro: m0\n  condition: proc.name = a\n");
+    for i in 1..40 {
+        src.push_str(&format!(
+            "- macro: m{i}\n  condition: (m{} or m{})\n",
+            i - 1,
+            i - 1
+        ));
+    }
+    src.push_str("- rule: r\n  desc: d\n  priority: info\n  output: o\n  condition: evt.type = execve and m39\n");
+    let e = errors(&src);
+    assert!(e.contains("expands to more than 200000 tests"), "{e}");
+    assert!(
+        t.elapsed().as_secs() < 20,
+        "bounded work: {:?}",
+        t.elapsed()
+    );
+}

@@ -119,23 +119,47 @@ fn pos(m: Marker) -> Pos {
     }
 }
 
+/// Most nodes a document may expand to, aliases included: a few
+/// kilobytes of anchors and aliases can otherwise stand for billions of
+/// nodes ("billion laughs") and hang a reload.
+pub const MAX_NODES: usize = 1_000_000;
+/// Deepest nesting of lists and mappings.
+pub const MAX_DEPTH: usize = 128;
+
 enum Open {
-    Seq(Vec<Node>, Pos, usize),
-    Map(Vec<(Node, Node)>, Option<Node>, Pos, usize),
+    /// Items, position, anchor, node count when it opened.
+    Seq(Vec<Node>, Pos, usize, usize),
+    Map(Vec<(Node, Node)>, Option<Node>, Pos, usize, usize),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes and their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes built so far, aliases counted at their full size.
+    nodes: usize,
     error: Option<(Pos, String)>,
 }
 
 impl Builder {
-    fn add(&mut self, node: Node, anchor: usize) {
+    /// Counts `n` more nodes; false (and an error) past the budget.
+    fn spend(&mut self, n: usize, mark: Marker) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            self.error.get_or_insert((
+                pos(mark),
+                format!("the document expands to more than {MAX_NODES} nodes (anchors and aliases used over and over?); refused"),
+            ));
+            return false;
+        }
+        true
+    }
+
+    fn add(&mut self, node: Node, anchor: usize, size: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -150,8 +174,15 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: YEvent, mark: Marker) {
+        // Past an error, the rest of the document is only read through.
+        if self.error.is_some() {
+            return;
+        }
         match ev {
             YEvent::Scalar(value, style, anchor, _) => {
+                if !self.spend(1, mark) {
+                    return;
+                }
                 let quoted = !matches!(style, TScalarStyle::Plain);
                 self.add(
                     Node::Scalar {
@@ -160,22 +191,49 @@ impl MarkedEventReceiver for Builder {
                         pos: pos(mark),
                     },
                     anchor,
+                    1,
                 );
             }
-            YEvent::SequenceStart(anchor, _) => {
-                self.stack.push(Open::Seq(Vec::new(), pos(mark), anchor))
-            }
-            YEvent::MappingStart(anchor, _) => {
-                self.stack
-                    .push(Open::Map(Vec::new(), None, pos(mark), anchor))
+            YEvent::SequenceStart(anchor, _) | YEvent::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.error.get_or_insert((
+                        pos(mark),
+                        format!("lists and mappings nested more than {MAX_DEPTH} deep; refused"),
+                    ));
+                    return;
+                }
+                if !self.spend(1, mark) {
+                    return;
+                }
+                let start = self.nodes - 1;
+                if matches!(ev, YEvent::SequenceStart(..)) {
+                    self.stack
+                        .push(Open::Seq(Vec::new(), pos(mark), anchor, start));
+                } else {
+                    self.stack
+                        .push(Open::Map(Vec::new(), None, pos(mark), anchor, start));
+                }
             }
             YEvent::SequenceEnd | YEvent::MappingEnd => match self.stack.pop() {
-                Some(Open::Seq(items, p, anchor)) => self.add(Node::Seq(items, p), anchor),
-                Some(Open::Map(entries, _, p, anchor)) => self.add(Node::Map(entries, p), anchor),
+                Some(Open::Seq(items, p, anchor, start)) => {
+                    let size = self.nodes - start;
+                    self.add(Node::Seq(items, p), anchor, size)
+                }
+                Some(Open::Map(entries, _, p, anchor, start)) => {
+                    let size = self.nodes - start;
+                    self.add(Node::Map(entries, p), anchor, size)
+                }
                 None => {}
             },
-            YEvent::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(n) => self.add(n, 0),
+            YEvent::Alias(id) => match self.anchors.get(&id).map(|(_, size)| *size) {
+                Some(size) => {
+                    // Counted before the copy is made.
+                    if !self.spend(size, mark) {
+                        return;
+                    }
+                    let n = self.anchors[&id].0.clone();
+                    self.add(n, 0, size)
+                }
                 None => {
                     self.error
                         .get_or_insert((pos(mark), "alias to an unknown anchor".to_string()));
@@ -312,6 +370,22 @@ mod tests {
     fn deep_nesting_is_refused() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse(&deep).is_err());
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused() {
+        // Each level doubles: 2^40 nodes from a few hundred bytes.
+        let mut src = String::from("a0: &a0 [x, x]\n");
+        for i in 1..40 {
+            src.push_str(&format!("a{i}: &a{i} [*a{}, *a{}]\n", i - 1, i - 1));
+        }
+        let t = std::time::Instant::now();
+        let (_, msg) = parse_strict(&src).unwrap_err();
+        assert!(msg.contains("more than 1000000 nodes"), "{msg}");
+        assert!(t.elapsed().as_secs() < 5);
+        let deep = "[".repeat(150) + &"]".repeat(150);
+        let (_, msg) = parse_strict(&deep).unwrap_err();
+        assert!(msg.contains("nested more than 128"), "{msg}");
     }
 
     #[test]
