@@ -35,6 +35,8 @@ pub struct CollectorMetrics {
     ingest: Mutex<([u64; BUCKETS.len()], u64, f64)>,
     per_rule: Mutex<HashMap<(String, i32), u64>>,
     pub ready: AtomicBool,
+    /// Whether the last batch failed to store (the outage is logged once).
+    pub store_failing: AtomicBool,
 }
 
 impl CollectorMetrics {
@@ -148,6 +150,16 @@ impl Source for CollectorSource {
             t.sample("vigil_collector_ingest_seconds_sum", &[], h.2);
             t.sample("vigil_collector_ingest_seconds_count", &[], h.1 as f64);
         }
+        t.single(
+            "vigil_collector_store_failing",
+            "gauge",
+            "1 while batches fail to store (disk full, I/O errors); agents keep them meanwhile.",
+            if m.store_failing.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        );
         t.single(
             "vigil_collector_queries_total",
             "counter",

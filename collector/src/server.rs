@@ -413,6 +413,12 @@ async fn serve_stream(
         .await;
         match res {
             Ok(Ok((outcome, host))) => {
+                if metrics.store_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        failed_batches = metrics.batches_failed.load(Ordering::Relaxed),
+                        "storage recovered: alert batches are stored again"
+                    );
+                }
                 metrics.committed(
                     labels,
                     outcome.stored,
@@ -431,7 +437,13 @@ async fn serve_stream(
             }
             Ok(Err(e)) => {
                 metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%peer, seq, error = %e, "cannot store alert batch; agent will re-send");
+                // Logged once per outage (a full disk fails every batch of
+                // every agent), not once per batch.
+                if !metrics.store_failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(%peer, seq, error = %e, "cannot store alert batches (disk full?); agents keep them in their spools and re-send; logged again when storage recovers");
+                } else {
+                    tracing::debug!(%peer, seq, error = %e, "cannot store alert batch");
+                }
                 let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
                 return;
             }

@@ -239,3 +239,83 @@ fn a_stalled_connection_is_detected_and_everything_delivered_after() {
     assert!(agent.stop().success());
     assert!(collector.stop().success());
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        SmallDisk { _dir: dir, path }
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_collector_disk_loses_nothing_once_space_returns() {
+    if !kernel_tests_enabled("a_full_collector_disk_loses_nothing_once_space_returns") {
+        return;
+    }
+    let disk = SmallDisk::mount("8m");
+    let (mut collector, url) = start_collector(&disk.path, "127.0.0.1:0");
+    let data = tempfile::tempdir().unwrap();
+    let rule = unique("full disk rule");
+    let marker = unique("--vigil-fulldisk");
+    let rules = marker_rules(data.path(), &rule, &marker);
+    let mut agent = start_agent(&["--collector", &url, "--rules", rules.to_str().unwrap()]);
+    fire(&marker, 0..2);
+    assert_eq!(stored_settled(&url, &rule, 2).len(), 2);
+
+    disk.fill();
+    fire(&marker, 2..8);
+    collector.wait_stderr("the failure", Duration::from_secs(30), |l| {
+        l.contains("cannot store alert batches")
+    });
+    // The agent keeps re-sending; the collector says it once.
+    std::thread::sleep(Duration::from_secs(4));
+    let said = collector
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("cannot store alert batches"))
+        .count();
+    assert_eq!(said, 1, "{}", collector.stderr_lines().join("\n"));
+
+    disk.free();
+    let alerts = stored_settled(&url, &rule, 8);
+    assert_each_once(&alerts, 8, &agent.stderr_lines().join("\n"));
+    assert!(collector
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("storage recovered")));
+    assert!(agent.stop().success());
+    assert!(collector.stop().success());
+}
