@@ -47,7 +47,12 @@ ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
 ";
 
 pub struct SqliteStore {
+    /// The writer: batches, the registry, pruning.
     conn: Mutex<Connection>,
+    /// A second connection for queries: with WAL, a reader sees the last
+    /// commit and never blocks the writer, so a query of thousands of rows
+    /// does not stall ingestion. None for an in-memory database.
+    reader: Option<Mutex<Connection>>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -77,7 +82,18 @@ impl SqliteStore {
             _ => {}
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        Self::init(conn).map_err(|e| open_err(e.to_string()))
+        let mut store = Self::init(conn).map_err(|e| open_err(e.to_string()))?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|r| {
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(r)
+        })
+        .map_err(|e| open_err(e.to_string()))?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// A private in-memory database (tests, dry runs).
@@ -104,6 +120,7 @@ impl SqliteStore {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
@@ -111,6 +128,16 @@ impl SqliteStore {
         self.conn
             .lock()
             .map_err(|_| StoreError::Backend("database lock poisoned".into()))
+    }
+
+    /// The connection for reading: the reader when there is one.
+    fn read(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        match &self.reader {
+            Some(r) => r
+                .lock()
+                .map_err(|_| StoreError::Backend("database lock poisoned".into())),
+            None => self.lock(),
+        }
     }
 }
 
@@ -176,7 +203,7 @@ impl AlertStore for SqliteStore {
     }
 
     fn query(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT body FROM alerts
@@ -281,7 +308,7 @@ impl AlertStore for SqliteStore {
 impl SqliteStore {
     /// Number of stored alerts.
     pub fn count(&self) -> Result<u64, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get::<_, i64>(0))
             .optional()
             .map_err(backend)
@@ -496,6 +523,32 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_query_in_progress_does_not_hold_up_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("q.db")).unwrap();
+        s.insert_batch(&host("h"), &[alert("a", "r", Severity::Warning, 1)])
+            .unwrap();
+        // A query that is reading (its connection and a read transaction
+        // held) while a batch commits: with one connection this would wait.
+        let reader = s.read().unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        s.insert_batch(&host("h"), &[alert("b", "r", Severity::Warning, 2)])
+            .unwrap();
+        // The reader's snapshot is unchanged until it ends.
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        assert_eq!(s.count().unwrap(), 2);
     }
 
     #[test]

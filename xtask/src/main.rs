@@ -60,6 +60,20 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         spawns: u32,
     },
+    /// Many simulated agents streaming to a real collector (release build,
+    /// mutual TLS, SQLite): checks every alert is stored once and prints
+    /// the ack latency percentiles.
+    Load {
+        /// Simulated agents, each with its own certificate and stream.
+        #[arg(long, default_value_t = 50)]
+        agents: u32,
+        /// Alerts per second per agent.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// How long they stream.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Run the whole test suite (what CI runs).
     Test {
         /// Extra arguments for `cargo test`.
@@ -82,6 +96,15 @@ fn main() -> anyhow::Result<()> {
             agent_args,
         } => run(&data_dir, listen, &agent_args),
         Cmd::Test { args } => test(&args),
+        Cmd::Load {
+            agents,
+            rate,
+            seconds,
+        } => load::run(load::LoadOptions {
+            agents,
+            rate,
+            seconds,
+        }),
         Cmd::Bench {
             rounds,
             flood_execs,
@@ -199,6 +222,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 }
 
 mod bench;
+mod load;
 
 pub(crate) fn is_root() -> bool {
     // SAFETY: no preconditions.
