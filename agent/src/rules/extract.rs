@@ -486,6 +486,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         }),
         FieldId::FdDirectory => file(ev).map(|f| Val::Str(Cow::Borrowed(dirname(&f.path)))),
         FieldId::FdFilename => file(ev).map(|f| Val::Str(Cow::Borrowed(basename(&f.path)))),
+        FieldId::FdNameTruncated => file(ev).map(|f| Val::Bool(f.path_truncated)),
         FieldId::FdNum => network(ev).map(|n| Val::Int(n.dup.as_ref().map_or(n.fd, |d| d.newfd))),
         FieldId::FdTypechar => fd_type(ev).and_then(|t| s(t.typechar())),
         FieldId::FdType => fd_type(ev).and_then(|t| s(t.name())),

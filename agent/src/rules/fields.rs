@@ -151,7 +151,8 @@ fields! {
     GroupGid "group.gid" Int None "Real group id.";
     FdName "fd.name" Str None "File events: the path (absolute). Network events: the remote `ip:port` (connect, accept, send) or local one (bind); a unix socket's path.";
     FdDirectory "fd.directory" Str None "Directory part of a file event's path.";
-    FdFilename "fd.filename" Str None "File name part of a file event's path.";
+        FdFilename "fd.filename" Str None "File name part of a file event's path.";
+    FdNameTruncated "fd.name_truncated" Bool None "File events: the path was longer than the probe keeps (1 KiB), so `fd.name` is only its start. A path padded past that (`/./././…/etc/shadow`) is how a process hides what it opens. Vigil's own.";
     FdNum "fd.num" Int None "The fd a network or dup event acts on (for dup2/dup3: the new fd).";
     FdTypechar "fd.typechar" Str None "`f` file, `4` IPv4 socket, `6` IPv6, `u` unix, `o` other socket.";
     FdType "fd.type" Str None "`file`, `ipv4`, `ipv6`, `unix`, or `socket`.";

@@ -591,3 +591,18 @@ fn hostile_rule_files_are_refused_within_budgets() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_path_longer_than_the_probe_keeps_is_visible_to_rules() {
+    let mut s = set(&rule(
+        "Padded path",
+        "evt.type in (open, openat) and fd.name_truncated = true",
+    ));
+    let short = open(1, "cat", "/etc/hostname", false, 1);
+    assert!(fired(&mut s, &short).is_empty());
+    let mut long = open(1, "cat", &format!("/{}", "./".repeat(600)), false, 2);
+    if let crate::event::EventBody::File(f) = &mut long.body {
+        f.path_truncated = true;
+    }
+    assert_eq!(fired(&mut s, &long), ["Padded path"]);
+}
