@@ -319,3 +319,55 @@ fn a_reload_reaches_the_kernel_filter() {
     assert!(!opened(&agent, "first", "Open first"));
     assert!(agent.alive());
 }
+
+/// The kernel filter compares the first 63 bytes of a path: a `..` past
+/// them (`/tmp/<long name>/../<watched dir>/file`) must not hide an open
+/// of a watched file from the rules, which see the normalised path.
+#[test]
+fn a_dotdot_past_the_filter_window_does_not_hide_an_open() {
+    if !kernel_tests_enabled("a_dotdot_past_the_filter_window_does_not_hide_an_open") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-window-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let watched = dir.path().join("watched");
+    let decoy = dir.path().join("d".repeat(80));
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::write(watched.join("secret"), "x").unwrap();
+    let f = dir.path().join("r.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "- rule: Watched open\n  desc: d\n  priority: critical\n  condition: evt.type in (open, openat) and fd.name startswith \"{}/\"\n",
+            watched.display()
+        ),
+    )
+    .unwrap();
+    let agent = start_agent(&["--rules", f.to_str().unwrap()]);
+    let sneaky = format!("{}/../watched/secret", decoy.display());
+    assert!(
+        sneaky.find("..").unwrap() > 63,
+        "the `..` lies past the window"
+    );
+    let st = Command::new("cat").arg(&sneaky).output().unwrap();
+    assert!(st.status.success());
+    let want = watched.join("secret");
+    let hits = agent.wait_json(
+        Duration::from_secs(10),
+        |v| {
+            v["type"] == "alert"
+                && v["rule"] == "Watched open"
+                && v["process"]["argv"][1] == sneaky.as_str()
+        },
+        |f| !f.is_empty(),
+    );
+    assert_eq!(
+        hits.len(),
+        1,
+        "the open of {} through {sneaky}",
+        want.display()
+    );
+}

@@ -313,9 +313,9 @@ fn open_verdict(
 
 /// Reads the first bytes of a path argument into the prefix key (after its
 /// length and set id) and sets the key's length. Returns 1 when the path is
-/// absolute and normalised, so a prefix test decides it; 2 when it is not
-/// (relative, with a `.` or `..` component, a doubled slash, or
-/// unreadable), and must pass.
+/// absolute, normalised and whole in the window, so a prefix test decides
+/// it; 2 when it is not (relative, with a `.` or `..` component, a doubled
+/// slash, longer than the window, or unreadable), and must pass.
 #[inline(always)]
 fn read_filter_path(user: Option<u64>, key: &mut [u64; 11]) -> u8 {
     let Some(ptr) = user else {
@@ -329,6 +329,12 @@ fn read_filter_path(user: Option<u64>, key: &mut [u64; 11]) -> u8 {
         )
     };
     if n <= 1 || key[1] as u8 != b'/' {
+        return 2;
+    }
+    // A path that fills the window may go on past it, and a `..` there
+    // (`/tmp/<60 bytes>/../../etc/shadow`) would land it anywhere: only
+    // the agent, which normalises the whole path, can place it.
+    if n as usize > PATH_FILTER_BYTES {
         return 2;
     }
     if odd_components(key) {
