@@ -172,6 +172,19 @@ fn cases() -> Vec<Case> {
             |_| b(pid_is(run(Command::new("cat").arg("/etc/shadow")))),
         ),
         case(
+            "File opened through a path too long to check",
+            // 880 bytes: long, but whole in what the probe keeps.
+            |_| {
+                let p = format!("/{}etc/hostname", "./".repeat(434));
+                b(pid_is(run(Command::new("cat").arg(p))))
+            },
+            // 1 213 bytes: longer than the probe keeps.
+            |_| {
+                let p = format!("/{}etc/hostname", "./".repeat(600));
+                b(pid_is(run(Command::new("cat").arg(p))))
+            },
+        ),
+        case(
             "Write below etc",
             |_| b(pid_is(run(Command::new("cat").arg("/etc/hostname")))),
             |_| {

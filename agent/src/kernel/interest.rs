@@ -24,7 +24,8 @@ pub struct Follow {
 
 /// One way an open can be worth reporting: its flags have a bit of
 /// `flags_any` (0: any flags), its path starts with one of `prefixes`
-/// (None: any path), and, with `success_only`, it succeeded.
+/// (None: any path; an empty set: only paths the probe cannot place, which
+/// always pass a prefix test), and, with `success_only`, it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpenClause {
     pub flags_any: u64,

@@ -159,6 +159,9 @@ fn and(a: &[OpenClause], b: &[OpenClause]) -> Vec<OpenClause> {
         for y in b {
             let prefixes = match (&x.prefixes, &y.prefixes) {
                 (None, p) | (p, None) => p.clone(),
+                // "Only paths the probe cannot place" (an empty set) with
+                // anything: still only those.
+                (Some(p), Some(q)) if p.is_empty() || q.is_empty() => Some(BTreeSet::new()),
                 (Some(p), Some(q)) => {
                     // A path starting with one of p and one of q starts
                     // with the longer of two related prefixes.
@@ -245,6 +248,13 @@ fn test(t: &Test, ty: &str, slots: &Slots) -> Vec<OpenClause> {
             }),
             None => any(),
         },
+        // A path longer than the probe keeps is longer than the filter's
+        // window, which the probe always passes: an empty prefix set
+        // passes those and nothing the filter can place.
+        (FieldId::FdNameTruncated, TestKind::Bool(true)) => clause(OpenClause {
+            prefixes: Some(BTreeSet::new()),
+            ..OpenClause::any()
+        }),
         (FieldId::FdDirectory, TestKind::StrEq(d)) => clause(OpenClause {
             prefixes: Some([dir_prefix(d)].into()),
             ..OpenClause::any()
@@ -501,6 +511,19 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_path_passes_only_what_the_probe_cannot_place() {
+        let i = kernel_interest(
+            &set(&rule(
+                "t",
+                "evt.type = openat and fd.name_truncated = true and fd.name startswith /etc/",
+            )),
+            false,
+        );
+        assert_eq!(i.open.len(), 1, "{:#?}", i.open);
+        assert_eq!(i.open[0].prefixes, Some(BTreeSet::new()), "{:#?}", i.open);
+    }
+
+    #[test]
     fn the_default_rules_filter_opens() {
         let i = kernel_interest(&RuleSet::embedded_default(), false);
         let openat = i.syscalls[&Syscall::by_name("openat").unwrap()];
@@ -514,6 +537,10 @@ mod tests {
                 })
         });
         assert!(!plain_read, "{:#?}", i.open);
+        // The truncated-path rule adds no clause of its own: it merges
+        // with the successful reads of sensitive files (both pass what the
+        // probe cannot place, and nothing else new).
+        assert_eq!(i.open.len(), 3, "{:#?}", i.open);
         for unused in ["rmdir", "chmod", "mount", "listen"] {
             if let Some(s) = Syscall::by_name(unused) {
                 assert!(
