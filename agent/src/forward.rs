@@ -106,8 +106,10 @@ pub struct ForwardCounters {
     pub acked: AtomicU64,
     /// Connections redone after a failure.
     pub reconnects: AtomicU64,
-    /// Alerts in the spool, not yet acknowledged.
+    /// Alerts in the spool, not yet acknowledged, and the bytes its
+    /// segments hold.
     pub spool_depth: AtomicU64,
+    pub spool_bytes: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,7 @@ impl Forwarder {
         let (done_tx, done) = oneshot::channel();
         let counters = Arc::new(ForwardCounters::default());
         counters.spool_depth.store(spool.depth(), Ordering::Relaxed);
+        counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         let worker = Worker {
             send_from: spool.acked_index(),
             spool,
@@ -436,9 +439,17 @@ impl Worker {
             let alert = gap_alert(&self.host, gap);
             let _ = self.spool.append(&[alert]);
         }
+        self.gauge_spool();
+    }
+
+    /// Publishes the spool's depth and size.
+    fn gauge_spool(&self) {
         self.counters
             .spool_depth
             .store(self.spool.depth(), Ordering::Relaxed);
+        self.counters
+            .spool_bytes
+            .store(self.spool.bytes(), Ordering::Relaxed);
     }
 
     /// Waits `d` while still taking alerts into the spool.
@@ -616,9 +627,7 @@ impl Worker {
                 self.counters
                     .acked
                     .fetch_add(f.batch.alerts.len() as u64, Ordering::Relaxed);
-                self.counters
-                    .spool_depth
-                    .store(self.spool.depth(), Ordering::Relaxed);
+                self.gauge_spool();
                 Ok(())
             }
             AckVerdict::Stale => Ok(()),

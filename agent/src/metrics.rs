@@ -112,6 +112,12 @@ impl Source for AgentMetrics {
                 v(&d.spool_depth),
             );
             t.single(
+                "vigil_agent_spool_bytes",
+                "gauge",
+                "Bytes the spool's segments hold on disk.",
+                v(&d.spool_bytes),
+            );
+            t.single(
                 "vigil_agent_acked_total",
                 "counter",
                 "Alerts the collector acknowledged.",

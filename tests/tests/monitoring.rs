@@ -312,9 +312,12 @@ fn the_agent_serves_metrics_when_asked() {
         format!("- rule: {rule}\n  desc: d\n  priority: notice\n  condition: evt.type = execve and proc.args contains \"{marker}\"\n"),
     )
     .unwrap();
+    // A collector that is not there: the alert waits in the spool.
     let mut agent = start_agent(&[
         "--metrics-listen",
         "127.0.0.1:0",
+        "--collector",
+        &format!("http://127.0.0.1:{}", free_port()),
         "--rules",
         rules.to_str().unwrap(),
     ]);
@@ -350,6 +353,14 @@ fn the_agent_serves_metrics_when_asked() {
                 body.contains("vigil_agent_lost_total{place=\"kernel:exec\"} 0"),
                 "{body}"
             );
+            if !body.contains("vigil_agent_spool_alerts 1") {
+                // The forwarder has not spooled it yet.
+                assert!(Instant::now() < deadline, "{body}");
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+            assert!(!body.contains("vigil_agent_spool_bytes 0\n"), "{body}");
+            assert!(body.contains("vigil_agent_spool_bytes "), "{body}");
             break;
         }
         assert!(Instant::now() < deadline, "no `{want}` in:\n{body}");
