@@ -48,16 +48,7 @@ pub async fn fetch(
     tls: Option<&ClientTls>,
     q: AlertQuery,
 ) -> Result<Vec<Alert>, QueryError> {
-    let channel = endpoint(server, tls)?.connect().await.map_err(|e| {
-        let chain = error_chain(&e);
-        let text = match explain_tls_failure(&chain) {
-            Some(why) => format!("{why} ({chain})"),
-            None => chain,
-        };
-        QueryError::Connect(server.into(), text)
-    })?;
-    let mut client =
-        CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+    let mut client = connect(server, tls).await?;
     let mut stream = client
         .query_alerts(q)
         .await
@@ -68,6 +59,23 @@ pub async fn fetch(
         out.push(a);
     }
     Ok(out)
+}
+
+/// A client of the collector at `server`, or why there is none (a TLS
+/// failure said in words).
+async fn connect(
+    server: &str,
+    tls: Option<&ClientTls>,
+) -> Result<CollectorClient<tonic::transport::Channel>, QueryError> {
+    let channel = endpoint(server, tls)?.connect().await.map_err(|e| {
+        let chain = error_chain(&e);
+        let text = match explain_tls_failure(&chain) {
+            Some(why) => format!("{why} ({chain})"),
+            None => chain,
+        };
+        QueryError::Connect(server.into(), text)
+    })?;
+    Ok(CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES))
 }
 
 /// A refused call, told apart from a plaintext client at a TLS port.
@@ -90,12 +98,7 @@ pub async fn fetch_agents(
     server: &str,
     tls: Option<&ClientTls>,
 ) -> Result<Vec<AgentStatus>, QueryError> {
-    let channel = endpoint(server, tls)?
-        .connect()
-        .await
-        .map_err(|e| QueryError::Connect(server.into(), error_chain(&e)))?;
-    let mut client =
-        CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+    let mut client = connect(server, tls).await?;
     let mut stream = client
         .query_agents(AgentQuery {})
         .await

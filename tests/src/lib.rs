@@ -292,6 +292,17 @@ impl Proc {
         }
     }
 
+    /// The address a log line containing `what` gives as `key=ADDR`
+    /// (waits up to 20 s for the line).
+    pub fn logged_addr(&mut self, what: &str, key: &str) -> String {
+        let line = self.wait_stderr(what, Duration::from_secs(20), |l| l.contains(what));
+        line.split(&format!("{key}="))
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {key}= in: {line}"))
+            .to_string()
+    }
+
     /// SIGKILL: no chance to clean up, as a crash or the OOM killer.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -393,15 +404,8 @@ pub fn hostname() -> String {
 
 fn wait_collector(cmd: Command) -> (Proc, String) {
     let mut p = Proc::spawn("vigil-collector", cmd);
-    let line = p.wait_stderr("collector serving", Duration::from_secs(20), |l| {
-        l.contains("collector serving")
-    });
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("listen address in log line");
-    (p, addr.to_string())
+    let addr = p.logged_addr("collector serving", "listen");
+    (p, addr)
 }
 
 /// An agent with the given extra arguments after `run`; waits until it

@@ -69,16 +69,7 @@ fn a_killed_agent_is_reported_silent() {
     ])
     .arg(data.path().join("a.db"));
     let mut collector = Proc::spawn("vigil-collector", cmd);
-    let line = collector.wait_stderr("serving", Duration::from_secs(20), |l| {
-        l.contains("collector serving")
-    });
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let addr = collector.logged_addr("collector serving", "listen");
     let url = format!("http://{addr}");
     let host = hostname();
     let mut agent = start_agent(&["--collector", &url, "--heartbeat-interval", "1s"]);
@@ -233,17 +224,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 fn the_collector_serves_metrics_and_health() {
     let data = tempfile::tempdir().unwrap();
     let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
-    let line = collector.wait_stderr("metrics address", Duration::from_secs(10), |l| {
-        l.contains("metrics on /metrics")
-    });
-    let maddr = line
-        .split("metrics=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let maddr = collector.logged_addr("metrics on /metrics", "metrics");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -321,17 +302,7 @@ fn the_agent_serves_metrics_when_asked() {
         "--rules",
         rules.to_str().unwrap(),
     ]);
-    let line = agent.wait_stderr("metrics address", Duration::from_secs(10), |l| {
-        l.contains("metrics on /metrics")
-    });
-    let maddr = line
-        .split("metrics=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let maddr = agent.logged_addr("metrics on /metrics", "metrics");
     Command::new("/bin/true").arg(&marker).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let want = format!("vigil_agent_alerts_total{{rule=\"{rule}\",severity=\"notice\"}} 1");

@@ -620,16 +620,7 @@ fn explicit_files_and_a_revoked_directory_work_without_the_pki_layout() {
         cmd
     };
     let mut collector = Proc::spawn("vigil-collector", serve("a.db", &revoked));
-    let line = collector.wait_stderr("serving", Duration::from_secs(20), |l| {
-        l.contains("collector serving")
-    });
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let addr = collector.logged_addr("collector serving", "listen");
     let url = format!("https://{addr}");
     let crt = p.join("responders/bob.crt");
     let key = p.join("responders/bob.key");
