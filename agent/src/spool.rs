@@ -359,22 +359,28 @@ impl Spool {
         Ok(())
     }
 
+    /// Removes the oldest segment, its file and a cursor inside it.
+    fn drop_oldest_segment(&mut self) -> Segment {
+        let seg = self.segments.pop_front().expect("a segment to drop");
+        self.total_bytes -= seg.bytes;
+        let _ = std::fs::remove_file(&seg.path);
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.segment_first == seg.first)
+        {
+            self.cursor = None;
+        }
+        seg
+    }
+
     /// Drops the oldest segments while over the bound (never the one being
     /// written); unacknowledged records in them become the gap.
     fn enforce_bound(&mut self) {
         while self.total_bytes > self.max_bytes && self.segments.len() > 1 {
-            let seg = self.segments.pop_front().expect("len > 1");
+            let seg = self.drop_oldest_segment();
             let lost = seg.end().saturating_sub(seg.first.max(self.acked));
             self.gap.add(lost, seg.min_ns, seg.max_ns);
-            self.total_bytes -= seg.bytes;
-            let _ = std::fs::remove_file(&seg.path);
-            if self
-                .cursor
-                .as_ref()
-                .is_some_and(|c| c.segment_first == seg.first)
-            {
-                self.cursor = None;
-            }
             tracing::error!(
                 alerts = lost,
                 "spool full: dropped the oldest unsent alerts"
@@ -459,16 +465,7 @@ impl Spool {
         while self.segments.len() > 1
             && self.segments.front().is_some_and(|s| s.end() <= self.acked)
         {
-            let seg = self.segments.pop_front().expect("checked");
-            self.total_bytes -= seg.bytes;
-            let _ = std::fs::remove_file(&seg.path);
-            if self
-                .cursor
-                .as_ref()
-                .is_some_and(|c| c.segment_first == seg.first)
-            {
-                self.cursor = None;
-            }
+            self.drop_oldest_segment();
         }
         Ok(())
     }

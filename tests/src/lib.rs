@@ -346,6 +346,11 @@ impl Drop for Proc {
 /// A collector serving plaintext on an ephemeral loopback port, with its
 /// database in `dir`.
 pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
+    start_collector_with(dir, listen, &[])
+}
+
+/// [`start_collector`] with more `serve` arguments.
+pub fn start_collector_with(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(bin("vigil-collector"));
     cmd.args([
         "serve",
@@ -354,8 +359,9 @@ pub fn start_collector(dir: &Path, listen: &str) -> (Proc, String) {
         "127.0.0.1:0",
         "--listen",
         listen,
-        "--db",
     ])
+    .args(extra)
+    .arg("--db")
     .arg(dir.join("alerts.db"));
     let (p, addr) = wait_collector(cmd);
     (p, format!("http://{addr}"))

@@ -55,22 +55,8 @@ fn a_killed_agent_is_reported_silent() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bin("vigil-collector"));
-    cmd.args([
-        "serve",
-        "--insecure-plaintext",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--silent-after",
-        "4s",
-        "--db",
-    ])
-    .arg(data.path().join("a.db"));
-    let mut collector = Proc::spawn("vigil-collector", cmd);
-    let addr = collector.logged_addr("collector serving", "listen");
-    let url = format!("http://{addr}");
+    let (mut collector, url) =
+        start_collector_with(data.path(), "127.0.0.1:0", &["--silent-after", "4s"]);
     let host = hostname();
     let mut agent = start_agent(&["--collector", &url, "--heartbeat-interval", "1s"]);
 
