@@ -114,6 +114,14 @@ struct RunArgs {
     /// no flood of other events can fill.
     #[arg(long, value_name = "BYTES", default_value = "2M", value_parser = parse_size)]
     process_ring_buffer_size: u32,
+    /// Most bytes of exec, fork and exit records held in the agent's memory
+    /// while its event loop is behind (a flood of other events on a busy
+    /// CPU). A thread of their own empties the process ring into it as soon
+    /// as the probe wakes it; only when both are full are process events
+    /// lost (counted per kind). An exec record is about 6 KiB. Accepts K, M
+    /// and G suffixes; 0: the event loop alone reads the process ring.
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
+    process_backlog_size: u64,
     /// Bytes of events that wait in a ring buffer before the probe wakes
     /// the agent. Each wake-up costs the traced task an interrupt (several µs
     /// in a VM), so batching them cuts the probe's cost. Events that may
@@ -381,6 +389,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         ring_bytes: args.ring_buffer_size,
         process_ring_bytes: args.process_ring_buffer_size,
+        process_backlog_bytes: usize::try_from(args.process_backlog_size).unwrap_or(usize::MAX),
         raw_syscall_hooks: args.raw_syscall_hooks,
         btf_path: args.btf,
         bpf_stats: args.bpf_stats,

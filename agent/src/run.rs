@@ -23,7 +23,7 @@ use crate::{
     heartbeat::{self, Heartbeats, Reading},
     host,
     metrics::{AgentMetrics, Snapshot},
-    probe::{Probe, ProbeOptions, Rings},
+    probe::{Probe, ProbeOptions, ProcessRing, Rings},
     rules::{interest::kernel_interest, Hit, LoadOptions, Matcher, RuleSet},
     util::clock::BootClock,
 };
@@ -48,6 +48,9 @@ pub struct RunOptions {
     /// Sizes of the file/control/network ring and of the process ring.
     pub ring_bytes: u32,
     pub process_ring_bytes: u32,
+    /// Most bytes of process records held in memory while the event loop
+    /// is behind.
+    pub process_backlog_bytes: usize,
     /// Follow syscalls without a `syscalls:*` tracepoint on this kernel
     /// through hooks that run on every syscall.
     pub raw_syscall_hooks: bool,
@@ -221,7 +224,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut enricher = Enricher::start(opts.enrich.clone());
     let answered = enricher.answered();
     let rings = probe.take_rings()?;
-    let mut rings = PolledRings::new(rings)?;
+    let mut rings = PolledRings::new(rings, opts.process_backlog_bytes)?;
     match crate::util::sched::request_short_slice() {
         Ok(()) => tracing::debug!(
             slice_ns = crate::util::sched::SLICE_NS,
@@ -292,7 +295,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut detached_before = false;
     loop {
         tokio::select! {
-                        _ = metrics_tick.tick(), if opts.metrics_listen.is_some() => {
+            _ = metrics_tick.tick(), if opts.metrics_listen.is_some() => {
                 metrics.publish(snapshot(&probe, &out_ctx, &enricher, &loss));
             }
             _ = heartbeat_tick.tick(), if heartbeats.is_some() => {
@@ -505,26 +508,30 @@ const RELEASE_GAP: Duration = Duration::from_secs(1);
 /// off in slices, so memory stays bounded by the slice, not by the ring.
 const SLICE: usize = 4096;
 
-/// The two rings, registered with tokio.
+/// The two rings, registered with tokio; the process ring also has a
+/// reader thread of its own.
 struct PolledRings {
-    process: AsyncFd<RingBuf<MapData>>,
+    process: AsyncFd<ProcessRing>,
     syscalls: AsyncFd<RingBuf<MapData>>,
     /// Reused per drain.
     batch: Vec<event::Event>,
 }
 
 impl PolledRings {
-    fn new(rings: Rings) -> anyhow::Result<PolledRings> {
-        let poll = |r| {
-            // SAFETY: the ring buffer owns its fd, which lives as long as
-            // this AsyncFd.
-            unsafe { AsyncFd::register_with_interest(r, Interest::READABLE) }
-                .map_err(io::Error::from)
-                .context("cannot poll the ring buffers")
-        };
+    fn new(rings: Rings, process_backlog_bytes: usize) -> anyhow::Result<PolledRings> {
+        let process = ProcessRing::start(rings.process, process_backlog_bytes)
+            .context("cannot start the process ring's reader")?;
+        // SAFETY (both): each ring owns its fd, which lives as long as the
+        // AsyncFd that owns the ring.
         Ok(PolledRings {
-            process: poll(rings.process)?,
-            syscalls: poll(rings.syscalls)?,
+            process: unsafe { AsyncFd::register_with_interest(process, Interest::READABLE) }
+                .map_err(io::Error::from)
+                .context("cannot poll the process ring")?,
+            syscalls: unsafe {
+                AsyncFd::register_with_interest(rings.syscalls, Interest::READABLE)
+            }
+            .map_err(io::Error::from)
+            .context("cannot poll the syscall ring")?,
             batch: Vec::new(),
         })
     }
@@ -532,6 +539,7 @@ impl PolledRings {
     /// Frees the decode buffer a burst grew.
     fn shrink(&mut self) {
         self.batch = Vec::new();
+        self.process.get_ref().shrink();
     }
 
     /// Resolves when either ring has records; clears the readiness seen.
@@ -549,8 +557,8 @@ impl PolledRings {
 ///
 /// The syscall ring is read first: a process record that a syscall record
 /// depends on (the fork or exec of its process) is older, so it is already
-/// in the process ring when the process ring is read after it. The batch is
-/// then ordered by time, which both rings share.
+/// in the process ring, or in its reader's backlog, when those are read
+/// after it. The batch is then ordered by time, which both rings share.
 fn ingest(rings: &mut PolledRings, enricher: &mut Enricher, loss: &mut Loss) -> usize {
     let clock = BootClock::now();
     let now = Instant::now();
@@ -569,10 +577,10 @@ fn ingest(rings: &mut PolledRings, enricher: &mut Enricher, loss: &mut Loss) -> 
         };
         decode(&item, &mut batch);
     }
-    let process = rings.process.get_mut();
-    while let Some(item) = process.next() {
-        decode(&item, &mut batch);
-    }
+    rings
+        .process
+        .get_ref()
+        .drain(|item| decode(item, &mut batch));
     let n = batch.len();
     batch.sort_by_key(|e| e.time_unix_ns);
     for mut ev in batch.drain(..) {

@@ -4,6 +4,11 @@
 //! distinct programs run from `/tmp`. Every exec must raise its alert,
 //! and the process kinds must never appear among the kernel's losses;
 //! losses of other kinds, if the flood causes any, must be reported.
+//!
+//! Everything runs on one CPU, the agent included, as on a starved host:
+//! the agent then gets a fraction of a CPU and its event loop can take a
+//! second over one slice of the flood. The process ring must still not
+//! fill (its own reader thread empties it).
 use std::{
     collections::HashSet,
     process::Command,
@@ -23,6 +28,7 @@ fn every_exec_alerts_while_opens_flood_the_probe() {
     if !kernel_tests_enabled("every_exec_alerts_while_opens_flood_the_probe") {
         return;
     }
+    pin_to_one_cpu();
     let dir = tempfile::Builder::new()
         .prefix("vigil-flood-")
         .tempdir_in("/tmp")
@@ -151,6 +157,28 @@ fn every_exec_alerts_while_opens_flood_the_probe() {
     }
     assert!(agent.alive(), "the agent survived the flood");
     agent.stop();
+}
+
+/// Pins this process (the test has it to itself) and so the agent it
+/// starts, the flood and the programs to the first CPU it may use.
+fn pin_to_one_cpu() {
+    // SAFETY: cpu_set_t is plain data; the calls read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("an allowed CPU");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
 }
 
 /// A field's value in a log line, text (`k=v`, `k="v"`) or JSON (`"k":v`).

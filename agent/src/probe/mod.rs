@@ -19,8 +19,10 @@ use crate::kernel::{
     tracefs,
 };
 
+mod process_ring;
 mod syscalls;
 
+pub use process_ring::ProcessRing;
 use syscalls::SyscallHooks;
 
 /// The probe object built by `build.rs`; empty under `AYA_BUILD_SKIP=1`.
