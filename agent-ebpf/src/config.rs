@@ -224,7 +224,7 @@ pub const EXCLUDE_EXES: u32 = 1 << 1;
 /// Key of `EXCLUDED_EXES`: the executable's device (kernel encoding,
 /// `major << 20 | minor`) and inode.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ExeKey {
     pub dev: u64,
     pub ino: u64,

@@ -14,6 +14,8 @@ pub struct Reading {
     pub rules: u32,
     /// (program, attachments made, attachments the kernel has).
     pub programs: Vec<(String, u32, u32)>,
+    /// The probe's maps changed from outside (`Probe::tampered`).
+    pub tampered: Vec<String>,
     /// Cumulative loss counters by place (`kernel:file`, `alert_queue`, ...).
     pub totals: Vec<(String, u64)>,
     pub spool_depth: u64,
@@ -91,6 +93,7 @@ impl Heartbeats {
                     attached,
                 })
                 .collect(),
+            tampered: r.tampered,
             losses,
             spool_depth: r.spool_depth,
             cpu_percent,
@@ -149,6 +152,7 @@ mod tests {
             rules_digest: rules_digest(&["embedded".into()]),
             rules: 3,
             programs: vec![("syscall_exit".into(), 2, 2)],
+            tampered: Vec::new(),
             totals: vec![("kernel:file".into(), n), ("alert_queue".into(), 0)],
             spool_depth: 0,
         };

@@ -190,17 +190,16 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let exclusions =
         crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
     tracing::info!(rules = rules.len(), sources = ?rules.sources, "rules loaded");
-    let mut heartbeats = None;
-    let mut sink = match &opts.collector {
+    // Checked before the probe loads; the forwarder's thread starts after
+    // the capabilities are dropped.
+    let forward = match &opts.collector {
         Some(url) => {
             let mut cfg = ForwarderConfig::new(url.clone(), opts.spool_dir.clone());
             cfg.tls = opts.tls.clone();
             cfg.spool_max = opts.spool_max;
-            let host = host::identity(opts.tls.as_ref())?;
-            heartbeats = Some(Heartbeats::new(host.clone(), opts.heartbeat_interval));
-            Sink::Collector(Forwarder::start(cfg, host)?)
+            Some((cfg, host::identity(opts.tls.as_ref())?))
         }
-        None => Sink::Stdout,
+        None => None,
     };
     let mut probe = Probe::load(&ProbeOptions {
         ring_bytes: opts.ring_bytes,
@@ -218,6 +217,34 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         )
     } else {
         None
+    };
+    // Bound before the capabilities go (a port below 1024 needs one).
+    let metrics_listener = opts
+        .metrics_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr}"))
+        })
+        .transpose()?;
+    // Every thread the agent has is started after this.
+    match crate::util::caps::drop_unneeded() {
+        Ok(d) => tracing::info!(
+            kept = %d.kept.join(", "),
+            bounding_set = d.bounding,
+            "capabilities dropped: only those needed after start-up are kept (docs/security.md)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "capabilities could not be dropped; the agent keeps all it started with"
+        ),
+    }
+    let mut heartbeats = None;
+    let mut sink = match forward {
+        Some((cfg, host)) => {
+            heartbeats = Some(Heartbeats::new(host.clone(), opts.heartbeat_interval));
+            Sink::Collector(Forwarder::start(cfg, host)?)
+        }
+        None => Sink::Stdout,
     };
     // Bootstrapped after the probe is attached, so a process started in
     // between is seen by one or the other.
@@ -265,10 +292,9 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         *metrics.delivery.lock().expect("delivery lock") = Some(f.counters.clone());
     }
     let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(addr) = opts.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    if let Some(l) = metrics_listener {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
         tracing::info!(metrics = %l.local_addr()?, "metrics on /metrics, /healthz, /readyz");
         tokio::spawn(vigil_metrics::serve(l, metrics.clone(), async {
             let _ = metrics_stopped.await;
@@ -292,7 +318,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     // program gone at once.
     let mut probe_check = tokio::time::interval(PROBE_CHECK);
     probe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut detached_before = false;
+    let mut findings = ProbeFindings::default();
     loop {
         tokio::select! {
             _ = metrics_tick.tick(), if opts.metrics_listen.is_some() => {
@@ -302,20 +328,11 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
                 send_heartbeat(heartbeats.as_mut(), &probe, &out_ctx, &enricher, &loss);
             }
             _ = probe_check.tick() => {
-                let missing: Vec<String> = probe
-                    .attachments()
-                    .into_iter()
-                    .filter(|(_, expected, attached)| attached < expected)
-                    .map(|(name, expected, attached)| format!("{name} ({attached} of {expected})"))
-                    .collect();
-                let detached = !missing.is_empty();
-                if detached && !detached_before {
-                    tracing::error!(programs = %missing.join(", "), "probe programs detached from outside the agent: the host is not fully watched");
+                let now = ProbeFindings::of(&probe);
+                if now.report_change(&findings) {
                     send_heartbeat(heartbeats.as_mut(), &probe, &out_ctx, &enricher, &loss);
-                } else if !detached && detached_before {
-                    tracing::info!("every probe program is attached again");
                 }
-                detached_before = detached;
+                findings = now;
             }
             _ = &mut shutdown => break,
             _ = hup.recv() => start_reload(opts.rules.clone(), load_opts, "SIGHUP", reload_tx.clone()),
@@ -474,6 +491,49 @@ fn snapshot(probe: &Probe, out: &Output<'_>, enricher: &Enricher, loss: &Loss) -
     }
 }
 
+/// What a check of the probe found changed from outside the agent.
+#[derive(Default, PartialEq)]
+struct ProbeFindings {
+    /// Programs with fewer attachments than the agent made.
+    missing: Vec<String>,
+    /// Maps whose content is not what the agent wrote.
+    tampered: Vec<String>,
+}
+
+impl ProbeFindings {
+    fn of(probe: &Probe) -> ProbeFindings {
+        ProbeFindings {
+            missing: probe
+                .attachments()
+                .into_iter()
+                .filter(|(_, expected, attached)| attached < expected)
+                .map(|(name, expected, attached)| format!("{name} ({attached} of {expected})"))
+                .collect(),
+            tampered: probe.tampered(),
+        }
+    }
+
+    /// Logs what changed since `before`; true when something new is
+    /// wrong, which is reported to the collector at once.
+    fn report_change(&self, before: &ProbeFindings) -> bool {
+        let mut worse = false;
+        if !self.missing.is_empty() && self.missing != before.missing {
+            tracing::error!(programs = %self.missing.join(", "), "probe programs detached from outside the agent: the host is not fully watched");
+            worse = true;
+        }
+        if !self.tampered.is_empty() && self.tampered != before.tampered {
+            tracing::error!(maps = %self.tampered.join("; "), "probe maps changed from outside the agent: processes or syscalls may be hidden from the rules");
+            worse = true;
+        }
+        if *self == ProbeFindings::default() && *before != ProbeFindings::default() {
+            tracing::info!(
+                "the probe is whole again: every program attached, every map as written"
+            );
+        }
+        worse
+    }
+}
+
 /// Reads what a heartbeat reports and hands it to the forwarder.
 fn send_heartbeat(
     heartbeats: Option<&mut Heartbeats>,
@@ -491,6 +551,7 @@ fn send_heartbeat(
         rules_digest: heartbeat::rules_digest(&out.rules.sources),
         rules: out.rules.len() as u32,
         programs: probe.attachments(),
+        tampered: probe.tampered(),
         totals,
         spool_depth: fc.spool_depth.load(Ordering::Relaxed),
     };

@@ -86,11 +86,19 @@ impl Monitor {
             .map(|p| format!("{} ({} of {} attachments)", p.name, p.attached, p.expected))
             .collect();
         let lost: u64 = hb.losses.iter().map(|l| l.count).sum();
-        let (state, reason) = if !missing.is_empty() {
-            (
-                AgentState::Degraded,
-                format!("probe programs missing: {}", missing.join(", ")),
-            )
+        // What is wrong with the probe: programs gone, maps changed.
+        let mut probe = Vec::new();
+        if !missing.is_empty() {
+            probe.push(format!("probe programs missing: {}", missing.join(", ")));
+        }
+        if !hb.tampered.is_empty() {
+            probe.push(format!(
+                "probe maps changed from outside the agent: {}",
+                hb.tampered.join("; ")
+            ));
+        }
+        let (state, reason) = if !probe.is_empty() {
+            (AgentState::Degraded, probe.join("; "))
         } else if lost > 0 {
             let places: Vec<String> = hb
                 .losses
@@ -112,15 +120,14 @@ impl Monitor {
             .get(&host.hostname)
             .map(|a| (a.state, a.reason.clone()));
         let mut raise = Vec::new();
-        if !missing.is_empty() && before.as_ref().is_none_or(|(_, r)| *r != reason) {
+        if !probe.is_empty() && before.as_ref().is_none_or(|(_, r)| *r != reason) {
             raise.push(own_alert(
                 &host,
                 DETACHED_RULE,
                 Severity::Critical,
                 format!(
                     "Probe detached or modified on {}: {} (the host is not fully watched)",
-                    host.hostname,
-                    missing.join(", ")
+                    host.hostname, reason
                 ),
                 now,
             ));

@@ -107,6 +107,123 @@ fn a_killed_agent_is_reported_silent() {
     assert!(collector.stop().success());
 }
 
+/// The agent's own bpf objects of one kind (`map_id` or `link_id` in
+/// their fdinfo): (descriptor, id).
+fn agent_bpf_fds(pid: u32, kind: &str) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let id = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{kind}:")))
+            .and_then(|v| v.trim().parse().ok());
+        out.extend(id.map(|id| (fd, id)));
+    }
+    out
+}
+
+/// The probe changed from outside the agent, as an attacker with root
+/// would: a key added to an exclusion map (hiding a cgroup from every
+/// rule), then a program's link closed inside the agent through gdb. Each
+/// raises "Probe detached or modified" within two heartbeats.
+#[test]
+fn a_probe_changed_from_outside_raises_an_alert() {
+    if !kernel_tests_enabled("a_probe_changed_from_outside_raises_an_alert") {
+        return;
+    }
+    const HEARTBEAT: u64 = 5;
+    let data = tempfile::tempdir().unwrap();
+    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    let host = hostname();
+    let mut agent = start_agent(&[
+        "--collector",
+        &url,
+        "--heartbeat-interval",
+        &format!("{HEARTBEAT}s"),
+    ]);
+    wait_agent(&url, &host, 30, |a| a["state"] == "ok");
+    let within_two_heartbeats = |rule_text: &str| {
+        let t = Instant::now();
+        let found = query_until(
+            &url,
+            &["--rule", "Probe detached or modified"],
+            Duration::from_secs(2 * HEARTBEAT),
+            |v| {
+                v.iter()
+                    .any(|a| a["output"].as_str().unwrap_or("").contains(rule_text))
+            },
+        );
+        let a = found
+            .iter()
+            .find(|a| a["output"].as_str().unwrap_or("").contains(rule_text))
+            .unwrap_or_else(|| {
+                panic!("no alert naming {rule_text:?} within two heartbeats: {found:?}")
+            });
+        assert_eq!(a["host"]["hostname"], host.as_str());
+        assert_eq!(a["severity"], "critical");
+        t.elapsed()
+    };
+
+    // A cgroup id slipped into the agent's exclusion map.
+    let (_, map_id) = agent_bpf_fds(agent.pid(), "map_id")
+        .into_iter()
+        .find(|(_, id)| {
+            aya::maps::MapInfo::from_id(*id)
+                .ok()
+                .is_some_and(|i| i.name_as_str() == Some("EXCLUDED_CGROUP")) // 15 characters kept
+        })
+        .expect("the agent holds EXCLUDED_CGROUPS");
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_id(map_id).unwrap()).unwrap();
+    let mut excluded: aya::maps::HashMap<_, u64, u8> = aya::maps::HashMap::try_from(map).unwrap();
+    excluded.insert(4242u64, 1, 0).unwrap();
+    let took = within_two_heartbeats("EXCLUDED_CGROUPS: 1 keys added");
+    eprintln!("exclusion map change reported after {took:?}");
+    let a = wait_agent(&url, &host, 2 * HEARTBEAT, |a| a["state"] == "degraded");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("probe maps changed from outside the agent"),
+        "{a}"
+    );
+    // Put back: the agent is whole again.
+    excluded.remove(&4242u64).unwrap();
+    wait_agent(&url, &host, 3 * HEARTBEAT, |a| a["state"] == "ok");
+    agent.wait_stderr("whole again", Duration::from_secs(10), |l| {
+        l.contains("the probe is whole again")
+    });
+
+    // A program's link closed inside the agent (the only reference that
+    // keeps it attached): the kernel detaches it.
+    let links = agent_bpf_fds(agent.pid(), "link_id");
+    assert!(links.len() > 3, "the agent's links: {links:?}");
+    let (fd, _) = links[0];
+    let gdb = Command::new("gdb")
+        .args(["-nx", "-batch", "-p", &agent.pid().to_string()])
+        .args(["-ex", &format!("call (int)close({fd})")])
+        .output()
+        .expect("gdb (on the image; apt-get install gdb)");
+    assert!(
+        gdb.status.success(),
+        "gdb: {}",
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+    let took = within_two_heartbeats("probe programs missing");
+    eprintln!("detached program reported after {took:?}");
+    agent.wait_stderr("detached", Duration::from_secs(10), |l| {
+        l.contains("probe programs detached from outside the agent")
+    });
+    assert!(agent.alive(), "the agent keeps running with what is left");
+    agent.kill();
+    assert!(collector.stop().success());
+}
+
 #[test]
 fn detached_programs_and_losses_raise_alerts() {
     let data = tempfile::tempdir().unwrap();

@@ -4,7 +4,10 @@
 //! probe object itself), computes the kernel layout, loads the probe with it,
 //! attaches the process hooks, and then the syscall hooks the rules need
 //! ([`syscalls`]), again on every rule reload. Logs what is in use.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
 use agent_ebpf::{config::ProbeConfig, EventKind, ProbeCounter, LOST_SLOTS};
 use aya::{
@@ -99,6 +102,8 @@ pub struct Probe {
     /// The process hooks, e.g. `tracepoint sched:sched_process_exec`.
     process_hooks: Vec<String>,
     syscalls: SyscallHooks,
+    /// What the exclusion maps were given, to check them against.
+    exclusions: crate::kernel::exclusions::Exclusions,
 }
 
 /// The probe's two ring buffers.
@@ -155,6 +160,7 @@ impl Probe {
             counters: Some(counters),
             process_hooks,
             syscalls,
+            exclusions: opts.exclusions.clone(),
         })
     }
 
@@ -209,6 +215,26 @@ impl Probe {
                 (name.to_string(), n, attached)
             })
             .collect()
+    }
+
+    /// The maps the agent wrote whose content is no longer what it wrote,
+    /// each with what changed: another process with the map's id (root,
+    /// or CAP_BPF) can update a map, and a key added to an exclusion map
+    /// or a filter emptied hides a process or a syscall from every rule.
+    /// `CONFIG` needs no check: it is read-only and frozen at load.
+    pub fn tampered(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let want: BTreeSet<u64> = self.exclusions.cgroups.iter().copied().collect();
+        if let Some(d) = key_drift::<u64>(&self.ebpf, "EXCLUDED_CGROUPS", &want) {
+            out.push(d);
+        }
+        let want: BTreeSet<agent_ebpf::config::ExeKey> =
+            self.exclusions.exes.iter().copied().collect();
+        if let Some(d) = key_drift(&self.ebpf, "EXCLUDED_EXES", &want) {
+            out.push(d);
+        }
+        out.extend(self.syscalls.tampered(&self.ebpf));
+        out
     }
 
     /// Per-program kernel cost so far: (program, runs, total run time).
@@ -389,6 +415,22 @@ fn attach_tracepoint(
     prog.attach(category, name).map_err(err)?;
     hooks.push(format!("tracepoint {category}:{name}"));
     Ok(())
+}
+
+/// How the keys of hash map `name` differ from `want` (None: they match,
+/// or the map cannot be read, which the next check retries).
+fn key_drift<K: aya::Pod + Ord>(ebpf: &Ebpf, name: &str, want: &BTreeSet<K>) -> Option<String> {
+    let map = ebpf.map(name)?;
+    let m: aya::maps::HashMap<&MapData, K, u8> = aya::maps::HashMap::try_from(map).ok()?;
+    let have: BTreeSet<K> = m.keys().filter_map(Result::ok).collect();
+    describe_drift(name, want, &have)
+}
+
+/// "NAME: 2 keys added, 1 removed", or None when `want` and `have` match.
+fn describe_drift<K: Ord>(name: &str, want: &BTreeSet<K>, have: &BTreeSet<K>) -> Option<String> {
+    let added = have.difference(want).count();
+    let removed = want.difference(have).count();
+    (added + removed > 0).then(|| format!("{name}: {added} keys added, {removed} removed"))
 }
 
 /// Writes the exclusion keys into the probe's maps (before any hook runs).

@@ -65,6 +65,10 @@ pub struct SyscallHooks {
     raw_allowed: bool,
     /// Prefix keys written to `PATH_PREFIXES`, to remove on the next apply.
     prefix_keys: Vec<(u32, PathKeyData)>,
+    /// What the last apply wrote to `SYSCALL_SPECS` and `OPEN_FILTER`, to
+    /// check them against.
+    specs: BTreeMap<u32, ArgSpec>,
+    open_filter: Option<OpenFilter>,
     /// What was applied last, for the log.
     pub applied: Option<KernelInterest>,
 }
@@ -102,6 +106,8 @@ impl SyscallHooks {
             raw_links: None,
             raw_allowed,
             prefix_keys: Vec::new(),
+            specs: BTreeMap::new(),
+            open_filter: None,
             applied: None,
         })
     }
@@ -132,6 +138,7 @@ impl SyscallHooks {
                 specs
                     .set(def.nr, spec, 0)
                     .map_err(|source| map_error("SYSCALL_SPECS", source))?;
+                self.specs.insert(def.nr, spec);
             }
         }
         self.write_open_filter(ebpf, interest)?;
@@ -221,6 +228,7 @@ impl SyscallHooks {
                 Array::try_from(map).map_err(|source| map_error("OPEN_FILTER", source))?;
             open.set(0, filter, 0)
                 .map_err(|source| map_error("OPEN_FILTER", source))?;
+            self.open_filter = Some(filter);
             let map = ebpf
                 .map_mut("PATH_PREFIXES")
                 .ok_or(ProbeError::MissingMap("PATH_PREFIXES"))?;
@@ -294,6 +302,48 @@ impl SyscallHooks {
         if self.raw_links.is_some() {
             out.push((RAW_ENTER_PROG, 1));
             out.push((RAW_EXIT_PROG, 1));
+        }
+        out
+    }
+
+    /// The filter maps whose content is no longer what the last apply
+    /// wrote (see `Probe::tampered`).
+    pub fn tampered(&self, ebpf: &Ebpf) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(specs) = ebpf
+            .map("SYSCALL_SPECS")
+            .and_then(|m| Array::<&MapData, ArgSpec>::try_from(m).ok())
+        {
+            let changed: Vec<&str> = self
+                .specs
+                .iter()
+                .filter(|(nr, want)| specs.get(nr, 0).is_ok_and(|have| have != **want))
+                .map(|(nr, _)| TABLE.iter().find(|d| d.nr == *nr).map_or("?", |d| d.name))
+                .collect();
+            if !changed.is_empty() {
+                out.push(format!("SYSCALL_SPECS: changed for {}", changed.join(", ")));
+            }
+        }
+        if let (Some(want), Some(open)) = (
+            self.open_filter,
+            ebpf.map("OPEN_FILTER")
+                .and_then(|m| Array::<&MapData, OpenFilter>::try_from(m).ok()),
+        ) {
+            if open.get(&0, 0).is_ok_and(|have| have != want) {
+                out.push("OPEN_FILTER: changed".to_string());
+            }
+        }
+        if let Some(trie) = ebpf
+            .map("PATH_PREFIXES")
+            .and_then(|m| LpmTrie::<&MapData, PathKeyData, u8>::try_from(m).ok())
+        {
+            let want: BTreeSet<(u32, PathKeyData)> = self.prefix_keys.iter().copied().collect();
+            let have: BTreeSet<(u32, PathKeyData)> = trie
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| (k.prefix_len(), k.data()))
+                .collect();
+            out.extend(super::describe_drift("PATH_PREFIXES", &want, &have));
         }
         out
     }
