@@ -1,7 +1,10 @@
 //! Building alerts from a matched, enriched event.
 use vigil_proto::v1::{Alert, Ancestor, ContainerInfo, ExecutableInfo, ProcessInfo};
 
-use crate::{event::Event, rules::RuleMeta};
+use crate::{
+    event::Event,
+    rules::{extract::extract, matcher::render, RuleMeta},
+};
 
 fn text(s: &Option<std::sync::Arc<str>>) -> String {
     s.as_deref().unwrap_or_default().to_string()
@@ -21,6 +24,12 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
         output,
         fields: fields.into_iter().collect(),
         count,
+        group_key: rule
+            .key
+            .iter()
+            .map(|(name, f)| (name.clone(), render(extract(ev, f).as_ref()).into_owned()))
+            .collect(),
+        group_id: String::new(),
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
         process: Some(process_info(ev)),

@@ -793,6 +793,34 @@ mod tests {
             Ok(tonic::Response::new(vigil_proto::v1::HeartbeatReply {}))
         }
 
+        type QueryGroupsStream = tokio_stream::wrappers::ReceiverStream<
+            Result<vigil_proto::v1::AlertGroup, tonic::Status>,
+        >;
+        type GroupHistoryStream = tokio_stream::wrappers::ReceiverStream<
+            Result<vigil_proto::v1::AuditEntry, tonic::Status>,
+        >;
+
+        async fn query_groups(
+            &self,
+            _: tonic::Request<vigil_proto::v1::GroupQuery>,
+        ) -> Result<tonic::Response<Self::QueryGroupsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn update_group(
+            &self,
+            _: tonic::Request<vigil_proto::v1::GroupUpdate>,
+        ) -> Result<tonic::Response<vigil_proto::v1::AlertGroup>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn group_history(
+            &self,
+            _: tonic::Request<vigil_proto::v1::GroupRef>,
+        ) -> Result<tonic::Response<Self::GroupHistoryStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
         async fn query_agents(
             &self,
             _: tonic::Request<vigil_proto::v1::AgentQuery>,

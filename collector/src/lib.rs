@@ -2,6 +2,7 @@
 //! the gRPC service and the query client. The `vigil-collector` binary is a
 //! thin CLI over these.
 pub mod agents;
+pub mod groups;
 pub mod metrics;
 pub mod pki;
 pub mod query;

@@ -5,13 +5,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use vigil_collector::{
+    groups::{GroupState, Reason},
     pki, query, server,
     sqlite::SqliteStore,
     tls::{Listener, ServerTls, ServerTlsFiles},
 };
 use vigil_proto::{
     tls::{ClientTls, Role},
-    v1::{AlertQuery, Severity},
+    v1::{AlertQuery, GroupAction, GroupQuery, GroupUpdate, Severity},
 };
 
 /// Vigil collector: receives alert streams from Vigil agents, stores them,
@@ -44,6 +45,19 @@ enum Command {
     Serve(ServeArgs),
     /// Ask a running collector.
     Query(QueryArgs),
+    /// Work an alert group: acknowledge, resolve, close, assign, note, and
+    /// read its history. Every change is recorded with who made it (the
+    /// certificate's name over TLS, the local user over plaintext
+    /// loopback). ID is a group's id (`query groups`) or any of its
+    /// alerts' ids.
+    ///
+    /// Examples:
+    ///   vigil-collector alert ack 3f2a9c0d11e4b5a6c7d8 --note "looking"
+    ///   vigil-collector alert assign 3f2a9c0d11e4b5a6c7d8 --to alice
+    ///   vigil-collector alert resolve 3f2a9c0d11e4b5a6c7d8 --reason false_positive --note "backup job"
+    ///   vigil-collector alert history 3f2a9c0d11e4b5a6c7d8
+    #[command(verbatim_doc_comment)]
+    Alert(AlertArgs),
     /// Create and manage the certificates of a fleet (no openssl needed).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -177,6 +191,93 @@ fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
 
 #[derive(Args, Debug)]
 struct QueryArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    what: QueryWhat,
+}
+
+#[derive(Args, Debug)]
+struct AlertArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    what: AlertCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertCommand {
+    /// Acknowledge: someone is on it (open groups only).
+    Ack {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Kept in the group's history with the change.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Resolve with a reason; a new alert of the group reopens it.
+    Resolve {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// true_positive, false_positive, benign or duplicate.
+        #[arg(long, value_name = "REASON", value_parser = Reason::parse)]
+        reason: Reason,
+        /// Kept in the group's history with the change.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Close with a reason (dismissed rather than fixed); a new alert of
+    /// the group reopens it.
+    Close {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// true_positive, false_positive, benign or duplicate.
+        #[arg(long, value_name = "REASON", value_parser = Reason::parse)]
+        reason: Reason,
+        /// Kept in the group's history with the change.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Assign to someone (`--to ""` unassigns), in any state.
+    Assign {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Who handles it: a name, as your team says it.
+        #[arg(long = "to", value_name = "NAME")]
+        to: String,
+        /// Kept in the group's history with the change.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Add a note to the group's history.
+    Note {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The note (at most 4 KiB).
+        #[arg(value_name = "TEXT")]
+        text: String,
+    },
+    /// Every change to the group, oldest first: opened, reopened,
+    /// acknowledged, resolved, closed, assigned, notes; with who and from
+    /// where.
+    History {
+        /// A group's id (`query groups`), or the id of one of its alerts.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which collector to ask, and as whom.
+#[derive(Args, Debug)]
+struct Conn {
     /// Collector to ask: https://HOST:PORT (its certificate must name HOST),
     /// or http:// for a collector serving plaintext on loopback.
     #[arg(
@@ -204,11 +305,9 @@ struct QueryArgs {
     /// With --pki: whose certificate to use.
     #[arg(long = "as", value_name = "NAME", global = true, requires = "pki")]
     as_name: Option<String>,
-    #[command(subcommand)]
-    what: QueryWhat,
 }
 
-impl QueryArgs {
+impl Conn {
     /// The client TLS files the flags name, if any.
     fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
         if let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.ca) {
@@ -258,6 +357,42 @@ enum QueryWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Alert groups, most recently seen first: alerts of one rule on one
+    /// host (and container) with the same key fields, with their state
+    /// (open, acknowledged, resolved, closed), assignee and count.
+    ///
+    /// Examples:
+    ///   vigil-collector query groups --state open
+    ///   vigil-collector query groups --since 1d --json
+    #[command(verbatim_doc_comment)]
+    Groups(GroupsArgs),
+}
+
+#[derive(Args, Debug)]
+struct GroupsArgs {
+    /// Only groups in this state: open, acknowledged, resolved or closed.
+    #[arg(long, value_name = "STATE", value_parser = parse_state)]
+    state: Option<GroupState>,
+    /// Only groups seen in the last DURATION (e.g. 15m, 2h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    since: Option<Duration>,
+    /// Only groups from this hostname.
+    #[arg(long, value_name = "H")]
+    host: Option<String>,
+    /// Only groups of this rule (exact name).
+    #[arg(long, value_name = "R")]
+    rule: Option<String>,
+    /// At most N groups (server caps at 100000).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_state(s: &str) -> Result<GroupState, String> {
+    GroupState::parse(s)
+        .ok_or_else(|| format!("`{s}`: expected open, acknowledged, resolved or closed"))
 }
 
 #[derive(Args, Debug)]
@@ -332,19 +467,28 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Query(q) => {
-                let tls = q.tls()?;
+                let tls = q.conn.tls()?;
+                let server = &q.conn.server;
                 match q.what {
-                    QueryWhat::Alerts(a) => query_alerts(&q.server, tls.as_ref(), a).await,
+                    QueryWhat::Alerts(a) => query_alerts(server, tls.as_ref(), a).await,
                     QueryWhat::Agents { json } => {
-                        let agents = query::fetch_agents(&q.server, tls.as_ref()).await?;
-                        let mut out = std::io::stdout().lock();
-                        match query::print_agents(&mut out, &agents, json) {
-                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                            r => r.context("cannot write to stdout"),
-                        }
+                        let agents = query::fetch_agents(server, tls.as_ref()).await?;
+                        print(|out| query::print_agents(out, &agents, json))
+                    }
+                    QueryWhat::Groups(g) => {
+                        let q = GroupQuery {
+                            state: g.state.map(|s| s.name().to_string()).unwrap_or_default(),
+                            since_unix_ns: since_ns(g.since)?,
+                            limit: g.limit,
+                            host: g.host.unwrap_or_default(),
+                            rule: g.rule.unwrap_or_default(),
+                        };
+                        let groups = query::fetch_groups(server, tls.as_ref(), q).await?;
+                        print(|out| query::print_groups(out, &groups, g.json))
                     }
                 }
             }
+            Command::Alert(a) => alert_command(a).await,
             Command::Pki(cmd) => pki_command(cmd),
         }
     });
@@ -472,16 +616,72 @@ fn pki_command(cmd: PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> anyhow::Result<()> {
-    let since_unix_ns = match a.since {
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print(
+    f: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    match f(&mut std::io::stdout().lock()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
+    }
+}
+
+/// `--since DURATION` as ns since the epoch; 0 without it.
+fn since_ns(since: Option<Duration>) -> anyhow::Result<i64> {
+    Ok(match since {
         Some(d) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
             now.saturating_sub(d).as_nanos() as i64
         }
         None => 0,
+    })
+}
+
+/// `vigil-collector alert ...`.
+async fn alert_command(a: AlertArgs) -> anyhow::Result<()> {
+    let tls = a.conn.tls()?;
+    let server = &a.conn.server;
+    let update = |id: String, action: GroupAction| GroupUpdate {
+        id,
+        action: action as i32,
+        ..Default::default()
     };
+    let u = match a.what {
+        AlertCommand::History { id, json } => {
+            let trail = query::fetch_history(server, tls.as_ref(), &id).await?;
+            return print(|out| query::print_history(out, &trail, json));
+        }
+        AlertCommand::Ack { id, note } => GroupUpdate {
+            note: note.unwrap_or_default(),
+            ..update(id, GroupAction::Acknowledge)
+        },
+        AlertCommand::Resolve { id, reason, note } => GroupUpdate {
+            reason: reason.name().into(),
+            note: note.unwrap_or_default(),
+            ..update(id, GroupAction::Resolve)
+        },
+        AlertCommand::Close { id, reason, note } => GroupUpdate {
+            reason: reason.name().into(),
+            note: note.unwrap_or_default(),
+            ..update(id, GroupAction::Close)
+        },
+        AlertCommand::Assign { id, to, note } => GroupUpdate {
+            assignee: to,
+            note: note.unwrap_or_default(),
+            ..update(id, GroupAction::Assign)
+        },
+        AlertCommand::Note { id, text } => GroupUpdate {
+            note: text,
+            ..update(id, GroupAction::Note)
+        },
+    };
+    let g = query::update_group(server, tls.as_ref(), u).await?;
+    print(|out| query::print_groups(out, std::slice::from_ref(&g), false))
+}
+
+async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> anyhow::Result<()> {
     let q = AlertQuery {
-        since_unix_ns,
+        since_unix_ns: since_ns(a.since)?,
         host: a.host.unwrap_or_default(),
         rule: a.rule.unwrap_or_default(),
         min_severity: a.severity.map_or(0, |s| s as i32),
@@ -489,16 +689,13 @@ async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> a
         container: a.container.unwrap_or_default(),
     };
     let alerts = query::fetch(server, tls, q).await?;
-    let mut out = std::io::stdout().lock();
-    let res = if a.json {
-        query::print_json(&mut out, &alerts)
-    } else {
-        query::print_table(&mut out, &alerts)
-    };
-    match res {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("cannot write to stdout"),
-    }
+    print(|out| {
+        if a.json {
+            query::print_json(out, &alerts)
+        } else {
+            query::print_table(out, &alerts)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ use std::io::Write;
 use vigil_proto::{
     json::{alert_json, rfc3339},
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
-    v1::{collector_client::CollectorClient, AgentQuery, AgentStatus, Alert, AlertQuery},
+    v1::{
+        collector_client::CollectorClient, AgentQuery, AgentStatus, Alert, AlertGroup, AlertQuery,
+        AuditEntry, GroupQuery, GroupRef, GroupUpdate, Severity,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,190 @@ pub fn print_agents(
             hb.spool_depth,
             a.reason
         )?;
+    }
+    Ok(())
+}
+
+/// The alert groups matching `q`, most recently seen first.
+pub async fn fetch_groups(
+    server: &str,
+    tls: Option<&ClientTls>,
+    q: GroupQuery,
+) -> Result<Vec<AlertGroup>, QueryError> {
+    let mut client = connect(server, tls).await?;
+    let mut stream = client
+        .query_groups(q)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(g) = stream.message().await.map_err(QueryError::Status)? {
+        out.push(g);
+    }
+    Ok(out)
+}
+
+/// Sends a change to a group; returns the group after it.
+pub async fn update_group(
+    server: &str,
+    tls: Option<&ClientTls>,
+    mut u: GroupUpdate,
+) -> Result<AlertGroup, QueryError> {
+    if tls.is_none() {
+        u.local_user = local_user();
+    }
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .update_group(u)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
+}
+
+/// A group's audit trail, oldest first.
+pub async fn fetch_history(
+    server: &str,
+    tls: Option<&ClientTls>,
+    id: &str,
+) -> Result<Vec<AuditEntry>, QueryError> {
+    let mut client = connect(server, tls).await?;
+    let mut stream = client
+        .group_history(GroupRef { id: id.into() })
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = stream.message().await.map_err(QueryError::Status)? {
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Who runs this client: the user sudo was run by, else the real user.
+fn local_user() -> String {
+    if let Ok(u) = std::env::var("SUDO_USER") {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    // SAFETY: getpwuid returns a static entry or null; read at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            return std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid{}", libc::getuid())
+    }
+}
+
+/// A group as JSON.
+pub fn group_json(g: &AlertGroup) -> serde_json::Value {
+    serde_json::json!({
+        "id": g.id,
+        "rule": g.rule,
+        "severity": Severity::try_from(g.severity).unwrap_or_default().name(),
+        "host": g.hostname,
+        "container": g.container,
+        "state": g.state,
+        "reason": g.reason,
+        "assignee": g.assignee,
+        "count": g.count,
+        "first_seen": rfc3339(g.first_seen_unix_ns),
+        "last_seen": rfc3339(g.last_seen_unix_ns),
+        "state_changed": rfc3339(g.state_changed_unix_ns),
+        "output": g.output,
+        "key": g.key,
+    })
+}
+
+/// Groups as a table, or one JSON object per line.
+pub fn print_groups(
+    out: &mut impl Write,
+    groups: &[AlertGroup],
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        for g in groups {
+            serde_json::to_writer(&mut *out, &group_json(g))?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    if groups.is_empty() {
+        return writeln!(out, "no alert groups");
+    }
+    writeln!(
+        out,
+        "{:<20}  {:<26}  {:<9}  {:<20}  {:>6}  {:<30}  {:<30}  {:<12}  RULE",
+        "ID", "STATE", "SEVERITY", "HOST", "COUNT", "FIRST SEEN", "LAST SEEN", "ASSIGNEE"
+    )?;
+    for g in groups {
+        // resolved/false_positive
+        let state = if g.reason.is_empty() {
+            g.state.clone()
+        } else {
+            format!("{}/{}", g.state, g.reason)
+        };
+        writeln!(
+            out,
+            "{:<20}  {:<26}  {:<9}  {:<20}  {:>6}  {:<30}  {:<30}  {:<12}  {}",
+            g.id,
+            state,
+            Severity::try_from(g.severity).unwrap_or_default().name(),
+            g.hostname,
+            g.count,
+            rfc3339(g.first_seen_unix_ns),
+            rfc3339(g.last_seen_unix_ns),
+            if g.assignee.is_empty() {
+                "-"
+            } else {
+                &g.assignee
+            },
+            g.rule
+        )?;
+    }
+    Ok(())
+}
+
+/// An audit trail as lines (`TIME  ACTOR  ACTION  DETAIL`), or JSON lines.
+pub fn print_history(
+    out: &mut impl Write,
+    trail: &[AuditEntry],
+    json: bool,
+) -> std::io::Result<()> {
+    for e in trail {
+        if json {
+            serde_json::to_writer(
+                &mut *out,
+                &serde_json::json!({
+                    "group_id": e.group_id,
+                    "time": rfc3339(e.time_unix_ns),
+                    "time_unix_ns": e.time_unix_ns,
+                    "actor": e.actor,
+                    "client": e.client,
+                    "action": e.action,
+                    "detail": e.detail,
+                }),
+            )?;
+            out.write_all(b"\n")?;
+        } else {
+            let client = if e.client.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", e.client)
+            };
+            writeln!(
+                out,
+                "{}  {}{}  {}  {}",
+                rfc3339(e.time_unix_ns),
+                e.actor,
+                client,
+                e.action,
+                e.detail
+            )?;
+        }
     }
     Ok(())
 }

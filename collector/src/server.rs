@@ -14,11 +14,13 @@ use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
     collector_server::{Collector, CollectorServer},
-    Ack, AgentHeartbeat, AgentQuery, AgentStatus, Alert, AlertBatch, AlertQuery, HeartbeatReply,
+    Ack, AgentHeartbeat, AgentQuery, AgentStatus, Alert, AlertBatch, AlertGroup, AlertQuery,
+    AuditEntry, GroupQuery, GroupRef, GroupUpdate, HeartbeatReply,
 };
 
 use crate::{
     agents::{Monitor, SilentAfter},
+    groups::{self, Actor, GroupError, GroupFilter, GroupState},
     metrics::{CollectorMetrics, CollectorSource},
     store::{AlertFilter, AlertStore},
     tls::{authorize, incoming, ConnInfo, Listener, Peer, Revoked},
@@ -185,20 +187,80 @@ pub fn validate_batch(b: &AlertBatch) -> Result<(), String> {
     Ok(())
 }
 
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// A query's limit: the default for 0, capped.
+fn bounded(limit: u32) -> u32 {
+    match limit {
+        0 => DEFAULT_QUERY_LIMIT,
+        n => n.min(MAX_QUERY_LIMIT),
+    }
+}
+
 /// Turns a wire query into a storage filter, bounding the limit.
 pub fn filter_from_query(q: &AlertQuery) -> AlertFilter {
-    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     AlertFilter {
         since_unix_ns: (q.since_unix_ns != 0).then_some(q.since_unix_ns),
         host: nonempty(&q.host),
         rule: nonempty(&q.rule),
         min_severity: (q.min_severity != 0).then_some(q.min_severity),
         container: nonempty(&q.container),
-        limit: match q.limit {
-            0 => DEFAULT_QUERY_LIMIT,
-            n => n.min(MAX_QUERY_LIMIT),
-        },
+        limit: bounded(q.limit),
     }
+}
+
+/// Who makes a change: the certificate's role and name over TLS, else the
+/// local user the client says it runs as (plaintext serves loopback only,
+/// where that user can be asked), and the client's address.
+fn actor(info: Option<&ConnInfo>, identity: Option<&Peer>, local_user: &str) -> Actor {
+    let name = match identity {
+        Some(p) => format!("{}:{}", p.role.map_or("unknown", Role::name), p.name),
+        None => {
+            let user: String = local_user
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            format!("local:{}", if user.is_empty() { "unknown" } else { &user })
+        }
+    };
+    Actor {
+        name,
+        client: info
+            .and_then(|i| i.remote)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A group or alert id as a client may send it.
+fn check_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(Status::invalid_argument(format!(
+            "an alert group or alert id is 1 to {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs store work off the async threads; a group error becomes the
+/// status a client can act on.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, GroupError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            GroupError::NotFound(_) => Status::not_found(e.to_string()),
+            GroupError::Refused(_) => Status::failed_precondition(e.to_string()),
+            GroupError::Store(e) => {
+                tracing::error!(error = %e, "alert group storage failed");
+                Status::unavailable(e.to_string())
+            }
+        })
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -208,6 +270,77 @@ impl Collector for CollectorService {
     type StreamAlertsStream = ReceiverStream<Result<Ack, Status>>;
     type QueryAlertsStream = BoxStream<Alert>;
     type QueryAgentsStream = BoxStream<AgentStatus>;
+    type QueryGroupsStream = BoxStream<AlertGroup>;
+    type GroupHistoryStream = BoxStream<AuditEntry>;
+
+    async fn query_groups(
+        &self,
+        req: Request<GroupQuery>,
+    ) -> Result<Response<Self::QueryGroupsStream>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let q = req.into_inner();
+        let state = match q.state.as_str() {
+            "" => None,
+            s => Some(GroupState::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown group state `{s}`: open, acknowledged, resolved or closed"
+                ))
+            })?),
+        };
+        let filter = GroupFilter {
+            state,
+            since_ns: (q.since_unix_ns > 0).then_some(q.since_unix_ns),
+            host: nonempty(&q.host),
+            rule: nonempty(&q.rule),
+            limit: bounded(q.limit),
+        };
+        let store = self.store.clone();
+        let list = blocking(move || store.groups(&filter).map_err(GroupError::from)).await?;
+        let stream = tokio_stream::iter(
+            list.iter()
+                .map(|g| Ok(AlertGroup::from(g)))
+                .collect::<Vec<_>>(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn update_group(
+        &self,
+        req: Request<GroupUpdate>,
+    ) -> Result<Response<AlertGroup>, Status> {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let identity = self.allow(info.as_ref(), "change alert groups", Role::may_query)?;
+        let u = req.into_inner();
+        check_id(&u.id)?;
+        let change = groups::change_of(&u).map_err(Status::invalid_argument)?;
+        let who = actor(info.as_ref(), identity.as_deref(), &u.local_user);
+        let store = self.store.clone();
+        let id = u.id.clone();
+        let note = u.note.clone();
+        let g = blocking(move || store.update_group(&id, &change, &note, &who)).await?;
+        tracing::info!(group = %g.id, state = g.state.name(), assignee = %g.assignee, "alert group changed");
+        Ok(Response::new(AlertGroup::from(&g)))
+    }
+
+    async fn group_history(
+        &self,
+        req: Request<GroupRef>,
+    ) -> Result<Response<Self::GroupHistoryStream>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let id = req.into_inner().id;
+        check_id(&id)?;
+        let store = self.store.clone();
+        let trail = blocking(move || store.history(&id)).await?;
+        let stream = tokio_stream::iter(
+            trail
+                .into_iter()
+                .map(|a| Ok(AuditEntry::from(a)))
+                .collect::<Vec<_>>(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
 
     async fn heartbeat(
         &self,

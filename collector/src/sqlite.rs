@@ -6,9 +6,14 @@ use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
-use crate::store::{AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError};
+use crate::{
+    groups::{
+        self, Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord, GroupState, Reason,
+    },
+    store::{AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
+};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -23,13 +28,47 @@ CREATE TABLE IF NOT EXISTS alerts (
     exe           TEXT,
     body          BLOB NOT NULL,
     container_id  TEXT,
-    k8s_pod       TEXT
+    k8s_pod       TEXT,
+    group_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_container_time ON alerts(container_id, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_pod_time ON alerts(k8s_pod, time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_group_time ON alerts(group_id, time_unix_ns);
+CREATE TABLE IF NOT EXISTS groups (
+    id                TEXT PRIMARY KEY,
+    rule              TEXT NOT NULL,
+    severity          INTEGER NOT NULL,
+    hostname          TEXT NOT NULL,
+    container         TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    reason            TEXT,
+    assignee          TEXT NOT NULL,
+    count             INTEGER NOT NULL,
+    first_seen_ns     INTEGER NOT NULL,
+    last_seen_ns      INTEGER NOT NULL,
+    output            TEXT NOT NULL,
+    key               TEXT NOT NULL,
+    state_changed_ns  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS groups_last_seen ON groups(last_seen_ns);
+CREATE INDEX IF NOT EXISTS groups_state_last_seen ON groups(state, last_seen_ns);
+CREATE TABLE IF NOT EXISTS audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id  TEXT NOT NULL,
+    time_ns   INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    client    TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    detail    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_group ON audit(group_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
 CREATE TABLE IF NOT EXISTS agents (
     hostname      TEXT PRIMARY KEY,
     state         TEXT NOT NULL,
@@ -44,6 +83,12 @@ CREATE TABLE IF NOT EXISTS agents (
 const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE alerts ADD COLUMN container_id TEXT;
 ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
+";
+
+/// Versions 1 to 3 had no groups: alerts stored then stay out of every
+/// group (their group_id is NULL); new alerts are grouped.
+const MIGRATE_TO_V4: &str = "
+ALTER TABLE alerts ADD COLUMN group_id TEXT;
 ";
 
 pub struct SqliteStore {
@@ -116,6 +161,9 @@ impl SqliteStore {
         if version == 1 {
             conn.execute_batch(MIGRATE_V1_TO_V2)?;
         }
+        if (1..4).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_V4)?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteStore {
@@ -148,6 +196,93 @@ fn now_ns() -> i64 {
 }
 
 impl AlertStore for SqliteStore {
+    fn groups(&self, f: &GroupFilter) -> Result<Vec<GroupRecord>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {GROUP_COLUMNS} FROM groups
+                 WHERE (?1 IS NULL OR state = ?1)
+                   AND (?2 IS NULL OR last_seen_ns >= ?2)
+                   AND (?3 IS NULL OR hostname = ?3)
+                   AND (?4 IS NULL OR rule = ?4)
+                 ORDER BY last_seen_ns DESC, id
+                 LIMIT ?5"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(
+                params![
+                    f.state.map(GroupState::name),
+                    f.since_ns,
+                    f.host,
+                    f.rule,
+                    f.limit
+                ],
+                group_row,
+            )
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn update_group(
+        &self,
+        id: &str,
+        change: &Change,
+        note: &str,
+        who: &Actor,
+    ) -> Result<GroupRecord, GroupError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let g = find_group(&tx, id)?;
+        let (state, reason, assignee, action, detail) = groups::apply(&g, change, note)?;
+        let now = now_ns();
+        let changed_ns = if state != g.state {
+            now
+        } else {
+            g.state_changed_ns
+        };
+        tx.execute(
+            "UPDATE groups SET state = ?2, reason = ?3, assignee = ?4, state_changed_ns = ?5
+             WHERE id = ?1",
+            params![
+                g.id,
+                state.name(),
+                reason.map(Reason::name),
+                assignee,
+                changed_ns
+            ],
+        )
+        .map_err(backend)?;
+        append_audit(&tx, &g.id, now, who, action, &detail).map_err(backend)?;
+        let after = find_group(&tx, &g.id)?;
+        tx.commit().map_err(backend)?;
+        Ok(after)
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<AuditRecord>, GroupError> {
+        let conn = self.read()?;
+        let g = find_group(&conn, id)?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT group_id, time_ns, actor, client, action, detail FROM audit
+                 WHERE group_id = ?1 ORDER BY seq",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([&g.id], |r| {
+                Ok(AuditRecord {
+                    group_id: r.get(0)?,
+                    time_ns: r.get(1)?,
+                    actor: r.get(2)?,
+                    client: r.get(3)?,
+                    action: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })
+            .map_err(backend)?;
+        Ok(rows.collect::<Result<_, _>>().map_err(backend)?)
+    }
+
     fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(backend)?;
@@ -157,14 +292,16 @@ impl AlertStore for SqliteStore {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO alerts
                      (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
-                      container_id, k8s_pod)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                      container_id, k8s_pod, group_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(backend)?;
             let received = now_ns();
             for a in alerts {
+                let (group_id, container, key) = groups::identify(host, a);
                 let mut stored = a.clone();
                 stored.host = Some(host.clone());
+                stored.group_id = group_id.clone();
                 let (pid, exe) = a
                     .process
                     .as_ref()
@@ -189,9 +326,12 @@ impl AlertStore for SqliteStore {
                         stored.encode_to_vec(),
                         container_id,
                         k8s_pod,
+                        group_id,
                     ])
                     .map_err(backend)?;
                 if n == 1 {
+                    fold_into_group(&tx, &group_id, &container, &key, host, a, received)
+                        .map_err(backend)?;
                     out.stored += 1;
                 } else {
                     out.duplicates += 1;
@@ -302,6 +442,155 @@ impl AlertStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+}
+
+/// The group columns, in [`group_row`]'s order.
+const GROUP_COLUMNS: &str = "id, rule, severity, hostname, container, state, reason, assignee, \
+     count, first_seen_ns, last_seen_ns, output, key, state_changed_ns";
+
+fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRecord> {
+    let state: String = r.get(5)?;
+    let reason: Option<String> = r.get(6)?;
+    let key: String = r.get(12)?;
+    Ok(GroupRecord {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        severity: r.get(2)?,
+        hostname: r.get(3)?,
+        container: r.get(4)?,
+        state: GroupState::parse(&state).unwrap_or(GroupState::Open),
+        reason: reason.and_then(|r| Reason::parse(&r).ok()),
+        assignee: r.get(7)?,
+        count: r.get::<_, i64>(8)? as u64,
+        first_seen_ns: r.get(9)?,
+        last_seen_ns: r.get(10)?,
+        output: r.get(11)?,
+        key: serde_json::from_str(&key).unwrap_or_default(),
+        state_changed_ns: r.get(13)?,
+    })
+}
+
+fn append_audit(
+    conn: &Connection,
+    group_id: &str,
+    time_ns: i64,
+    who: &Actor,
+    action: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (group_id, time_ns, actor, client, action, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        group_id, time_ns, who.name, who.client, action, detail
+    ])?;
+    Ok(())
+}
+
+/// Counts a newly stored alert in its group: opens the group, or adds to
+/// it and reopens it when it was resolved or closed, saying so in its
+/// audit trail.
+fn fold_into_group(
+    conn: &Connection,
+    group_id: &str,
+    container: &str,
+    key: &std::collections::BTreeMap<String, String>,
+    host: &HostInfo,
+    a: &Alert,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let count = a.count.max(1) as i64;
+    let before: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT state, reason FROM groups WHERE id = ?1")?
+        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let collector = Actor::collector();
+    let Some((state, reason)) = before else {
+        conn.prepare_cached(
+            "INSERT INTO groups (id, rule, severity, hostname, container, state, reason,
+                 assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            group_id,
+            a.rule,
+            a.severity,
+            host.hostname,
+            container,
+            count,
+            a.time_unix_ns,
+            a.output,
+            serde_json::to_string(key).unwrap_or_default(),
+            now
+        ])?;
+        return append_audit(
+            conn,
+            group_id,
+            now,
+            &collector,
+            "opened",
+            &format!("first alert {}", a.id),
+        );
+    };
+    // SET expressions read the row as it was, so `output` follows the
+    // newest alert by event time even when alerts arrive out of order.
+    conn.prepare_cached(
+        "UPDATE groups SET count = count + ?2, severity = max(severity, ?3),
+             first_seen_ns = min(first_seen_ns, ?4),
+             output = CASE WHEN ?4 >= last_seen_ns THEN ?5 ELSE output END,
+             last_seen_ns = max(last_seen_ns, ?4)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        group_id,
+        count,
+        a.severity,
+        a.time_unix_ns,
+        a.output
+    ])?;
+    if GroupState::parse(&state).is_some_and(GroupState::is_done) {
+        conn.prepare_cached(
+            "UPDATE groups SET state = 'open', reason = NULL, state_changed_ns = ?2 WHERE id = ?1",
+        )?
+        .execute(params![group_id, now])?;
+        let was = match reason {
+            Some(r) => format!("{state} as {r}"),
+            None => state,
+        };
+        append_audit(
+            conn,
+            group_id,
+            now,
+            &collector,
+            "reopened",
+            &format!("new alert {} (was {was})", a.id),
+        )?;
+    }
+    Ok(())
+}
+
+/// The group `id` names: a group id, or an alert's id (its group).
+fn find_group(conn: &Connection, id: &str) -> Result<GroupRecord, GroupError> {
+    let by_group = conn
+        .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id], group_row).optional())
+        .map_err(backend)?;
+    if let Some(g) = by_group {
+        return Ok(g);
+    }
+    let of_alert: Option<Option<String>> = conn
+        .prepare_cached("SELECT group_id FROM alerts WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    match of_alert.flatten() {
+        Some(gid) => conn
+            .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([gid], group_row).optional())
+            .map_err(backend)?
+            .ok_or_else(|| GroupError::NotFound(id.into())),
+        None => Err(GroupError::NotFound(id.into())),
     }
 }
 
@@ -463,6 +752,53 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].process.as_ref().unwrap().argv, vec!["/tmp/x", "--y"]);
         assert_eq!(got[0].host.as_ref().unwrap().hostname, "h1");
+    }
+
+    #[test]
+    fn re_sent_alerts_count_once_in_their_group_and_audit_rows_cannot_change() {
+        let s = SqliteStore::in_memory().unwrap();
+        let batch = [
+            alert("a", "r", Severity::Warning, 10),
+            alert("b", "r", Severity::Error, 20),
+        ];
+        s.insert_batch(&host("h"), &batch).unwrap();
+        s.insert_batch(&host("h"), &batch).unwrap(); // a re-send
+        let all = |state| {
+            s.groups(&GroupFilter {
+                state,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let g = &all(None)[0];
+        assert_eq!((g.count, g.severity), (2, Severity::Error as i32));
+        assert_eq!((g.first_seen_ns, g.last_seen_ns), (10, 20));
+        let who = Actor {
+            name: "local:t".into(),
+            client: String::new(),
+        };
+        s.update_group("a", &Change::Close(Reason::Duplicate), "", &who)
+            .unwrap();
+        assert!(all(Some(GroupState::Open)).is_empty());
+        // An older alert arriving late reopens the group but keeps the
+        // newest output and last-seen time.
+        let mut late = alert("c", "r", Severity::Warning, 5);
+        late.output = "late".into();
+        s.insert_batch(&host("h"), &[late]).unwrap();
+        let g = &all(Some(GroupState::Open))[0];
+        assert_eq!((g.count, g.first_seen_ns, g.last_seen_ns), (3, 5, 20));
+        assert_ne!(g.output, "late");
+        let trail = s.history(&g.id).unwrap();
+        let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["opened", "closed", "reopened"]);
+        // Append-only: the database itself refuses edits and deletions.
+        let conn = s.lock().unwrap();
+        let e = conn
+            .execute("UPDATE audit SET actor = 'x'", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
     }
 
     #[test]

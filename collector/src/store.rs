@@ -4,6 +4,8 @@
 //! (PostgreSQL) implement the same trait.
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
+use crate::groups::{Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {path}: {message}")]
@@ -78,6 +80,8 @@ pub struct AgentRecord {
 pub trait AlertStore: Send + Sync + 'static {
     /// Stores a batch atomically: when this returns Ok, every alert of the
     /// batch is durable. Alerts whose id is already stored are skipped.
+    /// Each new alert is folded into its group ([`crate::groups`]) in the
+    /// same transaction, opening or reopening it.
     fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError>;
 
     /// Alerts matching `filter`, newest first, each with its host filled in.
@@ -88,6 +92,24 @@ pub trait AlertStore: Send + Sync + 'static {
 
     /// Every agent in the registry, by host name.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Groups matching `filter`, most recently seen first.
+    fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupRecord>, StoreError>;
+
+    /// Applies a responder's change to the group `id` (or to the group of
+    /// the alert `id`) with its audit entry, atomically; returns the
+    /// group after it.
+    fn update_group(
+        &self,
+        id: &str,
+        change: &Change,
+        note: &str,
+        who: &Actor,
+    ) -> Result<GroupRecord, GroupError>;
+
+    /// The audit trail of the group `id` (or of the alert `id`'s group),
+    /// oldest first.
+    fn history(&self, id: &str) -> Result<Vec<AuditRecord>, GroupError>;
 
     /// Deletes up to `max` alerts whose event time is before `before_ns`;
     /// returns how many went. Bounded so that ingestion waits at most one

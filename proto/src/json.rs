@@ -97,6 +97,12 @@ pub fn alert_json(a: &Alert) -> Value {
         "count": a.count.max(1),
         "fields": a.fields,
     });
+    if !a.group_key.is_empty() {
+        v["group_key"] = json!(a.group_key);
+    }
+    if !a.group_id.is_empty() {
+        v["group_id"] = json!(a.group_id);
+    }
     if let Some(p) = &a.process {
         v["process"] = process_json(p);
     }

@@ -304,25 +304,23 @@ fn compile_rule(r: &RuleDef, c: &mut Compiler) -> Result<CompiledRule, CompileEr
         }
         (None, None) => unreachable!("checked when read"),
     };
-    let dedup = match &r.dedup {
-        None => None,
-        Some((window, by)) => {
-            let by = if by.is_empty() {
-                DEDUP_BY
-                    .iter()
-                    .filter_map(|f| fields::resolve(f).ok())
-                    .collect()
-            } else {
-                by.iter()
-                    .map(|(f, w)| field_ref(f, w, &r.name))
-                    .collect::<Result<_, _>>()?
-            };
-            Some(Dedup {
-                window_ns: window.as_nanos() as i64,
-                by,
-            })
-        }
+    let default_key = || -> Vec<(String, FieldRef)> {
+        DEDUP_BY
+            .iter()
+            .filter_map(|f| Some((f.to_string(), fields::resolve(f).ok()?)))
+            .collect()
     };
+    let key = match &r.dedup {
+        Some((_, by)) if !by.is_empty() => by
+            .iter()
+            .map(|(f, w)| Ok((f.clone(), field_ref(f, w, &r.name)?)))
+            .collect::<Result<Vec<_>, CompileError>>()?,
+        _ => default_key(),
+    };
+    let dedup = r.dedup.as_ref().map(|(window, _)| Dedup {
+        window_ns: window.as_nanos() as i64,
+        by: key.iter().map(|(_, f)| f.clone()).collect(),
+    });
     Ok(CompiledRule {
         meta: Arc::new(RuleMeta {
             name: r.name.clone(),
@@ -331,6 +329,7 @@ fn compile_rule(r: &RuleDef, c: &mut Compiler) -> Result<CompiledRule, CompileEr
             tags: r.tags.clone(),
             output,
             origin: format!("{}:{}", r.at.origin, r.at.pos.line),
+            key,
         }),
         kind,
         dedup,

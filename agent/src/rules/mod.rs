@@ -45,6 +45,10 @@ pub struct RuleMeta {
     pub output: Template,
     /// `file:line` where the rule is defined.
     pub origin: String,
+    /// The fields whose values, with the rule and host, say which alerts
+    /// are the same thing happening again (the collector's groups): the
+    /// dedup `by` fields, or the default dedup key. By name.
+    pub key: Vec<(String, fields::FieldRef)>,
 }
 
 /// A rule that fired.
