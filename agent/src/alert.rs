@@ -30,6 +30,7 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
             .map(|(name, f)| (name.clone(), render(extract(ev, f).as_ref()).into_owned()))
             .collect(),
         group_id: String::new(),
+        silenced_by: String::new(),
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
         process: Some(process_info(ev)),

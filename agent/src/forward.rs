@@ -821,6 +821,31 @@ mod tests {
             Err(tonic::Status::unimplemented("rogue"))
         }
 
+        type QuerySilencesStream = tokio_stream::wrappers::ReceiverStream<
+            Result<vigil_proto::v1::SilenceInfo, tonic::Status>,
+        >;
+
+        async fn add_silence(
+            &self,
+            _: tonic::Request<vigil_proto::v1::SilenceSpec>,
+        ) -> Result<tonic::Response<vigil_proto::v1::SilenceInfo>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn query_silences(
+            &self,
+            _: tonic::Request<vigil_proto::v1::SilenceQuery>,
+        ) -> Result<tonic::Response<Self::QuerySilencesStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn expire_silence(
+            &self,
+            _: tonic::Request<vigil_proto::v1::SilenceRef>,
+        ) -> Result<tonic::Response<vigil_proto::v1::SilenceInfo>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
         async fn query_agents(
             &self,
             _: tonic::Request<vigil_proto::v1::AgentQuery>,

@@ -11,7 +11,7 @@ use std::{
 
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo, Severity};
 
-use crate::store::{AgentRecord, AgentState, AlertStore, StoreError};
+use crate::store::{now_ns, AgentRecord, AgentState, AlertStore, StoreError};
 
 pub const SILENT_RULE: &str = "Agent silent";
 pub const DETACHED_RULE: &str = "Probe detached or modified";
@@ -40,12 +40,6 @@ impl SilentAfter {
             }
         }
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The registry, cached in memory over the store.

@@ -174,6 +174,8 @@ pub struct AuditRecord {
 pub enum GroupError {
     #[error("no alert group or alert with id {0}")]
     NotFound(String),
+    #[error("no silence with id {0}")]
+    NoSilence(String),
     /// The change does not apply to the group as it is.
     #[error("{0}")]
     Refused(String),

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod pki;
 pub mod query;
 pub mod server;
+pub mod silences;
 pub mod sqlite;
 pub mod store;
 pub mod tls;

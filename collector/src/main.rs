@@ -12,7 +12,7 @@ use vigil_collector::{
 };
 use vigil_proto::{
     tls::{ClientTls, Role},
-    v1::{AlertQuery, GroupAction, GroupQuery, GroupUpdate, Severity},
+    v1::{AlertQuery, GroupAction, GroupQuery, GroupUpdate, Severity, SilenceSpec},
 };
 
 /// Vigil collector: receives alert streams from Vigil agents, stores them,
@@ -58,6 +58,19 @@ enum Command {
     ///   vigil-collector alert history 3f2a9c0d11e4b5a6c7d8
     #[command(verbatim_doc_comment)]
     Alert(AlertArgs),
+    /// Silences: alerts a live silence matches are stored and counted but
+    /// notify no one. A matcher is FIELD=VALUE (exact) or severity>=NAME;
+    /// FIELD is rule, host, severity, tag, container (an id, or `host`),
+    /// namespace, or any field the rule's output names (proc.exepath,
+    /// fd.name, ...). Every matcher of a silence must match.
+    ///
+    /// Examples:
+    ///   vigil-collector silence add --match rule="Shell in a container" --match host=web-1 --for 2h --reason "deploy"
+    ///   vigil-collector silence add --match proc.exepath=/usr/sbin/logrotate --for 7d --reason "known job"
+    ///   vigil-collector silence list --all
+    ///   vigil-collector silence expire 3fa2c1d09b8e
+    #[command(verbatim_doc_comment)]
+    Silence(SilenceArgs),
     /// Create and manage the certificates of a fleet (no openssl needed).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -275,6 +288,45 @@ enum AlertCommand {
     },
 }
 
+#[derive(Args, Debug)]
+struct SilenceArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    what: SilenceCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SilenceCommand {
+    /// Add a silence; prints it with its id.
+    Add {
+        /// FIELD=VALUE or severity>=NAME; repeatable, all must match.
+        #[arg(long = "match", value_name = "MATCHER", required = true)]
+        matchers: Vec<String>,
+        /// How long it lasts (e.g. 30m, 2h, 7d; at most 365d).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Duration,
+        /// Why; shown in `silence list`.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// The live silences, newest first: id, expiry, alerts silenced, who
+    /// added it, matchers, reason.
+    List {
+        /// Also silences that ended.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
 /// Which collector to ask, and as whom.
 #[derive(Args, Debug)]
 struct Conn {
@@ -489,6 +541,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Alert(a) => alert_command(a).await,
+            Command::Silence(s) => silence_command(s).await,
             Command::Pki(cmd) => pki_command(cmd),
         }
     });
@@ -635,6 +688,35 @@ fn since_ns(since: Option<Duration>) -> anyhow::Result<i64> {
         }
         None => 0,
     })
+}
+
+/// `vigil-collector silence ...`.
+async fn silence_command(s: SilenceArgs) -> anyhow::Result<()> {
+    let tls = s.conn.tls()?;
+    let server = &s.conn.server;
+    let one = match s.what {
+        SilenceCommand::List { all, json } => {
+            let list = query::fetch_silences(server, tls.as_ref(), all).await?;
+            return print(|out| query::print_silences(out, &list, json));
+        }
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            reason,
+        } => {
+            // Checked here too, for an error before any connection.
+            vigil_collector::silences::parse_matchers(&matchers).map_err(anyhow::Error::msg)?;
+            let spec = SilenceSpec {
+                matchers,
+                duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+                reason,
+                local_user: String::new(),
+            };
+            query::add_silence(server, tls.as_ref(), spec).await?
+        }
+        SilenceCommand::Expire { id } => query::expire_silence(server, tls.as_ref(), &id).await?,
+    };
+    print(|out| query::print_silences(out, std::slice::from_ref(&one), false))
 }
 
 /// `vigil-collector alert ...`.

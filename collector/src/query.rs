@@ -7,7 +7,8 @@ use vigil_proto::{
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
     v1::{
         collector_client::CollectorClient, AgentQuery, AgentStatus, Alert, AlertGroup, AlertQuery,
-        AuditEntry, GroupQuery, GroupRef, GroupUpdate, Severity,
+        AuditEntry, GroupQuery, GroupRef, GroupUpdate, Severity, SilenceInfo, SilenceQuery,
+        SilenceRef, SilenceSpec,
     },
 };
 
@@ -245,6 +246,114 @@ pub async fn fetch_history(
         out.push(e);
     }
     Ok(out)
+}
+
+/// Adds a silence; returns it as stored.
+pub async fn add_silence(
+    server: &str,
+    tls: Option<&ClientTls>,
+    mut spec: SilenceSpec,
+) -> Result<SilenceInfo, QueryError> {
+    if tls.is_none() {
+        spec.local_user = local_user();
+    }
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .add_silence(spec)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
+}
+
+/// The silences, newest first.
+pub async fn fetch_silences(
+    server: &str,
+    tls: Option<&ClientTls>,
+    include_expired: bool,
+) -> Result<Vec<SilenceInfo>, QueryError> {
+    let mut client = connect(server, tls).await?;
+    let mut stream = client
+        .query_silences(SilenceQuery { include_expired })
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(s) = stream.message().await.map_err(QueryError::Status)? {
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Ends a silence now.
+pub async fn expire_silence(
+    server: &str,
+    tls: Option<&ClientTls>,
+    id: &str,
+) -> Result<SilenceInfo, QueryError> {
+    let local_user = if tls.is_none() {
+        local_user()
+    } else {
+        String::new()
+    };
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .expire_silence(SilenceRef {
+            id: id.into(),
+            local_user,
+        })
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
+}
+
+/// Silences as a table, or one JSON object per line.
+pub fn print_silences(
+    out: &mut impl Write,
+    list: &[SilenceInfo],
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        for s in list {
+            serde_json::to_writer(
+                &mut *out,
+                &serde_json::json!({
+                    "id": s.id,
+                    "active": s.active,
+                    "matchers": s.matchers,
+                    "reason": s.reason,
+                    "created_by": s.created_by,
+                    "created": rfc3339(s.created_unix_ns),
+                    "expires": rfc3339(s.expires_unix_ns),
+                    "expired_by": s.expired_by,
+                    "matched": s.matched,
+                }),
+            )?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    if list.is_empty() {
+        return writeln!(out, "no silences");
+    }
+    writeln!(
+        out,
+        "{:<12}  {:<7}  {:<30}  {:>7}  {:<20}  {:<30}  REASON",
+        "ID", "ACTIVE", "EXPIRES", "MATCHED", "BY", "MATCHERS"
+    )?;
+    for s in list {
+        writeln!(
+            out,
+            "{:<12}  {:<7}  {:<30}  {:>7}  {:<20}  {:<30}  {}",
+            s.id,
+            if s.active { "yes" } else { "no" },
+            rfc3339(s.expires_unix_ns),
+            s.matched,
+            s.created_by,
+            s.matchers.join(" "),
+            s.reason
+        )?;
+    }
+    Ok(())
 }
 
 /// Who runs this client: the user sudo was run by, else the real user.

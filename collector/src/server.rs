@@ -15,14 +15,16 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
     collector_server::{Collector, CollectorServer},
     Ack, AgentHeartbeat, AgentQuery, AgentStatus, Alert, AlertBatch, AlertGroup, AlertQuery,
-    AuditEntry, GroupQuery, GroupRef, GroupUpdate, HeartbeatReply,
+    AuditEntry, GroupQuery, GroupRef, GroupUpdate, HeartbeatReply, SilenceInfo, SilenceQuery,
+    SilenceRef, SilenceSpec,
 };
 
 use crate::{
     agents::{Monitor, SilentAfter},
     groups::{self, Actor, GroupError, GroupFilter, GroupState},
     metrics::{CollectorMetrics, CollectorSource},
-    store::{AlertFilter, AlertStore},
+    silences,
+    store::{now_ns, AlertFilter, AlertStore},
     tls::{authorize, incoming, ConnInfo, Listener, Peer, Revoked},
 };
 use vigil_proto::tls::Role;
@@ -254,7 +256,7 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| match e {
-            GroupError::NotFound(_) => Status::not_found(e.to_string()),
+            GroupError::NotFound(_) | GroupError::NoSilence(_) => Status::not_found(e.to_string()),
             GroupError::Refused(_) => Status::failed_precondition(e.to_string()),
             GroupError::Store(e) => {
                 tracing::error!(error = %e, "alert group storage failed");
@@ -272,6 +274,73 @@ impl Collector for CollectorService {
     type QueryAgentsStream = BoxStream<AgentStatus>;
     type QueryGroupsStream = BoxStream<AlertGroup>;
     type GroupHistoryStream = BoxStream<AuditEntry>;
+    type QuerySilencesStream = BoxStream<SilenceInfo>;
+
+    async fn add_silence(
+        &self,
+        req: Request<SilenceSpec>,
+    ) -> Result<Response<SilenceInfo>, Status> {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let identity = self.allow(info.as_ref(), "add silences", Role::may_query)?;
+        let spec = req.into_inner();
+        let matchers =
+            silences::parse_matchers(&spec.matchers).map_err(Status::invalid_argument)?;
+        let reason = spec.reason.trim().to_string();
+        if reason.is_empty() || reason.len() > silences::MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "a silence needs a reason (--reason TEXT, at most {} bytes)",
+                silences::MAX_REASON
+            )));
+        }
+        let max = silences::MAX_DURATION.as_millis() as i64;
+        if spec.duration_ms <= 0 || spec.duration_ms > max {
+            return Err(Status::invalid_argument(
+                "a silence lasts more than 0 and at most 365 days (--for 2h)",
+            ));
+        }
+        let who = actor(info.as_ref(), identity.as_deref(), &spec.local_user);
+        let expires = now_ns().saturating_add(spec.duration_ms.saturating_mul(1_000_000));
+        let store = self.store.clone();
+        let s = blocking(move || {
+            store
+                .add_silence(&matchers, &reason, expires, &who)
+                .map_err(GroupError::from)
+        })
+        .await?;
+        tracing::info!(silence = %s.id, matchers = ?spec.matchers, by = %s.created_by, "silence added");
+        Ok(Response::new(SilenceInfo::from(&s)))
+    }
+
+    async fn query_silences(
+        &self,
+        req: Request<SilenceQuery>,
+    ) -> Result<Response<Self::QuerySilencesStream>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        let all = req.into_inner().include_expired;
+        let store = self.store.clone();
+        let list = blocking(move || store.silences(all).map_err(GroupError::from)).await?;
+        let stream = tokio_stream::iter(
+            list.iter()
+                .map(|s| Ok(SilenceInfo::from(s)))
+                .collect::<Vec<_>>(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn expire_silence(
+        &self,
+        req: Request<SilenceRef>,
+    ) -> Result<Response<SilenceInfo>, Status> {
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let identity = self.allow(info.as_ref(), "expire silences", Role::may_query)?;
+        let r = req.into_inner();
+        check_id(&r.id)?;
+        let who = actor(info.as_ref(), identity.as_deref(), &r.local_user);
+        let store = self.store.clone();
+        let s = blocking(move || store.expire_silence(&r.id, &who)).await?;
+        tracing::info!(silence = %s.id, by = ?s.expired_by, "silence expired");
+        Ok(Response::new(SilenceInfo::from(&s)))
+    }
 
     async fn query_groups(
         &self,

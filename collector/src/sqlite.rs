@@ -4,16 +4,18 @@ use std::{path::Path, sync::Mutex};
 
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
 use crate::{
     groups::{
         self, Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord, GroupState, Reason,
     },
-    store::{AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
+    silences::{Matcher, Silence},
+    store::{now_ns, AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
 };
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -29,7 +31,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     body          BLOB NOT NULL,
     container_id  TEXT,
     k8s_pod       TEXT,
-    group_id      TEXT
+    group_id      TEXT,
+    silenced_by   TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
@@ -69,6 +72,17 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
+CREATE TABLE IF NOT EXISTS silences (
+    id          TEXT PRIMARY KEY,
+    matchers    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    expires_ns  INTEGER NOT NULL,
+    expired_by  TEXT,
+    matched     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS silences_expires ON silences(expires_ns);
 CREATE TABLE IF NOT EXISTS agents (
     hostname      TEXT PRIMARY KEY,
     state         TEXT NOT NULL,
@@ -89,6 +103,11 @@ ALTER TABLE alerts ADD COLUMN k8s_pod TEXT;
 /// group (their group_id is NULL); new alerts are grouped.
 const MIGRATE_TO_V4: &str = "
 ALTER TABLE alerts ADD COLUMN group_id TEXT;
+";
+
+/// Version 4 had no silences.
+const MIGRATE_TO_V5: &str = "
+ALTER TABLE alerts ADD COLUMN silenced_by TEXT;
 ";
 
 pub struct SqliteStore {
@@ -164,6 +183,9 @@ impl SqliteStore {
         if (1..4).contains(&version) {
             conn.execute_batch(MIGRATE_TO_V4)?;
         }
+        if (1..5).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_V5)?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteStore {
@@ -189,13 +211,84 @@ impl SqliteStore {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 impl AlertStore for SqliteStore {
+    fn add_silence(
+        &self,
+        matchers: &[Matcher],
+        reason: &str,
+        expires_ns: i64,
+        who: &Actor,
+    ) -> Result<Silence, StoreError> {
+        let conn = self.lock()?;
+        let now = now_ns();
+        let texts: Vec<String> = matchers.iter().map(Matcher::text).collect();
+        let digest = Sha256::digest(format!("{now}\0{texts:?}\0{reason}\0{}", who.name));
+        let id: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        conn.execute(
+            "INSERT INTO silences (id, matchers, reason, created_by, created_ns, expires_ns,
+                 expired_by, matched)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0)",
+            params![
+                id,
+                serde_json::to_string(&texts).unwrap_or_default(),
+                reason,
+                who.name,
+                now,
+                expires_ns
+            ],
+        )
+        .map_err(backend)?;
+        Ok(Silence {
+            id,
+            matchers: matchers.to_vec(),
+            reason: reason.into(),
+            created_by: who.name.clone(),
+            created_ns: now,
+            expires_ns,
+            expired_by: None,
+            matched: 0,
+        })
+    }
+
+    fn silences(&self, include_expired: bool) -> Result<Vec<Silence>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences WHERE ?1 OR expires_ns > ?2
+                 ORDER BY created_ns DESC"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![include_expired, now_ns()], silence_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn expire_silence(&self, id: &str, who: &Actor) -> Result<Silence, GroupError> {
+        let conn = self.lock()?;
+        let now = now_ns();
+        let find = |conn: &Connection| {
+            conn.prepare_cached(&format!(
+                "SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row([id], silence_row).optional())
+            .map_err(backend)?
+            .ok_or_else(|| GroupError::NoSilence(id.into()))
+        };
+        let s = find(&conn)?;
+        if !s.is_active(now) {
+            return Err(GroupError::Refused(format!(
+                "silence {id} has ended already"
+            )));
+        }
+        conn.execute(
+            "UPDATE silences SET expires_ns = ?2, expired_by = ?3 WHERE id = ?1",
+            params![id, now, who.name],
+        )
+        .map_err(backend)?;
+        find(&conn)
+    }
+
     fn groups(&self, f: &GroupFilter) -> Result<Vec<GroupRecord>, StoreError> {
         let conn = self.read()?;
         let mut st = conn
@@ -292,16 +385,22 @@ impl AlertStore for SqliteStore {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO alerts
                      (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
-                      container_id, k8s_pod, group_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                      container_id, k8s_pod, group_id, silenced_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(backend)?;
             let received = now_ns();
+            let silences = live_silences(&tx, received).map_err(backend)?;
             for a in alerts {
                 let (group_id, container, key) = groups::identify(host, a);
+                let silenced_by = silences
+                    .iter()
+                    .find(|s| s.matches(host, a))
+                    .map(|s| s.id.clone());
                 let mut stored = a.clone();
                 stored.host = Some(host.clone());
                 stored.group_id = group_id.clone();
+                stored.silenced_by = silenced_by.clone().unwrap_or_default();
                 let (pid, exe) = a
                     .process
                     .as_ref()
@@ -327,9 +426,17 @@ impl AlertStore for SqliteStore {
                         container_id,
                         k8s_pod,
                         group_id,
+                        silenced_by,
                     ])
                     .map_err(backend)?;
                 if n == 1 {
+                    if let Some(id) = &silenced_by {
+                        tx.prepare_cached(
+                            "UPDATE silences SET matched = matched + 1 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute([id]))
+                        .map_err(backend)?;
+                    }
                     fold_into_group(&tx, &group_id, &container, &key, host, a, received)
                         .map_err(backend)?;
                     out.stored += 1;
@@ -569,6 +676,43 @@ fn fold_into_group(
         )?;
     }
     Ok(())
+}
+
+const SILENCE_COLUMNS: &str =
+    "id, matchers, reason, created_by, created_ns, expires_ns, expired_by, matched";
+
+fn silence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Silence> {
+    let texts: Vec<String> = serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default();
+    Ok(Silence {
+        id: r.get(0)?,
+        // Stored matchers were parsed before; one that no longer parses is
+        // dropped, and a silence left with none is ignored
+        // (`live_silences`) rather than widened to every alert.
+        matchers: texts
+            .iter()
+            .filter_map(|t| Matcher::parse(t).ok())
+            .collect(),
+        reason: r.get(2)?,
+        created_by: r.get(3)?,
+        created_ns: r.get(4)?,
+        expires_ns: r.get(5)?,
+        expired_by: r.get(6)?,
+        matched: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+/// The silences in force at `now`.
+fn live_silences(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Silence>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {SILENCE_COLUMNS} FROM silences WHERE expires_ns > ?1 ORDER BY created_ns"
+    ))?;
+    let rows = st.query_map([now], silence_row)?;
+    // A silence whose matchers were all lost must not match everything.
+    Ok(rows
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|s| !s.matchers.is_empty())
+        .collect())
 }
 
 /// The group `id` names: a group id, or an alert's id (its group).

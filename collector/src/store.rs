@@ -4,7 +4,10 @@
 //! (PostgreSQL) implement the same trait.
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
-use crate::groups::{Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord};
+use crate::{
+    groups::{Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord},
+    silences::{Matcher, Silence},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -12,6 +15,13 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("storage error: {0}")]
     Backend(String),
+}
+
+/// The collector's clock, ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// What one batch insert did.
@@ -81,7 +91,8 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Stores a batch atomically: when this returns Ok, every alert of the
     /// batch is durable. Alerts whose id is already stored are skipped.
     /// Each new alert is folded into its group ([`crate::groups`]) in the
-    /// same transaction, opening or reopening it.
+    /// same transaction, opening or reopening it, and marked with the first
+    /// live silence that matches it, whose count grows.
     fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError>;
 
     /// Alerts matching `filter`, newest first, each with its host filled in.
@@ -110,6 +121,21 @@ pub trait AlertStore: Send + Sync + 'static {
     /// The audit trail of the group `id` (or of the alert `id`'s group),
     /// oldest first.
     fn history(&self, id: &str) -> Result<Vec<AuditRecord>, GroupError>;
+
+    /// Stores a new silence lasting until `expires_ns`.
+    fn add_silence(
+        &self,
+        matchers: &[Matcher],
+        reason: &str,
+        expires_ns: i64,
+        who: &Actor,
+    ) -> Result<Silence, StoreError>;
+
+    /// Silences, newest first; ended ones only with `include_expired`.
+    fn silences(&self, include_expired: bool) -> Result<Vec<Silence>, StoreError>;
+
+    /// Ends the silence `id` now.
+    fn expire_silence(&self, id: &str, who: &Actor) -> Result<Silence, GroupError>;
 
     /// Deletes up to `max` alerts whose event time is before `before_ns`;
     /// returns how many went. Bounded so that ingestion waits at most one

@@ -103,6 +103,9 @@ pub fn alert_json(a: &Alert) -> Value {
     if !a.group_id.is_empty() {
         v["group_id"] = json!(a.group_id);
     }
+    if !a.silenced_by.is_empty() {
+        v["silenced_by"] = json!(a.silenced_by);
+    }
     if let Some(p) = &a.process {
         v["process"] = process_json(p);
     }

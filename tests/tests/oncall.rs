@@ -285,3 +285,119 @@ fn over_mutual_tls_the_certificate_names_the_actor() {
     agent.kill();
     assert!(collector.stop().success());
 }
+
+#[test]
+fn a_silence_marks_the_alerts_it_matches_and_ends_when_expired() {
+    if !kernel_tests_enabled("a_silence_marks_the_alerts_it_matches_and_ends_when_expired") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    let (dir, marker) = marker_binary("/bin/true", "oncall-silenced");
+    let rule = unique("Oncall silenced marker");
+    let rules = marker_rules(dir.path(), &rule, &marker);
+    let mut agent = start_agent(&["--collector", &url, "--rules", &rules]);
+    let silence = |args: &[&str]| {
+        let mut all = vec!["silence", "--server", &url];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
+    refused(
+        &silence(&["add", "--match", "nonsense", "--for", "1h", "--reason", "x"]),
+        "FIELD=VALUE",
+    );
+    refused(
+        &silence(&[
+            "add",
+            "--match",
+            "severity>=loud",
+            "--for",
+            "1h",
+            "--reason",
+            "x",
+        ]),
+        "not a severity",
+    );
+    let rule_m = format!("rule={rule}");
+    let host_m = format!("host={}", hostname());
+    ok(&silence(&[
+        "add",
+        "--match",
+        &rule_m,
+        "--match",
+        &host_m,
+        "--match",
+        "severity>=warning",
+        "--for",
+        "1h",
+        "--reason",
+        "deploy window",
+    ]));
+    // Another silence that must not match (another host).
+    ok(&silence(&[
+        "add",
+        "--match",
+        &rule_m,
+        "--match",
+        "host=elsewhere",
+        "--for",
+        "1h",
+        "--reason",
+        "other",
+    ]));
+    let list = json_lines(&ok(&silence(&["list", "--json"])));
+    let id = list
+        .iter()
+        .find(|s| s["reason"] == "deploy window")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    run(&marker, 1);
+    let stored = query_until(&url, &["--rule", &rule], Duration::from_secs(20), |v| {
+        !v.is_empty()
+    });
+    assert_eq!(stored[0]["silenced_by"], id.as_str(), "{}", stored[0]);
+    let list = json_lines(&ok(&silence(&["list", "--json"])));
+    let s = list.iter().find(|s| s["id"] == id.as_str()).unwrap();
+    assert_eq!(s["matched"], 1);
+    assert_eq!(s["active"], true);
+    assert!(
+        s["created_by"].as_str().unwrap().starts_with("local:"),
+        "{s}"
+    );
+    assert_eq!(
+        s["matchers"],
+        serde_json::json!([rule_m, host_m, "severity>=warning"])
+    );
+    // Stored and counted in its group like any alert.
+    let groups = json_lines(&ok(&cli(&["query", "--server", &url, "groups", "--json"])));
+    assert_eq!(
+        groups.iter().find(|g| g["rule"] == rule.as_str()).unwrap()["count"],
+        1
+    );
+
+    // Ended: gone from the live list, kept with --all, and the next alert
+    // is not silenced.
+    let out = ok(&silence(&["expire", &id]));
+    assert!(out.contains(&id), "{out}");
+    refused(&silence(&["expire", &id]), "has ended already");
+    refused(&silence(&["expire", "nope"]), "no silence with id nope");
+    let live = json_lines(&ok(&silence(&["list", "--json"])));
+    assert!(live.iter().all(|s| s["id"] != id.as_str()));
+    let all = json_lines(&ok(&silence(&["list", "--all", "--json"])));
+    let s = all.iter().find(|s| s["id"] == id.as_str()).unwrap();
+    assert_eq!(s["active"], false);
+    assert!(
+        s["expired_by"].as_str().unwrap().starts_with("local:"),
+        "{s}"
+    );
+    run(&marker, 1);
+    let stored = query_until(&url, &["--rule", &rule], Duration::from_secs(20), |v| {
+        v.len() >= 2
+    });
+    assert!(stored[0].get("silenced_by").is_none(), "{}", stored[0]);
+    agent.kill();
+    assert!(collector.stop().success());
+}
