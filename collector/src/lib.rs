@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod groups;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod query;
 pub mod server;

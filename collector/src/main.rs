@@ -177,6 +177,12 @@ struct ServeArgs {
     /// three of the agent's own heartbeat intervals.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     silent_after: Option<Duration>,
+    /// The notification file: receivers (webhook) and the routes that send
+    /// alert groups to them when they open or reopen (docs/oncall.md).
+    /// Checked at start: an error names FILE:LINE:COL and the collector
+    /// does not start. Without it, nobody is notified.
+    #[arg(long, value_name = "FILE")]
+    notify: Option<PathBuf>,
     /// Alerts older than this (by event time) are deleted, at start and
     /// every 10 minutes, so the database does not grow without bound.
     /// `0s` keeps everything.
@@ -589,7 +595,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.db.as_os_str() == "/var/lib/vigil/alerts.db" {
         std::fs::create_dir_all("/var/lib/vigil").context("cannot create /var/lib/vigil")?;
     }
-    let store = SqliteStore::open(&args.db)?;
+    let notify = args
+        .notify
+        .as_deref()
+        .map(vigil_collector::notify::config::Config::load)
+        .transpose()?;
+    let store = Arc::new(SqliteStore::open(&args.db)?);
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -618,13 +629,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         db_path: Some(args.db.clone()),
     };
-    server::run_with(
-        Listener { tcp, tls },
-        Arc::new(store),
-        opts,
-        shutdown_signal(),
-    )
-    .await?;
+    let (notify_stop, notify_stopped) = tokio::sync::oneshot::channel::<()>();
+    let notifier = notify.map(|config| {
+        tokio::spawn(vigil_collector::notify::run(
+            store.clone(),
+            Arc::new(config),
+            async {
+                let _ = notify_stopped.await;
+            },
+        ))
+    });
+    server::run_with(Listener { tcp, tls }, store, opts, shutdown_signal()).await?;
+    drop(notify_stop);
+    if let Some(n) = notifier {
+        let _ = n.await;
+    }
     tracing::info!("collector stopped");
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::{
     store::{now_ns, AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
 };
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS audit (
     actor     TEXT NOT NULL,
     client    TEXT NOT NULL,
     action    TEXT NOT NULL,
-    detail    TEXT NOT NULL
+    detail    TEXT NOT NULL,
+    alert_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_group ON audit(group_id, seq);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
@@ -83,6 +84,24 @@ CREATE TABLE IF NOT EXISTS silences (
     matched     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS silences_expires ON silences(expires_ns);
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver    TEXT NOT NULL,
+    group_id    TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    attempts    INTEGER NOT NULL,
+    next_ns     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    last_error  TEXT NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    done_ns     INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ns);
+CREATE TABLE IF NOT EXISTS notify_cursor (
+    name  TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS agents (
     hostname      TEXT PRIMARY KEY,
     state         TEXT NOT NULL,
@@ -108,6 +127,11 @@ ALTER TABLE alerts ADD COLUMN group_id TEXT;
 /// Version 4 had no silences.
 const MIGRATE_TO_V5: &str = "
 ALTER TABLE alerts ADD COLUMN silenced_by TEXT;
+";
+
+/// Versions 4 and 5 kept no alert id with audit entries.
+const MIGRATE_TO_V6: &str = "
+ALTER TABLE audit ADD COLUMN alert_id TEXT;
 ";
 
 pub struct SqliteStore {
@@ -185,6 +209,9 @@ impl SqliteStore {
         }
         if (1..5).contains(&version) {
             conn.execute_batch(MIGRATE_TO_V5)?;
+        }
+        if (4..6).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_V6)?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -346,7 +373,7 @@ impl AlertStore for SqliteStore {
             ],
         )
         .map_err(backend)?;
-        append_audit(&tx, &g.id, now, who, action, &detail).map_err(backend)?;
+        append_audit(&tx, &g.id, now, who, action, &detail, None).map_err(backend)?;
         let after = find_group(&tx, &g.id)?;
         tx.commit().map_err(backend)?;
         Ok(after)
@@ -578,6 +605,8 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRecord> {
     })
 }
 
+/// One audit entry; `alert_id` for the entries an alert caused (opened,
+/// reopened), which the notifier follows.
 fn append_audit(
     conn: &Connection,
     group_id: &str,
@@ -585,13 +614,14 @@ fn append_audit(
     who: &Actor,
     action: &str,
     detail: &str,
+    alert_id: Option<&str>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO audit (group_id, time_ns, actor, client, action, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO audit (group_id, time_ns, actor, client, action, detail, alert_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        group_id, time_ns, who.name, who.client, action, detail
+        group_id, time_ns, who.name, who.client, action, detail, alert_id
     ])?;
     Ok(())
 }
@@ -639,6 +669,7 @@ fn fold_into_group(
             &collector,
             "opened",
             &format!("first alert {}", a.id),
+            Some(&a.id),
         );
     };
     // SET expressions read the row as it was, so `output` follows the
@@ -673,6 +704,7 @@ fn fold_into_group(
             &collector,
             "reopened",
             &format!("new alert {} (was {was})", a.id),
+            Some(&a.id),
         )?;
     }
     Ok(())
@@ -735,6 +767,207 @@ fn find_group(conn: &Connection, id: &str) -> Result<GroupRecord, GroupError> {
             .map_err(backend)?
             .ok_or_else(|| GroupError::NotFound(id.into())),
         None => Err(GroupError::NotFound(id.into())),
+    }
+}
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub receiver: String,
+    pub group_id: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+    pub created_ns: i64,
+}
+
+/// An audit entry the notifier acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEvent {
+    pub seq: i64,
+    pub group_id: String,
+    pub action: String,
+    pub alert_id: Option<String>,
+}
+
+/// The notifier's side of the store: the audit trail it follows, and the
+/// outbox it fills and empties. Every step commits before the next, so a
+/// restart neither loses a notification nor sends one twice (a crash
+/// between a receiver's answer and the commit re-sends that one).
+impl SqliteStore {
+    /// Audit entries after `seq`, oldest first.
+    pub fn group_events_after(&self, seq: i64, limit: u32) -> Result<Vec<GroupEvent>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT seq, group_id, action, alert_id FROM audit WHERE seq > ?1
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![seq, limit], |r| {
+                Ok(GroupEvent {
+                    seq: r.get(0)?,
+                    group_id: r.get(1)?,
+                    action: r.get(2)?,
+                    alert_id: r.get(3)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    /// How far the notifier has read the audit trail.
+    pub fn notify_cursor(&self) -> Result<i64, StoreError> {
+        let conn = self.lock()?;
+        conn.query_row(
+            "SELECT seq FROM notify_cursor WHERE name = 'audit'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)
+        .map(|s| s.unwrap_or(0))
+    }
+
+    /// One stored alert.
+    pub fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let conn = self.read()?;
+        let body: Option<Vec<u8>> = conn
+            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(body.and_then(|b| Alert::decode(b.as_slice()).ok()))
+    }
+
+    /// One group, by its id.
+    pub fn group(&self, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+        let conn = self.read()?;
+        match find_group(&conn, id) {
+            Ok(g) => Ok(Some(g)),
+            Err(GroupError::Store(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Queues `rows` (receiver, group, event, body) and moves the cursor
+    /// to `seq`, in one transaction.
+    pub fn enqueue(
+        &self,
+        seq: i64,
+        rows: &[(String, String, String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let now = now_ns();
+        for (receiver, group, event, body) in rows {
+            tx.execute(
+                "INSERT INTO outbox (receiver, group_id, event, body, attempts, next_ns, state,
+                     last_error, created_ns)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, 'pending', '', ?5)",
+                params![receiver, group, event, body, now],
+            )
+            .map_err(backend)?;
+        }
+        tx.execute(
+            "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
+             ON CONFLICT(name) DO UPDATE SET seq = ?1",
+            [seq],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    /// Notifications due at `now`, oldest first.
+    pub fn due(&self, now: i64, limit: u32) -> Result<Vec<Outgoing>, StoreError> {
+        let conn = self.lock()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, receiver, group_id, event, body, attempts, created_ns FROM outbox
+                 WHERE state = 'pending' AND next_ns <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![now, limit], |r| {
+                Ok(Outgoing {
+                    id: r.get(0)?,
+                    receiver: r.get(1)?,
+                    group_id: r.get(2)?,
+                    event: r.get(3)?,
+                    body: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                    created_ns: r.get(6)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    /// Records the outcome of sending `o`: `Ok(detail)` sent, `Err((None,
+    /// why))` given up, `Err((Some(next_ns), why))` to try again then. A
+    /// sent or given-up notification goes into its group's audit trail.
+    pub fn delivery_outcome(
+        &self,
+        o: &Outgoing,
+        outcome: Result<String, (Option<i64>, String)>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(backend)?;
+        let now = now_ns();
+        let collector = Actor::collector();
+        match outcome {
+            Ok(detail) => {
+                tx.execute(
+                    "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_ns = ?2
+                     WHERE id = ?1",
+                    params![o.id, now],
+                )
+                .map_err(backend)?;
+                append_audit(&tx, &o.group_id, now, &collector, "notified", &detail, None)
+                    .map_err(backend)?;
+            }
+            Err((Some(next), why)) => {
+                tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_ns = ?2, last_error = ?3
+                     WHERE id = ?1",
+                    params![o.id, next, why],
+                )
+                .map_err(backend)?;
+            }
+            Err((None, why)) => {
+                tx.execute(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, done_ns = ?2,
+                         last_error = ?3
+                     WHERE id = ?1",
+                    params![o.id, now, why],
+                )
+                .map_err(backend)?;
+                append_audit(
+                    &tx,
+                    &o.group_id,
+                    now,
+                    &collector,
+                    "notification failed",
+                    &format!("{}: {why}", o.receiver),
+                    None,
+                )
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    /// Notifications given up on (dead letters).
+    pub fn dead_letters(&self) -> Result<u64, StoreError> {
+        let conn = self.read()?;
+        conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'dead'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(backend)
+        .map(|n| n as u64)
     }
 }
 

@@ -1,0 +1,320 @@
+//! The notification file (`serve --notify FILE`): receivers, and routes
+//! that send groups to them. Parsed, then checked; every error names the
+//! file and, for syntax, the line and column.
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use vigil_proto::v1::Severity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {message}")]
+    Read { path: String, message: String },
+    /// Syntax or an unknown key: `FILE:LINE:COL: message`.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A reference or value that does not hold, e.g. `routes[1]: unknown
+    /// receiver pagr`.
+    #[error("{path}: {at}: {message}")]
+    Invalid {
+        path: String,
+        at: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    receivers: Vec<ReceiverDef>,
+    #[serde(default)]
+    routes: Vec<RouteDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiverDef {
+    name: String,
+    webhook: Option<WebhookDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookDef {
+    url: String,
+    /// A file whose content (trimmed) is the HMAC-SHA256 key.
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteDef {
+    #[serde(rename = "match", default)]
+    matchers: BTreeMap<String, String>,
+    receivers: Vec<String>,
+    /// Go on to the next routes after this one matched.
+    #[serde(rename = "continue", default)]
+    keep_going: bool,
+}
+
+/// A receiver, ready to send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub name: String,
+    pub kind: ReceiverKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverKind {
+    Webhook {
+        url: String,
+        secret: Option<Vec<u8>>,
+    },
+}
+
+/// What a route tests on a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    SeverityAtLeast(Severity),
+    Severity(Severity),
+    Rule(String),
+    Host(String),
+    Tag(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub matchers: Vec<RouteMatch>,
+    /// Indexes into [`Config::receivers`].
+    pub receivers: Vec<usize>,
+    pub keep_going: bool,
+}
+
+/// The whole file, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub receivers: Vec<Receiver>,
+    pub routes: Vec<Route>,
+}
+
+/// What a route sees of a group's alert.
+pub struct Facts<'a> {
+    pub severity: i32,
+    pub rule: &'a str,
+    pub host: &'a str,
+    pub tags: &'a [String],
+}
+
+impl Config {
+    /// Reads and checks `path`; secrets are read now, so a missing one
+    /// stops the collector at start, not at the first page.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&p, &text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses `text` (from `path`, for messages); relative secret files
+    /// are found from `base`.
+    pub fn parse(path: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let file: File = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Syntax {
+                path: path.into(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        let invalid = |at: String, message: String| ConfigError::Invalid {
+            path: path.into(),
+            at,
+            message,
+        };
+        let mut receivers = Vec::new();
+        let mut names = HashSet::new();
+        for (i, r) in file.receivers.into_iter().enumerate() {
+            let at = format!("receivers[{i}] ({})", r.name);
+            if r.name.is_empty() || !names.insert(r.name.clone()) {
+                return Err(invalid(
+                    at,
+                    "receiver names must be unique and not empty".into(),
+                ));
+            }
+            let kind = match r.webhook {
+                Some(w) => {
+                    let url = reqwest::Url::parse(&w.url)
+                        .map_err(|e| invalid(at.clone(), format!("url `{}`: {e}", w.url)))?;
+                    if !["http", "https"].contains(&url.scheme()) {
+                        return Err(invalid(at, format!("url `{}`: http or https only", w.url)));
+                    }
+                    let secret = match w.secret_file {
+                        Some(f) => {
+                            let f = base.join(f);
+                            let s = std::fs::read_to_string(&f).map_err(|e| {
+                                invalid(at.clone(), format!("secret_file {}: {e}", f.display()))
+                            })?;
+                            if s.trim().is_empty() {
+                                return Err(invalid(
+                                    at,
+                                    format!("secret_file {} is empty", f.display()),
+                                ));
+                            }
+                            Some(s.trim().as_bytes().to_vec())
+                        }
+                        None => None,
+                    };
+                    ReceiverKind::Webhook {
+                        url: w.url,
+                        secret,
+                    }
+                }
+                None => {
+                    return Err(invalid(
+                        at,
+                        "a receiver needs a kind: webhook (pagerduty, slack and alertmanager are not built yet)".into(),
+                    ))
+                }
+            };
+            receivers.push(Receiver { name: r.name, kind });
+        }
+        let mut routes = Vec::new();
+        for (i, r) in file.routes.into_iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if r.receivers.is_empty() {
+                return Err(invalid(at, "a route needs at least one receiver".into()));
+            }
+            let mut idx = Vec::new();
+            for name in &r.receivers {
+                let Some(n) = receivers.iter().position(|x| x.name == *name) else {
+                    return Err(invalid(at, format!("unknown receiver `{name}`")));
+                };
+                idx.push(n);
+            }
+            let mut matchers = Vec::new();
+            for (k, v) in &r.matchers {
+                let severity = |s: &str| {
+                    Severity::parse_name(s.trim()).ok_or_else(|| {
+                        invalid(
+                            at.clone(),
+                            format!("severity `{v}`: a name (debug ... emergency), or >=NAME"),
+                        )
+                    })
+                };
+                matchers.push(match k.as_str() {
+                    "severity" => match v.strip_prefix(">=") {
+                        Some(s) => RouteMatch::SeverityAtLeast(severity(s)?),
+                        None => RouteMatch::Severity(severity(v)?),
+                    },
+                    "rule" => RouteMatch::Rule(v.clone()),
+                    "host" => RouteMatch::Host(v.clone()),
+                    "tag" => RouteMatch::Tag(v.clone()),
+                    other => {
+                        return Err(invalid(
+                            at,
+                            format!("unknown match key `{other}`: severity, rule, host or tag"),
+                        ))
+                    }
+                });
+            }
+            routes.push(Route {
+                matchers,
+                receivers: idx,
+                keep_going: r.keep_going,
+            });
+        }
+        Ok(Config { receivers, routes })
+    }
+
+    /// The receivers a group goes to: routes in order, the first that
+    /// matches and those after it while `continue` says so. Each receiver
+    /// once.
+    pub fn route(&self, f: &Facts<'_>) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for r in &self.routes {
+            let hit = r.matchers.iter().all(|m| match m {
+                RouteMatch::SeverityAtLeast(s) => f.severity >= *s as i32,
+                RouteMatch::Severity(s) => f.severity == *s as i32,
+                RouteMatch::Rule(x) => f.rule == x,
+                RouteMatch::Host(x) => f.host == x,
+                RouteMatch::Tag(x) => f.tags.iter().any(|t| t == x),
+            });
+            if hit {
+                for i in &r.receivers {
+                    if !out.contains(i) {
+                        out.push(*i);
+                    }
+                }
+                if !r.keep_going {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("n.yaml", text, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn routes_pick_receivers_in_order() {
+        let c = parse(
+            "receivers:\n  - name: a\n    webhook: { url: \"http://127.0.0.1:1/a\" }\n  - name: b\n    webhook: { url: \"https://example.com/b\" }\nroutes:\n  - match: { severity: \">=error\" }\n    receivers: [a]\n    continue: true\n  - match: { severity: \">=warning\" }\n    receivers: [b]\n",
+        )
+        .unwrap();
+        let facts = |severity: Severity| Facts {
+            severity: severity as i32,
+            rule: "r",
+            host: "h",
+            tags: &[],
+        };
+        assert_eq!(c.route(&facts(Severity::Critical)), vec![0, 1]);
+        assert_eq!(c.route(&facts(Severity::Warning)), vec![1]);
+        assert!(c.route(&facts(Severity::Notice)).is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = parse("receivers:\n  - name: a\n    webhok: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("n.yaml:3:5: "), "{e}");
+        let e = parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - receivers: [pagr]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "n.yaml: routes[0]: unknown receiver `pagr`");
+        let e = parse("receivers:\n  - name: a\n    webhook: { url: \"ftp://x/\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("receivers[0] (a): url `ftp://x/`: http or https only"),
+            "{e}"
+        );
+        let e =
+            parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\", secret_file: s }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("secret_file /nonexistent/s"), "{e}");
+        let e = parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - match: { severity: \">=loud\" }\n    receivers: [a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[0]: severity `>=loud`"), "{e}");
+    }
+}

@@ -1,0 +1,241 @@
+//! Notifications: the collector tells responders when an alert group
+//! opens or reopens, through the receivers and routes of the notification
+//! file ([`config`]).
+//!
+//! The notifier follows the groups' audit trail rather than the ingest
+//! path: a group opened or reopened by an alert is an audit entry
+//! committed with the alert. For each such entry it routes the group,
+//! writes one outbox row per receiver and moves its cursor, in one
+//! transaction; a sender then empties the outbox. Both survive restarts:
+//! nothing is lost, and nothing is sent twice unless the collector dies
+//! between a receiver's answer and recording it.
+//!
+//! Delivery retries with backoff (1 s doubling to 5 min), honours 429 and
+//! `Retry-After`, gives up at once on other 4xx answers and after a day on
+//! anything else; each success or failure is an entry in the group's
+//! history ("notified", "notification failed").
+pub mod config;
+
+use std::{sync::Arc, time::Duration};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use vigil_proto::{json::rfc3339, v1::Severity};
+
+use crate::{
+    sqlite::{Outgoing, SqliteStore},
+    store::now_ns,
+};
+use config::{Config, Facts, ReceiverKind};
+
+/// How often the notifier looks for new group events and due sends.
+const TICK: Duration = Duration::from_millis(200);
+/// Longest wait between two tries, and how long a notification is tried.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const GIVE_UP_AFTER: Duration = Duration::from_secs(86_400);
+/// Longest a receiver may take to answer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the notifier until `shutdown` resolves.
+pub async fn run(
+    store: Arc<SqliteStore>,
+    config: Arc<Config>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    // reqwest is built without a crypto provider of its own: it uses the
+    // ring provider the rest of the collector uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .user_agent(concat!("vigil-collector/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "notifications off: cannot build the HTTP client");
+            return;
+        }
+    };
+    tracing::info!(
+        receivers = config.receivers.len(),
+        routes = config.routes.len(),
+        "notifications on"
+    );
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let (s, c) = (store.clone(), config.clone());
+        match tokio::task::spawn_blocking(move || plan(&s, &c)).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot queue notifications; retrying"),
+            Err(e) => tracing::error!(error = %e, "notification planner failed"),
+            Ok(Ok(())) => {}
+        }
+        let s = store.clone();
+        let due = match tokio::task::spawn_blocking(move || s.due(now_ns(), 64)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the notification outbox");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for o in due {
+            let Some(r) = config.receivers.iter().find(|r| r.name == o.receiver) else {
+                // The file no longer names it (a restart with a new file).
+                record(
+                    &store,
+                    &o,
+                    Err((None, "receiver no longer configured".into())),
+                )
+                .await;
+                continue;
+            };
+            let outcome = send(&client, &r.kind, &o).await;
+            match &outcome {
+                Ok(d) => tracing::info!(receiver = %o.receiver, group = %o.group_id, "{d}"),
+                Err((Some(_), why)) => {
+                    tracing::warn!(receiver = %o.receiver, group = %o.group_id, error = %why, "notification not delivered; will retry")
+                }
+                Err((None, why)) => {
+                    tracing::error!(receiver = %o.receiver, group = %o.group_id, error = %why, "notification given up (dead letter)")
+                }
+            }
+            record(&store, &o, outcome).await;
+        }
+    }
+}
+
+async fn record(
+    store: &Arc<SqliteStore>,
+    o: &Outgoing,
+    outcome: Result<String, (Option<i64>, String)>,
+) {
+    let (s, o) = (store.clone(), o.clone());
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.delivery_outcome(&o, outcome)).await {
+        tracing::error!(error = %e, "cannot record a notification's outcome");
+    }
+}
+
+/// Queues what the group events since the cursor call for.
+fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreError> {
+    let cursor = store.notify_cursor()?;
+    let events = store.group_events_after(cursor, 500)?;
+    let Some(last) = events.last().map(|e| e.seq) else {
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    for e in &events {
+        if !matches!(e.action.as_str(), "opened" | "reopened") {
+            continue;
+        }
+        let (Some(alert_id), Some(g)) = (e.alert_id.as_deref(), store.group(&e.group_id)?) else {
+            continue;
+        };
+        let Some(alert) = store.alert(alert_id)? else {
+            continue;
+        };
+        if !alert.silenced_by.is_empty() {
+            continue;
+        }
+        let facts = Facts {
+            severity: alert.severity,
+            rule: &g.rule,
+            host: &g.hostname,
+            tags: &alert.tags,
+        };
+        for i in config.route(&facts) {
+            let r = &config.receivers[i];
+            let body = match &r.kind {
+                ReceiverKind::Webhook { .. } => serde_json::json!({
+                    "event": e.action,
+                    "group_id": g.id,
+                    "state": g.state.name(),
+                    "rule": g.rule,
+                    "severity": Severity::try_from(alert.severity).unwrap_or_default().name(),
+                    "host": g.hostname,
+                    "container": g.container,
+                    "output": alert.output,
+                    "fields": alert.fields,
+                    "tags": alert.tags,
+                    "alert_id": alert.id,
+                    "count": g.count,
+                    "first_seen": rfc3339(g.first_seen_ns),
+                    "last_seen": rfc3339(g.last_seen_ns),
+                    "history": format!("vigil-collector alert history {}", g.id),
+                }),
+            };
+            rows.push((
+                r.name.clone(),
+                g.id.clone(),
+                e.action.clone(),
+                serde_json::to_vec(&body).unwrap_or_default(),
+            ));
+        }
+    }
+    store.enqueue(last, &rows)
+}
+
+/// Sends one notification: Ok with what to record, or Err with when to
+/// try again (None: never).
+async fn send(
+    client: &reqwest::Client,
+    kind: &ReceiverKind,
+    o: &Outgoing,
+) -> Result<String, (Option<i64>, String)> {
+    let ReceiverKind::Webhook { url, secret } = kind;
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(o.body.clone());
+    if let Some(key) = secret {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
+        mac.update(&o.body);
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        req = req.header("x-vigil-signature", format!("sha256={sig}"));
+    }
+    let retry_at = |after: Duration| {
+        let too_old = now_ns() - o.created_ns > GIVE_UP_AFTER.as_nanos() as i64;
+        (!too_old).then(|| now_ns() + after.as_nanos() as i64)
+    };
+    let backoff = MAX_BACKOFF.min(Duration::from_secs(1 << o.attempts.min(9)));
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(format!(
+                    "sent to {} (HTTP {}) after {} attempts",
+                    o.receiver,
+                    status.as_u16(),
+                    o.attempts + 1
+                ));
+            }
+            let why = format!("HTTP {status}");
+            if status.as_u16() == 429 {
+                let after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(backoff, |s| Duration::from_secs(s).min(MAX_BACKOFF));
+                Err((retry_at(after), format!("{why}, retry after {after:?}")))
+            } else if status.is_client_error() {
+                // The receiver refuses this message; sending it again
+                // would be refused again.
+                Err((None, why))
+            } else {
+                Err((retry_at(backoff), why))
+            }
+        }
+        Err(e) => Err((retry_at(backoff), format!("cannot reach {url}: {e}"))),
+    }
+}

@@ -1,0 +1,443 @@
+//! Notifications, end to end: the real collector with a notification file
+//! sends to small HTTP receivers run by the test, which record every
+//! request and answer as scripted (500, 429 with Retry-After, 200).
+//! Alerts come from the real agent, or from a client speaking the agent's
+//! protocol where only the collector's side is under test.
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    path::Path,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hmac::{Hmac, Mac};
+use vigil_proto::v1::{collector_client::CollectorClient, Alert, AlertBatch, HostInfo};
+use vigil_tests::*;
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    at: Instant,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+type Script = Mutex<VecDeque<(u16, Option<(String, String)>)>>;
+
+/// Reads one request from `conn`, records it, and answers it with the
+/// next scripted status.
+fn serve_one(mut conn: std::net::TcpStream, got: &Mutex<Vec<Got>>, script: &Script) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    if r.read_exact(&mut body).is_err() {
+        return;
+    }
+    // Answered under the lock, so requests take the script in order.
+    let mut script = script.lock().unwrap();
+    got.lock().unwrap().push(Got {
+        at: Instant::now(),
+        headers,
+        body,
+    });
+    let (status, extra) = script.pop_front().unwrap_or((200, None));
+    let extra = extra.map_or(String::new(), |(k, v)| format!("{k}: {v}\r\n"));
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n{extra}\r\n"
+    );
+    let _ = conn.flush();
+}
+
+/// An HTTP receiver on `listener`: answers each request with the next
+/// scripted (status, extra headers), then 200.
+fn receiver(
+    listener: TcpListener,
+    script: Vec<(u16, Option<(&str, &str)>)>,
+) -> Arc<Mutex<Vec<Got>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let script: VecDeque<(u16, Option<(String, String)>)> = script
+        .into_iter()
+        .map(|(s, h)| (s, h.map(|(k, v)| (k.to_string(), v.to_string()))))
+        .collect();
+    let g = got.clone();
+    let script = Arc::new(Mutex::new(script));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (g, script) = (g.clone(), script.clone());
+            // A connection of its own thread: one that stalls cannot hold
+            // up the next.
+            std::thread::spawn(move || serve_one(conn, &g, &script));
+        }
+    });
+    got
+}
+
+fn notify_file(dir: &Path, port: u16, min_severity: &str) -> String {
+    std::fs::write(dir.join("hook.secret"), "s3cret\n").unwrap();
+    let f = dir.join("notify.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "receivers:\n  - name: ops-hook\n    webhook: {{ url: \"http://127.0.0.1:{port}/hook\", secret_file: hook.secret }}\nroutes:\n  - match: {{ severity: \">={min_severity}\" }}\n    receivers: [ops-hook]\n"
+        ),
+    )
+    .unwrap();
+    f.display().to_string()
+}
+
+/// Waits until `got` holds `n` requests, then a little longer to see that
+/// no more come; returns them.
+fn settle(got: &Arc<Mutex<Vec<Got>>>, n: usize, within: Duration) -> Vec<Got> {
+    let deadline = Instant::now() + within;
+    while got.lock().unwrap().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    got.lock().unwrap().clone()
+}
+
+fn history(url: &str, id: &str) -> Vec<serde_json::Value> {
+    let o = Command::new(bin("vigil-collector"))
+        .args(["alert", "--server", url, "history", id, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Sends one alert of `rule` as host `host`, as an agent would.
+fn send_alert(url: &str, host: &str, rule: &str, severity: i32) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = CollectorClient::connect(url.to_string()).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(AlertBatch {
+            host: Some(HostInfo {
+                hostname: host.into(),
+                ..Default::default()
+            }),
+            seq: 1,
+            alerts: vec![Alert {
+                id: unique("id"),
+                rule: rule.into(),
+                severity,
+                output: "something happened".into(),
+                // Now: an old time would be pruned by the retention at once.
+                time_unix_ns: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as i64,
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+        let mut acks = c
+            .stream_alerts(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(acks.message().await.unwrap().is_some(), "acknowledged");
+    });
+}
+
+#[test]
+fn a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not() {
+    if !kernel_tests_enabled(
+        "a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not",
+    ) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let got = receiver(hook, vec![]);
+    let notify = notify_file(data.path(), port, "warning");
+    let (mut collector, url) =
+        start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
+    let (dir, marker) = marker_binary("/bin/true", "notify-marker");
+    let rule = unique("Notify marker");
+    let quiet = unique("Notify quiet");
+    let rules = dir.path().join("r.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "- rule: {rule}\n  desc: d\n  priority: warning\n  condition: evt.type = execve and proc.exepath = \"{m}\" and proc.args contains loud\n  output: marker ran loud\n\
+             - rule: {quiet}\n  desc: d\n  priority: critical\n  condition: evt.type = execve and proc.exepath = \"{m}\" and proc.args contains quiet\n  output: marker ran quiet\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&["--collector", &url, "--rules", rules.to_str().unwrap()]);
+    let silence = Command::new(bin("vigil-collector"))
+        .args([
+            "silence",
+            "--server",
+            &url,
+            "add",
+            "--match",
+            &format!("rule={quiet}"),
+        ])
+        .args(["--for", "1h", "--reason", "maintenance"])
+        .output()
+        .unwrap();
+    assert!(
+        silence.status.success(),
+        "{}",
+        String::from_utf8_lossy(&silence.stderr)
+    );
+
+    // Three loud runs: one group, one notification.
+    for _ in 0..3 {
+        assert!(Command::new(&marker)
+            .arg("loud")
+            .status()
+            .unwrap()
+            .success());
+    }
+    assert!(Command::new(&marker)
+        .arg("quiet")
+        .status()
+        .unwrap()
+        .success());
+    query_until(&url, &["--rule", &quiet], Duration::from_secs(20), |v| {
+        !v.is_empty()
+    });
+    query_until(&url, &["--rule", &rule], Duration::from_secs(20), |v| {
+        v.len() >= 3
+    });
+    let reqs = settle(&got, 1, Duration::from_secs(10));
+    assert_eq!(
+        reqs.len(),
+        1,
+        "one notification for the group, none for the silenced alert: {reqs:?}"
+    );
+    let r = &reqs[0];
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&r.body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        r.header("x-vigil-signature"),
+        Some(format!("sha256={want}").as_str())
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["event"], "opened");
+    assert_eq!(body["rule"], rule.as_str());
+    assert_eq!(body["severity"], "warning");
+    assert_eq!(body["host"], hostname().as_str());
+    assert_eq!(body["state"], "open");
+    assert_eq!(body["output"], "marker ran loud");
+    let id = body["group_id"].as_str().unwrap().to_string();
+    let trail = history(&url, &id);
+    let sent = trail
+        .iter()
+        .find(|e| e["action"] == "notified")
+        .expect("delivery in the history");
+    assert!(
+        sent["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sent to ops-hook (HTTP 200)"),
+        "{sent}"
+    );
+
+    // Resolved, then seen again: the reopening notifies.
+    let o = Command::new(bin("vigil-collector"))
+        .args([
+            "alert", "--server", &url, "resolve", &id, "--reason", "benign",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(Command::new(&marker)
+        .arg("loud")
+        .status()
+        .unwrap()
+        .success());
+    let reqs = settle(&got, 2, Duration::from_secs(20));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].json()["event"], "reopened");
+    assert_eq!(reqs[1].json()["group_id"], id.as_str());
+    agent.kill();
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn failures_are_retried_429_is_honoured_and_4xx_is_not_retried() {
+    let data = tempfile::tempdir().unwrap();
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let got = receiver(
+        hook,
+        vec![
+            (500, None),
+            (429, Some(("Retry-After", "2"))),
+            (200, None),
+            (400, None),
+        ],
+    );
+    let notify = notify_file(data.path(), port, "warning");
+    let (mut collector, url) =
+        start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
+    send_alert(&url, "web-1", "Retried", 4);
+    let reqs = settle(&got, 3, Duration::from_secs(20));
+    assert_eq!(
+        reqs.len(),
+        3,
+        "500, 429, then delivered: {reqs:?}\n{}",
+        collector.stderr_lines().join("\n")
+    );
+    assert!(
+        reqs[2].at - reqs[1].at >= Duration::from_millis(1900),
+        "Retry-After: 2 honoured ({:?})",
+        reqs[2].at - reqs[1].at
+    );
+    assert_eq!(reqs[0].body, reqs[2].body, "the same message each time");
+    let id = reqs[2].json()["group_id"].as_str().unwrap().to_string();
+    let trail = history(&url, &id);
+    assert!(
+        trail.iter().any(|e| e["action"] == "notified"
+            && e["detail"].as_str().unwrap().contains("after 3 attempts")),
+        "{trail:?}"
+    );
+
+    // A 400 is the receiver refusing the message: given up at once, and
+    // said in the group's history.
+    send_alert(&url, "web-2", "Refused", 5);
+    let reqs = settle(&got, 4, Duration::from_secs(10));
+    assert_eq!(
+        reqs.len(),
+        4,
+        "{reqs:?}\n{}",
+        collector.stderr_lines().join("\n")
+    );
+    let id = reqs[3].json()["group_id"].as_str().unwrap().to_string();
+    let trail = history(&url, &id);
+    assert!(
+        trail.iter().any(|e| e["action"] == "notification failed"
+            && e["detail"].as_str().unwrap().contains("HTTP 400")),
+        "{trail:?}"
+    );
+    // Below the route's severity: nobody is told.
+    send_alert(&url, "web-3", "Too quiet", 3);
+    assert_eq!(settle(&got, 5, Duration::from_secs(3)).len(), 4);
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn notifications_queued_before_a_restart_are_delivered_once_after_it() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let notify = notify_file(data.path(), port, "warning");
+    let (mut collector, url) =
+        start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
+    send_alert(&url, "web-1", "Queued", 4);
+    // Nobody listens yet: the first try fails and is logged.
+    collector.wait_stderr("retry", Duration::from_secs(10), |l| {
+        l.contains("notification not delivered; will retry")
+    });
+    assert!(collector.stop().success());
+    let got = receiver(TcpListener::bind(("127.0.0.1", port)).unwrap(), vec![]);
+    let (mut collector, _url) =
+        start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
+    let reqs = settle(&got, 1, Duration::from_secs(15));
+    assert_eq!(reqs.len(), 1, "delivered once after the restart: {reqs:?}");
+    assert_eq!(reqs[0].json()["rule"], "Queued");
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn a_bad_notification_file_stops_the_collector_and_names_the_place() {
+    let data = tempfile::tempdir().unwrap();
+    let bad = data.path().join("bad.yaml");
+    std::fs::write(&bad, "receivers:\n  - name: a\n    webhok: {}\n").unwrap();
+    let o = Command::new(bin("vigil-collector"))
+        .args([
+            "serve",
+            "--insecure-plaintext",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--db",
+        ])
+        .arg(data.path().join("a.db"))
+        .arg("--notify")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(&format!("{}:3:5: ", bad.display())), "{e}");
+    std::fs::write(
+        &bad,
+        "receivers:\n  - name: a\n    webhook: { url: \"http://127.0.0.1:1/\" }\nroutes:\n  - receivers: [pagr]\n",
+    )
+    .unwrap();
+    let o = Command::new(bin("vigil-collector"))
+        .args([
+            "serve",
+            "--insecure-plaintext",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--db",
+        ])
+        .arg(data.path().join("a.db"))
+        .arg("--notify")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("routes[0]: unknown receiver `pagr`"), "{e}");
+}
