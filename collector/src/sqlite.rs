@@ -958,6 +958,19 @@ impl SqliteStore {
         tx.commit().map_err(backend)
     }
 
+    /// The receivers an opened or reopened `group` was queued for.
+    pub fn notified_receivers(&self, group: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT DISTINCT receiver FROM outbox
+                 WHERE group_id = ?1 AND event IN ('opened', 'reopened') ORDER BY receiver",
+            )
+            .map_err(backend)?;
+        let rows = st.query_map([group], |r| r.get(0)).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
     /// Notifications given up on (dead letters).
     pub fn dead_letters(&self) -> Result<u64, StoreError> {
         let conn = self.read()?;

@@ -21,6 +21,7 @@ use vigil_tests::*;
 #[derive(Debug, Clone)]
 struct Got {
     at: Instant,
+    path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -71,6 +72,7 @@ fn serve_one(mut conn: std::net::TcpStream, got: &Mutex<Vec<Got>>, script: &Scri
     let mut script = script.lock().unwrap();
     got.lock().unwrap().push(Got {
         at: Instant::now(),
+        path: line.split(' ').nth(1).unwrap_or_default().to_string(),
         headers,
         body,
     });
@@ -440,4 +442,136 @@ fn a_bad_notification_file_stops_the_collector_and_names_the_place() {
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("routes[0]: unknown receiver `pagr`"), "{e}");
+}
+
+#[test]
+fn pagerduty_gets_one_incident_per_group_kept_in_step_with_it() {
+    let data = tempfile::tempdir().unwrap();
+    let pd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = pd.local_addr().unwrap().port();
+    let got = receiver(pd, vec![(202, None), (202, None), (202, None)]);
+    std::fs::write(data.path().join("pd.key"), "R0UT1NGKEY\n").unwrap();
+    let f = data.path().join("notify.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "receivers:\n  - name: pager\n    pagerduty: {{ routing_key_file: pd.key, url: \"http://127.0.0.1:{port}/v2/enqueue\" }}\nroutes:\n  - match: {{ severity: \">=error\" }}\n    receivers: [pager]\n"
+        ),
+    )
+    .unwrap();
+    let (mut collector, url) = start_collector_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--notify", f.to_str().unwrap()],
+    );
+    // Three alerts of one group: one trigger.
+    for _ in 0..3 {
+        send_alert(&url, "db-1", "Paged rule", 5);
+    }
+    let reqs = settle(&got, 1, Duration::from_secs(10));
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let t = reqs[0].json();
+    assert_eq!(t["routing_key"], "R0UT1NGKEY");
+    assert_eq!(t["event_action"], "trigger");
+    let key = t["dedup_key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 20, "the group id");
+    assert_eq!(t["payload"]["source"], "db-1");
+    assert_eq!(t["payload"]["severity"], "error");
+    assert_eq!(
+        t["payload"]["summary"],
+        "Paged rule on db-1: something happened"
+    );
+    assert!(t["payload"]["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(t["payload"]["custom_details"]["group_id"], key.as_str());
+    assert_eq!(reqs[0].path, "/v2/enqueue");
+
+    let cli = |args: &[&str]| {
+        let o = Command::new(bin("vigil-collector"))
+            .args(["alert", "--server", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    cli(&["ack", &key]);
+    let reqs = settle(&got, 2, Duration::from_secs(10));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let a = reqs[1].json();
+    assert_eq!(a["event_action"], "acknowledge");
+    assert_eq!(a["dedup_key"], key.as_str());
+    assert_eq!(a["routing_key"], "R0UT1NGKEY");
+    cli(&["resolve", &key, "--reason", "true_positive"]);
+    let reqs = settle(&got, 3, Duration::from_secs(10));
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[2].json()["event_action"], "resolve");
+    assert_eq!(reqs[2].json()["dedup_key"], key.as_str());
+    // Below the route's severity: not paged, and its acknowledgement is
+    // not sent either.
+    send_alert(&url, "db-1", "Quiet rule", 4);
+    assert_eq!(settle(&got, 4, Duration::from_secs(3)).len(), 3);
+    let trail = history(&url, &key);
+    let sent = trail.iter().filter(|e| e["action"] == "notified").count();
+    assert_eq!(sent, 3, "{trail:?}");
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn slack_gets_block_kit_within_its_limits_and_its_rate() {
+    let data = tempfile::tempdir().unwrap();
+    let sl = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sl.local_addr().unwrap().port();
+    let got = receiver(sl, vec![]);
+    std::fs::write(
+        data.path().join("slack.url"),
+        format!("http://127.0.0.1:{port}/services/T0/B0/X\n"),
+    )
+    .unwrap();
+    let f = data.path().join("notify.yaml");
+    std::fs::write(
+        &f,
+        "receivers:\n  - name: chat\n    slack: { webhook_url_file: slack.url }\nroutes:\n  - receivers: [chat]\n",
+    )
+    .unwrap();
+    let (mut collector, url) = start_collector_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--notify", f.to_str().unwrap()],
+    );
+    // Three groups at once (three hosts), and an output that tries to
+    // mention the channel.
+    for host in ["a-1", "a-2", "a-3"] {
+        send_alert(&url, host, "Chatty <!channel> rule", 5);
+    }
+    let reqs = settle(&got, 3, Duration::from_secs(15));
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    for pair in reqs.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_millis(900),
+            "one message a second: {:?}",
+            pair[1].at - pair[0].at
+        );
+    }
+    assert_eq!(reqs[0].path, "/services/T0/B0/X");
+    let m = reqs[0].json();
+    assert!(
+        m["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[error] Chatty &lt;!channel&gt; rule on a-"),
+        "{m}"
+    );
+    let blocks = m["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["type"], "plain_text");
+    assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+    assert_eq!(blocks[1]["text"]["text"], "something happened");
+    let fields = blocks[2]["fields"].as_array().unwrap();
+    assert!(fields.len() <= 10);
+    assert_eq!(fields[0]["text"], "*Severity*\nerror");
+    assert_eq!(blocks[3]["type"], "context");
+    // Nothing reaches mrkdwn unescaped (the header is plain_text, which
+    // Slack does not parse).
+    let all = serde_json::to_string(&(&m["text"], &blocks[1..])).unwrap();
+    assert!(!all.contains("<!channel>"), "{all}");
+    assert!(collector.stop().success());
 }

@@ -44,7 +44,29 @@ struct File {
 struct ReceiverDef {
     name: String,
     webhook: Option<WebhookDef>,
+    pagerduty: Option<PagerDutyDef>,
+    slack: Option<SlackDef>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackDef {
+    /// A file whose content (trimmed) is the incoming webhook's URL (a
+    /// secret: whoever has it can post to the channel).
+    webhook_url_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagerDutyDef {
+    /// A file whose content (trimmed) is the Events API v2 routing key.
+    routing_key_file: PathBuf,
+    /// The Events API endpoint; tests point it at a local receiver.
+    url: Option<String>,
+}
+
+/// PagerDuty's Events API v2 endpoint.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +100,21 @@ pub enum ReceiverKind {
         url: String,
         secret: Option<Vec<u8>>,
     },
+    /// PagerDuty Events API v2: one incident per group (`dedup_key`),
+    /// triggered, acknowledged and resolved with the group.
+    PagerDuty { url: String, routing_key: String },
+    /// A Slack incoming webhook: Block Kit with a `text` fallback.
+    Slack { url: String },
+}
+
+impl ReceiverKind {
+    pub fn url(&self) -> &str {
+        match self {
+            ReceiverKind::Webhook { url, .. }
+            | ReceiverKind::PagerDuty { url, .. }
+            | ReceiverKind::Slack { url } => url,
+        }
+    }
 }
 
 /// What a route tests on a group.
@@ -152,27 +189,54 @@ impl Config {
                     "receiver names must be unique and not empty".into(),
                 ));
             }
-            let kind = match r.webhook {
-                Some(w) => {
-                    let url = reqwest::Url::parse(&w.url)
-                        .map_err(|e| invalid(at.clone(), format!("url `{}`: {e}", w.url)))?;
-                    if !["http", "https"].contains(&url.scheme()) {
-                        return Err(invalid(at, format!("url `{}`: http or https only", w.url)));
-                    }
+            let check_url = |u: &str| -> Result<(), ConfigError> {
+                let url = reqwest::Url::parse(u)
+                    .map_err(|e| invalid(at.clone(), format!("url `{u}`: {e}")))?;
+                if !["http", "https"].contains(&url.scheme()) {
+                    return Err(invalid(
+                        at.clone(),
+                        format!("url `{u}`: http or https only"),
+                    ));
+                }
+                Ok(())
+            };
+            let read_secret = |what: &str, f: PathBuf| -> Result<String, ConfigError> {
+                let f = base.join(f);
+                let s = std::fs::read_to_string(&f)
+                    .map_err(|e| invalid(at.clone(), format!("{what} {}: {e}", f.display())))?;
+                if s.trim().is_empty() {
+                    return Err(invalid(
+                        at.clone(),
+                        format!("{what} {} is empty", f.display()),
+                    ));
+                }
+                Ok(s.trim().to_string())
+            };
+            let kinds = [
+                r.webhook.is_some(),
+                r.pagerduty.is_some(),
+                r.slack.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() > 1 {
+                return Err(invalid(
+                    at,
+                    "a receiver has one kind: webhook, pagerduty or slack".into(),
+                ));
+            }
+            if let Some(sl) = r.slack {
+                let url = read_secret("webhook_url_file", sl.webhook_url_file)?;
+                check_url(&url)?;
+                receivers.push(Receiver {
+                    name: r.name,
+                    kind: ReceiverKind::Slack { url },
+                });
+                continue;
+            }
+            let kind = match (r.webhook, r.pagerduty) {
+                (Some(w), None) => {
+                    check_url(&w.url)?;
                     let secret = match w.secret_file {
-                        Some(f) => {
-                            let f = base.join(f);
-                            let s = std::fs::read_to_string(&f).map_err(|e| {
-                                invalid(at.clone(), format!("secret_file {}: {e}", f.display()))
-                            })?;
-                            if s.trim().is_empty() {
-                                return Err(invalid(
-                                    at,
-                                    format!("secret_file {} is empty", f.display()),
-                                ));
-                            }
-                            Some(s.trim().as_bytes().to_vec())
-                        }
+                        Some(f) => Some(read_secret("secret_file", f)?.into_bytes()),
                         None => None,
                     };
                     ReceiverKind::Webhook {
@@ -180,11 +244,22 @@ impl Config {
                         secret,
                     }
                 }
-                None => {
+                (None, Some(p)) => {
+                    let url = p.url.unwrap_or_else(|| PAGERDUTY_EVENTS_URL.to_string());
+                    check_url(&url)?;
+                    ReceiverKind::PagerDuty {
+                        url,
+                        routing_key: read_secret("routing_key_file", p.routing_key_file)?,
+                    }
+                }
+                (None, None) => {
                     return Err(invalid(
                         at,
-                        "a receiver needs a kind: webhook (pagerduty, slack and alertmanager are not built yet)".into(),
+                        "a receiver needs a kind: webhook, pagerduty or slack (alertmanager is not built yet)".into(),
                     ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(at, "a receiver has one kind: webhook or pagerduty".into()))
                 }
             };
             receivers.push(Receiver { name: r.name, kind });
@@ -312,6 +387,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("secret_file /nonexistent/s"), "{e}");
+        let e = parse("receivers:\n  - name: p\n    pagerduty: { routing_key_file: k }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("receivers[0] (p): routing_key_file /nonexistent/k"),
+            "{e}"
+        );
+        let e = parse("receivers:\n  - name: p\n").unwrap_err().to_string();
+        assert!(
+            e.contains("a receiver needs a kind: webhook, pagerduty or slack"),
+            "{e}"
+        );
         let e = parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - match: { severity: \">=loud\" }\n    receivers: [a]\n")
             .unwrap_err()
             .to_string();

@@ -1,6 +1,7 @@
 //! Notifications: the collector tells responders when an alert group
 //! opens or reopens, through the receivers and routes of the notification
-//! file ([`config`]).
+//! file ([`config`]), and keeps PagerDuty's incident in step when the
+//! group is acknowledged, resolved or closed.
 //!
 //! The notifier follows the groups' audit trail rather than the ingest
 //! path: a group opened or reopened by an alert is an audit entry
@@ -22,7 +23,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use vigil_proto::{json::rfc3339, v1::Severity};
 
+use vigil_proto::v1::Alert;
+
 use crate::{
+    groups::GroupRecord,
     sqlite::{Outgoing, SqliteStore},
     store::now_ns,
 };
@@ -62,6 +66,7 @@ pub async fn run(
         "notifications on"
     );
     tokio::pin!(shutdown);
+    let mut next_send: std::collections::HashMap<String, std::time::Instant> = Default::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -85,6 +90,13 @@ pub async fn run(
             Err(_) => continue,
         };
         for o in due {
+            // Each service's rate limit: wait rather than be refused.
+            if next_send
+                .get(&o.receiver)
+                .is_some_and(|t| *t > std::time::Instant::now())
+            {
+                continue;
+            }
             let Some(r) = config.receivers.iter().find(|r| r.name == o.receiver) else {
                 // The file no longer names it (a restart with a new file).
                 record(
@@ -96,6 +108,10 @@ pub async fn run(
                 continue;
             };
             let outcome = send(&client, &r.kind, &o).await;
+            next_send.insert(
+                o.receiver.clone(),
+                std::time::Instant::now() + min_gap(&r.kind),
+            );
             match &outcome {
                 Ok(d) => tracing::info!(receiver = %o.receiver, group = %o.group_id, "{d}"),
                 Err((Some(_), why)) => {
@@ -121,7 +137,10 @@ async fn record(
     }
 }
 
-/// Queues what the group events since the cursor call for.
+/// Queues what the group events since the cursor call for: an opened or
+/// reopened group goes to the receivers its routes pick (unless its alert
+/// is silenced); an acknowledged, resolved or closed group goes to the
+/// PagerDuty receivers it was sent to, so their incident follows it.
 fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreError> {
     let cursor = store.notify_cursor()?;
     let events = store.group_events_after(cursor, 500)?;
@@ -130,54 +149,214 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
     };
     let mut rows = Vec::new();
     for e in &events {
-        if !matches!(e.action.as_str(), "opened" | "reopened") {
-            continue;
-        }
-        let (Some(alert_id), Some(g)) = (e.alert_id.as_deref(), store.group(&e.group_id)?) else {
+        let Some(g) = store.group(&e.group_id)? else {
             continue;
         };
-        let Some(alert) = store.alert(alert_id)? else {
-            continue;
-        };
-        if !alert.silenced_by.is_empty() {
-            continue;
-        }
-        let facts = Facts {
-            severity: alert.severity,
-            rule: &g.rule,
-            host: &g.hostname,
-            tags: &alert.tags,
-        };
-        for i in config.route(&facts) {
-            let r = &config.receivers[i];
-            let body = match &r.kind {
-                ReceiverKind::Webhook { .. } => serde_json::json!({
-                    "event": e.action,
-                    "group_id": g.id,
-                    "state": g.state.name(),
-                    "rule": g.rule,
-                    "severity": Severity::try_from(alert.severity).unwrap_or_default().name(),
-                    "host": g.hostname,
-                    "container": g.container,
-                    "output": alert.output,
-                    "fields": alert.fields,
-                    "tags": alert.tags,
-                    "alert_id": alert.id,
-                    "count": g.count,
-                    "first_seen": rfc3339(g.first_seen_ns),
-                    "last_seen": rfc3339(g.last_seen_ns),
-                    "history": format!("vigil-collector alert history {}", g.id),
-                }),
-            };
+        let mut queue = |r: &config::Receiver, body: serde_json::Value| {
             rows.push((
                 r.name.clone(),
                 g.id.clone(),
                 e.action.clone(),
                 serde_json::to_vec(&body).unwrap_or_default(),
             ));
+        };
+        match e.action.as_str() {
+            "opened" | "reopened" => {
+                let Some(alert) = e
+                    .alert_id
+                    .as_deref()
+                    .map(|a| store.alert(a))
+                    .transpose()?
+                    .flatten()
+                else {
+                    continue;
+                };
+                if !alert.silenced_by.is_empty() {
+                    continue;
+                }
+                let facts = Facts {
+                    severity: alert.severity,
+                    rule: &g.rule,
+                    host: &g.hostname,
+                    tags: &alert.tags,
+                };
+                for i in config.route(&facts) {
+                    let r = &config.receivers[i];
+                    let body = match &r.kind {
+                        ReceiverKind::Webhook { .. } => webhook_body(&e.action, &g, &alert),
+                        ReceiverKind::PagerDuty { routing_key, .. } => {
+                            pagerduty_body(routing_key, "trigger", &g, Some(&alert))
+                        }
+                        ReceiverKind::Slack { .. } => slack_body(&e.action, &g, &alert),
+                    };
+                    queue(r, body);
+                }
+            }
+            "acknowledged" | "resolved" | "closed" => {
+                let action = if e.action == "acknowledged" {
+                    "acknowledge"
+                } else {
+                    "resolve"
+                };
+                for name in store.notified_receivers(&g.id)? {
+                    let Some(r) = config.receivers.iter().find(|r| r.name == name) else {
+                        continue;
+                    };
+                    if let ReceiverKind::PagerDuty { routing_key, .. } = &r.kind {
+                        queue(r, pagerduty_body(routing_key, action, &g, None));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     store.enqueue(last, &rows)
+}
+
+fn webhook_body(event: &str, g: &GroupRecord, alert: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "event": event,
+        "group_id": g.id,
+        "state": g.state.name(),
+        "rule": g.rule,
+        "severity": Severity::try_from(alert.severity).unwrap_or_default().name(),
+        "host": g.hostname,
+        "container": g.container,
+        "output": alert.output,
+        "fields": alert.fields,
+        "tags": alert.tags,
+        "alert_id": alert.id,
+        "count": g.count,
+        "first_seen": rfc3339(g.first_seen_ns),
+        "last_seen": rfc3339(g.last_seen_ns),
+        "history": format!("vigil-collector alert history {}", g.id),
+    })
+}
+
+/// Slack's mrkdwn needs `&`, `<` and `>` escaped, or a crafted output
+/// could post links or mentions.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A Slack message in Block Kit (header, the output, fields, context)
+/// with a `text` fallback for notifications, within Slack's limits
+/// (header 150 characters, section text 3 000, 10 fields).
+fn slack_body(event: &str, g: &GroupRecord, alert: &Alert) -> serde_json::Value {
+    let severity = Severity::try_from(alert.severity)
+        .unwrap_or_default()
+        .name();
+    let verb = if event == "reopened" {
+        "reopened: "
+    } else {
+        ""
+    };
+    let field = |name: &str, value: &str| serde_json::json!({"type": "mrkdwn", "text": clip(&format!("*{name}*\n{}", slack_escape(value)), 2000)});
+    serde_json::json!({
+        "text": clip(&slack_escape(&format!("[{severity}] {verb}{} on {}: {}", g.rule, g.hostname, alert.output)), 3000),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{verb}{}", g.rule), 150)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": clip(&slack_escape(&alert.output), 3000)}},
+            {"type": "section", "fields": [
+                field("Severity", severity),
+                field("Host", &g.hostname),
+                field("Container", &g.container),
+                field("State", g.state.name()),
+                field("Count", &g.count.to_string()),
+                field("Group", &g.id),
+            ]},
+            {"type": "context", "elements": [
+                {"type": "mrkdwn", "text": clip(&format!(
+                    "first seen {} · `vigil-collector alert history {}`",
+                    rfc3339(g.first_seen_ns), g.id
+                ), 2000)},
+            ]},
+        ],
+    })
+}
+
+/// PagerDuty's severities from Falco's priorities.
+fn pagerduty_severity(s: i32) -> &'static str {
+    match Severity::try_from(s).unwrap_or_default() {
+        Severity::Emergency | Severity::Alert | Severity::Critical => "critical",
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        _ => "info",
+    }
+}
+
+/// Longest `payload.summary` PagerDuty accepts.
+const PAGERDUTY_SUMMARY_MAX: usize = 1024;
+
+/// An Events API v2 event for group `g`: `trigger` (with the alert), or
+/// `acknowledge` / `resolve`; the group id is the `dedup_key`, so a group
+/// is one incident however often it fires.
+fn pagerduty_body(
+    routing_key: &str,
+    action: &str,
+    g: &GroupRecord,
+    alert: Option<&Alert>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": g.id,
+    });
+    if let Some(a) = alert {
+        let mut summary = format!("{} on {}: {}", g.rule, g.hostname, a.output);
+        if summary.len() > PAGERDUTY_SUMMARY_MAX {
+            let mut cut = PAGERDUTY_SUMMARY_MAX - 3;
+            while !summary.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            summary.truncate(cut);
+            summary.push_str("...");
+        }
+        v["payload"] = serde_json::json!({
+            "summary": summary,
+            "source": g.hostname,
+            "severity": pagerduty_severity(a.severity),
+            "timestamp": rfc3339(a.time_unix_ns),
+            "component": g.container,
+            "group": g.rule,
+            "class": a.event_type,
+            "custom_details": {
+                "group_id": g.id,
+                "rule": g.rule,
+                "output": a.output,
+                "fields": a.fields,
+                "tags": a.tags,
+                "count": g.count,
+                "first_seen": rfc3339(g.first_seen_ns),
+                "alert_id": a.id,
+                "history": format!("vigil-collector alert history {}", g.id),
+            },
+        });
+    }
+    v
+}
+
+/// The least time between two sends to one receiver: PagerDuty takes
+/// about 120 events a minute per routing key, Slack about one message a
+/// second per webhook.
+fn min_gap(kind: &ReceiverKind) -> Duration {
+    match kind {
+        ReceiverKind::PagerDuty { .. } => Duration::from_millis(500),
+        ReceiverKind::Slack { .. } => Duration::from_secs(1),
+        ReceiverKind::Webhook { .. } => Duration::ZERO,
+    }
 }
 
 /// Sends one notification: Ok with what to record, or Err with when to
@@ -187,12 +366,15 @@ async fn send(
     kind: &ReceiverKind,
     o: &Outgoing,
 ) -> Result<String, (Option<i64>, String)> {
-    let ReceiverKind::Webhook { url, secret } = kind;
+    let url = kind.url();
     let mut req = client
         .post(url)
         .header("content-type", "application/json")
         .body(o.body.clone());
-    if let Some(key) = secret {
+    if let ReceiverKind::Webhook {
+        secret: Some(key), ..
+    } = kind
+    {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
         mac.update(&o.body);
         let sig: String = mac
