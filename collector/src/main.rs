@@ -71,6 +71,9 @@ enum Command {
     ///   vigil-collector silence expire 3fa2c1d09b8e
     #[command(verbatim_doc_comment)]
     Silence(SilenceArgs),
+    /// Check a notification file without a running collector.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Create and manage the certificates of a fleet (no openssl needed).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -291,6 +294,24 @@ enum AlertCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyCommand {
+    /// Send a test message to RECEIVER of the notification file, in its
+    /// format, and print its answer (to PagerDuty: a trigger, then its
+    /// resolve). Exits 1 when the file is bad, the receiver unknown or
+    /// unreachable, or it answers other than 2xx.
+    ///
+    /// Example: vigil-collector notify test pager --notify /etc/vigil/notify.yaml
+    #[command(verbatim_doc_comment)]
+    Test {
+        #[arg(value_name = "RECEIVER")]
+        receiver: String,
+        /// The notification file, as given to `serve --notify`.
+        #[arg(long, value_name = "FILE")]
+        notify: PathBuf,
     },
 }
 
@@ -548,6 +569,19 @@ fn main() -> ExitCode {
             }
             Command::Alert(a) => alert_command(a).await,
             Command::Silence(s) => silence_command(s).await,
+            Command::Notify(NotifyCommand::Test { receiver, notify }) => {
+                let config = vigil_collector::notify::config::Config::load(&notify)?;
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into());
+                let answers = vigil_collector::notify::test(&config, &receiver, &host)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{receiver}: {e}"))?;
+                for a in answers {
+                    println!("{receiver}: {a}");
+                }
+                Ok(())
+            }
             Command::Pki(cmd) => pki_command(cmd),
         }
     });
@@ -620,6 +654,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "plaintext (loopback only)"
     };
     tracing::info!(listen = %tcp.local_addr()?, db = %args.db.display(), %transport, "collector serving");
+    let counters = Arc::new(vigil_collector::metrics::NotifyCounters::default());
     let opts = server::ServerOptions {
         silent_after: match args.silent_after {
             Some(d) => vigil_collector::agents::SilentAfter::Fixed(d),
@@ -628,12 +663,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retention: (!args.retention.is_zero()).then_some(args.retention),
         metrics,
         db_path: Some(args.db.clone()),
+        notify: notify.is_some().then(|| counters.clone()),
     };
     let (notify_stop, notify_stopped) = tokio::sync::oneshot::channel::<()>();
     let notifier = notify.map(|config| {
         tokio::spawn(vigil_collector::notify::run(
             store.clone(),
             Arc::new(config),
+            counters.clone(),
             async {
                 let _ = notify_stopped.await;
             },

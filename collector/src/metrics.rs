@@ -81,6 +81,18 @@ pub struct CollectorSource {
     pub monitor: Arc<Monitor>,
     /// The SQLite file, for its size; None for other stores.
     pub db: Option<PathBuf>,
+    /// The notifier's counters, when `--notify` is given.
+    pub notify: Option<Arc<NotifyCounters>>,
+}
+
+/// What the notifier did, since the collector started.
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    pub sent: AtomicU64,
+    /// Tries that failed and will be tried again.
+    pub retried: AtomicU64,
+    /// Notifications given up on (dead letters).
+    pub dead: AtomicU64,
 }
 
 impl Source for CollectorSource {
@@ -160,6 +172,16 @@ impl Source for CollectorSource {
                 0.0
             },
         );
+        if let Some(n) = &self.notify {
+            t.metric(
+                "vigil_collector_notifications_total",
+                "counter",
+                "Notification attempts, by result: sent, retried (failed, tried again later), dead (given up: a dead letter).",
+            )
+            .sample("vigil_collector_notifications_total", &[("result", "sent")], v(&n.sent))
+            .sample("vigil_collector_notifications_total", &[("result", "retried")], v(&n.retried))
+            .sample("vigil_collector_notifications_total", &[("result", "dead")], v(&n.dead));
+        }
         t.single(
             "vigil_collector_queries_total",
             "counter",

@@ -95,6 +95,8 @@ pub struct ServerOptions {
     pub retention: Option<Duration>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; None: nowhere.
     pub metrics: Option<tokio::net::TcpListener>,
+    /// The notifier's counters, for `/metrics`.
+    pub notify: Option<Arc<crate::metrics::NotifyCounters>>,
     /// The SQLite file, for the store-size metric.
     pub db_path: Option<std::path::PathBuf>,
 }
@@ -105,6 +107,7 @@ impl Default for ServerOptions {
             silent_after: SilentAfter::Intervals(3),
             retention: Some(DEFAULT_RETENTION),
             metrics: None,
+            notify: None,
             db_path: None,
         }
     }
@@ -690,6 +693,7 @@ pub async fn run_with(
             metrics: metrics.clone(),
             monitor: monitor.clone(),
             db: opts.db_path.clone(),
+            notify: opts.notify.clone(),
         });
         tokio::spawn(vigil_metrics::serve(l, source, async {
             let _ = metrics_stopped.await;

@@ -371,6 +371,20 @@ fn failures_are_retried_429_is_honoured_and_4xx_is_not_retried() {
     // Below the route's severity: nobody is told.
     send_alert(&url, "web-3", "Too quiet", 3);
     assert_eq!(settle(&got, 5, Duration::from_secs(3)).len(), 4);
+    // The counts reach /metrics: one sent after two retries, one dead.
+    let metrics = collector.logged_addr("metrics on", "metrics");
+    let mut c = std::net::TcpStream::connect(&metrics).unwrap();
+    write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    c.read_to_string(&mut page).unwrap();
+    for (result, n) in [("sent", 1), ("retried", 2), ("dead", 1)] {
+        let line = format!("vigil_collector_notifications_total{{result=\"{result}\"}} {n}");
+        assert!(page.contains(&line), "no `{line}` in:\n{page}");
+    }
     assert!(collector.stop().success());
 }
 
@@ -574,4 +588,65 @@ fn slack_gets_block_kit_within_its_limits_and_its_rate() {
     let all = serde_json::to_string(&(&m["text"], &blocks[1..])).unwrap();
     assert!(!all.contains("<!channel>"), "{all}");
     assert!(collector.stop().success());
+}
+
+#[test]
+fn notify_test_sends_in_the_receivers_format_and_prints_its_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let pd = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pd_port = pd.local_addr().unwrap().port();
+    let pd_got = receiver(pd, vec![(202, None), (202, None)]);
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let _hook_got = receiver(hook, vec![(500, None)]);
+    std::fs::write(data.path().join("pd.key"), "K\n").unwrap();
+    let f = data.path().join("notify.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "receivers:\n  - name: pager\n    pagerduty: {{ routing_key_file: pd.key, url: \"http://127.0.0.1:{pd_port}/v2/enqueue\" }}\n  - name: hook\n    webhook: {{ url: \"http://127.0.0.1:{hook_port}/\" }}\n"
+        ),
+    )
+    .unwrap();
+    let test = |name: &str| {
+        Command::new(bin("vigil-collector"))
+            .args(["notify", "test", name, "--notify"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let o = test("pager");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("pager: HTTP 202"))
+            .count(),
+        2,
+        "{out}"
+    );
+    let reqs = pd_got.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].json()["event_action"], "trigger");
+    assert_eq!(
+        reqs[1].json()["event_action"],
+        "resolve",
+        "no incident left open"
+    );
+    assert_eq!(reqs[0].json()["dedup_key"], reqs[1].json()["dedup_key"]);
+    let o = test("hook");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("hook: HTTP 500"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = test("nobody");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("no receiver `nobody` in the file (it has: pager, hook)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -27,6 +27,7 @@ use vigil_proto::v1::Alert;
 
 use crate::{
     groups::GroupRecord,
+    metrics::NotifyCounters,
     sqlite::{Outgoing, SqliteStore},
     store::now_ns,
 };
@@ -44,6 +45,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(
     store: Arc<SqliteStore>,
     config: Arc<Config>,
+    counters: Arc<NotifyCounters>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     // reqwest is built without a crypto provider of its own: it uses the
@@ -112,6 +114,12 @@ pub async fn run(
                 o.receiver.clone(),
                 std::time::Instant::now() + min_gap(&r.kind),
             );
+            let counter = match &outcome {
+                Ok(_) => &counters.sent,
+                Err((Some(_), _)) => &counters.retried,
+                Err((None, _)) => &counters.dead,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match &outcome {
                 Ok(d) => tracing::info!(receiver = %o.receiver, group = %o.group_id, "{d}"),
                 Err((Some(_), why)) => {
@@ -348,6 +356,106 @@ fn pagerduty_body(
     v
 }
 
+/// POSTs `body` to the receiver, signed when it is a webhook with a
+/// secret.
+async fn post(
+    client: &reqwest::Client,
+    kind: &ReceiverKind,
+    body: &[u8],
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut req = client
+        .post(kind.url())
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let ReceiverKind::Webhook {
+        secret: Some(key), ..
+    } = kind
+    {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
+        mac.update(body);
+        let sig: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        req = req.header("x-vigil-signature", format!("sha256={sig}"));
+    }
+    req.send().await
+}
+
+/// `vigil-collector notify test RECEIVER`: sends a test message in the
+/// receiver's format (to PagerDuty a trigger, then its resolve, so no
+/// incident stays open) and returns each answer, `HTTP 202 ...: body`.
+/// Err when the receiver is unknown, unreachable, or answers non-2xx.
+pub async fn test(config: &Config, name: &str, host: &str) -> Result<Vec<String>, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = config
+        .receivers
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.receivers.iter().map(|r| r.name.as_str()).collect();
+            format!(
+                "no receiver `{name}` in the file (it has: {})",
+                names.join(", ")
+            )
+        })?;
+    let client = reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let now = now_ns();
+    let g = GroupRecord {
+        id: format!("vigil-test-{now}"),
+        rule: "Vigil test notification".into(),
+        severity: Severity::Warning as i32,
+        hostname: host.into(),
+        container: "host".into(),
+        state: crate::groups::GroupState::Open,
+        reason: None,
+        assignee: String::new(),
+        count: 1,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        output: "A test from vigil-collector notify test; nothing happened.".into(),
+        key: Default::default(),
+        state_changed_ns: now,
+    };
+    let alert = Alert {
+        id: format!("vigil-test-{now}"),
+        rule: g.rule.clone(),
+        severity: g.severity,
+        output: g.output.clone(),
+        time_unix_ns: now,
+        event_type: "test".into(),
+        ..Default::default()
+    };
+    let bodies = match &r.kind {
+        ReceiverKind::Webhook { .. } => vec![webhook_body("test", &g, &alert)],
+        ReceiverKind::Slack { .. } => vec![slack_body("test", &g, &alert)],
+        ReceiverKind::PagerDuty { routing_key, .. } => vec![
+            pagerduty_body(routing_key, "trigger", &g, Some(&alert)),
+            pagerduty_body(routing_key, "resolve", &g, None),
+        ],
+    };
+    let mut answers = Vec::new();
+    for body in bodies {
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let resp = post(&client, &r.kind, &body)
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", r.kind.url()))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let line = format!("HTTP {status}: {}", text.trim());
+        if !status.is_success() {
+            return Err(line);
+        }
+        answers.push(line);
+    }
+    Ok(answers)
+}
+
 /// The least time between two sends to one receiver: PagerDuty takes
 /// about 120 events a minute per routing key, Slack about one message a
 /// second per webhook.
@@ -367,30 +475,12 @@ async fn send(
     o: &Outgoing,
 ) -> Result<String, (Option<i64>, String)> {
     let url = kind.url();
-    let mut req = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(o.body.clone());
-    if let ReceiverKind::Webhook {
-        secret: Some(key), ..
-    } = kind
-    {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any size");
-        mac.update(&o.body);
-        let sig: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        req = req.header("x-vigil-signature", format!("sha256={sig}"));
-    }
     let retry_at = |after: Duration| {
         let too_old = now_ns() - o.created_ns > GIVE_UP_AFTER.as_nanos() as i64;
         (!too_old).then(|| now_ns() + after.as_nanos() as i64)
     };
     let backoff = MAX_BACKOFF.min(Duration::from_secs(1 << o.attempts.min(9)));
-    match req.send().await {
+    match post(client, kind, &o.body).await {
         Ok(resp) => {
             let status = resp.status();
             if status.is_success() {
