@@ -852,10 +852,10 @@ impl SqliteStore {
     }
 
     /// Queues `rows` (receiver, group, event, body) and moves the cursor
-    /// to `seq`, in one transaction.
+    /// to `seq` when given, in one transaction.
     pub fn enqueue(
         &self,
-        seq: i64,
+        seq: Option<i64>,
         rows: &[(String, String, String, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
@@ -870,12 +870,14 @@ impl SqliteStore {
             )
             .map_err(backend)?;
         }
-        tx.execute(
-            "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
-             ON CONFLICT(name) DO UPDATE SET seq = ?1",
-            [seq],
-        )
-        .map_err(backend)?;
+        if let Some(seq) = seq {
+            tx.execute(
+                "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
+                 ON CONFLICT(name) DO UPDATE SET seq = ?1",
+                [seq],
+            )
+            .map_err(backend)?;
+        }
         tx.commit().map_err(backend)
     }
 
@@ -924,8 +926,11 @@ impl SqliteStore {
                     params![o.id, now],
                 )
                 .map_err(backend)?;
-                append_audit(&tx, &o.group_id, now, &collector, "notified", &detail, None)
-                    .map_err(backend)?;
+                // A refresh of an open group is routine, not history.
+                if o.event != "refresh" {
+                    append_audit(&tx, &o.group_id, now, &collector, "notified", &detail, None)
+                        .map_err(backend)?;
+                }
             }
             Err((Some(next), why)) => {
                 tx.execute(
@@ -969,6 +974,34 @@ impl SqliteStore {
             .map_err(backend)?;
         let rows = st.query_map([group], |r| r.get(0)).map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    /// (group, receiver) for every open or acknowledged group that was
+    /// sent to a receiver, for receivers that want open groups re-sent.
+    pub fn open_notified(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT DISTINCT o.group_id, o.receiver FROM outbox o JOIN groups g ON g.id = o.group_id
+                 WHERE o.event IN ('opened', 'reopened') AND g.state IN ('open', 'acknowledged')",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    /// Drops a queued notification that no longer applies (a refresh of a
+    /// group resolved meanwhile).
+    pub fn drop_outgoing(&self, id: i64) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE outbox SET state = 'dropped', done_ns = ?2 WHERE id = ?1",
+            params![id, now_ns()],
+        )
+        .map_err(backend)?;
+        Ok(())
     }
 
     /// Notifications given up on (dead letters).

@@ -650,3 +650,73 @@ fn notify_test_sends_in_the_receivers_format_and_prints_its_answer() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
+    let data = tempfile::tempdir().unwrap();
+    let am = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = am.local_addr().unwrap().port();
+    let got = receiver(am, vec![]);
+    let f = data.path().join("notify.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "receivers:\n  - name: am\n    alertmanager: {{ url: \"http://127.0.0.1:{port}/\", refresh: 1s }}\nroutes:\n  - receivers: [am]\n"
+        ),
+    )
+    .unwrap();
+    let (mut collector, url) = start_collector_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--notify", f.to_str().unwrap()],
+    );
+    send_alert(&url, "db-2", "Managed rule", 6);
+    // The first send, then refreshes about every second.
+    let reqs = settle(&got, 3, Duration::from_secs(10));
+    assert!(reqs.len() >= 3, "{reqs:?}");
+    let first = &reqs[0].json()[0];
+    assert_eq!(reqs[0].path, "/api/v2/alerts");
+    assert_eq!(first["labels"]["alertname"], "Managed rule");
+    assert_eq!(first["labels"]["severity"], "critical");
+    assert_eq!(first["labels"]["host"], "db-2");
+    assert_eq!(first["annotations"]["description"], "something happened");
+    let id = first["labels"]["vigil_group"].as_str().unwrap().to_string();
+    let ends = |r: &Got| r.json()[0]["endsAt"].as_str().unwrap().to_string();
+    let starts = first["startsAt"].as_str().unwrap();
+    assert!(
+        ends(&reqs[0]).as_str() > starts,
+        "firing: endsAt after startsAt"
+    );
+    for r in &reqs[1..] {
+        assert_eq!(r.json()[0]["labels"]["vigil_group"], id.as_str());
+        assert!(ends(r) >= ends(&reqs[0]), "each refresh moves endsAt on");
+    }
+    let o = Command::new(bin("vigil-collector"))
+        .args([
+            "alert", "--server", &url, "resolve", &id, "--reason", "benign",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let resolved_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let reqs = got.lock().unwrap().clone();
+    let last = reqs.last().unwrap();
+    assert!(last.at >= resolved_at, "the resolution was sent");
+    let last_ends = ends(last);
+    // Ended: endsAt is now (not in the future), and refreshes stopped.
+    let now = vigil_proto::json::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64,
+    );
+    assert!(last_ends <= now, "endsAt {last_ends} is not past ({now})");
+    let after: Vec<_> = reqs.iter().filter(|r| r.at >= resolved_at).collect();
+    assert_eq!(after.len(), 1, "no refresh after the resolution: {after:?}");
+    // Refreshes are routine: the history has the first send and the end.
+    let trail = history(&url, &id);
+    let notified = trail.iter().filter(|e| e["action"] == "notified").count();
+    assert_eq!(notified, 2, "{trail:?}");
+    assert!(collector.stop().success());
+}

@@ -46,6 +46,17 @@ struct ReceiverDef {
     webhook: Option<WebhookDef>,
     pagerduty: Option<PagerDutyDef>,
     slack: Option<SlackDef>,
+    alertmanager: Option<AlertmanagerDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertmanagerDef {
+    /// Alertmanager's base URL, e.g. http://alertmanager:9093.
+    url: String,
+    /// How often an open group is sent again (default 60s): Alertmanager
+    /// resolves an alert whose endsAt passes, which is four of these.
+    refresh: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +116,12 @@ pub enum ReceiverKind {
     PagerDuty { url: String, routing_key: String },
     /// A Slack incoming webhook: Block Kit with a `text` fallback.
     Slack { url: String },
+    /// Alertmanager's `POST /api/v2/alerts`: firing while the group is
+    /// open (re-sent every `refresh`), ended when it is resolved or closed.
+    Alertmanager {
+        url: String,
+        refresh: std::time::Duration,
+    },
 }
 
 impl ReceiverKind {
@@ -112,7 +129,8 @@ impl ReceiverKind {
         match self {
             ReceiverKind::Webhook { url, .. }
             | ReceiverKind::PagerDuty { url, .. }
-            | ReceiverKind::Slack { url } => url,
+            | ReceiverKind::Slack { url }
+            | ReceiverKind::Alertmanager { url, .. } => url,
         }
     }
 }
@@ -216,12 +234,38 @@ impl Config {
                 r.webhook.is_some(),
                 r.pagerduty.is_some(),
                 r.slack.is_some(),
+                r.alertmanager.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() > 1 {
                 return Err(invalid(
                     at,
-                    "a receiver has one kind: webhook, pagerduty or slack".into(),
+                    "a receiver has one kind: webhook, pagerduty, slack or alertmanager".into(),
                 ));
+            }
+            if let Some(am) = r.alertmanager {
+                let url = format!("{}/api/v2/alerts", am.url.trim_end_matches('/'));
+                check_url(&url)?;
+                let refresh = match am.refresh.as_deref() {
+                    None => std::time::Duration::from_secs(60),
+                    Some(t) => humantime::parse_duration(t)
+                        .ok()
+                        .filter(|d| {
+                            (std::time::Duration::from_secs(1)
+                                ..=std::time::Duration::from_secs(3600))
+                                .contains(d)
+                        })
+                        .ok_or_else(|| {
+                            invalid(
+                                at.clone(),
+                                format!("refresh `{t}`: a duration from 1s to 1h"),
+                            )
+                        })?,
+                };
+                receivers.push(Receiver {
+                    name: r.name,
+                    kind: ReceiverKind::Alertmanager { url, refresh },
+                });
+                continue;
             }
             if let Some(sl) = r.slack {
                 let url = read_secret("webhook_url_file", sl.webhook_url_file)?;
@@ -239,10 +283,7 @@ impl Config {
                         Some(f) => Some(read_secret("secret_file", f)?.into_bytes()),
                         None => None,
                     };
-                    ReceiverKind::Webhook {
-                        url: w.url,
-                        secret,
-                    }
+                    ReceiverKind::Webhook { url: w.url, secret }
                 }
                 (None, Some(p)) => {
                     let url = p.url.unwrap_or_else(|| PAGERDUTY_EVENTS_URL.to_string());
@@ -255,11 +296,14 @@ impl Config {
                 (None, None) => {
                     return Err(invalid(
                         at,
-                        "a receiver needs a kind: webhook, pagerduty or slack (alertmanager is not built yet)".into(),
+                        "a receiver needs a kind: webhook, pagerduty, slack or alertmanager".into(),
                     ))
                 }
                 (Some(_), Some(_)) => {
-                    return Err(invalid(at, "a receiver has one kind: webhook or pagerduty".into()))
+                    return Err(invalid(
+                        at,
+                        "a receiver has one kind: webhook or pagerduty".into(),
+                    ))
                 }
             };
             receivers.push(Receiver { name: r.name, kind });
@@ -396,7 +440,7 @@ mod tests {
         );
         let e = parse("receivers:\n  - name: p\n").unwrap_err().to_string();
         assert!(
-            e.contains("a receiver needs a kind: webhook, pagerduty or slack"),
+            e.contains("a receiver needs a kind: webhook, pagerduty, slack or alertmanager"),
             "{e}"
         );
         let e = parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - match: { severity: \">=loud\" }\n    receivers: [a]\n")

@@ -69,6 +69,8 @@ pub async fn run(
     );
     tokio::pin!(shutdown);
     let mut next_send: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let mut last_refresh: std::collections::HashMap<String, std::time::Instant> =
+        Default::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -81,6 +83,30 @@ pub async fn run(
             Ok(Err(e)) => tracing::error!(error = %e, "cannot queue notifications; retrying"),
             Err(e) => tracing::error!(error = %e, "notification planner failed"),
             Ok(Ok(())) => {}
+        }
+        // Receivers whose open groups are due to be sent again.
+        let now = std::time::Instant::now();
+        let refresh_due: Vec<String> = config
+            .receivers
+            .iter()
+            .filter_map(|r| match &r.kind {
+                ReceiverKind::Alertmanager { refresh, .. } => {
+                    let last = last_refresh.entry(r.name.clone()).or_insert(now);
+                    (now.duration_since(*last) >= *refresh).then(|| {
+                        *last = now;
+                        r.name.clone()
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !refresh_due.is_empty() {
+            let (s, c) = (store.clone(), config.clone());
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || refresh(&s, &c, &refresh_due)).await
+            {
+                tracing::error!(error = %e, "cannot queue Alertmanager refreshes");
+            }
         }
         let s = store.clone();
         let due = match tokio::task::spawn_blocking(move || s.due(now_ns(), 64)).await {
@@ -98,6 +124,22 @@ pub async fn run(
                 .is_some_and(|t| *t > std::time::Instant::now())
             {
                 continue;
+            }
+            // A refresh queued before the group was resolved must not
+            // make it fire again after its resolution.
+            if o.event == "refresh" {
+                let (s, id) = (store.clone(), o.group_id.clone());
+                let open = tokio::task::spawn_blocking(move || s.group(&id))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+                    .is_some_and(|g| !g.state.is_done());
+                if !open {
+                    let (s, id) = (store.clone(), o.id);
+                    let _ = tokio::task::spawn_blocking(move || s.drop_outgoing(id)).await;
+                    continue;
+                }
             }
             let Some(r) = config.receivers.iter().find(|r| r.name == o.receiver) else {
                 // The file no longer names it (a restart with a new file).
@@ -196,6 +238,9 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
                             pagerduty_body(routing_key, "trigger", &g, Some(&alert))
                         }
                         ReceiverKind::Slack { .. } => slack_body(&e.action, &g, &alert),
+                        ReceiverKind::Alertmanager { refresh, .. } => {
+                            alertmanager_body(&g, Some(*refresh))
+                        }
                     };
                     queue(r, body);
                 }
@@ -210,15 +255,83 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
                     let Some(r) = config.receivers.iter().find(|r| r.name == name) else {
                         continue;
                     };
-                    if let ReceiverKind::PagerDuty { routing_key, .. } = &r.kind {
-                        queue(r, pagerduty_body(routing_key, action, &g, None));
+                    match &r.kind {
+                        ReceiverKind::PagerDuty { routing_key, .. } => {
+                            queue(r, pagerduty_body(routing_key, action, &g, None))
+                        }
+                        // Alertmanager has no acknowledgement: the alert
+                        // fires until the group is resolved or closed.
+                        ReceiverKind::Alertmanager { .. } if action == "resolve" => {
+                            queue(r, alertmanager_body(&g, None))
+                        }
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
-    store.enqueue(last, &rows)
+    store.enqueue(Some(last), &rows)
+}
+
+/// Re-sends every open group to the Alertmanager receivers it went to
+/// whose refresh period has passed, so Alertmanager keeps it firing.
+fn refresh(
+    store: &SqliteStore,
+    config: &Config,
+    due: &[String],
+) -> Result<(), crate::store::StoreError> {
+    let mut rows = Vec::new();
+    for (group, receiver) in store.open_notified()? {
+        if !due.contains(&receiver) {
+            continue;
+        }
+        let Some(r) = config.receivers.iter().find(|r| r.name == receiver) else {
+            continue;
+        };
+        let ReceiverKind::Alertmanager { refresh, .. } = &r.kind else {
+            continue;
+        };
+        let Some(g) = store.group(&group)? else {
+            continue;
+        };
+        let body = alertmanager_body(&g, Some(*refresh));
+        rows.push((
+            receiver,
+            group,
+            "refresh".to_string(),
+            serde_json::to_vec(&body).unwrap_or_default(),
+        ));
+    }
+    store.enqueue(None, &rows)
+}
+
+/// An Alertmanager alert for group `g`: firing until four refresh
+/// periods from now, or ended now (`refresh` None).
+fn alertmanager_body(g: &GroupRecord, refresh: Option<Duration>) -> serde_json::Value {
+    let now = now_ns();
+    let ends = match refresh {
+        Some(r) => now + 4 * r.as_nanos() as i64,
+        None => now,
+    };
+    serde_json::json!([{
+        "labels": {
+            "alertname": g.rule,
+            "severity": Severity::try_from(g.severity).unwrap_or_default().name(),
+            "host": g.hostname,
+            "container": g.container,
+            "vigil_group": g.id,
+            "source": "vigil",
+        },
+        "annotations": {
+            "summary": format!("{} on {}", g.rule, g.hostname),
+            "description": g.output,
+            "count": g.count.to_string(),
+            "history": format!("vigil-collector alert history {}", g.id),
+        },
+        "startsAt": rfc3339(g.first_seen_ns),
+        "endsAt": rfc3339(ends),
+    }])
 }
 
 fn webhook_body(event: &str, g: &GroupRecord, alert: &Alert) -> serde_json::Value {
@@ -434,6 +547,7 @@ pub async fn test(config: &Config, name: &str, host: &str) -> Result<Vec<String>
     let bodies = match &r.kind {
         ReceiverKind::Webhook { .. } => vec![webhook_body("test", &g, &alert)],
         ReceiverKind::Slack { .. } => vec![slack_body("test", &g, &alert)],
+        ReceiverKind::Alertmanager { .. } => vec![alertmanager_body(&g, None)],
         ReceiverKind::PagerDuty { routing_key, .. } => vec![
             pagerduty_body(routing_key, "trigger", &g, Some(&alert)),
             pagerduty_body(routing_key, "resolve", &g, None),
@@ -463,6 +577,7 @@ fn min_gap(kind: &ReceiverKind) -> Duration {
     match kind {
         ReceiverKind::PagerDuty { .. } => Duration::from_millis(500),
         ReceiverKind::Slack { .. } => Duration::from_secs(1),
+        ReceiverKind::Alertmanager { .. } => Duration::ZERO,
         ReceiverKind::Webhook { .. } => Duration::ZERO,
     }
 }
