@@ -98,6 +98,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_ns     INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ns);
+CREATE TABLE IF NOT EXISTS notify_state (
+    group_id  TEXT NOT NULL,
+    receiver  TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    at_ns     INTEGER NOT NULL,
+    PRIMARY KEY (group_id, receiver)
+);
 CREATE TABLE IF NOT EXISTS notify_cursor (
     name  TEXT PRIMARY KEY,
     seq   INTEGER NOT NULL
@@ -770,6 +777,18 @@ fn find_group(conn: &Connection, id: &str) -> Result<GroupRecord, GroupError> {
     }
 }
 
+/// A notification to queue. An empty body queues nothing but still
+/// records `count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub receiver: String,
+    pub group: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    /// The group's count the receiver is told of.
+    pub count: Option<u64>,
+}
+
 /// One notification waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -851,17 +870,27 @@ impl SqliteStore {
         }
     }
 
-    /// Queues `rows` (receiver, group, event, body) and moves the cursor
-    /// to `seq` when given, in one transaction.
-    pub fn enqueue(
-        &self,
-        seq: Option<i64>,
-        rows: &[(String, String, String, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    /// Queues `rows` and moves the cursor to `seq` when given, in one
+    /// transaction. A row with a count also records it as what that
+    /// receiver was last told of the group (for summaries).
+    pub fn enqueue(&self, seq: Option<i64>, rows: &[Queued]) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(backend)?;
         let now = now_ns();
-        for (receiver, group, event, body) in rows {
+        for q in rows {
+            if let Some(count) = q.count {
+                tx.execute(
+                    "INSERT INTO notify_state (group_id, receiver, count, at_ns)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(group_id, receiver) DO UPDATE SET count = ?3, at_ns = ?4",
+                    params![q.group, q.receiver, count as i64, now],
+                )
+                .map_err(backend)?;
+            }
+            if q.body.is_empty() {
+                continue;
+            }
+            let (receiver, group, event, body) = (&q.receiver, &q.group, &q.event, &q.body);
             tx.execute(
                 "INSERT INTO outbox (receiver, group_id, event, body, attempts, next_ns, state,
                      last_error, created_ns)
@@ -1002,6 +1031,30 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         Ok(())
+    }
+
+    /// (group, receiver, count told) for open groups whose count grew
+    /// since a receiver was last told, at least `window_ns` ago.
+    pub fn summaries_due(
+        &self,
+        now: i64,
+        window_ns: i64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT s.group_id, s.receiver, s.count FROM notify_state s
+                 JOIN groups g ON g.id = s.group_id
+                 WHERE g.count > s.count AND s.at_ns <= ?1
+                   AND g.state IN ('open', 'acknowledged')",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([now - window_ns], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
     }
 
     /// Notifications given up on (dead letters).

@@ -148,6 +148,11 @@ fn history(url: &str, id: &str) -> Vec<serde_json::Value> {
 
 /// Sends one alert of `rule` as host `host`, as an agent would.
 fn send_alert(url: &str, host: &str, rule: &str, severity: i32) {
+    send_alerts(url, host, rule, severity, 1);
+}
+
+/// Sends `n` alerts of `rule` in one batch.
+fn send_alerts(url: &str, host: &str, rule: &str, severity: i32, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,18 +166,20 @@ fn send_alert(url: &str, host: &str, rule: &str, severity: i32) {
                 ..Default::default()
             }),
             seq: 1,
-            alerts: vec![Alert {
-                id: unique("id"),
-                rule: rule.into(),
-                severity,
-                output: "something happened".into(),
-                // Now: an old time would be pruned by the retention at once.
-                time_unix_ns: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as i64,
-                ..Default::default()
-            }],
+            alerts: (0..n)
+                .map(|_| Alert {
+                    id: unique("id"),
+                    rule: rule.into(),
+                    severity,
+                    output: "something happened".into(),
+                    // Now: an old time would be pruned by the retention at once.
+                    time_unix_ns: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as i64,
+                    ..Default::default()
+                })
+                .collect(),
         })
         .await
         .unwrap();
@@ -718,5 +725,53 @@ fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
     let trail = history(&url, &id);
     let notified = trail.iter().filter(|e| e["action"] == "notified").count();
     assert_eq!(notified, 2, "{trail:?}");
+    assert!(collector.stop().success());
+}
+
+#[test]
+fn repeats_within_the_window_make_one_summary() {
+    let data = tempfile::tempdir().unwrap();
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let got = receiver(hook, vec![]);
+    let f = data.path().join("notify.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "group_window: 2s\nreceivers:\n  - name: hook\n    webhook: {{ url: \"http://127.0.0.1:{port}/\" }}\nroutes:\n  - receivers: [hook]\n"
+        ),
+    )
+    .unwrap();
+    let (mut collector, url) = start_collector_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--notify", f.to_str().unwrap()],
+    );
+    send_alert(&url, "web-9", "Noisy rule", 4);
+    let first = settle(&got, 1, Duration::from_secs(10));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].json()["event"], "opened");
+    // 49 repeats at once, then 10 more a little later: still one summary
+    // per window, never one message per alert.
+    send_alerts(&url, "web-9", "Noisy rule", 4, 49);
+    let reqs = settle(&got, 2, Duration::from_secs(10));
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let s = reqs[1].json();
+    assert_eq!(s["event"], "summary");
+    assert_eq!(s["new_alerts"], 49);
+    assert_eq!(s["count"], 50);
+    assert_eq!(s["group_id"], first[0].json()["group_id"]);
+    assert!(
+        reqs[1].at - first[0].at >= Duration::from_millis(1900),
+        "not before the window ({:?})",
+        reqs[1].at - first[0].at
+    );
+    send_alerts(&url, "web-9", "Noisy rule", 4, 10);
+    let reqs = settle(&got, 3, Duration::from_secs(10));
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[2].json()["new_alerts"], 10);
+    assert!(reqs[2].at - reqs[1].at >= Duration::from_millis(1900));
+    // Quiet now: nothing more.
+    assert_eq!(settle(&got, 4, Duration::from_secs(3)).len(), 3);
     assert!(collector.stop().success());
 }

@@ -37,6 +37,9 @@ struct File {
     receivers: Vec<ReceiverDef>,
     #[serde(default)]
     routes: Vec<RouteDef>,
+    /// After a group's notification, how long its repeats are counted
+    /// before one summary goes out (default 5m).
+    group_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +146,12 @@ pub enum RouteMatch {
     Rule(String),
     Host(String),
     Tag(String),
+    /// A container id, or `host`.
+    Container(String),
+    /// A Kubernetes namespace.
+    Namespace(String),
+    /// An output field (a key with a dot, e.g. `proc.exepath`).
+    Field(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +167,12 @@ pub struct Route {
 pub struct Config {
     pub receivers: Vec<Receiver>,
     pub routes: Vec<Route>,
+    /// Repeats of a notified group are summarised once per window.
+    pub group_window: std::time::Duration,
 }
+
+/// The default `group_window`.
+pub const DEFAULT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What a route sees of a group's alert.
 pub struct Facts<'a> {
@@ -166,6 +180,10 @@ pub struct Facts<'a> {
     pub rule: &'a str,
     pub host: &'a str,
     pub tags: &'a [String],
+    /// Container id, or `host`.
+    pub container: &'a str,
+    pub namespace: &'a str,
+    pub fields: &'a std::collections::HashMap<String, String>,
 }
 
 impl Config {
@@ -339,10 +357,13 @@ impl Config {
                     "rule" => RouteMatch::Rule(v.clone()),
                     "host" => RouteMatch::Host(v.clone()),
                     "tag" => RouteMatch::Tag(v.clone()),
+                    "container" => RouteMatch::Container(v.clone()),
+                    "namespace" => RouteMatch::Namespace(v.clone()),
+                    f if f.contains('.') => RouteMatch::Field(f.to_string(), v.clone()),
                     other => {
                         return Err(invalid(
                             at,
-                            format!("unknown match key `{other}`: severity, rule, host or tag"),
+                            format!("unknown match key `{other}`: severity, rule, host, tag, container, namespace, or an output field such as proc.exepath"),
                         ))
                     }
                 });
@@ -353,7 +374,26 @@ impl Config {
                 keep_going: r.keep_going,
             });
         }
-        Ok(Config { receivers, routes })
+        let group_window = match file.group_window.as_deref() {
+            None => DEFAULT_GROUP_WINDOW,
+            Some(t) => humantime::parse_duration(t)
+                .ok()
+                .filter(|d| {
+                    (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400))
+                        .contains(d)
+                })
+                .ok_or_else(|| {
+                    invalid(
+                        "group_window".into(),
+                        format!("`{t}`: a duration from 1s to 24h"),
+                    )
+                })?,
+        };
+        Ok(Config {
+            receivers,
+            routes,
+            group_window,
+        })
     }
 
     /// The receivers a group goes to: routes in order, the first that
@@ -368,6 +408,9 @@ impl Config {
                 RouteMatch::Rule(x) => f.rule == x,
                 RouteMatch::Host(x) => f.host == x,
                 RouteMatch::Tag(x) => f.tags.iter().any(|t| t == x),
+                RouteMatch::Container(x) => f.container == x,
+                RouteMatch::Namespace(x) => f.namespace == x,
+                RouteMatch::Field(k, x) => f.fields.get(k).is_some_and(|v| v == x),
             });
             if hit {
                 for i in &r.receivers {
@@ -398,15 +441,45 @@ mod tests {
             "receivers:\n  - name: a\n    webhook: { url: \"http://127.0.0.1:1/a\" }\n  - name: b\n    webhook: { url: \"https://example.com/b\" }\nroutes:\n  - match: { severity: \">=error\" }\n    receivers: [a]\n    continue: true\n  - match: { severity: \">=warning\" }\n    receivers: [b]\n",
         )
         .unwrap();
+        let fields = Default::default();
         let facts = |severity: Severity| Facts {
             severity: severity as i32,
             rule: "r",
             host: "h",
             tags: &[],
+            container: "host",
+            namespace: "",
+            fields: &fields,
         };
         assert_eq!(c.route(&facts(Severity::Critical)), vec![0, 1]);
         assert_eq!(c.route(&facts(Severity::Warning)), vec![1]);
         assert!(c.route(&facts(Severity::Notice)).is_empty());
+    }
+
+    #[test]
+    fn routes_see_container_namespace_and_output_fields() {
+        let c = parse(
+            "receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - match: { namespace: shop, proc.exepath: /usr/bin/curl }\n    receivers: [a]\n",
+        )
+        .unwrap();
+        let mut fields = std::collections::HashMap::new();
+        fields.insert("proc.exepath".to_string(), "/usr/bin/curl".to_string());
+        let mut facts = Facts {
+            severity: 4,
+            rule: "r",
+            host: "h",
+            tags: &[],
+            container: "abc",
+            namespace: "shop",
+            fields: &fields,
+        };
+        assert_eq!(c.route(&facts), vec![0]);
+        facts.namespace = "kube-system";
+        assert!(c.route(&facts).is_empty());
+        let e = parse("receivers:\n  - name: a\n    webhook: { url: \"http://x/\" }\nroutes:\n  - match: { colour: red }\n    receivers: [a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown match key `colour`"), "{e}");
     }
 
     #[test]

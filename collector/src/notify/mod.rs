@@ -28,7 +28,7 @@ use vigil_proto::v1::Alert;
 use crate::{
     groups::GroupRecord,
     metrics::NotifyCounters,
-    sqlite::{Outgoing, SqliteStore},
+    sqlite::{Outgoing, Queued, SqliteStore},
     store::now_ns,
 };
 use config::{Config, Facts, ReceiverKind};
@@ -83,6 +83,10 @@ pub async fn run(
             Ok(Err(e)) => tracing::error!(error = %e, "cannot queue notifications; retrying"),
             Err(e) => tracing::error!(error = %e, "notification planner failed"),
             Ok(Ok(())) => {}
+        }
+        let (s, c) = (store.clone(), config.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || summarise(&s, &c)).await {
+            tracing::error!(error = %e, "cannot queue notification summaries");
         }
         // Receivers whose open groups are due to be sent again.
         let now = std::time::Instant::now();
@@ -202,13 +206,15 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
         let Some(g) = store.group(&e.group_id)? else {
             continue;
         };
+        let opening = matches!(e.action.as_str(), "opened" | "reopened");
         let mut queue = |r: &config::Receiver, body: serde_json::Value| {
-            rows.push((
-                r.name.clone(),
-                g.id.clone(),
-                e.action.clone(),
-                serde_json::to_vec(&body).unwrap_or_default(),
-            ));
+            rows.push(Queued {
+                receiver: r.name.clone(),
+                group: g.id.clone(),
+                event: e.action.clone(),
+                body: serde_json::to_vec(&body).unwrap_or_default(),
+                count: opening.then_some(g.count),
+            });
         };
         match e.action.as_str() {
             "opened" | "reopened" => {
@@ -229,6 +235,12 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
                     rule: &g.rule,
                     host: &g.hostname,
                     tags: &alert.tags,
+                    container: &g.container,
+                    namespace: alert
+                        .container
+                        .as_ref()
+                        .map_or("", |c| c.k8s_namespace.as_str()),
+                    fields: &alert.fields,
                 };
                 for i in config.route(&facts) {
                     let r = &config.receivers[i];
@@ -274,6 +286,64 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
     store.enqueue(Some(last), &rows)
 }
 
+/// Summarises the repeats of groups whose window has passed since their
+/// receivers were last told: one message per group and receiver with how
+/// many more alerts came (webhook and Slack; PagerDuty's incident and
+/// Alertmanager's refreshed alert already stand for them).
+fn summarise(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreError> {
+    let now = now_ns();
+    let mut rows = Vec::new();
+    for (group, receiver, told) in
+        store.summaries_due(now, config.group_window.as_nanos() as i64)?
+    {
+        let Some(g) = store.group(&group)? else {
+            continue;
+        };
+        let more = g.count.saturating_sub(told);
+        let body = match config
+            .receivers
+            .iter()
+            .find(|r| r.name == receiver)
+            .map(|r| &r.kind)
+        {
+            Some(ReceiverKind::Webhook { .. }) => serde_json::json!({
+                "event": "summary",
+                "group_id": g.id,
+                "state": g.state.name(),
+                "rule": g.rule,
+                "severity": Severity::try_from(g.severity).unwrap_or_default().name(),
+                "host": g.hostname,
+                "container": g.container,
+                "output": g.output,
+                "new_alerts": more,
+                "count": g.count,
+                "first_seen": rfc3339(g.first_seen_ns),
+                "last_seen": rfc3339(g.last_seen_ns),
+                "history": format!("vigil-collector alert history {}", g.id),
+            }),
+            Some(ReceiverKind::Slack { .. }) => serde_json::json!({
+                "text": slack_escape(&format!(
+                    "{more} more alerts of {} on {} (group {}, {} in all, last {})",
+                    g.rule, g.hostname, g.id, g.count, rfc3339(g.last_seen_ns)
+                )),
+            }),
+            _ => serde_json::Value::Null,
+        };
+        rows.push(Queued {
+            receiver,
+            group,
+            event: "summary".into(),
+            body: if body.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&body).unwrap_or_default()
+            },
+            count: Some(g.count),
+        });
+    }
+    store.enqueue(None, &rows)
+}
+
 /// Re-sends every open group to the Alertmanager receivers it went to
 /// whose refresh period has passed, so Alertmanager keeps it firing.
 fn refresh(
@@ -296,12 +366,13 @@ fn refresh(
             continue;
         };
         let body = alertmanager_body(&g, Some(*refresh));
-        rows.push((
+        rows.push(Queued {
             receiver,
             group,
-            "refresh".to_string(),
-            serde_json::to_vec(&body).unwrap_or_default(),
-        ));
+            event: "refresh".to_string(),
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            count: None,
+        });
     }
     store.enqueue(None, &rows)
 }
