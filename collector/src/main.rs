@@ -183,7 +183,9 @@ struct ServeArgs {
     /// The notification file: receivers (webhook) and the routes that send
     /// alert groups to them when they open or reopen (docs/oncall.md).
     /// Checked at start: an error names FILE:LINE:COL and the collector
-    /// does not start. Without it, nobody is notified.
+    /// does not start. Reread when it changes (checked every 2 s); a
+    /// changed file with an error is logged and the previous one stays in
+    /// force. Without it, nobody is notified.
     #[arg(long, value_name = "FILE")]
     notify: Option<PathBuf>,
     /// Alerts older than this (by event time) are deleted, at start and
@@ -670,6 +672,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(vigil_collector::notify::run(
             store.clone(),
             Arc::new(config),
+            args.notify.clone(),
             counters.clone(),
             async {
                 let _ = notify_stopped.await;

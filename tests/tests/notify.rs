@@ -775,3 +775,48 @@ fn repeats_within_the_window_make_one_summary() {
     assert_eq!(settle(&got, 4, Duration::from_secs(3)).len(), 3);
     assert!(collector.stop().success());
 }
+
+#[test]
+fn a_changed_notification_file_is_reloaded_and_a_bad_one_keeps_the_last() {
+    let data = tempfile::tempdir().unwrap();
+    let one = TcpListener::bind("127.0.0.1:0").unwrap();
+    let two = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p1, p2) = (
+        one.local_addr().unwrap().port(),
+        two.local_addr().unwrap().port(),
+    );
+    let (got1, got2) = (receiver(one, vec![]), receiver(two, vec![]));
+    let f = data.path().join("notify.yaml");
+    let file = |port: u16| {
+        format!(
+            "receivers:\n  - name: hook\n    webhook: {{ url: \"http://127.0.0.1:{port}/\" }}\nroutes:\n  - receivers: [hook]\n"
+        )
+    };
+    std::fs::write(&f, file(p1)).unwrap();
+    let (mut collector, url) = start_collector_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--notify", f.to_str().unwrap()],
+    );
+    send_alert(&url, "h-1", "Before reload", 4);
+    assert_eq!(settle(&got1, 1, Duration::from_secs(10)).len(), 1);
+
+    std::fs::write(&f, file(p2)).unwrap();
+    collector.wait_stderr("reloaded", Duration::from_secs(10), |l| {
+        l.contains("notification file reloaded")
+    });
+    send_alert(&url, "h-1", "After reload", 4);
+    assert_eq!(settle(&got2, 1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(got2.lock().unwrap()[0].json()["rule"], "After reload");
+
+    // A broken edit: logged with its place, and the last good file stays.
+    std::fs::write(&f, "receivers:\n  - name: hook\n    webhok: {}\n").unwrap();
+    let line = collector.wait_stderr("not reloaded", Duration::from_secs(10), |l| {
+        l.contains("notification file not reloaded")
+    });
+    assert!(line.contains(":3:5:"), "{line}");
+    send_alert(&url, "h-1", "After a bad edit", 4);
+    assert_eq!(settle(&got2, 2, Duration::from_secs(10)).len(), 2);
+    assert_eq!(got1.lock().unwrap().len(), 1);
+    assert!(collector.stop().success());
+}

@@ -33,6 +33,24 @@ use crate::{
 };
 use config::{Config, Facts, ReceiverKind};
 
+/// How often the notification file is checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// What says the file changed: its length, modification time and
+/// content digest (an edit within one mtime tick still shows).
+fn fingerprint(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>, [u8; 32]) {
+    use sha2::Digest as _;
+    let meta = std::fs::metadata(path).ok();
+    let digest = std::fs::read(path)
+        .map(|b| Sha256::digest(&b).into())
+        .unwrap_or([0; 32]);
+    (
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+        digest,
+    )
+}
+
 /// How often the notifier looks for new group events and due sends.
 const TICK: Duration = Duration::from_millis(200);
 /// Longest wait between two tries, and how long a notification is tried.
@@ -45,9 +63,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(
     store: Arc<SqliteStore>,
     config: Arc<Config>,
+    file: Option<std::path::PathBuf>,
     counters: Arc<NotifyCounters>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let mut config = config;
+    let mut watched = file.as_deref().map(fingerprint);
+    let mut last_check = std::time::Instant::now();
     // reqwest is built without a crypto provider of its own: it uses the
     // ring provider the rest of the collector uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -77,6 +99,29 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
+        }
+        if let Some(path) = &file {
+            if last_check.elapsed() >= RELOAD_CHECK {
+                last_check = std::time::Instant::now();
+                let now = fingerprint(path);
+                if watched.as_ref() != Some(&now) {
+                    watched = Some(now);
+                    match Config::load(path) {
+                        Ok(c) => {
+                            tracing::info!(
+                                receivers = c.receivers.len(),
+                                routes = c.routes.len(),
+                                "notification file reloaded"
+                            );
+                            config = Arc::new(c);
+                        }
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "notification file not reloaded; the previous one stays in force"
+                        ),
+                    }
+                }
+            }
         }
         let (s, c) = (store.clone(), config.clone());
         match tokio::task::spawn_blocking(move || plan(&s, &c)).await {
