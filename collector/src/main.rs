@@ -241,30 +241,10 @@ enum AlertCommand {
         note: Option<String>,
     },
     /// Resolve with a reason; a new alert of the group reopens it.
-    Resolve {
-        /// A group's id (`query groups`), or the id of one of its alerts.
-        #[arg(value_name = "ID")]
-        id: String,
-        /// true_positive, false_positive, benign or duplicate.
-        #[arg(long, value_name = "REASON", value_parser = Reason::parse)]
-        reason: Reason,
-        /// Kept in the group's history with the change.
-        #[arg(long, value_name = "TEXT")]
-        note: Option<String>,
-    },
+    Resolve(EndArgs),
     /// Close with a reason (dismissed rather than fixed); a new alert of
     /// the group reopens it.
-    Close {
-        /// A group's id (`query groups`), or the id of one of its alerts.
-        #[arg(value_name = "ID")]
-        id: String,
-        /// true_positive, false_positive, benign or duplicate.
-        #[arg(long, value_name = "REASON", value_parser = Reason::parse)]
-        reason: Reason,
-        /// Kept in the group's history with the change.
-        #[arg(long, value_name = "TEXT")]
-        note: Option<String>,
-    },
+    Close(EndArgs),
     /// Assign to someone (`--to ""` unassigns), in any state.
     Assign {
         /// A group's id (`query groups`), or the id of one of its alerts.
@@ -354,6 +334,20 @@ enum SilenceCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+}
+
+/// `alert resolve` and `alert close`.
+#[derive(Args, Debug)]
+struct EndArgs {
+    /// A group's id (`query groups`), or the id of one of its alerts.
+    #[arg(value_name = "ID")]
+    id: String,
+    /// true_positive, false_positive, benign or duplicate.
+    #[arg(long, value_name = "REASON", value_parser = Reason::parse)]
+    reason: Reason,
+    /// Kept in the group's history with the change.
+    #[arg(long, value_name = "TEXT")]
+    note: Option<String>,
 }
 
 /// Which collector to ask, and as whom.
@@ -787,6 +781,11 @@ async fn alert_command(a: AlertArgs) -> anyhow::Result<()> {
         action: action as i32,
         ..Default::default()
     };
+    let end = |e: EndArgs, action| GroupUpdate {
+        reason: e.reason.name().into(),
+        note: e.note.unwrap_or_default(),
+        ..update(e.id, action)
+    };
     let u = match a.what {
         AlertCommand::History { id, json } => {
             let trail = query::fetch_history(server, tls.as_ref(), &id).await?;
@@ -796,16 +795,8 @@ async fn alert_command(a: AlertArgs) -> anyhow::Result<()> {
             note: note.unwrap_or_default(),
             ..update(id, GroupAction::Acknowledge)
         },
-        AlertCommand::Resolve { id, reason, note } => GroupUpdate {
-            reason: reason.name().into(),
-            note: note.unwrap_or_default(),
-            ..update(id, GroupAction::Resolve)
-        },
-        AlertCommand::Close { id, reason, note } => GroupUpdate {
-            reason: reason.name().into(),
-            note: note.unwrap_or_default(),
-            ..update(id, GroupAction::Close)
-        },
+        AlertCommand::Resolve(e) => end(e, GroupAction::Resolve),
+        AlertCommand::Close(e) => end(e, GroupAction::Close),
         AlertCommand::Assign { id, to, note } => GroupUpdate {
             assignee: to,
             note: note.unwrap_or_default(),

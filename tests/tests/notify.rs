@@ -85,6 +85,12 @@ fn serve_one(mut conn: std::net::TcpStream, got: &Mutex<Vec<Got>>, script: &Scri
     let _ = conn.flush();
 }
 
+/// A receiver on a fresh loopback port: (port, what it gets).
+fn listening(script: Vec<(u16, Option<(&str, &str)>)>) -> (u16, Arc<Mutex<Vec<Got>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    (l.local_addr().unwrap().port(), receiver(l, script))
+}
+
 /// An HTTP receiver on `listener`: answers each request with the next
 /// scripted (status, extra headers), then 200.
 fn receiver(
@@ -108,6 +114,13 @@ fn receiver(
         }
     });
     got
+}
+
+/// A plaintext collector whose notification file (in `dir`) is `yaml`.
+fn collector_notifying(dir: &Path, yaml: &str) -> (Proc, String) {
+    let f = dir.join("notify.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    start_collector_with(dir, "127.0.0.1:0", &["--notify", f.to_str().unwrap()])
 }
 
 fn notify_file(dir: &Path, port: u16, min_severity: &str) -> String {
@@ -200,9 +213,7 @@ fn a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hook.local_addr().unwrap().port();
-    let got = receiver(hook, vec![]);
+    let (port, got) = listening(vec![]);
     let notify = notify_file(data.path(), port, "warning");
     let (mut collector, url) =
         start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
@@ -322,17 +333,12 @@ fn a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not() {
 #[test]
 fn failures_are_retried_429_is_honoured_and_4xx_is_not_retried() {
     let data = tempfile::tempdir().unwrap();
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hook.local_addr().unwrap().port();
-    let got = receiver(
-        hook,
-        vec![
-            (500, None),
-            (429, Some(("Retry-After", "2"))),
-            (200, None),
-            (400, None),
-        ],
-    );
+    let (port, got) = listening(vec![
+        (500, None),
+        (429, Some(("Retry-After", "2"))),
+        (200, None),
+        (400, None),
+    ]);
     let notify = notify_file(data.path(), port, "warning");
     let (mut collector, url) =
         start_collector_with(data.path(), "127.0.0.1:0", &["--notify", &notify]);
@@ -421,69 +427,37 @@ fn notifications_queued_before_a_restart_are_delivered_once_after_it() {
 fn a_bad_notification_file_stops_the_collector_and_names_the_place() {
     let data = tempfile::tempdir().unwrap();
     let bad = data.path().join("bad.yaml");
-    std::fs::write(&bad, "receivers:\n  - name: a\n    webhok: {}\n").unwrap();
-    let o = Command::new(bin("vigil-collector"))
-        .args([
-            "serve",
-            "--insecure-plaintext",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--db",
-        ])
-        .arg(data.path().join("a.db"))
-        .arg("--notify")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let e = String::from_utf8_lossy(&o.stderr);
+    let serve = |text: &str| {
+        std::fs::write(&bad, text).unwrap();
+        let o = Command::new(bin("vigil-collector"))
+            .args(["serve", "--insecure-plaintext", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "off", "--db"])
+            .arg(data.path().join("a.db"))
+            .arg("--notify")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "started with {text}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = serve("receivers:\n  - name: a\n    webhok: {}\n");
     assert!(e.contains(&format!("{}:3:5: ", bad.display())), "{e}");
-    std::fs::write(
-        &bad,
+    let e = serve(
         "receivers:\n  - name: a\n    webhook: { url: \"http://127.0.0.1:1/\" }\nroutes:\n  - receivers: [pagr]\n",
-    )
-    .unwrap();
-    let o = Command::new(bin("vigil-collector"))
-        .args([
-            "serve",
-            "--insecure-plaintext",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--db",
-        ])
-        .arg(data.path().join("a.db"))
-        .arg("--notify")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let e = String::from_utf8_lossy(&o.stderr);
+    );
     assert!(e.contains("routes[0]: unknown receiver `pagr`"), "{e}");
 }
 
 #[test]
 fn pagerduty_gets_one_incident_per_group_kept_in_step_with_it() {
     let data = tempfile::tempdir().unwrap();
-    let pd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = pd.local_addr().unwrap().port();
-    let got = receiver(pd, vec![(202, None), (202, None), (202, None)]);
+    let (port, got) = listening(vec![(202, None), (202, None), (202, None)]);
     std::fs::write(data.path().join("pd.key"), "R0UT1NGKEY\n").unwrap();
-    let f = data.path().join("notify.yaml");
-    std::fs::write(
-        &f,
-        format!(
+    let (mut collector, url) = collector_notifying(
+        data.path(),
+        &format!(
             "receivers:\n  - name: pager\n    pagerduty: {{ routing_key_file: pd.key, url: \"http://127.0.0.1:{port}/v2/enqueue\" }}\nroutes:\n  - match: {{ severity: \">=error\" }}\n    receivers: [pager]\n"
         ),
-    )
-    .unwrap();
-    let (mut collector, url) = start_collector_with(
-        data.path(),
-        "127.0.0.1:0",
-        &["--notify", f.to_str().unwrap()],
     );
     // Three alerts of one group: one trigger.
     for _ in 0..3 {
@@ -539,24 +513,15 @@ fn pagerduty_gets_one_incident_per_group_kept_in_step_with_it() {
 #[test]
 fn slack_gets_block_kit_within_its_limits_and_its_rate() {
     let data = tempfile::tempdir().unwrap();
-    let sl = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = sl.local_addr().unwrap().port();
-    let got = receiver(sl, vec![]);
+    let (port, got) = listening(vec![]);
     std::fs::write(
         data.path().join("slack.url"),
         format!("http://127.0.0.1:{port}/services/T0/B0/X\n"),
     )
     .unwrap();
-    let f = data.path().join("notify.yaml");
-    std::fs::write(
-        &f,
-        "receivers:\n  - name: chat\n    slack: { webhook_url_file: slack.url }\nroutes:\n  - receivers: [chat]\n",
-    )
-    .unwrap();
-    let (mut collector, url) = start_collector_with(
+    let (mut collector, url) = collector_notifying(
         data.path(),
-        "127.0.0.1:0",
-        &["--notify", f.to_str().unwrap()],
+        "receivers:\n  - name: chat\n    slack: { webhook_url_file: slack.url }\nroutes:\n  - receivers: [chat]\n",
     );
     // Three groups at once (three hosts), and an output that tries to
     // mention the channel.
@@ -600,12 +565,8 @@ fn slack_gets_block_kit_within_its_limits_and_its_rate() {
 #[test]
 fn notify_test_sends_in_the_receivers_format_and_prints_its_answer() {
     let data = tempfile::tempdir().unwrap();
-    let pd = TcpListener::bind("127.0.0.1:0").unwrap();
-    let pd_port = pd.local_addr().unwrap().port();
-    let pd_got = receiver(pd, vec![(202, None), (202, None)]);
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook_port = hook.local_addr().unwrap().port();
-    let _hook_got = receiver(hook, vec![(500, None)]);
+    let (pd_port, pd_got) = listening(vec![(202, None), (202, None)]);
+    let (hook_port, _hook_got) = listening(vec![(500, None)]);
     std::fs::write(data.path().join("pd.key"), "K\n").unwrap();
     let f = data.path().join("notify.yaml");
     std::fs::write(
@@ -661,21 +622,12 @@ fn notify_test_sends_in_the_receivers_format_and_prints_its_answer() {
 #[test]
 fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
     let data = tempfile::tempdir().unwrap();
-    let am = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = am.local_addr().unwrap().port();
-    let got = receiver(am, vec![]);
-    let f = data.path().join("notify.yaml");
-    std::fs::write(
-        &f,
-        format!(
+    let (port, got) = listening(vec![]);
+    let (mut collector, url) = collector_notifying(
+        data.path(),
+        &format!(
             "receivers:\n  - name: am\n    alertmanager: {{ url: \"http://127.0.0.1:{port}/\", refresh: 1s }}\nroutes:\n  - receivers: [am]\n"
         ),
-    )
-    .unwrap();
-    let (mut collector, url) = start_collector_with(
-        data.path(),
-        "127.0.0.1:0",
-        &["--notify", f.to_str().unwrap()],
     );
     send_alert(&url, "db-2", "Managed rule", 6);
     // The first send, then refreshes about every second.
@@ -731,21 +683,12 @@ fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
 #[test]
 fn repeats_within_the_window_make_one_summary() {
     let data = tempfile::tempdir().unwrap();
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hook.local_addr().unwrap().port();
-    let got = receiver(hook, vec![]);
-    let f = data.path().join("notify.yaml");
-    std::fs::write(
-        &f,
-        format!(
+    let (port, got) = listening(vec![]);
+    let (mut collector, url) = collector_notifying(
+        data.path(),
+        &format!(
             "group_window: 2s\nreceivers:\n  - name: hook\n    webhook: {{ url: \"http://127.0.0.1:{port}/\" }}\nroutes:\n  - receivers: [hook]\n"
         ),
-    )
-    .unwrap();
-    let (mut collector, url) = start_collector_with(
-        data.path(),
-        "127.0.0.1:0",
-        &["--notify", f.to_str().unwrap()],
     );
     send_alert(&url, "web-9", "Noisy rule", 4);
     let first = settle(&got, 1, Duration::from_secs(10));
@@ -779,13 +722,7 @@ fn repeats_within_the_window_make_one_summary() {
 #[test]
 fn a_changed_notification_file_is_reloaded_and_a_bad_one_keeps_the_last() {
     let data = tempfile::tempdir().unwrap();
-    let one = TcpListener::bind("127.0.0.1:0").unwrap();
-    let two = TcpListener::bind("127.0.0.1:0").unwrap();
-    let (p1, p2) = (
-        one.local_addr().unwrap().port(),
-        two.local_addr().unwrap().port(),
-    );
-    let (got1, got2) = (receiver(one, vec![]), receiver(two, vec![]));
+    let ((p1, got1), (p2, got2)) = (listening(vec![]), listening(vec![]));
     let f = data.path().join("notify.yaml");
     let file = |port: u16| {
         format!(
