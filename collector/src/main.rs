@@ -662,6 +662,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         notify: notify.is_some().then(|| counters.clone()),
     };
     let (notify_stop, notify_stopped) = tokio::sync::oneshot::channel::<()>();
+    if notify.is_some() {
+        store.start_notify_cursor()?;
+    }
     let notifier = notify.map(|config| {
         tokio::spawn(vigil_collector::notify::run(
             store.clone(),

@@ -15,7 +15,7 @@ use crate::{
     store::{now_ns, AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
 };
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS groups (
     last_seen_ns      INTEGER NOT NULL,
     output            TEXT NOT NULL,
     key               TEXT NOT NULL,
-    state_changed_ns  INTEGER NOT NULL
+    state_changed_ns  INTEGER NOT NULL,
+    announced         INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS groups_last_seen ON groups(last_seen_ns);
 CREATE INDEX IF NOT EXISTS groups_state_last_seen ON groups(state, last_seen_ns);
@@ -98,6 +99,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_ns     INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ns);
+CREATE INDEX IF NOT EXISTS outbox_group ON outbox(group_id, receiver, event);
 CREATE TABLE IF NOT EXISTS notify_state (
     group_id  TEXT NOT NULL,
     receiver  TEXT NOT NULL,
@@ -139,6 +141,11 @@ ALTER TABLE alerts ADD COLUMN silenced_by TEXT;
 /// Versions 4 and 5 kept no alert id with audit entries.
 const MIGRATE_TO_V6: &str = "
 ALTER TABLE audit ADD COLUMN alert_id TEXT;
+";
+
+/// Version 6 did not know whether a group's opening was announced.
+const MIGRATE_TO_V7: &str = "
+ALTER TABLE groups ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
 ";
 
 pub struct SqliteStore {
@@ -208,20 +215,27 @@ impl SqliteStore {
                 "database schema version {version} is newer than this collector ({SCHEMA_VERSION}); upgrade the collector"
             )));
         }
+        // One transaction: a crash halfway leaves the old version whole,
+        // not a column added under the old version number.
+        let tx = conn.unchecked_transaction()?;
         if version == 1 {
-            conn.execute_batch(MIGRATE_V1_TO_V2)?;
+            tx.execute_batch(MIGRATE_V1_TO_V2)?;
         }
         if (1..4).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_V4)?;
+            tx.execute_batch(MIGRATE_TO_V4)?;
         }
         if (1..5).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_V5)?;
+            tx.execute_batch(MIGRATE_TO_V5)?;
         }
         if (4..6).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_V6)?;
+            tx.execute_batch(MIGRATE_TO_V6)?;
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        if (4..7).contains(&version) {
+            tx.execute_batch(MIGRATE_TO_V7)?;
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             reader: None,
@@ -471,8 +485,11 @@ impl AlertStore for SqliteStore {
                         .and_then(|mut st| st.execute([id]))
                         .map_err(backend)?;
                     }
-                    fold_into_group(&tx, &group_id, &container, &key, host, a, received)
-                        .map_err(backend)?;
+                    let silenced = silenced_by.is_some();
+                    fold_into_group(
+                        &tx, &group_id, &container, &key, host, a, silenced, received,
+                    )
+                    .map_err(backend)?;
                     out.stored += 1;
                 } else {
                     out.duplicates += 1;
@@ -635,7 +652,10 @@ fn append_audit(
 
 /// Counts a newly stored alert in its group: opens the group, or adds to
 /// it and reopens it when it was resolved or closed, saying so in its
-/// audit trail.
+/// audit trail. A group opened by a silenced alert is not announced; the
+/// first alert after it that no silence covers announces it (an
+/// `announced` entry the notifier treats as the opening).
+#[allow(clippy::too_many_arguments)]
 fn fold_into_group(
     conn: &Connection,
     group_id: &str,
@@ -643,19 +663,21 @@ fn fold_into_group(
     key: &std::collections::BTreeMap<String, String>,
     host: &HostInfo,
     a: &Alert,
+    silenced: bool,
     now: i64,
 ) -> rusqlite::Result<()> {
     let count = a.count.max(1) as i64;
-    let before: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT state, reason FROM groups WHERE id = ?1")?
-        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let before: Option<(String, Option<String>, bool)> = conn
+        .prepare_cached("SELECT state, reason, announced FROM groups WHERE id = ?1")?
+        .query_row([group_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let collector = Actor::collector();
-    let Some((state, reason)) = before else {
+    let Some((state, reason, announced)) = before else {
         conn.prepare_cached(
             "INSERT INTO groups (id, rule, severity, hostname, container, state, reason,
-                 assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?7, ?8, ?9, ?10)",
+                 assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns,
+                 announced)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             group_id,
@@ -667,7 +689,8 @@ fn fold_into_group(
             a.time_unix_ns,
             a.output,
             serde_json::to_string(key).unwrap_or_default(),
-            now
+            now,
+            !silenced
         ])?;
         return append_audit(
             conn,
@@ -697,9 +720,11 @@ fn fold_into_group(
     ])?;
     if GroupState::parse(&state).is_some_and(GroupState::is_done) {
         conn.prepare_cached(
-            "UPDATE groups SET state = 'open', reason = NULL, state_changed_ns = ?2 WHERE id = ?1",
+            "UPDATE groups SET state = 'open', reason = NULL, state_changed_ns = ?2,
+                 announced = ?3
+             WHERE id = ?1",
         )?
-        .execute(params![group_id, now])?;
+        .execute(params![group_id, now, !silenced])?;
         let was = match reason {
             Some(r) => format!("{state} as {r}"),
             None => state,
@@ -711,6 +736,18 @@ fn fold_into_group(
             &collector,
             "reopened",
             &format!("new alert {} (was {was})", a.id),
+            Some(&a.id),
+        )?;
+    } else if !announced && !silenced {
+        conn.prepare_cached("UPDATE groups SET announced = 1 WHERE id = ?1")?
+            .execute([group_id])?;
+        append_audit(
+            conn,
+            group_id,
+            now,
+            &collector,
+            "announced",
+            &format!("first alert no silence covers: {}", a.id),
             Some(&a.id),
         )?;
     }
@@ -837,6 +874,20 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
+    /// Starts the notifier's cursor at the end of the audit trail the first
+    /// time notifications are turned on, so that a database with a history
+    /// does not page for all of it. Once set, it only moves forward.
+    pub fn start_notify_cursor(&self) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR IGNORE INTO notify_cursor (name, seq)
+             VALUES ('audit', (SELECT COALESCE(MAX(seq), 0) FROM audit))",
+            [],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
     /// How far the notifier has read the audit trail.
     pub fn notify_cursor(&self) -> Result<i64, StoreError> {
         let conn = self.lock()?;
@@ -910,13 +961,20 @@ impl SqliteStore {
         tx.commit().map_err(backend)
     }
 
-    /// Notifications due at `now`, oldest first.
+    /// Notifications due at `now`, oldest first; one receiver gets one
+    /// group's messages in order, so a message waits while an earlier one
+    /// to the same receiver about the same group is being retried (a
+    /// resolve never overtakes its trigger).
     pub fn due(&self, now: i64, limit: u32) -> Result<Vec<Outgoing>, StoreError> {
         let conn = self.lock()?;
         let mut st = conn
             .prepare_cached(
                 "SELECT id, receiver, group_id, event, body, attempts, created_ns FROM outbox
-                 WHERE state = 'pending' AND next_ns <= ?1 ORDER BY id LIMIT ?2",
+                 WHERE state = 'pending' AND next_ns <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending'
+                       AND e.receiver = outbox.receiver AND e.group_id = outbox.group_id
+                       AND e.id < outbox.id)
+                 ORDER BY id LIMIT ?2",
             )
             .map_err(backend)?;
         let rows = st
@@ -998,7 +1056,7 @@ impl SqliteStore {
         let mut st = conn
             .prepare_cached(
                 "SELECT DISTINCT receiver FROM outbox
-                 WHERE group_id = ?1 AND event IN ('opened', 'reopened') ORDER BY receiver",
+                 WHERE group_id = ?1 AND event IN ('opened', 'reopened', 'announced') ORDER BY receiver",
             )
             .map_err(backend)?;
         let rows = st.query_map([group], |r| r.get(0)).map_err(backend)?;
@@ -1012,7 +1070,10 @@ impl SqliteStore {
         let mut st = conn
             .prepare_cached(
                 "SELECT DISTINCT o.group_id, o.receiver FROM outbox o JOIN groups g ON g.id = o.group_id
-                 WHERE o.event IN ('opened', 'reopened') AND g.state IN ('open', 'acknowledged')",
+                 WHERE o.event IN ('opened', 'reopened', 'announced') AND g.state IN ('open', 'acknowledged')
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.group_id = o.group_id
+                       AND p.receiver = o.receiver AND p.event = 'refresh'
+                       AND p.state = 'pending')",
             )
             .map_err(backend)?;
         let rows = st

@@ -103,10 +103,20 @@ pub async fn run(
         if let Some(path) = &file {
             if last_check.elapsed() >= RELOAD_CHECK {
                 last_check = std::time::Instant::now();
-                let now = fingerprint(path);
+                let p = path.clone();
+                let now = tokio::task::spawn_blocking(move || fingerprint(&p))
+                    .await
+                    .unwrap_or_default();
                 if watched.as_ref() != Some(&now) {
                     watched = Some(now);
-                    match Config::load(path) {
+                    let p = path.clone();
+                    let loaded = tokio::task::spawn_blocking(move || Config::load(&p)).await;
+                    match loaded.unwrap_or_else(|e| {
+                        Err(config::ConfigError::Read {
+                            path: path.display().to_string(),
+                            message: e.to_string(),
+                        })
+                    }) {
                         Ok(c) => {
                             tracing::info!(
                                 receivers = c.receivers.len(),
@@ -201,10 +211,17 @@ pub async fn run(
                 continue;
             };
             let outcome = send(&client, &r.kind, &o).await;
-            next_send.insert(
-                o.receiver.clone(),
-                std::time::Instant::now() + min_gap(&r.kind),
-            );
+            // After a failure the receiver waits until this message's
+            // retry (a 429's Retry-After holds every message to it), so
+            // a dead receiver costs one timeout per retry, not one per
+            // message.
+            let wait = match &outcome {
+                Err((Some(next), _)) => {
+                    Duration::from_nanos(next.saturating_sub(now_ns()).max(0) as u64)
+                }
+                _ => min_gap(&r.kind),
+            };
+            next_send.insert(o.receiver.clone(), std::time::Instant::now() + wait);
             let counter = match &outcome {
                 Ok(_) => &counters.sent,
                 Err((Some(_), _)) => &counters.retried,
@@ -247,11 +264,13 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
         return Ok(());
     };
     let mut rows = Vec::new();
+    // Receivers told of a group in this batch, not yet in the outbox.
+    let mut told: std::collections::HashMap<String, Vec<String>> = Default::default();
     for e in &events {
         let Some(g) = store.group(&e.group_id)? else {
             continue;
         };
-        let opening = matches!(e.action.as_str(), "opened" | "reopened");
+        let opening = matches!(e.action.as_str(), "opened" | "reopened" | "announced");
         let mut queue = |r: &config::Receiver, body: serde_json::Value| {
             rows.push(Queued {
                 receiver: r.name.clone(),
@@ -262,7 +281,7 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
             });
         };
         match e.action.as_str() {
-            "opened" | "reopened" => {
+            "opened" | "reopened" | "announced" => {
                 let Some(alert) = e
                     .alert_id
                     .as_deref()
@@ -289,6 +308,7 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
                 };
                 for i in config.route(&facts) {
                     let r = &config.receivers[i];
+                    told.entry(g.id.clone()).or_default().push(r.name.clone());
                     let body = match &r.kind {
                         ReceiverKind::Webhook { .. } => webhook_body(&e.action, &g, &alert),
                         ReceiverKind::PagerDuty { routing_key, .. } => {
@@ -308,7 +328,13 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
                 } else {
                     "resolve"
                 };
-                for name in store.notified_receivers(&g.id)? {
+                let mut names = store.notified_receivers(&g.id)?;
+                for n in told.get(&g.id).into_iter().flatten() {
+                    if !names.contains(n) {
+                        names.push(n.clone());
+                    }
+                }
+                for name in names {
                     let Some(r) = config.receivers.iter().find(|r| r.name == name) else {
                         continue;
                     };
@@ -674,7 +700,7 @@ pub async fn test(config: &Config, name: &str, host: &str) -> Result<Vec<String>
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let resp = post(&client, &r.kind, &body)
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", r.kind.url()))?;
+            .map_err(|e| format!("cannot reach the receiver: {}", e.without_url()))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let line = format!("HTTP {status}: {}", text.trim());
@@ -705,7 +731,6 @@ async fn send(
     kind: &ReceiverKind,
     o: &Outgoing,
 ) -> Result<String, (Option<i64>, String)> {
-    let url = kind.url();
     let retry_at = |after: Duration| {
         let too_old = now_ns() - o.created_ns > GIVE_UP_AFTER.as_nanos() as i64;
         (!too_old).then(|| now_ns() + after.as_nanos() as i64)
@@ -739,6 +764,159 @@ async fn send(
                 Err((retry_at(backoff), why))
             }
         }
-        Err(e) => Err((retry_at(backoff), format!("cannot reach {url}: {e}"))),
+        // Without the URL: a Slack webhook's URL is a secret, and this
+        // text reaches the log and the group's history.
+        Err(e) => Err((
+            retry_at(backoff),
+            format!("cannot reach the receiver: {}", e.without_url()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        groups::{Actor, Change, Reason},
+        store::AlertStore,
+    };
+    use vigil_proto::v1::HostInfo;
+
+    fn pager(dir: &std::path::Path) -> Config {
+        std::fs::write(dir.join("k"), "KEY").unwrap();
+        Config::parse(
+            "n.yaml",
+            "receivers:\n  - name: pager\n    pagerduty: { routing_key_file: k, url: \"http://127.0.0.1:1/\" }\nroutes:\n  - receivers: [pager]\n",
+            dir,
+        )
+        .unwrap()
+    }
+
+    fn alert(id: &str) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: "r".into(),
+            severity: Severity::Error as i32,
+            time_unix_ns: 1,
+            ..Default::default()
+        }
+    }
+
+    fn host() -> HostInfo {
+        HostInfo {
+            hostname: "h".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_resolve_planned_with_its_trigger_is_not_lost_and_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = pager(dir.path());
+        let store = SqliteStore::in_memory().unwrap();
+        store.start_notify_cursor().unwrap();
+        store.insert_batch(&host(), &[alert("a")]).unwrap();
+        let who = Actor::collector();
+        store
+            .update_group("a", &Change::Resolve(Reason::Benign), "", &who)
+            .unwrap();
+        // Both events in one batch.
+        plan(&store, &config).unwrap();
+        let due = store.due(now_ns(), 10).unwrap();
+        assert_eq!(due.len(), 1, "one at a time per receiver and group");
+        assert_eq!(due[0].event, "opened");
+        // The trigger is retried later: the resolve must not overtake it.
+        store
+            .delivery_outcome(
+                &due[0],
+                Err((Some(now_ns() + 60_000_000_000), "HTTP 500".into())),
+            )
+            .unwrap();
+        assert!(store.due(now_ns(), 10).unwrap().is_empty());
+        store.delivery_outcome(&due[0], Ok("sent".into())).unwrap();
+        let next = store.due(now_ns(), 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].event, "resolved");
+        let body: serde_json::Value = serde_json::from_slice(&next[0].body).unwrap();
+        assert_eq!(body["event_action"], "resolve");
+    }
+
+    #[test]
+    fn turning_notifications_on_does_not_page_for_the_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = pager(dir.path());
+        let store = SqliteStore::in_memory().unwrap();
+        store.insert_batch(&host(), &[alert("old")]).unwrap();
+        store.start_notify_cursor().unwrap();
+        plan(&store, &config).unwrap();
+        assert!(store.due(now_ns(), 10).unwrap().is_empty());
+        // From then on, new groups notify; a second start keeps the cursor.
+        let mut new = alert("new");
+        new.rule = "r2".into();
+        store.insert_batch(&host(), &[new]).unwrap();
+        store.start_notify_cursor().unwrap();
+        plan(&store, &config).unwrap();
+        assert_eq!(store.due(now_ns(), 10).unwrap().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::{groups::Actor, silences::Matcher, store::AlertStore};
+    use vigil_proto::v1::HostInfo;
+
+    #[test]
+    fn a_group_opened_by_a_silenced_alert_is_announced_by_the_next_unsilenced_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "KEY").unwrap();
+        let config = Config::parse(
+            "n.yaml",
+            "receivers:\n  - name: pager\n    pagerduty: { routing_key_file: k, url: \"http://127.0.0.1:1/\" }\nroutes:\n  - receivers: [pager]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let store = SqliteStore::in_memory().unwrap();
+        store.start_notify_cursor().unwrap();
+        let host = HostInfo {
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        let alert = |id: &str| Alert {
+            id: id.into(),
+            rule: "r".into(),
+            severity: Severity::Error as i32,
+            time_unix_ns: 1,
+            ..Default::default()
+        };
+        let who = Actor::collector();
+        let s = store
+            .add_silence(
+                &[Matcher::Host("h".into())],
+                "window",
+                now_ns() + 3_600_000_000_000,
+                &who,
+            )
+            .unwrap();
+        store.insert_batch(&host, &[alert("quiet")]).unwrap();
+        plan(&store, &config).unwrap();
+        assert!(
+            store.due(now_ns(), 10).unwrap().is_empty(),
+            "silenced: nobody told"
+        );
+        store.expire_silence(&s.id, &who).unwrap();
+        store.insert_batch(&host, &[alert("loud")]).unwrap();
+        plan(&store, &config).unwrap();
+        let due = store.due(now_ns(), 10).unwrap();
+        assert_eq!(
+            due.len(),
+            1,
+            "the first alert no silence covers announces the group"
+        );
+        assert_eq!(due[0].event, "announced");
+        // Later alerts only add to the count.
+        store.insert_batch(&host, &[alert("again")]).unwrap();
+        plan(&store, &config).unwrap();
+        assert_eq!(store.due(now_ns(), 10).unwrap().len(), 1);
     }
 }
