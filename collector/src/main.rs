@@ -286,13 +286,15 @@ enum NotifyCommand {
     /// resolve). Exits 1 when the file is bad, the receiver unknown or
     /// unreachable, or it answers other than 2xx.
     ///
-    /// Example: vigil-collector notify test pager --notify /etc/vigil/notify.yaml
+    /// Examples:
+    ///   vigil-collector notify test pager                 # /etc/vigil/notify.yaml
+    ///   vigil-collector notify test chat --notify ./notify.yaml
     #[command(verbatim_doc_comment)]
     Test {
         #[arg(value_name = "RECEIVER")]
         receiver: String,
         /// The notification file, as given to `serve --notify`.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", default_value = "/etc/vigil/notify.yaml")]
         notify: PathBuf,
     },
 }

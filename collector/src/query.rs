@@ -53,16 +53,12 @@ pub async fn fetch(
     q: AlertQuery,
 ) -> Result<Vec<Alert>, QueryError> {
     let mut client = connect(server, tls).await?;
-    let mut stream = client
+    let stream = client
         .query_alerts(q)
         .await
         .map_err(|s| refusal(server, s))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(a) = stream.message().await.map_err(QueryError::Status)? {
-        out.push(a);
-    }
-    Ok(out)
+    collect(stream).await
 }
 
 /// A client of the collector at `server`, or why there is none (a TLS
@@ -80,6 +76,15 @@ async fn connect(
         QueryError::Connect(server.into(), text)
     })?;
     Ok(CollectorClient::new(channel).max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES))
+}
+
+/// Every message of a server stream, or the status that ended it.
+async fn collect<T>(mut stream: tonic::Streaming<T>) -> Result<Vec<T>, QueryError> {
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.map_err(QueryError::Status)? {
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// A refused call, told apart from a plaintext client at a TLS port.
@@ -103,16 +108,12 @@ pub async fn fetch_agents(
     tls: Option<&ClientTls>,
 ) -> Result<Vec<AgentStatus>, QueryError> {
     let mut client = connect(server, tls).await?;
-    let mut stream = client
+    let stream = client
         .query_agents(AgentQuery {})
         .await
         .map_err(|s| refusal(server, s))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(a) = stream.message().await.map_err(QueryError::Status)? {
-        out.push(a);
-    }
-    Ok(out)
+    collect(stream).await
 }
 
 /// An agent as JSON: its state and its last heartbeat's figures.
@@ -200,16 +201,12 @@ pub async fn fetch_groups(
     q: GroupQuery,
 ) -> Result<Vec<AlertGroup>, QueryError> {
     let mut client = connect(server, tls).await?;
-    let mut stream = client
+    let stream = client
         .query_groups(q)
         .await
         .map_err(|s| refusal(server, s))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(g) = stream.message().await.map_err(QueryError::Status)? {
-        out.push(g);
-    }
-    Ok(out)
+    collect(stream).await
 }
 
 /// Sends a change to a group; returns the group after it.
@@ -236,16 +233,12 @@ pub async fn fetch_history(
     id: &str,
 ) -> Result<Vec<AuditEntry>, QueryError> {
     let mut client = connect(server, tls).await?;
-    let mut stream = client
+    let stream = client
         .group_history(GroupRef { id: id.into() })
         .await
         .map_err(|s| refusal(server, s))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = stream.message().await.map_err(QueryError::Status)? {
-        out.push(e);
-    }
-    Ok(out)
+    collect(stream).await
 }
 
 /// Adds a silence; returns it as stored.
@@ -272,16 +265,12 @@ pub async fn fetch_silences(
     include_expired: bool,
 ) -> Result<Vec<SilenceInfo>, QueryError> {
     let mut client = connect(server, tls).await?;
-    let mut stream = client
+    let stream = client
         .query_silences(SilenceQuery { include_expired })
         .await
         .map_err(|s| refusal(server, s))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(s) = stream.message().await.map_err(QueryError::Status)? {
-        out.push(s);
-    }
-    Ok(out)
+    collect(stream).await
 }
 
 /// Ends a silence now.
