@@ -4,6 +4,7 @@ use vigil_proto::v1::{Alert, Ancestor, ContainerInfo, ExecutableInfo, ProcessInf
 use crate::{
     event::Event,
     rules::{extract::extract, matcher::render, RuleMeta},
+    util::{clock::BootClock, procid::ProcIds},
 };
 
 fn text(s: &Option<std::sync::Arc<str>>) -> String {
@@ -11,8 +12,8 @@ fn text(s: &Option<std::sync::Arc<str>>) -> String {
 }
 
 /// The alert `rule` raises for `ev`, with a fresh id; `count` > 1 for a
-/// dedup summary.
-pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
+/// dedup summary. `ids` names its processes fleet-wide.
+pub fn build(rule: &RuleMeta, ev: &Event, count: u64, ids: &ProcIds) -> Alert {
     let (mut output, fields) = rule.output.render_with_fields(ev);
     if count > 1 {
         output = format!("{output} (repeated {count} times)");
@@ -33,42 +34,50 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64) -> Alert {
         silenced_by: String::new(),
         time_unix_ns: ev.time_unix_ns,
         event_type: ev.type_name().to_string(),
-        process: Some(process_info(ev)),
+        process: Some(process_info(ev, ids)),
         tags: rule.tags.clone(),
         host: None,
-        ancestry: ev
-            .ancestry
-            .iter()
-            .map(|a| Ancestor {
-                pid: a.pid,
-                exe: text(&a.exe),
-                argv: a.argv.to_vec(),
-            })
-            .collect(),
-        container: ev.container.as_ref().map(|c| ContainerInfo {
-            id: c.id.clone(),
-            runtime: c.runtime.name().to_string(),
-            unit: c.unit.clone().unwrap_or_default(),
-            cgroup: c.cgroup.clone(),
-            k8s_namespace: c
-                .k8s
-                .as_ref()
-                .map(|k| k.namespace.clone())
-                .unwrap_or_default(),
-            k8s_pod: c.k8s.as_ref().map(|k| k.pod.clone()).unwrap_or_default(),
-            k8s_container: c
-                .k8s
-                .as_ref()
-                .map(|k| k.container.clone())
-                .unwrap_or_default(),
-            image: c.image.clone().unwrap_or_default(),
-        }),
+        ancestry: ev.ancestry.iter().map(|a| ancestor(a, ids)).collect(),
+        container: ev.container.as_deref().map(container_info),
+        context: Vec::new(),
+    }
+}
+
+/// The wire form of one creator.
+pub fn ancestor(a: &crate::event::Ancestor, ids: &ProcIds) -> Ancestor {
+    Ancestor {
+        pid: a.pid,
+        exe: text(&a.exe),
+        argv: a.argv.to_vec(),
+        proc_id: ids.of(a.pid, Some(a.start_ns)),
+    }
+}
+
+/// The wire form of where a process runs.
+pub fn container_info(c: &crate::event::ContainerInfo) -> ContainerInfo {
+    ContainerInfo {
+        id: c.id.clone(),
+        runtime: c.runtime.name().to_string(),
+        unit: c.unit.clone().unwrap_or_default(),
+        cgroup: c.cgroup.clone(),
+        k8s_namespace: c
+            .k8s
+            .as_ref()
+            .map(|k| k.namespace.clone())
+            .unwrap_or_default(),
+        k8s_pod: c.k8s.as_ref().map(|k| k.pod.clone()).unwrap_or_default(),
+        k8s_container: c
+            .k8s
+            .as_ref()
+            .map(|k| k.container.clone())
+            .unwrap_or_default(),
+        image: c.image.clone().unwrap_or_default(),
     }
 }
 
 /// The event's process: exe and argv from the process table (so every
 /// event type names them), falling back to the exec record itself.
-fn process_info(ev: &Event) -> ProcessInfo {
+pub fn process_info(ev: &Event, ids: &ProcIds) -> ProcessInfo {
     let p = &ev.process;
     let d = p.detail.as_deref();
     let exe = ev.exe().unwrap_or_default().to_string();
@@ -106,5 +115,19 @@ fn process_info(ev: &Event) -> ProcessInfo {
         user: d.map(|d| text(&d.user)).unwrap_or_default(),
         group: d.map(|d| text(&d.group)).unwrap_or_default(),
         login_user: d.map(|d| text(&d.login_user)).unwrap_or_default(),
+        proc_id: ids.of(p.pid, p.start_boottime_ns),
+        parent_proc_id: parent_proc_id(ev, ids),
+        start_unix_ns: p
+            .start_boottime_ns
+            .map_or(0, |s| BootClock::now().to_unix_ns(s)),
     }
+}
+
+/// The creator's id (the process that created it, not a reaper it was
+/// reparented to), from the ancestry; empty when the table lacks it.
+pub fn parent_proc_id(ev: &Event, ids: &ProcIds) -> String {
+    ev.ancestry
+        .first()
+        .map(|a| ids.of(a.pid, Some(a.start_ns)))
+        .unwrap_or_default()
 }

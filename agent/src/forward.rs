@@ -12,6 +12,12 @@
 //! unacknowledged is re-sent, and the collector stores each alert id once.
 //! An agent restarted, killed or rebooted resumes from the spool.
 //!
+//! Activity (process starts and exits, connections, DNS queries) travels
+//! the same way in the same batches, from a queue and a spool of its own
+//! (`activity/` in the spool directory), so a flood of activity can never
+//! push an alert out of the queue or the spool. Alerts go first in every
+//! batch.
+//!
 //! Over `https://` the collector's certificate is checked against the CA
 //! and the URL's host, and the agent presents its own. An ack is believed
 //! only for the oldest batch sent on the current stream and not yet acked:
@@ -33,7 +39,8 @@ use tonic::transport::{Channel, Endpoint};
 use vigil_proto::{
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
     v1::{
-        collector_client::CollectorClient, AgentHeartbeat, Alert, AlertBatch, HostInfo, Severity,
+        collector_client::CollectorClient, Activity, AgentHeartbeat, Alert, AlertBatch, HostInfo,
+        Severity,
     },
 };
 
@@ -67,6 +74,11 @@ pub struct ForwarderConfig {
     pub ack_timeout: Duration,
     /// HTTP/2 keepalive ping interval (and how long an answer may take).
     pub keepalive: Duration,
+    /// The activity spool's bound, its queue, and most activity events in
+    /// one batch.
+    pub activity_spool_max: u64,
+    pub activity_queue_capacity: usize,
+    pub activity_batch_max: usize,
 }
 
 impl ForwarderConfig {
@@ -84,6 +96,9 @@ impl ForwarderConfig {
             retry_max: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(10),
+            activity_spool_max: 64 << 20,
+            activity_queue_capacity: 20_000,
+            activity_batch_max: 2048,
         }
     }
 }
@@ -110,6 +125,14 @@ pub struct ForwardCounters {
     /// segments hold.
     pub spool_depth: AtomicU64,
     pub spool_bytes: AtomicU64,
+    /// Activity: written to its spool, acknowledged, and dropped because
+    /// its queue or spool was full, or its spool could not be written.
+    pub activity_spooled: AtomicU64,
+    pub activity_acked: AtomicU64,
+    pub activity_dropped_queue_full: AtomicU64,
+    pub activity_dropped_spool_full: AtomicU64,
+    pub activity_dropped_spool_error: AtomicU64,
+    pub activity_spool_depth: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +148,7 @@ pub enum ForwardError {
 /// Handle to the forwarding worker.
 pub struct Forwarder {
     tx: mpsc::Sender<Alert>,
+    activity_tx: mpsc::Sender<Activity>,
     pub counters: Arc<ForwardCounters>,
     /// The latest heartbeat, sent when connected (a newer one replaces it).
     heartbeat: watch::Sender<Option<AgentHeartbeat>>,
@@ -148,7 +172,10 @@ impl Forwarder {
         if spool.depth() > 0 {
             tracing::info!(alerts = spool.depth(), spool = %cfg.spool_dir.display(), "alerts from an earlier run are in the spool; they are sent first");
         }
+        let activity: Spool<Activity> =
+            Spool::open(&cfg.spool_dir.join("activity"), cfg.activity_spool_max)?;
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (activity_tx, activity_rx) = mpsc::channel(cfg.activity_queue_capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
         let (heartbeat, hb_rx) = watch::channel(None);
         let (done_tx, done) = oneshot::channel();
@@ -158,6 +185,10 @@ impl Forwarder {
         let worker = Worker {
             send_from: spool.acked_index(),
             spool,
+            activity_from: activity.acked_index(),
+            activity,
+            activity_rx,
+            activity_closed: false,
             cfg,
             host,
             endpoint,
@@ -189,6 +220,7 @@ impl Forwarder {
             .map_err(ForwardError::Thread)?;
         Ok(Forwarder {
             tx,
+            activity_tx,
             counters,
             heartbeat,
             stop,
@@ -216,6 +248,20 @@ impl Forwarder {
         }
     }
 
+    /// Queues an activity event without waiting; false (and counted) when
+    /// full.
+    pub fn send_activity(&self, a: Activity) -> bool {
+        match self.activity_tx.try_send(a) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counters
+                    .activity_dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Stops taking alerts, writes what is queued to the spool, and waits
     /// up to `grace` for the collector to acknowledge everything. Returns
     /// the alerts left in the spool: not lost, they go out at the next
@@ -223,6 +269,7 @@ impl Forwarder {
     pub async fn shutdown(self, grace: Duration) -> u64 {
         let Forwarder {
             tx,
+            activity_tx,
             counters,
             stop,
             mut done,
@@ -230,6 +277,7 @@ impl Forwarder {
             ..
         } = self;
         drop(tx);
+        drop(activity_tx);
         if tokio::time::timeout(grace, &mut done).await.is_err() {
             let _ = stop.send(true);
             let _ = done.await;
@@ -242,8 +290,10 @@ impl Forwarder {
 /// A batch sent and waiting for its ack.
 struct Inflight {
     batch: AlertBatch,
-    /// Spool index after its last alert.
+    /// Spool index after its last alert, and activity spool index after
+    /// its last activity event.
     end: u64,
+    activity_end: u64,
 }
 
 struct Worker {
@@ -253,9 +303,13 @@ struct Worker {
     rx: mpsc::Receiver<Alert>,
     input_closed: bool,
     spool: Spool,
+    activity_rx: mpsc::Receiver<Activity>,
+    activity_closed: bool,
+    activity: Spool<Activity>,
     inflight: VecDeque<Inflight>,
-    /// Next spool index to put in a batch.
+    /// Next spool index to put in a batch, in each spool.
     send_from: u64,
+    activity_from: u64,
     next_seq: u64,
     counters: Arc<ForwardCounters>,
     /// Set at shutdown when the grace period is over.
@@ -281,7 +335,11 @@ fn seed() -> u64 {
 
 impl Worker {
     fn done(&self) -> bool {
-        self.input_closed && self.spool.depth() == 0 && self.inflight.is_empty()
+        self.input_closed
+            && self.activity_closed
+            && self.spool.depth() == 0
+            && self.activity.depth() == 0
+            && self.inflight.is_empty()
     }
 
     fn stopping(&self) -> bool {
@@ -344,6 +402,12 @@ impl Worker {
         }
         // Whatever is still queued goes to the spool for the next start.
         self.drain_input();
+        if self.activity.depth() > 0 {
+            tracing::info!(
+                activity = self.activity.depth(),
+                "activity not yet acknowledged stays in its spool and is sent at the next start"
+            );
+        }
         let left = self.spool.depth();
         self.counters.spool_depth.store(left, Ordering::Relaxed);
         if left > 0 {
@@ -396,6 +460,71 @@ impl Worker {
             }
         }
         self.spool_alerts(batch);
+        let mut batch = Vec::new();
+        loop {
+            match self.activity_rx.try_recv() {
+                Ok(a) => {
+                    batch.push(a);
+                    if batch.len() >= 4096 {
+                        self.spool_activity(std::mem::take(&mut batch));
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.activity_closed = true;
+                    break;
+                }
+            }
+        }
+        self.spool_activity(batch);
+    }
+
+    /// Takes `first` and whatever other activity is queued into its spool.
+    fn take_activity(&mut self, first: Option<Activity>) {
+        match first {
+            Some(a) => {
+                let mut batch = vec![a];
+                while batch.len() < 4096 {
+                    match self.activity_rx.try_recv() {
+                        Ok(a) => batch.push(a),
+                        Err(_) => break,
+                    }
+                }
+                self.spool_activity(batch);
+            }
+            None => self.activity_closed = true,
+        }
+    }
+
+    /// Writes activity to its spool (flushed); what the spool drops for
+    /// room, or cannot write, is counted.
+    fn spool_activity(&mut self, batch: Vec<Activity>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        match self.activity.append(&batch) {
+            Ok(()) => {
+                self.counters
+                    .activity_spooled
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let before = self
+                    .counters
+                    .activity_dropped_spool_error
+                    .fetch_add(n, Ordering::Relaxed);
+                if (before + n).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                    tracing::error!(error = %e, lost = before + n, "cannot write the activity spool: activity lost");
+                }
+            }
+        }
+        if let Some(gap) = self.activity.take_gap() {
+            self.counters
+                .activity_dropped_spool_full
+                .fetch_add(gap.count, Ordering::Relaxed);
+        }
+        self.gauge_spool();
     }
 
     /// Takes `first` and whatever else is queued into the spool.
@@ -450,6 +579,9 @@ impl Worker {
         self.counters
             .spool_bytes
             .store(self.spool.bytes(), Ordering::Relaxed);
+        self.counters
+            .activity_spool_depth
+            .store(self.activity.depth(), Ordering::Relaxed);
     }
 
     /// Waits `d` while still taking alerts into the spool.
@@ -461,6 +593,7 @@ impl Worker {
                 _ = &mut sleep => return,
                 _ = self.stop.changed() => return,
                 a = self.rx.recv(), if !self.input_closed => self.take(a),
+                a = self.activity_rx.recv(), if !self.activity_closed => self.take_activity(a),
             }
         }
     }
@@ -490,19 +623,46 @@ impl Worker {
             alerts.push(a);
             end = i + 1;
         }
-        if alerts.is_empty() {
+        // Activity fills what room the alerts left.
+        let mut activity = Vec::new();
+        let mut activity_end = self.activity_from;
+        if bytes < self.cfg.batch_max_bytes {
+            let recs = match self
+                .activity
+                .read(self.activity_from, self.cfg.activity_batch_max)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the activity spool");
+                    Vec::new()
+                }
+            };
+            for (i, a) in recs {
+                bytes += a.encoded_len();
+                if (!alerts.is_empty() || !activity.is_empty()) && bytes > self.cfg.batch_max_bytes
+                {
+                    break;
+                }
+                activity.push(a);
+                activity_end = i + 1;
+            }
+        }
+        if alerts.is_empty() && activity.is_empty() {
             return None;
         }
         self.send_from = end;
+        self.activity_from = activity_end;
         let batch = AlertBatch {
             host: Some(self.host.clone()),
             seq: self.next_seq,
             alerts,
+            activity,
         };
         self.next_seq += 1;
         self.inflight.push_back(Inflight {
             batch: batch.clone(),
             end,
+            activity_end,
         });
         Some(batch)
     }
@@ -569,6 +729,7 @@ impl Worker {
                     }
                 },
                 a = self.rx.recv(), if !self.input_closed => self.take(a),
+                a = self.activity_rx.recv(), if !self.activity_closed => self.take_activity(a),
                 _ = tokio::time::sleep_until(deadline.into()), if !self.inflight.is_empty() => {
                     return Err(format!(
                         "no acknowledgement within {} s: the connection is taken as dead",
@@ -606,6 +767,7 @@ impl Worker {
         if let Some(f) = self.inflight.pop_front() {
             let n = f.batch.alerts.len();
             let _ = self.spool.ack_through(f.end);
+            let _ = self.activity.ack_through(f.activity_end);
             self.counters
                 .dropped_rejected
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -624,9 +786,15 @@ impl Worker {
                 if let Err(e) = self.spool.ack_through(f.end) {
                     tracing::error!(error = %e, "cannot record an acknowledgement in the spool: those alerts may be sent again");
                 }
+                if let Err(e) = self.activity.ack_through(f.activity_end) {
+                    tracing::error!(error = %e, "cannot record an acknowledgement in the activity spool: that activity may be sent again");
+                }
                 self.counters
                     .acked
                     .fetch_add(f.batch.alerts.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .activity_acked
+                    .fetch_add(f.batch.activity.len() as u64, Ordering::Relaxed);
                 self.gauge_spool();
                 Ok(())
             }
@@ -764,6 +932,7 @@ mod tests {
                         seq: 999,
                         stored: 1,
                         duplicates: 0,
+                        activity_stored: 0,
                     };
                     if tx.send(Ok(ack)).await.is_err() {
                         return;
@@ -779,6 +948,27 @@ mod tests {
             &self,
             _: tonic::Request<vigil_proto::v1::AlertQuery>,
         ) -> Result<tonic::Response<Self::QueryAlertsStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn query_timeline(
+            &self,
+            _: tonic::Request<vigil_proto::v1::TimelineQuery>,
+        ) -> Result<tonic::Response<vigil_proto::v1::Timeline>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn query_tree(
+            &self,
+            _: tonic::Request<vigil_proto::v1::TreeQuery>,
+        ) -> Result<tonic::Response<vigil_proto::v1::ProcessTree>, tonic::Status> {
+            Err(tonic::Status::unimplemented("rogue"))
+        }
+
+        async fn query_pivot(
+            &self,
+            _: tonic::Request<vigil_proto::v1::PivotQuery>,
+        ) -> Result<tonic::Response<vigil_proto::v1::Pivot>, tonic::Status> {
             Err(tonic::Status::unimplemented("rogue"))
         }
 

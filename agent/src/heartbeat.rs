@@ -19,6 +19,8 @@ pub struct Reading {
     /// Cumulative loss counters by place (`kernel:file`, `alert_queue`, ...).
     pub totals: Vec<(String, u64)>,
     pub spool_depth: u64,
+    /// Activity events written to the spool so far (cumulative).
+    pub activity_sent: u64,
 }
 
 /// Builds heartbeats, turning cumulative counters into what changed since
@@ -30,6 +32,7 @@ pub struct Heartbeats {
     boot_id: String,
     last_totals: HashMap<String, u64>,
     last_cpu: Option<(Instant, u64)>,
+    last_activity_sent: u64,
 }
 
 impl Heartbeats {
@@ -38,11 +41,10 @@ impl Heartbeats {
             host,
             interval_ms: interval.as_millis().min(u32::MAX as u128) as u32,
             started: Instant::now(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            boot_id: crate::host::boot_id(),
             last_totals: HashMap::new(),
             last_cpu: None,
+            last_activity_sent: 0,
         }
     }
 
@@ -98,6 +100,10 @@ impl Heartbeats {
             spool_depth: r.spool_depth,
             cpu_percent,
             rss_bytes: rss_bytes(),
+            activity_sent: r.activity_sent.saturating_sub(std::mem::replace(
+                &mut self.last_activity_sent,
+                r.activity_sent,
+            )),
         }
     }
 }
@@ -155,13 +161,19 @@ mod tests {
             tampered: Vec::new(),
             totals: vec![("kernel:file".into(), n), ("alert_queue".into(), 0)],
             spool_depth: 0,
+            activity_sent: 10 * n,
         };
         let first = h.build(reading(5));
         assert_eq!(first.losses.len(), 1);
         assert_eq!(first.losses[0].count, 5);
         assert_eq!(first.interval_ms, 15_000);
-        assert!(h.build(reading(5)).losses.is_empty());
-        assert_eq!(h.build(reading(9)).losses[0].count, 4);
+        assert_eq!(first.activity_sent, 50);
+        let same = h.build(reading(5));
+        assert!(same.losses.is_empty());
+        assert_eq!(same.activity_sent, 0);
+        let more = h.build(reading(9));
+        assert_eq!(more.losses[0].count, 4);
+        assert_eq!(more.activity_sent, 40);
         assert!(first.rss_bytes > 0);
         assert_eq!(first.rules_digest.len(), 64);
         // Burn a little CPU: the next reading sees it.

@@ -18,6 +18,12 @@ pub fn hostname() -> &'static str {
     NAME.get_or_init(|| read_trimmed("/proc/sys/kernel/hostname"))
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): a change means the
+/// host rebooted; empty where the kernel has none.
+pub fn boot_id() -> String {
+    read_trimmed("/proc/sys/kernel/random/boot_id")
+}
+
 /// Hostname, machine id, kernel release and agent version of this host.
 pub fn detect() -> HostInfo {
     HostInfo {

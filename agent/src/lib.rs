@@ -1,5 +1,6 @@
 //! Vigil's host agent as a library: the `vigil-agent` binary is a thin CLI
 //! over these modules, so tests link the same logic.
+pub mod activity;
 pub mod alert;
 pub mod enrich;
 pub mod event;

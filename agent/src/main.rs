@@ -219,6 +219,43 @@ struct RunArgs {
     /// stay. 0: reload only on SIGHUP.
     #[arg(long, value_name = "SECS", default_value_t = 2)]
     rules_poll: u64,
+    /// What activity goes to the collector beside the alerts, for
+    /// investigation (`vigil-collector query timeline|tree|pivot`): a comma
+    /// list of exec (every program started, with argv, cwd, user, parent,
+    /// container, executable hash), fork (processes created without a new
+    /// program), exit, connect, accept, listen (TCP/UDP addresses and
+    /// ports) and dns (names queried); `all`, or `none` to send only
+    /// alerts. Only with --collector; it travels on the alerts' spooled,
+    /// authenticated path, behind the alerts.
+    #[arg(long, value_name = "KINDS", default_value = vigil_agent::activity::DEFAULT_KINDS)]
+    activity: vigil_agent::activity::Kinds,
+    /// A Falco condition; activity for which it holds is not sent (noisy
+    /// programs: 'proc.name in (make, cc1, ld)'). Repeat for more; each
+    /// is checked against every shipped event, so keep them few. Alert
+    /// context is not filtered.
+    #[arg(long, value_name = "CONDITION")]
+    activity_exclude: Vec<String>,
+    /// Most activity events sent per second from this host, in bursts of
+    /// up to one second's worth; what the cap leaves out is counted
+    /// (heartbeat and /metrics place "activity_rate"). 0: no cap. The
+    /// default keeps a busy build host to a few hundred KiB/s.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    activity_rate: u32,
+    /// Events kept per process (the last ones) for alert context: an alert
+    /// carries the recent events of its process and of its ancestors (at
+    /// most 64). 0: alerts carry no context.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=256))]
+    activity_context: u64,
+    /// Most processes whose recent events are kept for alert context; the
+    /// least recently active are forgotten first.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    activity_context_processes: u64,
+    /// Most bytes of activity waiting for the collector's acknowledgement
+    /// (in DIR/activity of --spool-dir; K, M, G suffixes). When full, the
+    /// oldest activity goes (counted as "activity_spool_full"); alerts
+    /// have their own spool and are never pushed out by activity.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    activity_spool_max: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -413,6 +450,14 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         unsupported: args.unsupported,
         rules_poll: Duration::from_secs(args.rules_poll),
+        activity: vigil_agent::activity::ActivityConfig {
+            kinds: args.activity,
+            exclude: args.activity_exclude,
+            rate: args.activity_rate,
+            context_events: args.activity_context as usize,
+            context_processes: args.activity_context_processes as usize,
+        },
+        activity_spool_max: args.activity_spool_max,
     };
     // One thread: the event loop is one task, and the forwarder's network
     // work is small; a multi-threaded runtime only added cross-thread

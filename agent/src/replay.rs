@@ -37,6 +37,8 @@ pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
     let mut out = Replay::default();
     let mut hits: Vec<Hit> = Vec::new();
     let mut last_line = 0;
+    // A recording's processes get ids of a host of their own.
+    let ids = crate::util::procid::ProcIds::new("", "replay", &path.display().to_string());
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let n = i + 1;
         let line = line.with_context(|| format!("{}:{n}: cannot read", path.display()))?;
@@ -54,14 +56,15 @@ pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
         rules.matches(&ev, &mut hits);
         for h in hits.drain(..) {
             let e = h.event.as_deref().unwrap_or(&ev);
-            out.alerts.push((n, alert::build(&h.rule, e, h.count)));
+            out.alerts
+                .push((n, alert::build(&h.rule, e, h.count, &ids)));
         }
     }
     rules.tick(i64::MAX, &mut hits);
     for h in hits.drain(..) {
         if let Some(e) = h.event.as_deref() {
             out.alerts
-                .push((last_line, alert::build(&h.rule, e, h.count)));
+                .push((last_line, alert::build(&h.rule, e, h.count, &ids)));
         }
     }
     Ok(out)

@@ -16,16 +16,19 @@ use tokio::io::{unix::AsyncFd, Interest};
 use vigil_proto::json::alert_json;
 
 use crate::{
+    activity::{Activity, ActivityConfig},
     alert,
     enrich::{EnrichConfig, Enricher},
     event,
     forward::{Forwarder, ForwarderConfig},
     heartbeat::{self, Heartbeats, Reading},
     host,
+    kernel::{interest::KernelInterest, syscalls::Syscall},
     metrics::{AgentMetrics, Snapshot},
     probe::{Probe, ProbeOptions, ProcessRing, Rings},
+    proctree::ProcessTable,
     rules::{interest::kernel_interest, Hit, LoadOptions, Matcher, RuleSet},
-    util::clock::BootClock,
+    util::{clock::BootClock, procid::ProcIds},
 };
 
 #[derive(Debug, Clone)]
@@ -78,6 +81,10 @@ pub struct RunOptions {
     pub unsupported: crate::rules::Unsupported,
     /// How often rule files are checked for changes (0: only on SIGHUP).
     pub rules_poll: Duration,
+    /// What activity goes to the collector beside the alerts, and the
+    /// bound of its spool.
+    pub activity: ActivityConfig,
+    pub activity_spool_max: u64,
 }
 
 /// Which events `run` prints on stdout.
@@ -103,6 +110,20 @@ impl EventsOut {
             ),
         }
     }
+}
+
+/// What the probe must report: what the rules can match, and with a
+/// collector, what the shipped activity kinds need.
+fn interest(rules: &RuleSet, opts: &RunOptions) -> KernelInterest {
+    let mut i = kernel_interest(rules, opts.events == EventsOut::All);
+    if opts.collector.is_some() {
+        for name in opts.activity.syscalls() {
+            if let Some(s) = Syscall::by_name(name) {
+                i.syscalls.entry(s).or_default();
+            }
+        }
+    }
+    i
 }
 
 /// Loads the rules named in `paths`, or the embedded default set.
@@ -197,10 +218,34 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
             let mut cfg = ForwarderConfig::new(url.clone(), opts.spool_dir.clone());
             cfg.tls = opts.tls.clone();
             cfg.spool_max = opts.spool_max;
+            cfg.activity_spool_max = opts.activity_spool_max;
             Some((cfg, host::identity(opts.tls.as_ref())?))
         }
         None => None,
     };
+    let ids = {
+        let h = forward
+            .as_ref()
+            .map_or_else(host::detect, |(_, h)| h.clone());
+        ProcIds::new(&h.machine_id, &h.hostname, &host::boot_id())
+    };
+    // Activity goes only to a collector; alerts on stdout carry no context.
+    let activity = match &forward {
+        Some(_) if !opts.activity.kinds.is_empty() || opts.activity.context_events > 0 => Some(
+            Activity::new(&opts.activity, ids.clone())
+                .map_err(|e| anyhow::anyhow!("--activity-exclude: {e}"))?,
+        ),
+        _ => None,
+    };
+    if forward.is_some() {
+        tracing::info!(
+            kinds = %opts.activity.kinds,
+            rate_per_s = opts.activity.rate,
+            exclusions = opts.activity.exclude.len(),
+            context_events = opts.activity.context_events,
+            "activity streamed to the collector"
+        );
+    }
     let mut probe = Probe::load(&ProbeOptions {
         ring_bytes: opts.ring_bytes,
         process_ring_bytes: opts.process_ring_bytes,
@@ -209,7 +254,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         wakeup_bytes: opts.wakeup_bytes,
         exclusions,
     })?;
-    probe.apply_interest(&kernel_interest(&rules, opts.events == EventsOut::All))?;
+    probe.apply_interest(&interest(&rules, &opts))?;
     let _stats_fd = if opts.bpf_stats {
         Some(
             crate::probe::enable_run_time_stats()
@@ -286,6 +331,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         hits: Vec::new(),
         reported: Default::default(),
         raised: HashMap::new(),
+        ids,
+        activity,
     };
     let metrics = Arc::new(AgentMetrics::default());
     if let Sink::Collector(f) = &*out_ctx.sink {
@@ -346,7 +393,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
             Some(new) = reload_rx.recv() => match new {
                 Ok(new) => {
                     tracing::info!(rules = new.len(), sources = ?new.sources, "rules reloaded");
-                    let interest = kernel_interest(&new, opts.events == EventsOut::All);
+                    let interest = interest(&new, &opts);
                     out_ctx.swap_rules(new, &stdout);
                     if let Err(e) = probe.apply_interest(&interest) {
                         tracing::error!(error = %e, "the probe's filters could not follow the new rules");
@@ -465,7 +512,22 @@ fn loss_totals(
                 "rejected".into(),
                 fc.dropped_rejected.load(Ordering::Relaxed),
             ),
+            (
+                "activity_queue".into(),
+                fc.activity_dropped_queue_full.load(Ordering::Relaxed),
+            ),
+            (
+                "activity_spool_full".into(),
+                fc.activity_dropped_spool_full.load(Ordering::Relaxed),
+            ),
+            (
+                "activity_spool_error".into(),
+                fc.activity_dropped_spool_error.load(Ordering::Relaxed),
+            ),
         ]);
+    }
+    if let Some(a) = &out.activity {
+        totals.push(("activity_rate".into(), a.counters.rate_dropped));
     }
     totals
 }
@@ -554,9 +616,13 @@ fn send_heartbeat(
         tampered: probe.tampered(),
         totals,
         spool_depth: fc.spool_depth.load(Ordering::Relaxed),
+        activity_sent: fc.activity_spooled.load(Ordering::Relaxed),
     };
     f.heartbeat(hb.build(reading));
 }
+
+/// Most creators an alert names (its process's line up to init).
+const MAX_ALERT_LINEAGE: usize = 64;
 
 /// How long after a drain that found records the agent drains again.
 const FOLLOW_UP: Duration = Duration::from_millis(1);
@@ -664,29 +730,57 @@ struct Output<'a> {
     reported: crate::rules::EngineCounters,
     /// Alerts raised so far, by rule and severity.
     raised: HashMap<(String, &'static str), u64>,
+    /// Names processes in alerts.
+    ids: ProcIds,
+    /// Activity shipping and alert context; None without a collector.
+    activity: Option<Activity>,
 }
 
 impl Output<'_> {
     /// Matches and writes out every event the enricher has ready.
     fn emit(&mut self, enricher: &mut Enricher, stdout: &io::Stdout) {
-        enricher.poll(Instant::now());
+        let now = Instant::now();
+        enricher.poll(now);
         let mut out = stdout.lock();
         while let Some(ev) = enricher.pop_ready() {
             if self.opts.events.prints(&ev) {
                 write_json_line(&mut out, &serde_json::to_value(&ev).unwrap_or_default());
             }
+            // Kept as context first, so an alert on it carries it.
+            let shipped = self.activity.as_mut().and_then(|a| a.observe(&ev, now));
             self.rules.matches(&ev, &mut self.hits);
-            self.send_hits(Some(&ev), &mut out);
+            self.send_hits(Some(&ev), &mut out, Some(enricher.table()));
+            if let (Some(a), Sink::Collector(f)) = (shipped, &*self.sink) {
+                f.send_activity(a);
+            }
         }
         out.flush().ok();
     }
 
-    fn send_hits(&mut self, ev: Option<&event::Event>, out: &mut impl Write) {
+    /// Builds and sends the alerts of the hits; with the process table,
+    /// each names its process's whole line up to init (the event's own
+    /// ancestry stops at `--max-ancestry`).
+    fn send_hits(
+        &mut self,
+        ev: Option<&event::Event>,
+        out: &mut impl Write,
+        table: Option<&ProcessTable>,
+    ) {
         for hit in self.hits.drain(..) {
             let Some(ev) = hit.event.as_deref().or(ev) else {
                 continue;
             };
-            let a = alert::build(&hit.rule, ev, hit.count);
+            let mut a = alert::build(&hit.rule, ev, hit.count, &self.ids);
+            if let Some(t) = table.filter(|_| self.activity.is_some()) {
+                let p = &ev.process;
+                let line = t.lineage_of(p.pid, p.start_boottime_ns, MAX_ALERT_LINEAGE);
+                if line.len() > a.ancestry.len() {
+                    a.ancestry = line.iter().map(|x| alert::ancestor(x, &self.ids)).collect();
+                }
+            }
+            if let Some(act) = &self.activity {
+                a.context = act.context_for(ev);
+            }
             *self
                 .raised
                 .entry((hit.rule.name.clone(), hit.rule.severity.name()))
@@ -708,7 +802,7 @@ impl Output<'_> {
             .map_or(0, |d| d.as_nanos() as i64);
         self.rules.tick(now, &mut self.hits);
         let mut out = stdout.lock();
-        self.send_hits(None, &mut out);
+        self.send_hits(None, &mut out, None);
         out.flush().ok();
         let c = self.rules.counters;
         if c.sequence_evicted > self.reported.sequence_evicted
@@ -730,7 +824,7 @@ impl Output<'_> {
     fn close_windows(&mut self, stdout: &io::Stdout) {
         self.rules.tick(i64::MAX, &mut self.hits);
         let mut out = stdout.lock();
-        self.send_hits(None, &mut out);
+        self.send_hits(None, &mut out, None);
         out.flush().ok();
     }
 

@@ -1,12 +1,14 @@
-//! The alert spool: every alert bound for the collector is written to disk
-//! before it counts as sent, and leaves only once the collector has
-//! acknowledged it, so an agent restart, a SIGKILL or a reboot during a
-//! collector outage loses nothing. Bounded: when full, the oldest alerts
-//! go, and what went is reported as a [`Gap`] for the collector to store.
+//! The spool: every alert (and, in a spool of its own, every activity
+//! event) bound for the collector is written to disk before it counts as
+//! sent, and leaves only once the collector has acknowledged it, so an
+//! agent restart, a SIGKILL or a reboot during a collector outage loses
+//! nothing. Bounded: when full, the oldest records go, and what went is
+//! reported as a [`Gap`] for the collector to store.
 //!
-//! On disk, in `--spool-dir`:
+//! On disk, in `--spool-dir` (activity in its `activity/` directory):
 //! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments named by the index of their first
-//!   record; a record is `len: u32 LE, crc32: u32 LE, Alert (protobuf)`.
+//!   record; a record is `len: u32 LE, crc32: u32 LE, message (protobuf)`,
+//!   an `Alert` or an `Activity`.
 //!   Segments only grow by appends and are deleted whole.
 //! - `acked`: the index of the first record not yet acknowledged, replaced
 //!   atomically after each acknowledgement.
@@ -24,7 +26,25 @@ use std::{
 };
 
 use prost::Message;
-use vigil_proto::v1::Alert;
+use vigil_proto::v1::{Activity, Alert};
+
+/// What a spool holds: a protobuf message with an event time.
+pub trait Record: Message + Default {
+    /// Event time, ns since the epoch (a dropped segment's gap spans them).
+    fn time_ns(&self) -> i64;
+}
+
+impl Record for Alert {
+    fn time_ns(&self) -> i64 {
+        self.time_unix_ns
+    }
+}
+
+impl Record for Activity {
+    fn time_ns(&self) -> i64 {
+        self.time_unix_ns
+    }
+}
 
 /// Bytes of a record's header.
 const HEADER: u64 = 8;
@@ -105,7 +125,7 @@ struct Cursor {
     reader: BufReader<File>,
 }
 
-pub struct Spool {
+pub struct Spool<M = Alert> {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
@@ -122,9 +142,10 @@ pub struct Spool {
     /// Records found unreadable at open (a bad record mid-spool).
     pub corrupt: u64,
     _lock: File,
+    _records: std::marker::PhantomData<M>,
 }
 
-impl std::fmt::Debug for Spool {
+impl<M> std::fmt::Debug for Spool<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
             .field("dir", &self.dir)
@@ -139,7 +160,7 @@ fn segment_name(first: u64) -> String {
 }
 
 /// Reads one record; None at a clean end, Err(()) at a torn or bad one.
-fn read_record(r: &mut impl Read) -> Result<Option<(Alert, u64)>, ()> {
+fn read_record<M: Record>(r: &mut impl Read) -> Result<Option<(M, u64)>, ()> {
     let mut h = [0u8; HEADER as usize];
     match r.read_exact(&mut h[..1]) {
         Ok(()) => {}
@@ -157,13 +178,13 @@ fn read_record(r: &mut impl Read) -> Result<Option<(Alert, u64)>, ()> {
     if crc32fast::hash(&buf) != crc {
         return Err(());
     }
-    let alert = Alert::decode(buf.as_slice()).map_err(|_| ())?;
-    Ok(Some((alert, HEADER + len as u64)))
+    let m = M::decode(buf.as_slice()).map_err(|_| ())?;
+    Ok(Some((m, HEADER + len as u64)))
 }
 
-impl Spool {
+impl<M: Record> Spool<M> {
     /// Opens (creating) the spool in `dir`, holding it for this process.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool<M>, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -203,6 +224,7 @@ impl Spool {
             cursor: None,
             corrupt: 0,
             _lock: lock,
+            _records: std::marker::PhantomData,
         };
         let last = firsts.len().saturating_sub(1);
         for (i, first) in firsts.into_iter().enumerate() {
@@ -238,12 +260,12 @@ impl Spool {
             path: path.into(),
         };
         loop {
-            match read_record(&mut r) {
+            match read_record::<M>(&mut r) {
                 Ok(Some((a, n))) => {
                     seg.count += 1;
                     seg.bytes += n;
-                    seg.min_ns = seg.min_ns.min(a.time_unix_ns);
-                    seg.max_ns = seg.max_ns.max(a.time_unix_ns);
+                    seg.min_ns = seg.min_ns.min(a.time_ns());
+                    seg.max_ns = seg.max_ns.max(a.time_ns());
                 }
                 Ok(None) => break,
                 Err(()) => {
@@ -300,7 +322,7 @@ impl Spool {
 
     /// Appends `alerts` and flushes them to disk (fsync): once this
     /// returns, they survive a crash or a reboot.
-    pub fn append(&mut self, alerts: &[Alert]) -> Result<(), SpoolError> {
+    pub fn append(&mut self, alerts: &[M]) -> Result<(), SpoolError> {
         if alerts.is_empty() {
             return Ok(());
         }
@@ -324,8 +346,8 @@ impl Spool {
             w.write_all(&buf).map_err(io(&seg.path))?;
             seg.count += 1;
             seg.bytes += buf.len() as u64;
-            seg.min_ns = seg.min_ns.min(a.time_unix_ns);
-            seg.max_ns = seg.max_ns.max(a.time_unix_ns);
+            seg.min_ns = seg.min_ns.min(a.time_ns());
+            seg.max_ns = seg.max_ns.max(a.time_ns());
             self.total_bytes += buf.len() as u64;
             self.next += 1;
         }
@@ -382,15 +404,16 @@ impl Spool {
             let lost = seg.end().saturating_sub(seg.first.max(self.acked));
             self.gap.add(lost, seg.min_ns, seg.max_ns);
             tracing::error!(
-                alerts = lost,
-                "spool full: dropped the oldest unsent alerts"
+                records = lost,
+                spool = %self.dir.display(),
+                "spool full: dropped the oldest unsent records"
             );
         }
     }
 
     /// Up to `max` records from index `from` on (`from` below the oldest
     /// kept record starts at the oldest), with their indices.
-    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<(u64, Alert)>, SpoolError> {
+    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<(u64, M)>, SpoolError> {
         let from = from.max(self.first_index());
         let mut out = Vec::new();
         let mut index = from;
@@ -413,7 +436,7 @@ impl Spool {
                 reader.seek(SeekFrom::Start(0)).map_err(io(&path))?;
                 let mut i = seg_first;
                 while i < index {
-                    match read_record(&mut reader) {
+                    match read_record::<M>(&mut reader) {
                         Ok(Some(_)) => i += 1,
                         _ => break,
                     }
@@ -493,7 +516,7 @@ mod tests {
     fn survives_reopen_and_replays_only_the_unacknowledged() {
         let d = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+            let mut s: Spool = Spool::open(d.path(), 1 << 20).unwrap();
             s.append(&(0..10).map(alert).collect::<Vec<_>>()).unwrap();
             let got = s.read(0, 4).unwrap();
             assert_eq!(ids(&got), ["id-0", "id-1", "id-2", "id-3"]);
@@ -501,11 +524,11 @@ mod tests {
             assert_eq!(s.depth(), 6);
             // The same directory cannot be opened twice.
             assert!(matches!(
-                Spool::open(d.path(), 1 << 20),
+                Spool::<Alert>::open(d.path(), 1 << 20),
                 Err(SpoolError::Locked(_))
             ));
         }
-        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        let mut s: Spool = Spool::open(d.path(), 1 << 20).unwrap();
         assert_eq!(s.depth(), 6);
         let got = s.read(s.acked_index(), 100).unwrap();
         assert_eq!(got.first().unwrap().1.id, "id-4");
@@ -517,7 +540,7 @@ mod tests {
     fn a_torn_tail_is_cut_and_appends_go_on() {
         let d = tempfile::tempdir().unwrap();
         {
-            let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+            let mut s: Spool = Spool::open(d.path(), 1 << 20).unwrap();
             s.append(&(0..3).map(alert).collect::<Vec<_>>()).unwrap();
         }
         // Half a record at the end, as a crash mid-write leaves it.
@@ -525,7 +548,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
-        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        let mut s: Spool = Spool::open(d.path(), 1 << 20).unwrap();
         assert_eq!(s.depth(), 3);
         s.append(&[alert(3)]).unwrap();
         assert_eq!(
@@ -537,7 +560,7 @@ mod tests {
     #[test]
     fn a_full_spool_drops_the_oldest_and_reports_the_gap() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(d.path(), 1 << 16).unwrap();
+        let mut s: Spool = Spool::open(d.path(), 1 << 16).unwrap();
         // ~250 bytes each: 1000 of them are four times the bound.
         for chunk in (0..1000).collect::<Vec<u64>>().chunks(50) {
             s.append(&chunk.iter().map(|&i| alert(i)).collect::<Vec<_>>())
@@ -570,7 +593,7 @@ mod tests {
         assert!(after < before, "{before} -> {after}");
         assert_eq!(s.depth(), 0);
         drop(s);
-        let s = Spool::open(d.path(), 1 << 18).unwrap();
+        let s: Spool = Spool::open(d.path(), 1 << 18).unwrap();
         assert_eq!(s.depth(), 0);
         assert_eq!(s.next_index(), 400);
     }

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("rules", 5),
     ("alert", 6),
     ("forward", 6),
+    ("activity", 7),
     ("replay", 7),
     ("heartbeat", 7),
     ("metrics", 7),

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo, Severity};
+use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo, LossCount, Severity};
+
+/// The heartbeat place of activity left out by the agent's rate cap.
+pub const ACTIVITY_CAP_PLACE: &str = "activity_rate";
 
 use crate::store::{now_ns, AgentRecord, AgentState, AlertStore, StoreError};
 
@@ -79,7 +82,14 @@ impl Monitor {
             .filter(|p| p.attached < p.expected)
             .map(|p| format!("{} ({} of {} attachments)", p.name, p.attached, p.expected))
             .collect();
-        let lost: u64 = hb.losses.iter().map(|l| l.count).sum();
+        // The activity rate cap leaves events out by design: counted and
+        // shown, but no loss of protection.
+        let losses: Vec<&LossCount> = hb
+            .losses
+            .iter()
+            .filter(|l| l.count > 0 && l.place != ACTIVITY_CAP_PLACE)
+            .collect();
+        let lost: u64 = losses.iter().map(|l| l.count).sum();
         // What is wrong with the probe: programs gone, maps changed.
         let mut probe = Vec::new();
         if !missing.is_empty() {
@@ -94,10 +104,8 @@ impl Monitor {
         let (state, reason) = if !probe.is_empty() {
             (AgentState::Degraded, probe.join("; "))
         } else if lost > 0 {
-            let places: Vec<String> = hb
-                .losses
+            let places: Vec<String> = losses
                 .iter()
-                .filter(|l| l.count > 0)
                 .map(|l| format!("{} {}", l.count, l.place))
                 .collect();
             (
@@ -258,7 +266,7 @@ fn own_alert(host: &HostInfo, rule: &str, severity: Severity, output: String, no
 mod tests {
     use super::*;
     use crate::{sqlite::SqliteStore, store::AlertFilter};
-    use vigil_proto::v1::{LossCount, ProbeProgram};
+    use vigil_proto::v1::ProbeProgram;
 
     fn hb(host: &str) -> AgentHeartbeat {
         AgentHeartbeat {
@@ -325,6 +333,16 @@ mod tests {
         assert!(l[0].output.contains("12 kernel:file"), "{}", l[0].output);
         m.heartbeat(hb("a")).unwrap();
         assert_eq!(m.agents()[0].state, AgentState::Ok);
+
+        // Activity left out by the rate cap is no loss of protection.
+        let mut capped = hb("a");
+        capped.losses = vec![LossCount {
+            place: ACTIVITY_CAP_PLACE.into(),
+            count: 500,
+        }];
+        m.heartbeat(capped).unwrap();
+        assert_eq!(m.agents()[0].state, AgentState::Ok);
+        assert_eq!(alerts(&store, LOST_RULE).len(), 1, "nothing new raised");
 
         // The registry outlives a restart.
         let m2 = Monitor::new(store.clone(), SilentAfter::Fixed(Duration::from_secs(60))).unwrap();

@@ -120,6 +120,8 @@ pub struct GroupFilter {
     pub since_ns: Option<i64>,
     pub host: Option<String>,
     pub rule: Option<String>,
+    /// Only the group with this id.
+    pub id: Option<String>,
     pub limit: u32,
 }
 

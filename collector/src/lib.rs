@@ -1,8 +1,10 @@
 //! Vigil's collector as a library: storage, the PKI and the TLS transport,
 //! the gRPC service and the query client. The `vigil-collector` binary is a
 //! thin CLI over these.
+pub mod activity;
 pub mod agents;
 pub mod groups;
+pub mod investigate;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
@@ -12,3 +14,4 @@ pub mod silences;
 pub mod sqlite;
 pub mod store;
 pub mod tls;
+pub mod views;

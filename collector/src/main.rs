@@ -9,10 +9,14 @@ use vigil_collector::{
     pki, query, server,
     sqlite::SqliteStore,
     tls::{Listener, ServerTls, ServerTlsFiles},
+    views,
 };
 use vigil_proto::{
     tls::{ClientTls, Role},
-    v1::{AlertQuery, GroupAction, GroupQuery, GroupUpdate, Severity, SilenceSpec},
+    v1::{
+        AlertQuery, GroupAction, GroupQuery, GroupUpdate, PivotQuery, Severity, SilenceSpec,
+        TimelineQuery, TreeQuery,
+    },
 };
 
 /// Vigil collector: receives alert streams from Vigil agents, stores them,
@@ -71,6 +75,18 @@ enum Command {
     ///   vigil-collector silence expire 3fa2c1d09b8e
     #[command(verbatim_doc_comment)]
     Silence(SilenceArgs),
+    /// Everything about one alert, as NDJSON for a ticket or another tool:
+    /// a header line, the alert, its group, its process tree (ancestors,
+    /// the process, descendants, each with its events and alerts) and the
+    /// host's timeline from --window before the alert to --window after.
+    /// Each line is one JSON object with a `type` (export, alert, group,
+    /// process, activity; timeline entries also carry "timeline": true).
+    ///
+    /// Examples:
+    ///   vigil-collector export 0b7c4e1a-... > incident.ndjson
+    ///   vigil-collector export 0b7c4e1a-... --window 2h --pki /etc/vigil/pki --as alice > incident.ndjson
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
     /// Check a notification file without a running collector.
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -193,6 +209,12 @@ struct ServeArgs {
     /// `0s` keeps everything.
     #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
     retention: Duration,
+    /// Activity (process starts and exits, connections, DNS queries, alert
+    /// context) and the process view older than this are deleted, at
+    /// start and every 10 minutes. Activity is far more than alerts: it
+    /// gets a retention of its own. `0s` keeps everything.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    activity_retention: Duration,
     /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, on
     /// this address (IP:PORT; plain HTTP: keep it on loopback or a
     /// management network). `off` serves none.
@@ -443,6 +465,129 @@ enum QueryWhat {
     ///   vigil-collector query groups --since 1d --json
     #[command(verbatim_doc_comment)]
     Groups(GroupsArgs),
+    /// A host's alerts and activity (process starts and exits,
+    /// connections, DNS queries) in time order: over the last --since, or
+    /// --window either side of an alert. Cut to --limit entries (around
+    /// the alert: half before, half after; else the newest), and says so
+    /// on stderr.
+    ///
+    /// Examples:
+    ///   vigil-collector query timeline --host web-1 --since 15m
+    ///   vigil-collector query timeline --around 0b7c4e1a-... --window 2m --pid 4242
+    ///   vigil-collector query timeline --host web-1 --since 1h --json | jq .summary
+    #[command(verbatim_doc_comment)]
+    Timeline(TimelineArgs),
+    /// An alert's process tree: the alerting process, its ancestors up to
+    /// init and its descendants, each with its command line, user, start
+    /// and exit, its own events and its alerts, drawn as a tree.
+    ///
+    /// Examples:
+    ///   vigil-collector query tree 0b7c4e1a-...
+    ///   vigil-collector query tree 0b7c4e1a-... --json
+    #[command(verbatim_doc_comment)]
+    Tree(TreeArgs),
+    /// Where something shows up across the fleet: the hosts with first and
+    /// last seen and counts, then the newest matching processes (for --ip
+    /// and --domain, the connections and queries themselves). Give exactly
+    /// one of --sha256, --exe, --user, --ip, --domain, --image.
+    ///
+    /// Examples:
+    ///   vigil-collector query pivot --sha256 9f86d081884c7d65...
+    ///   vigil-collector query pivot --ip 203.0.113.9 --since 30d
+    ///   vigil-collector query pivot --domain pool.miner.example --json
+    #[command(verbatim_doc_comment)]
+    Pivot(PivotArgs),
+}
+
+#[derive(Args, Debug)]
+struct TimelineArgs {
+    /// The host (its agent's hostname). With --around it may be left out:
+    /// the alert names its host.
+    #[arg(long, value_name = "HOST", required_unless_present = "around")]
+    host: Option<String>,
+    /// The last DURATION up to now (e.g. 15m, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, required_unless_present = "around", conflicts_with = "around")]
+    since: Option<Duration>,
+    /// Around this alert (its id, from `query alerts`).
+    #[arg(long, value_name = "ALERT_ID")]
+    around: Option<String>,
+    /// With --around: this long before and after the alert.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m", requires = "around")]
+    window: Duration,
+    /// Only this process id on the host.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// At most N entries (server caps at 5000).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    limit: u32,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct TreeArgs {
+    /// The alert.
+    #[arg(value_name = "ALERT_ID")]
+    alert_id: String,
+    /// Most events listed under each process (server caps at 1000).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    events_per_process: u32,
+    /// Most descendants drawn (server caps at 5000).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    max_descendants: u32,
+    /// One JSON object per process per line instead of a drawing.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("key")
+        .required(true)
+        .multiple(false)
+        .args(["sha256", "exe", "user", "ip", "domain", "image"])
+))]
+struct PivotArgs {
+    /// An executable's SHA-256 (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// An executable's path, exactly.
+    #[arg(long, value_name = "PATH")]
+    exe: Option<String>,
+    /// A user name (the process's own, as its container names it).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// A remote address connected to, accepted from, or asked for DNS.
+    #[arg(long, value_name = "ADDR")]
+    ip: Option<String>,
+    /// A name queried over DNS.
+    #[arg(long, value_name = "NAME")]
+    domain: Option<String>,
+    /// A container image, as the runtime recorded it.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// Only the last DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    since: Duration,
+    /// Most processes listed (server caps at 1000).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    limit: u32,
+    /// One JSON object per line (hosts, then processes).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The alert.
+    #[arg(value_name = "ALERT_ID")]
+    alert_id: String,
+    /// The timeline runs this long before and after the alert.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30m")]
+    window: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -559,12 +704,47 @@ fn main() -> ExitCode {
                             limit: g.limit,
                             host: g.host.unwrap_or_default(),
                             rule: g.rule.unwrap_or_default(),
+                            id: String::new(),
                         };
                         let groups = query::fetch_groups(server, tls.as_ref(), q).await?;
                         print(|out| query::print_groups(out, &groups, g.json))
                     }
+                    QueryWhat::Timeline(t) => query_timeline(server, tls.as_ref(), t).await,
+                    QueryWhat::Tree(t) => {
+                        let q = TreeQuery {
+                            alert_id: t.alert_id,
+                            events_per_process: t.events_per_process,
+                            max_descendants: t.max_descendants,
+                        };
+                        let tree = query::fetch_tree(server, tls.as_ref(), q).await?;
+                        if tree.cut {
+                            eprintln!("vigil-collector: more descendants than --max-descendants {}: the tree is cut", t.max_descendants);
+                        }
+                        print(|out| views::print_tree(out, &tree, t.json))
+                    }
+                    QueryWhat::Pivot(p) => {
+                        let q = PivotQuery {
+                            sha256: p.sha256.unwrap_or_default(),
+                            exe: p.exe.unwrap_or_default(),
+                            user: p.user.unwrap_or_default(),
+                            ip: p.ip.unwrap_or_default(),
+                            domain: p.domain.unwrap_or_default(),
+                            image: p.image.unwrap_or_default(),
+                            since_unix_ns: since_ns(Some(p.since))?,
+                            limit: p.limit,
+                        };
+                        let pivot = query::fetch_pivot(server, tls.as_ref(), q).await?;
+                        if pivot.hosts_cut {
+                            eprintln!("vigil-collector: host counts cover the newest {} matches only", vigil_collector::investigate::PIVOT_SCAN);
+                        }
+                        if pivot.processes_cut {
+                            eprintln!("vigil-collector: more processes matched than --limit {}: the newest are listed", p.limit);
+                        }
+                        print(|out| views::print_pivot(out, &pivot, p.json))
+                    }
                 }
             }
+            Command::Export(e) => export(e).await,
             Command::Alert(a) => alert_command(a).await,
             Command::Silence(s) => silence_command(s).await,
             Command::Notify(NotifyCommand::Test { receiver, notify }) => {
@@ -659,6 +839,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => vigil_collector::agents::SilentAfter::Intervals(3),
         },
         retention: (!args.retention.is_zero()).then_some(args.retention),
+        activity_retention: (!args.activity_retention.is_zero()).then_some(args.activity_retention),
         metrics,
         db_path: Some(args.db.clone()),
         notify: notify.is_some().then(|| counters.clone()),
@@ -824,6 +1005,7 @@ async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> a
         min_severity: a.severity.map_or(0, |s| s as i32),
         limit: a.limit,
         container: a.container.unwrap_or_default(),
+        id: String::new(),
     };
     let alerts = query::fetch(server, tls, q).await?;
     print(|out| {
@@ -833,6 +1015,101 @@ async fn query_alerts(server: &str, tls: Option<&ClientTls>, a: AlertsArgs) -> a
             query::print_table(out, &alerts)
         }
     })
+}
+
+async fn query_timeline(
+    server: &str,
+    tls: Option<&ClientTls>,
+    t: TimelineArgs,
+) -> anyhow::Result<()> {
+    let q = TimelineQuery {
+        host: t.host.unwrap_or_default(),
+        from_unix_ns: since_ns(t.since)?,
+        to_unix_ns: 0,
+        around_alert: t.around.unwrap_or_default(),
+        window_ns: t.window.as_nanos().min(i64::MAX as u128) as i64,
+        pid: t.pid.unwrap_or(0),
+        limit: t.limit,
+    };
+    let timeline = query::fetch_timeline(server, tls, q).await?;
+    if timeline.cut {
+        eprintln!(
+            "vigil-collector: more than {} entries: the timeline is cut (narrow it with --pid or a shorter span, or raise --limit)",
+            timeline.entries.len()
+        );
+    }
+    print(|out| views::print_timeline(out, &timeline, t.json))
+}
+
+/// `vigil-collector export ALERT_ID`: what the export view needs, asked
+/// of the collector in turn.
+async fn export(e: ExportArgs) -> anyhow::Result<()> {
+    let tls = e.conn.tls()?;
+    let server = &e.conn.server;
+    let alert = query::fetch(
+        server,
+        tls.as_ref(),
+        AlertQuery {
+            id: e.alert_id.clone(),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await?
+    .into_iter()
+    .next()
+    .ok_or_else(|| anyhow::anyhow!("no alert `{}`", e.alert_id))?;
+    let group = if alert.group_id.is_empty() {
+        None
+    } else {
+        query::fetch_groups(
+            server,
+            tls.as_ref(),
+            GroupQuery {
+                id: alert.group_id.clone(),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await?
+        .into_iter()
+        .next()
+    };
+    let tree = match query::fetch_tree(
+        server,
+        tls.as_ref(),
+        TreeQuery {
+            alert_id: alert.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        Ok(t) => Some(t),
+        Err(query::QueryError::Status(s)) if s.code() == tonic::Code::InvalidArgument => {
+            eprintln!("vigil-collector: no process tree: {}", s.message());
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let timeline = query::fetch_timeline(
+        server,
+        tls.as_ref(),
+        TimelineQuery {
+            around_alert: alert.id.clone(),
+            window_ns: e.window.as_nanos().min(i64::MAX as u128) as i64,
+            limit: vigil_collector::investigate::MAX_TIMELINE_LIMIT,
+            ..Default::default()
+        },
+    )
+    .await?;
+    if timeline.cut {
+        eprintln!(
+            "vigil-collector: the timeline holds more than {} entries: cut around the alert (shorten --window)",
+            timeline.entries.len()
+        );
+    }
+    print(|out| views::print_export(out, &alert, group.as_ref(), tree.as_ref(), &timeline))
 }
 
 #[cfg(test)]

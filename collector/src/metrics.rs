@@ -29,6 +29,8 @@ pub struct CollectorMetrics {
     pub batches_failed: AtomicU64,
     pub alerts_stored: AtomicU64,
     pub alerts_duplicate: AtomicU64,
+    /// Activity events newly stored.
+    pub activity_stored: AtomicU64,
     pub queries: AtomicU64,
     pub refused: AtomicU64,
     pub streams_open: AtomicU64,
@@ -119,6 +121,12 @@ impl Source for CollectorSource {
             "counter",
             "Alerts received again (re-sends), already stored.",
             v(&m.alerts_duplicate),
+        );
+        t.single(
+            "vigil_collector_activity_stored_total",
+            "counter",
+            "Activity events (process starts and exits, connections, DNS queries, alert context) newly stored.",
+            v(&m.activity_stored),
         );
         t.metric(
             "vigil_collector_alerts_total",

@@ -7,8 +7,8 @@ use vigil_proto::{
     tls::{endpoint, error_chain, explain_tls_failure, status_chain, ClientTls, EndpointError},
     v1::{
         collector_client::CollectorClient, AgentQuery, AgentStatus, Alert, AlertGroup, AlertQuery,
-        AuditEntry, GroupQuery, GroupRef, GroupUpdate, Severity, SilenceInfo, SilenceQuery,
-        SilenceRef, SilenceSpec,
+        AuditEntry, GroupQuery, GroupRef, GroupUpdate, Pivot, PivotQuery, ProcessTree, Severity,
+        SilenceInfo, SilenceQuery, SilenceRef, SilenceSpec, Timeline, TimelineQuery, TreeQuery,
     },
 };
 
@@ -100,6 +100,48 @@ fn refusal(server: &str, s: tonic::Status) -> QueryError {
         }
         _ => QueryError::Status(s),
     }
+}
+
+/// A host's timeline from the collector at `server`.
+pub async fn fetch_timeline(
+    server: &str,
+    tls: Option<&ClientTls>,
+    q: TimelineQuery,
+) -> Result<Timeline, QueryError> {
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .query_timeline(q)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
+}
+
+/// An alert's process tree.
+pub async fn fetch_tree(
+    server: &str,
+    tls: Option<&ClientTls>,
+    q: TreeQuery,
+) -> Result<ProcessTree, QueryError> {
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .query_tree(q)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
+}
+
+/// Where something shows up across the fleet.
+pub async fn fetch_pivot(
+    server: &str,
+    tls: Option<&ClientTls>,
+    q: PivotQuery,
+) -> Result<Pivot, QueryError> {
+    let mut client = connect(server, tls).await?;
+    Ok(client
+        .query_pivot(q)
+        .await
+        .map_err(|s| refusal(server, s))?
+        .into_inner())
 }
 
 /// The agent registry of the collector at `server`.

@@ -15,13 +15,14 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
     collector_server::{Collector, CollectorServer},
     Ack, AgentHeartbeat, AgentQuery, AgentStatus, Alert, AlertBatch, AlertGroup, AlertQuery,
-    AuditEntry, GroupQuery, GroupRef, GroupUpdate, HeartbeatReply, SilenceInfo, SilenceQuery,
-    SilenceRef, SilenceSpec,
+    AuditEntry, GroupQuery, GroupRef, GroupUpdate, HeartbeatReply, Pivot, PivotQuery, ProcessTree,
+    SilenceInfo, SilenceQuery, SilenceRef, SilenceSpec, Timeline, TimelineQuery, TreeQuery,
 };
 
 use crate::{
     agents::{Monitor, SilentAfter},
     groups::{self, Actor, GroupError, GroupFilter, GroupState},
+    investigate::{self, InvestigateError},
     metrics::{CollectorMetrics, CollectorSource},
     silences,
     store::{now_ns, AlertFilter, AlertStore},
@@ -93,6 +94,8 @@ pub struct ServerOptions {
     /// Alerts older than this are deleted (at start, then every
     /// [`PRUNE_EVERY`]); None keeps everything.
     pub retention: Option<Duration>,
+    /// The same for activity and the process view.
+    pub activity_retention: Option<Duration>,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; None: nowhere.
     pub metrics: Option<tokio::net::TcpListener>,
     /// The notifier's counters, for `/metrics`.
@@ -106,6 +109,7 @@ impl Default for ServerOptions {
         ServerOptions {
             silent_after: SilentAfter::Intervals(3),
             retention: Some(DEFAULT_RETENTION),
+            activity_retention: Some(DEFAULT_ACTIVITY_RETENTION),
             metrics: None,
             notify: None,
             db_path: None,
@@ -115,43 +119,73 @@ impl Default for ServerOptions {
 
 /// How long alerts are kept by default, and how often old ones are removed.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+pub const DEFAULT_ACTIVITY_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Alerts deleted per transaction: ingestion waits at most one chunk.
 const PRUNE_CHUNK: u32 = 5_000;
 
-/// Deletes alerts older than `retention`, chunk by chunk, every
-/// [`PRUNE_EVERY`], until dropped.
-fn spawn_pruner(store: Arc<dyn AlertStore>, retention: Duration) -> tokio::task::JoinHandle<()> {
+/// What the pruner deletes.
+#[derive(Clone, Copy)]
+enum Pruned {
+    Alerts,
+    Activity,
+}
+
+/// Deletes alerts older than `alerts` and activity older than `activity`
+/// (each None: kept), chunk by chunk, at start and every [`PRUNE_EVERY`],
+/// until dropped.
+fn spawn_pruner(
+    store: Arc<dyn AlertStore>,
+    alerts: Option<Duration>,
+    activity: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         loop {
             tick.tick().await;
-            let before = std::time::SystemTime::now()
-                .checked_sub(retention)
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i64);
-            let mut total = 0u64;
-            loop {
-                let st = store.clone();
-                match tokio::task::spawn_blocking(move || st.prune(before, PRUNE_CHUNK)).await {
-                    Ok(Ok(n)) => {
-                        total += n;
-                        if n < u64::from(PRUNE_CHUNK) {
-                            break;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "cannot delete old alerts");
-                        break;
-                    }
-                    Err(_) => break,
+            for (what, retention) in [(Pruned::Alerts, alerts), (Pruned::Activity, activity)] {
+                if let Some(r) = retention {
+                    prune_older(&store, what, r).await;
                 }
-            }
-            if total > 0 {
-                tracing::info!(deleted = total, retention = %humantime::format_duration(retention), "old alerts deleted");
             }
         }
     })
+}
+
+async fn prune_older(store: &Arc<dyn AlertStore>, what: Pruned, retention: Duration) {
+    let before = std::time::SystemTime::now()
+        .checked_sub(retention)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
+    let name = match what {
+        Pruned::Alerts => "alerts",
+        Pruned::Activity => "activity",
+    };
+    let mut total = 0u64;
+    loop {
+        let st = store.clone();
+        let done = tokio::task::spawn_blocking(move || match what {
+            Pruned::Alerts => st.prune(before, PRUNE_CHUNK),
+            Pruned::Activity => st.prune_activity(before, PRUNE_CHUNK),
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) => {
+                total += n;
+                if n < u64::from(PRUNE_CHUNK) {
+                    break;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, what = name, "cannot delete old records");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if total > 0 {
+        tracing::info!(deleted = total, what = name, retention = %humantime::format_duration(retention), "old records deleted");
+    }
 }
 
 /// Checks that a batch's host is the one the agent's certificate names.
@@ -188,6 +222,54 @@ pub fn validate_batch(b: &AlertBatch) -> Result<(), String> {
         if a.rule.is_empty() {
             return Err(format!("alert {i} ({}) has no rule name", a.id));
         }
+        if a.context.len() > MAX_ALERT_CONTEXT {
+            return Err(format!(
+                "alert {i} ({}) carries {} context events; at most {MAX_ALERT_CONTEXT}",
+                a.id,
+                a.context.len()
+            ));
+        }
+        for (j, c) in a.context.iter().enumerate() {
+            check_activity(c)
+                .map_err(|e| format!("alert {i} ({}) context event {j}: {e}", a.id))?;
+        }
+        if let Some(p) = &a.process {
+            check_process(p).map_err(|e| format!("alert {i} ({}): {e}", a.id))?;
+        }
+    }
+    if b.activity.len() > MAX_BATCH_ACTIVITY {
+        return Err(format!(
+            "batch has {} activity events; at most {MAX_BATCH_ACTIVITY}",
+            b.activity.len()
+        ));
+    }
+    for (i, a) in b.activity.iter().enumerate() {
+        check_activity(a).map_err(|e| format!("activity event {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Most context events one alert may carry, and activity events per batch.
+pub const MAX_ALERT_CONTEXT: usize = 256;
+pub const MAX_BATCH_ACTIVITY: usize = 20_000;
+/// Longest process id accepted (agents send 24 hex digits).
+const MAX_PROC_ID_LEN: usize = 64;
+
+fn check_process(p: &vigil_proto::v1::ProcessInfo) -> Result<(), String> {
+    if p.proc_id.len() > MAX_PROC_ID_LEN || p.parent_proc_id.len() > MAX_PROC_ID_LEN {
+        return Err(format!(
+            "a process id is longer than {MAX_PROC_ID_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn check_activity(a: &vigil_proto::v1::Activity) -> Result<(), String> {
+    if a.id.is_empty() || a.id.len() > MAX_ID_LEN {
+        return Err(format!("id of {} bytes; need 1..={MAX_ID_LEN}", a.id.len()));
+    }
+    if let Some(p) = &a.process {
+        check_process(p).map_err(|e| format!("{} : {e}", a.id))?;
     }
     Ok(())
 }
@@ -212,6 +294,7 @@ pub fn filter_from_query(q: &AlertQuery) -> AlertFilter {
         rule: nonempty(&q.rule),
         min_severity: (q.min_severity != 0).then_some(q.min_severity),
         container: nonempty(&q.container),
+        id: nonempty(&q.id),
         limit: bounded(q.limit),
     }
 }
@@ -269,6 +352,24 @@ async fn blocking<T: Send + 'static>(
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs an investigation query off the async threads.
+async fn investigating<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, InvestigateError> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    let r = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    match r {
+        Ok(v) => Ok(Response::new(v)),
+        Err(InvestigateError::Invalid(m)) => Err(Status::invalid_argument(m)),
+        Err(InvestigateError::NotFound(m)) => Err(Status::not_found(m)),
+        Err(InvestigateError::Store(e)) => {
+            tracing::error!(error = %e, "investigation query failed");
+            Err(Status::unavailable(e.to_string()))
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl Collector for CollectorService {
@@ -365,6 +466,7 @@ impl Collector for CollectorService {
             since_ns: (q.since_unix_ns > 0).then_some(q.since_unix_ns),
             host: nonempty(&q.host),
             rule: nonempty(&q.rule),
+            id: nonempty(&q.id),
             limit: bounded(q.limit),
         };
         let store = self.store.clone();
@@ -495,6 +597,37 @@ impl Collector for CollectorService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn query_timeline(
+        &self,
+        req: Request<TimelineQuery>,
+    ) -> Result<Response<Timeline>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let q = req.into_inner();
+        if !q.around_alert.is_empty() {
+            check_id(&q.around_alert)?;
+        }
+        let store = self.store.clone();
+        investigating(move || investigate::timeline(store.as_ref(), &q, now_ns())).await
+    }
+
+    async fn query_tree(&self, req: Request<TreeQuery>) -> Result<Response<ProcessTree>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let q = req.into_inner();
+        check_id(&q.alert_id)?;
+        let store = self.store.clone();
+        investigating(move || investigate::tree(store.as_ref(), &q)).await
+    }
+
+    async fn query_pivot(&self, req: Request<PivotQuery>) -> Result<Response<Pivot>, Status> {
+        self.allow(req.extensions().get::<ConnInfo>(), "query", Role::may_query)?;
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let q = req.into_inner();
+        let store = self.store.clone();
+        investigating(move || investigate::pivot(store.as_ref(), &q, now_ns())).await
+    }
+
     async fn query_alerts(
         &self,
         req: Request<AlertQuery>,
@@ -612,12 +745,19 @@ async fn serve_stream(
         let st = store.clone();
         let res = tokio::task::spawn_blocking(move || {
             let host = batch.host.unwrap_or_default();
-            st.insert_batch(&host, &batch.alerts)
-                .map(|o| (o, host.hostname))
+            // Alerts first: activity never holds an alert back. Both are
+            // idempotent, so a failure between them is mended by the
+            // agent's re-send.
+            let outcome = st.insert_batch(&host, &batch.alerts)?;
+            let activity = st.insert_activity(&host, &batch.activity, &batch.alerts)?;
+            Ok::<_, crate::store::StoreError>((outcome, activity, host.hostname))
         })
         .await;
         match res {
-            Ok(Ok((outcome, host))) => {
+            Ok(Ok((outcome, activity, host))) => {
+                metrics
+                    .activity_stored
+                    .fetch_add(u64::from(activity), Ordering::Relaxed);
                 if metrics.store_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         failed_batches = metrics.batches_failed.load(Ordering::Relaxed),
@@ -635,6 +775,7 @@ async fn serve_stream(
                     seq,
                     stored: outcome.stored,
                     duplicates: outcome.duplicates,
+                    activity_stored: activity,
                 };
                 if tx.send(Ok(ack)).await.is_err() {
                     return;
@@ -702,7 +843,8 @@ pub async fn run_with(
     let _metrics_stop = metrics_stop;
     let sweeper = monitor.spawn_sweeper();
     let _stop_sweeper = scopeguard(Some(sweeper));
-    let pruner = opts.retention.map(|r| spawn_pruner(store.clone(), r));
+    let pruner = (opts.retention.is_some() || opts.activity_retention.is_some())
+        .then(|| spawn_pruner(store.clone(), opts.retention, opts.activity_retention));
     let _stop_pruner = scopeguard(pruner);
     let (stop_tx, stop_rx) = watch::channel(false);
     let revoked = listener.tls.as_ref().map(|t| t.revoked().clone());
@@ -771,6 +913,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            activity: Vec::new(),
         }
     }
 
@@ -789,6 +932,34 @@ mod tests {
         let mut b = batch(1);
         b.alerts[0].rule.clear();
         assert!(validate_batch(&b).unwrap_err().contains("no rule"));
+        // Activity and alert context are held to bounds as well.
+        let ev = |id: &str| vigil_proto::v1::Activity {
+            id: id.into(),
+            ..Default::default()
+        };
+        let mut b = batch(1);
+        b.activity = vec![ev("a"), ev("")];
+        assert!(validate_batch(&b).unwrap_err().contains("activity event 1"));
+        let mut b = batch(1);
+        b.activity = (0..=MAX_BATCH_ACTIVITY)
+            .map(|i| ev(&i.to_string()))
+            .collect();
+        assert!(validate_batch(&b)
+            .unwrap_err()
+            .contains("activity events; at most"));
+        let mut b = batch(1);
+        b.alerts[0].context = (0..=MAX_ALERT_CONTEXT)
+            .map(|i| ev(&i.to_string()))
+            .collect();
+        assert!(validate_batch(&b).unwrap_err().contains("context events"));
+        let mut b = batch(1);
+        let mut e = ev("x");
+        e.process = Some(vigil_proto::v1::ProcessInfo {
+            proc_id: "p".repeat(65),
+            ..Default::default()
+        });
+        b.activity = vec![e];
+        assert!(validate_batch(&b).unwrap_err().contains("process id"));
     }
 
     #[test]

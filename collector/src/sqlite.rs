@@ -1,5 +1,6 @@
 //! SQLite storage: one file, WAL journal, one row per alert with the filter
-//! columns broken out and the full alert kept as protobuf bytes.
+//! columns broken out and the full alert kept as protobuf bytes; activity
+//! and the process view beside them (`sqlite/activity.rs`).
 use std::{path::Path, sync::Mutex};
 
 use prost::Message;
@@ -15,7 +16,9 @@ use crate::{
     store::{now_ns, AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
 };
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
+
+mod activity;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     container_id  TEXT,
     k8s_pod       TEXT,
     group_id      TEXT,
-    silenced_by   TEXT
+    silenced_by   TEXT,
+    proc_id       TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
@@ -40,6 +44,53 @@ CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_container_time ON alerts(container_id, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_pod_time ON alerts(k8s_pod, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_group_time ON alerts(group_id, time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_proc_time ON alerts(proc_id, time_unix_ns)
+    WHERE proc_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS activity (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    hostname      TEXT NOT NULL,
+    time_unix_ns  INTEGER NOT NULL,
+    kind          INTEGER NOT NULL,
+    proc_id       TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    remote_addr   TEXT,
+    domain        TEXT,
+    body          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activity_host_time ON activity(hostname, time_unix_ns);
+CREATE INDEX IF NOT EXISTS activity_proc_time ON activity(proc_id, time_unix_ns);
+CREATE INDEX IF NOT EXISTS activity_time ON activity(time_unix_ns);
+CREATE INDEX IF NOT EXISTS activity_remote ON activity(remote_addr, time_unix_ns, hostname)
+    WHERE remote_addr IS NOT NULL;
+CREATE INDEX IF NOT EXISTS activity_domain ON activity(domain, time_unix_ns, hostname)
+    WHERE domain IS NOT NULL;
+CREATE TABLE IF NOT EXISTS processes (
+    proc_id    TEXT PRIMARY KEY,
+    hostname   TEXT NOT NULL,
+    parent_id  TEXT,
+    pid        INTEGER NOT NULL,
+    seen_ns    INTEGER NOT NULL,
+    exit_ns    INTEGER,
+    exit_code  INTEGER,
+    exe        TEXT,
+    sha256     TEXT,
+    username   TEXT,
+    image      TEXT,
+    detail     INTEGER NOT NULL,
+    body       BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS processes_parent ON processes(parent_id, seen_ns)
+    WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_seen ON processes(seen_ns);
+CREATE INDEX IF NOT EXISTS processes_sha256 ON processes(sha256, seen_ns, hostname)
+    WHERE sha256 IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_exe ON processes(exe, seen_ns, hostname)
+    WHERE exe IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_user ON processes(username, seen_ns, hostname)
+    WHERE username IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_image ON processes(image, seen_ns, hostname)
+    WHERE image IS NOT NULL;
 CREATE TABLE IF NOT EXISTS groups (
     id                TEXT PRIMARY KEY,
     rule              TEXT NOT NULL,
@@ -148,9 +199,18 @@ const MIGRATE_TO_V7: &str = "
 ALTER TABLE groups ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
 ";
 
+/// Version 7 kept no activity (new tables) and no process id with alerts:
+/// alerts stored then are in no process tree.
+const MIGRATE_TO_V8: &str = "
+ALTER TABLE alerts ADD COLUMN proc_id TEXT;
+";
+
 pub struct SqliteStore {
     /// The writer: batches, the registry, pruning.
     conn: Mutex<Connection>,
+    /// Process ids whose row is known to hold at least this much
+    /// (`activity::Detail`), so most events skip the process upsert.
+    known_procs: Mutex<std::collections::HashMap<String, crate::activity::Detail>>,
     /// A second connection for queries: with WAL, a reader sees the last
     /// commit and never blocks the writer, so a query of thousands of rows
     /// does not stall ingestion. None for an in-memory database.
@@ -191,6 +251,7 @@ impl SqliteStore {
         )
         .and_then(|r| {
             r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.pragma_update(None, "cache_size", -65_536)?;
             Ok(r)
         })
         .map_err(|e| open_err(e.to_string()))?;
@@ -233,11 +294,18 @@ impl SqliteStore {
         if (4..7).contains(&version) {
             tx.execute_batch(MIGRATE_TO_V7)?;
         }
+        if (1..8).contains(&version) {
+            tx.execute_batch(MIGRATE_TO_V8)?;
+        }
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
+        // The activity indexes are large: a bigger page cache keeps their
+        // upper levels in memory (64 MiB per connection, at most).
+        conn.pragma_update(None, "cache_size", -65_536)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            known_procs: Mutex::new(std::collections::HashMap::new()),
             reader: None,
         })
     }
@@ -346,6 +414,7 @@ impl AlertStore for SqliteStore {
                    AND (?2 IS NULL OR last_seen_ns >= ?2)
                    AND (?3 IS NULL OR hostname = ?3)
                    AND (?4 IS NULL OR rule = ?4)
+                   AND (?6 IS NULL OR id = ?6)
                  ORDER BY last_seen_ns DESC, id
                  LIMIT ?5"
             ))
@@ -357,7 +426,8 @@ impl AlertStore for SqliteStore {
                     f.since_ns,
                     f.host,
                     f.rule,
-                    f.limit
+                    f.limit,
+                    f.id
                 ],
                 group_row,
             )
@@ -433,8 +503,8 @@ impl AlertStore for SqliteStore {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO alerts
                      (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
-                      container_id, k8s_pod, group_id, silenced_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                      container_id, k8s_pod, group_id, silenced_by, proc_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(backend)?;
             let received = now_ns();
@@ -446,6 +516,8 @@ impl AlertStore for SqliteStore {
                     .find(|s| s.matches(host, a))
                     .map(|s| s.id.clone());
                 let mut stored = a.clone();
+                // The context is stored as activity, beside the alert.
+                stored.context.clear();
                 stored.host = Some(host.clone());
                 stored.group_id = group_id.clone();
                 stored.silenced_by = silenced_by.clone().unwrap_or_default();
@@ -475,6 +547,10 @@ impl AlertStore for SqliteStore {
                         k8s_pod,
                         group_id,
                         silenced_by,
+                        a.process
+                            .as_ref()
+                            .map(|p| p.proc_id.as_str())
+                            .filter(|p| !p.is_empty()),
                     ])
                     .map_err(backend)?;
                 if n == 1 {
@@ -511,6 +587,7 @@ impl AlertStore for SqliteStore {
                    AND (?4 IS NULL OR severity >= ?4)
                    AND (?6 IS NULL OR container_id = ?6 OR k8s_pod = ?6
                         OR (length(?6) >= 12 AND substr(container_id, 1, length(?6)) = ?6))
+                   AND (?7 IS NULL OR id = ?7)
                  ORDER BY time_unix_ns DESC, id
                  LIMIT ?5",
             )
@@ -523,7 +600,8 @@ impl AlertStore for SqliteStore {
                     f.rule,
                     f.min_severity,
                     f.limit,
-                    f.container
+                    f.container,
+                    f.id
                 ],
                 |r| r.get::<_, Vec<u8>>(0),
             )

@@ -43,6 +43,8 @@ pub struct AlertFilter {
     pub min_severity: Option<i32>,
     /// Container id (or a 12+ digit prefix), `host`, or `namespace/pod`.
     pub container: Option<String>,
+    /// Only the alert with this id.
+    pub id: Option<String>,
     /// At most this many, newest first.
     pub limit: u32,
 }
@@ -86,8 +88,10 @@ pub struct AgentRecord {
     pub heartbeat: AgentHeartbeat,
 }
 
-/// Durable alert storage. Methods block; async callers use `spawn_blocking`.
-pub trait AlertStore: Send + Sync + 'static {
+/// Durable alert storage, with activity beside it
+/// ([`crate::activity::ActivityStore`]). Methods block; async callers use
+/// `spawn_blocking`.
+pub trait AlertStore: crate::activity::ActivityStore + Send + Sync + 'static {
     /// Stores a batch atomically: when this returns Ok, every alert of the
     /// batch is durable. Alerts whose id is already stored are skipped.
     /// Each new alert is folded into its group ([`crate::groups`]) in the

@@ -93,6 +93,7 @@ async fn stream_ack_query_and_hostile_input() {
         .unwrap()
         .into_inner();
     tx.send(AlertBatch {
+        activity: Vec::new(),
         host: Some(host("web-1")),
         seq: 1,
         alerts: vec![
@@ -107,6 +108,7 @@ async fn stream_ack_query_and_hostile_input() {
 
     // A re-send after a reconnect is acked but stored once.
     tx.send(AlertBatch {
+        activity: Vec::new(),
         host: Some(host("web-1")),
         seq: 2,
         alerts: vec![
@@ -121,6 +123,7 @@ async fn stream_ack_query_and_hostile_input() {
 
     // A hostile batch ends the stream with a clear error...
     tx.send(AlertBatch {
+        activity: Vec::new(),
         host: None,
         seq: 3,
         alerts: vec![alert("bad", "x", Severity::Error, 1)],
@@ -177,6 +180,7 @@ async fn stream_ack_query_and_hostile_input() {
     let mut huge = alert("huge", "x", Severity::Error, 1);
     huge.output = "x".repeat(server::MAX_MESSAGE_BYTES + 1);
     tx2.send(AlertBatch {
+        activity: Vec::new(),
         host: Some(host("web-1")),
         seq: 1,
         alerts: vec![huge],
@@ -245,6 +249,7 @@ async fn many_agents_stream_at_once() {
                     })
                     .collect();
                 tx.send(AlertBatch {
+                    activity: Vec::new(),
                     host: Some(host(&format!("host-{agent}"))),
                     seq: b as u64 + 1,
                     alerts,

@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::v1::{Alert, Ancestor, ContainerInfo, HostInfo, ProcessInfo};
+use crate::v1::{Activity, Alert, Ancestor, ContainerInfo, HostInfo, ProcessInfo};
 
 /// RFC 3339 UTC time with nanoseconds; negative times clamp to the epoch.
 pub fn rfc3339(unix_ns: i64) -> String {
@@ -43,6 +43,9 @@ pub fn process_json(p: &ProcessInfo) -> Value {
         "user": p.user,
         "group": p.group,
         "login_user": p.login_user,
+        "proc_id": p.proc_id,
+        "parent_proc_id": p.parent_proc_id,
+        "start": (p.start_unix_ns > 0).then(|| rfc3339(p.start_unix_ns)),
         "executable": p.executable.as_ref().map(|x| json!({
             "path": x.path,
             "dev": x.dev,
@@ -57,7 +60,7 @@ pub fn process_json(p: &ProcessInfo) -> Value {
 }
 
 pub fn ancestor_json(a: &Ancestor) -> Value {
-    json!({"pid": a.pid, "exe": a.exe, "argv": a.argv})
+    json!({"pid": a.pid, "exe": a.exe, "argv": a.argv, "proc_id": a.proc_id})
 }
 
 pub fn container_json(c: &ContainerInfo) -> Value {
@@ -115,6 +118,52 @@ pub fn alert_json(a: &Alert) -> Value {
     }
     if let Some(h) = &a.host {
         v["host"] = host_json(h);
+    }
+    if !a.context.is_empty() {
+        v["context"] = a.context.iter().map(activity_json).collect();
+    }
+    v
+}
+
+/// One activity event as a JSON object with `"type": "activity"`; fields
+/// that do not apply to its kind are left out.
+pub fn activity_json(a: &Activity) -> Value {
+    let mut v = json!({
+        "type": "activity",
+        "id": a.id,
+        "time": rfc3339(a.time_unix_ns),
+        "time_unix_ns": a.time_unix_ns,
+        "kind": a.kind().as_str_name().trim_start_matches("ACTIVITY_KIND_").to_ascii_lowercase(),
+        "event_type": a.event_type,
+    });
+    let mut put = |k: &str, val: Value, present: bool| {
+        if present {
+            v[k] = val;
+        }
+    };
+    put("protocol", json!(a.protocol), !a.protocol.is_empty());
+    put("local_addr", json!(a.local_addr), !a.local_addr.is_empty());
+    put("local_port", json!(a.local_port), a.local_port != 0);
+    put(
+        "remote_addr",
+        json!(a.remote_addr),
+        !a.remote_addr.is_empty(),
+    );
+    put("remote_port", json!(a.remote_port), a.remote_port != 0);
+    put("domain", json!(a.domain), !a.domain.is_empty());
+    put("path", json!(a.path), !a.path.is_empty());
+    put(
+        "exit_code",
+        json!(a.exit_code),
+        a.kind() == crate::v1::ActivityKind::Exit,
+    );
+    put("result", json!(a.result), a.result != 0);
+    put("detail", json!(a.detail), !a.detail.is_empty());
+    if let Some(p) = &a.process {
+        v["process"] = process_json(p);
+    }
+    if let Some(c) = &a.container {
+        v["container"] = container_json(c);
     }
     v
 }

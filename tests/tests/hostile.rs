@@ -103,6 +103,7 @@ fn malformed_and_oversized_messages_are_refused_and_serving_goes_on() {
         );
         // A message of 8 MiB, twice the limit.
         let big = AlertBatch {
+            activity: Vec::new(),
             host: Some(HostInfo {
                 hostname: "h".into(),
                 ..Default::default()

@@ -339,6 +339,7 @@ fn the_collector_serves_metrics_and_health() {
             ..Default::default()
         };
         let batch = vigil_proto::v1::AlertBatch {
+            activity: Vec::new(),
             host: Some(host.clone()),
             seq: 1,
             alerts: vec![vigil_proto::v1::Alert {

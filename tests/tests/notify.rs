@@ -174,6 +174,7 @@ fn send_alerts(url: &str, host: &str, rule: &str, severity: i32, n: usize) {
         let mut c = CollectorClient::connect(url.to_string()).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(AlertBatch {
+            activity: Vec::new(),
             host: Some(HostInfo {
                 hostname: host.into(),
                 ..Default::default()

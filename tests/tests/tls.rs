@@ -149,6 +149,7 @@ async fn client(
 
 fn batch(seq: u64, host: &str, rule: &str) -> AlertBatch {
     AlertBatch {
+        activity: Vec::new(),
         host: Some(HostInfo {
             hostname: host.into(),
             ..Default::default()

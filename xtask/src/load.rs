@@ -195,6 +195,7 @@ async fn agent(
             .collect();
         let _ = sent_tx.send((seq, Instant::now()));
         tx.send(AlertBatch {
+            activity: Vec::new(),
             host: Some(host.clone()),
             seq,
             alerts,

@@ -157,6 +157,10 @@ impl ExeFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
+    /// Its start, CLOCK_BOOTTIME ns (to a clock tick when it was found in
+    /// `/proc`): with the pid, its identity.
+    #[serde(default)]
+    pub start_ns: u64,
     pub exe: Option<Arc<str>>,
     pub argv: Arc<[String]>,
 }

@@ -448,10 +448,24 @@ impl ProcessTable {
     }
 
     fn compute_ancestry(&self, key: &ProcKey) -> Vec<Ancestor> {
+        self.lineage(key, self.cfg.max_ancestry)
+    }
+
+    /// The creators of the process `pid` started at `start`, nearest first,
+    /// up to pid 1 or `max` long, whatever the configured ancestry length:
+    /// an alert names its process's whole line for investigation.
+    pub fn lineage_of(&self, pid: u32, start: Option<u64>, max: usize) -> Vec<Ancestor> {
+        match self.find(pid, start) {
+            Some(e) => self.lineage(&e.key, max),
+            None => Vec::new(),
+        }
+    }
+
+    fn lineage(&self, key: &ProcKey, max: usize) -> Vec<Ancestor> {
         let mut out = Vec::new();
         let mut cur = self.entries.get(key).and_then(|e| e.parent);
         while let Some(k) = cur {
-            if out.len() >= self.cfg.max_ancestry {
+            if out.len() >= max {
                 break;
             }
             let Some(e) = self.entries.get(&k) else {
@@ -459,6 +473,7 @@ impl ProcessTable {
             };
             out.push(Ancestor {
                 pid: e.key.pid,
+                start_ns: e.key.start_ns,
                 exe: e.image.exe.clone(),
                 argv: e.image.argv.clone(),
             });

@@ -291,6 +291,16 @@ impl RuleSet {
 
     /// The rules `event` fires (sequences advanced), in rule order,
     /// before dedup. The vector is `scratch`'s, to be given back.
+    /// Whether any rule's condition holds for `event`, with no dedup and
+    /// no sequence state (filters written as rule conditions, such as
+    /// `--activity-exclude`).
+    pub fn fires(&mut self, event: &Event) -> bool {
+        let matched = self.firing(event);
+        let any = !matched.is_empty();
+        self.scratch = matched;
+        any
+    }
+
     fn firing(&mut self, event: &Event) -> Vec<usize> {
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();

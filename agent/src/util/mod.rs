@@ -6,6 +6,7 @@ pub mod clock;
 pub mod files;
 pub mod memory;
 pub mod proc_text;
+pub mod procid;
 pub mod sched;
 
 /// The kernel's `dev_t` for a userspace `st_dev` (`MKDEV`: major << 20 |

@@ -197,6 +197,19 @@ fn main() {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
                 connect_v4(fd, s(1).parse().unwrap())
             }
+            "connect-read" => {
+                // What a dropped payload does: phone home on
+                // 127.0.0.1:PORT, then read FILE. Returns the bytes read.
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ = ret(connect_v4(fd, s(1).parse().unwrap()));
+                let _ = libc::write(fd, b"hi".as_ptr().cast(), 2);
+                libc::close(fd);
+                let f = libc::open(c(s(2)).as_ptr(), libc::O_RDONLY);
+                let mut buf = [0u8; 4096];
+                let n = ret(libc::read(f, buf.as_mut_ptr().cast(), buf.len()) as i64);
+                libc::close(f);
+                n
+            }
             "connect4-nonblock" => {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
                 connect_v4(fd, s(1).parse().unwrap())

@@ -1,0 +1,545 @@
+//! SQLite's activity store: events in `activity` (each id once), the
+//! process view in `processes`, both indexed for the investigation
+//! queries (see the schema in `sqlite.rs`).
+use prost::Message;
+use rusqlite::{params, OptionalExtension, Transaction};
+use vigil_proto::v1::{Activity, ActivityKind, Alert, HostInfo, ProcessInfo};
+
+use super::{backend, SqliteStore};
+use crate::{
+    activity::{ActivityStore, Detail, HostSeen, Order, PivotKey, ProcessRow, Span},
+    store::StoreError,
+};
+
+/// Process ids remembered as stored; beyond, the memory starts over.
+const KNOWN_PROCS_MAX: usize = 200_000;
+
+fn corrupt(what: &str) -> impl FnOnce(prost::DecodeError) -> StoreError + '_ {
+    move |e| StoreError::Backend(format!("corrupt stored {what}: {e}"))
+}
+
+fn nonempty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A process row to fold into the view.
+struct ProcWrite<'a> {
+    process: &'a ProcessInfo,
+    container: Option<&'a vigil_proto::v1::ContainerInfo>,
+    detail: Detail,
+    seen_ns: i64,
+}
+
+/// Folds one process record into `processes`: inserts it, or raises the
+/// stored row to what it knows (a fuller record, or a later exec).
+fn fold_process(tx: &Transaction<'_>, host: &str, w: &ProcWrite<'_>) -> rusqlite::Result<()> {
+    let p = w.process;
+    let stored: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT detail, seen_ns FROM processes WHERE proc_id = ?1")?
+        .query_row([&p.proc_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let replace = match stored {
+        None => true,
+        Some((detail, seen)) => {
+            (w.detail as i64) > detail || (w.detail == Detail::Full && w.seen_ns >= seen)
+        }
+    };
+    if !replace {
+        if let (Some(_), Some(parent)) = (stored, nonempty(&p.parent_proc_id)) {
+            tx.prepare_cached(
+                "UPDATE processes SET parent_id = ?2 WHERE proc_id = ?1 AND parent_id IS NULL",
+            )?
+            .execute(params![p.proc_id, parent])?;
+        }
+        return Ok(());
+    }
+    let body = Activity {
+        kind: ActivityKind::Exec as i32,
+        time_unix_ns: w.seen_ns,
+        process: Some(p.clone()),
+        container: w.container.cloned(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let sha = p
+        .executable
+        .as_ref()
+        .and_then(|x| nonempty(&x.sha256))
+        .map(str::to_string);
+    let image = w.container.and_then(|c| nonempty(&c.image));
+    let seen = match stored {
+        // A fuller record of a process seen before keeps when it was seen.
+        Some((_, seen)) if w.detail != Detail::Full => seen,
+        _ => w.seen_ns,
+    };
+    tx.prepare_cached(
+        "INSERT INTO processes (proc_id, hostname, parent_id, pid, seen_ns, exe, sha256,
+             username, image, detail, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(proc_id) DO UPDATE SET
+             parent_id = COALESCE(excluded.parent_id, parent_id), pid = excluded.pid,
+             seen_ns = excluded.seen_ns, exe = excluded.exe, sha256 = excluded.sha256,
+             username = excluded.username, image = COALESCE(excluded.image, image),
+             detail = excluded.detail, body = excluded.body",
+    )?
+    .execute(params![
+        p.proc_id,
+        host,
+        nonempty(&p.parent_proc_id),
+        p.pid,
+        seen,
+        nonempty(&p.exe),
+        sha,
+        nonempty(&p.user),
+        image,
+        w.detail as i64,
+        body,
+    ])?;
+    Ok(())
+}
+
+/// Stores one event; true when it was new.
+fn store_event(tx: &Transaction<'_>, host: &str, a: &Activity) -> rusqlite::Result<bool> {
+    let (proc_id, pid) = a
+        .process
+        .as_ref()
+        .map_or(("", 0), |p| (p.proc_id.as_str(), p.pid));
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO activity
+                 (id, hostname, time_unix_ns, kind, proc_id, pid, remote_addr, domain, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            a.id,
+            host,
+            a.time_unix_ns,
+            a.kind,
+            proc_id,
+            pid,
+            nonempty(&a.remote_addr),
+            nonempty(&a.domain),
+            a.encode_to_vec(),
+        ])?;
+    Ok(n == 1)
+}
+
+/// A `processes` row as read: hostname, body, detail, seen, exit, code.
+type RawProcess = (String, Vec<u8>, i64, i64, Option<i64>, Option<i32>);
+
+fn process_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawProcess> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+const PROCESS_COLUMNS: &str = "hostname, body, detail, seen_ns, exit_ns, exit_code";
+
+fn decode_process(
+    (hostname, body, detail, seen_ns, exit_ns, exit_code): RawProcess,
+) -> Result<ProcessRow, StoreError> {
+    let a = Activity::decode(body.as_slice()).map_err(corrupt("process"))?;
+    Ok(ProcessRow {
+        hostname,
+        process: a.process.unwrap_or_default(),
+        container: a.container,
+        detail: match detail {
+            2 => Detail::Full,
+            1 => Detail::Identity,
+            _ => Detail::Partial,
+        },
+        seen_ns,
+        exit_ns,
+        exit_code,
+    })
+}
+
+fn decode_all<T: Message + Default>(
+    rows: impl Iterator<Item = rusqlite::Result<Vec<u8>>>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    rows.map(|b| {
+        let b = b.map_err(backend)?;
+        T::decode(b.as_slice()).map_err(corrupt(what))
+    })
+    .collect()
+}
+
+/// The column and index a pivot reads.
+fn pivot_column(key: &PivotKey) -> (&'static str, &'static str, &str) {
+    match key {
+        PivotKey::Sha256(v) => ("processes", "sha256", v),
+        PivotKey::Exe(v) => ("processes", "exe", v),
+        PivotKey::User(v) => ("processes", "username", v),
+        PivotKey::Image(v) => ("processes", "image", v),
+        PivotKey::Ip(v) => ("activity", "remote_addr", v),
+        PivotKey::Domain(v) => ("activity", "domain", v),
+    }
+}
+
+impl ActivityStore for SqliteStore {
+    fn insert_activity(
+        &self,
+        host: &HostInfo,
+        activity: &[Activity],
+        alerts: &[Alert],
+    ) -> Result<u32, StoreError> {
+        if activity.is_empty() && alerts.is_empty() {
+            return Ok(0);
+        }
+        let h = host.hostname.as_str();
+        let mut conn = self.lock()?;
+        let mut known = self
+            .known_procs
+            .lock()
+            .map_err(|_| StoreError::Backend("process cache lock poisoned".into()))?;
+        // Raised in the cache only once committed.
+        let mut learned: Vec<(String, Detail)> = Vec::new();
+        let tx = conn.transaction().map_err(backend)?;
+        let mut stored = 0u32;
+        let mut fold = |tx: &Transaction<'_>, w: ProcWrite<'_>| -> rusqlite::Result<()> {
+            let id = &w.process.proc_id;
+            if id.is_empty() {
+                return Ok(());
+            }
+            // A known row is not raised by a record that knows no more
+            // (an exec always refreshes: a process can exec again).
+            if w.detail != Detail::Full && known.get(id).is_some_and(|d| *d >= w.detail) {
+                return Ok(());
+            }
+            fold_process(tx, h, &w)?;
+            learned.push((id.clone(), w.detail));
+            Ok(())
+        };
+        for a in activity {
+            if store_event(&tx, h, a).map_err(backend)? {
+                stored += 1;
+            }
+            let Some(p) = &a.process else { continue };
+            let exec = a.kind() == ActivityKind::Exec;
+            fold(
+                &tx,
+                ProcWrite {
+                    process: p,
+                    container: a.container.as_ref().filter(|_| exec),
+                    detail: if exec { Detail::Full } else { Detail::Identity },
+                    seen_ns: a.time_unix_ns,
+                },
+            )
+            .map_err(backend)?;
+            if a.kind() == ActivityKind::Exit {
+                tx.prepare_cached(
+                    "UPDATE processes SET exit_ns = ?2, exit_code = ?3 WHERE proc_id = ?1",
+                )
+                .and_then(|mut st| st.execute(params![p.proc_id, a.time_unix_ns, a.exit_code]))
+                .map_err(backend)?;
+            }
+        }
+        for al in alerts {
+            if let Some(p) = &al.process {
+                fold(
+                    &tx,
+                    ProcWrite {
+                        process: p,
+                        container: al.container.as_ref(),
+                        detail: Detail::Full,
+                        seen_ns: al.time_unix_ns,
+                    },
+                )
+                .map_err(backend)?;
+            }
+            // The ancestry, nearest first: each one's parent is the next.
+            for (i, anc) in al.ancestry.iter().enumerate() {
+                let p = ProcessInfo {
+                    pid: anc.pid,
+                    exe: anc.exe.clone(),
+                    argv: anc.argv.clone(),
+                    proc_id: anc.proc_id.clone(),
+                    parent_proc_id: al
+                        .ancestry
+                        .get(i + 1)
+                        .map(|n| n.proc_id.clone())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                fold(
+                    &tx,
+                    ProcWrite {
+                        process: &p,
+                        container: None,
+                        detail: Detail::Partial,
+                        seen_ns: al.time_unix_ns,
+                    },
+                )
+                .map_err(backend)?;
+            }
+            for c in &al.context {
+                if store_event(&tx, h, c).map_err(backend)? {
+                    stored += 1;
+                }
+                if let Some(p) = &c.process {
+                    fold(
+                        &tx,
+                        ProcWrite {
+                            process: p,
+                            container: None,
+                            detail: Detail::Partial,
+                            seen_ns: c.time_unix_ns,
+                        },
+                    )
+                    .map_err(backend)?;
+                }
+            }
+        }
+        tx.commit().map_err(backend)?;
+        if known.len() + learned.len() > KNOWN_PROCS_MAX {
+            known.clear();
+        }
+        for (id, d) in learned {
+            let e = known.entry(id).or_insert(d);
+            *e = (*e).max(d);
+        }
+        Ok(stored)
+    }
+
+    fn alert_by_id(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let conn = self.read()?;
+        let body: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT body FROM alerts WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        body.map(|b| Alert::decode(b.as_slice()).map_err(corrupt("alert")))
+            .transpose()
+    }
+
+    fn process(&self, proc_id: &str) -> Result<Option<ProcessRow>, StoreError> {
+        let conn = self.read()?;
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE proc_id = ?1"
+            ))
+            .and_then(|mut st| st.query_row([proc_id], process_row).optional())
+            .map_err(backend)?;
+        row.map(decode_process).transpose()
+    }
+
+    fn children(&self, parents: &[String], limit: u32) -> Result<Vec<ProcessRow>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE parent_id = ?1
+                 ORDER BY seen_ns LIMIT ?2"
+            ))
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for p in parents {
+            let left = limit.saturating_sub(out.len() as u32);
+            if left == 0 {
+                break;
+            }
+            let rows = st
+                .query_map(params![p, left], process_row)
+                .map_err(backend)?;
+            for r in rows {
+                out.push(decode_process(r.map_err(backend)?)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn process_events(
+        &self,
+        proc_id: &str,
+        limit: u32,
+    ) -> Result<(Vec<Activity>, u64), StoreError> {
+        let conn = self.read()?;
+        let events = {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT body FROM activity WHERE proc_id = ?1 ORDER BY time_unix_ns LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![proc_id, limit], |r| r.get(0))
+                .map_err(backend)?;
+            decode_all(rows, "activity")?
+        };
+        // Counted up to a bound: a busy daemon's total is not worth a scan.
+        let total: u64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM activity WHERE proc_id = ?1 LIMIT 100000)",
+            )
+            .and_then(|mut st| st.query_row([proc_id], |r| r.get(0)))
+            .map_err(backend)?;
+        Ok((events, total))
+    }
+
+    fn process_alerts(&self, proc_id: &str, limit: u32) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT body FROM alerts WHERE proc_id = ?1 ORDER BY time_unix_ns LIMIT ?2",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![proc_id, limit], |r| r.get(0))
+            .map_err(backend)?;
+        decode_all(rows, "alert")
+    }
+
+    fn span_activity(&self, s: &Span) -> Result<Vec<Activity>, StoreError> {
+        let conn = self.read()?;
+        let dir = match s.order {
+            Order::Forward => "ASC",
+            Order::Backward => "DESC",
+        };
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT body FROM activity
+                 WHERE hostname = ?1 AND time_unix_ns BETWEEN ?2 AND ?3
+                   AND (?4 IS NULL OR pid = ?4)
+                 ORDER BY time_unix_ns {dir}, seq {dir} LIMIT ?5"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![s.host, s.from_ns, s.to_ns, s.pid, s.limit], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        decode_all(rows, "activity")
+    }
+
+    fn span_alerts(&self, s: &Span) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.read()?;
+        let dir = match s.order {
+            Order::Forward => "ASC",
+            Order::Backward => "DESC",
+        };
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT body FROM alerts
+                 WHERE hostname = ?1 AND time_unix_ns BETWEEN ?2 AND ?3
+                   AND (?4 IS NULL OR pid = ?4)
+                 ORDER BY time_unix_ns {dir}, id {dir} LIMIT ?5"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![s.host, s.from_ns, s.to_ns, s.pid, s.limit], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        decode_all(rows, "alert")
+    }
+
+    fn pivot_hosts(
+        &self,
+        key: &PivotKey,
+        since_ns: i64,
+        scan: u32,
+    ) -> Result<(Vec<HostSeen>, bool), StoreError> {
+        let (table, column, value) = pivot_column(key);
+        let time = if table == "processes" {
+            "seen_ns"
+        } else {
+            "time_unix_ns"
+        };
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT hostname, min(t), max(t), count(*) FROM
+                   (SELECT hostname, {time} AS t FROM {table}
+                    WHERE {column} = ?1 AND {time} >= ?2
+                    ORDER BY {time} DESC LIMIT ?3)
+                 GROUP BY hostname ORDER BY max(t) DESC"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![value, since_ns, scan as i64 + 1], |r| {
+                Ok(HostSeen {
+                    hostname: r.get(0)?,
+                    first_ns: r.get(1)?,
+                    last_ns: r.get(2)?,
+                    count: r.get(3)?,
+                })
+            })
+            .map_err(backend)?;
+        let hosts: Vec<HostSeen> = rows.collect::<Result<_, _>>().map_err(backend)?;
+        let counted: u64 = hosts.iter().map(|h| h.count).sum();
+        Ok((hosts, counted > scan as u64))
+    }
+
+    fn pivot_matches(
+        &self,
+        key: &PivotKey,
+        since_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, Activity)>, StoreError> {
+        let (table, column, value) = pivot_column(key);
+        let time = if table == "processes" {
+            "seen_ns"
+        } else {
+            "time_unix_ns"
+        };
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT hostname, body FROM {table}
+                 WHERE {column} = ?1 AND {time} >= ?2
+                 ORDER BY {time} DESC LIMIT ?3"
+            ))
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![value, since_ns, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (host, body) = r.map_err(backend)?;
+            out.push((
+                host,
+                Activity::decode(body.as_slice()).map_err(corrupt(table))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn prune_activity(&self, before_ns: i64, max: u32) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let events = conn
+            .execute(
+                "DELETE FROM activity WHERE seq IN
+                   (SELECT seq FROM activity WHERE time_unix_ns < ?1 LIMIT ?2)",
+                params![before_ns, max],
+            )
+            .map_err(backend)?;
+        // Processes that exited before the cutoff; and any not seen for
+        // four times as long (their exit was never reported).
+        let span = now_span(before_ns);
+        let procs = conn
+            .execute(
+                "DELETE FROM processes WHERE proc_id IN
+                   (SELECT proc_id FROM processes WHERE seen_ns < ?1
+                      AND ((exit_ns IS NOT NULL AND exit_ns < ?1) OR seen_ns < ?2)
+                    LIMIT ?3)",
+                params![before_ns, before_ns.saturating_sub(3 * span), max],
+            )
+            .map_err(backend)?;
+        if procs > 0 {
+            if let Ok(mut k) = self.known_procs.lock() {
+                k.clear();
+            }
+        }
+        Ok((events + procs) as u64)
+    }
+}
+
+/// How far `before_ns` lies in the past (the retention).
+fn now_span(before_ns: i64) -> i64 {
+    crate::store::now_ns().saturating_sub(before_ns).max(0)
+}
