@@ -1,8 +1,12 @@
 //! The investigation store at scale, on a real SQLite file:
 //!
 //! 1. **Ingest**: a generator makes a fleet's activity (`--hosts` hosts,
-//!    a week of process starts and exits, connections, DNS queries, and an
-//!    alert every `--alert-every` events) and stores it the way the
+//!    a week of process starts and exits, connections (most to a few
+//!    popular addresses, the rest over 20 000), DNS queries (likewise over
+//!    5 000 names), most events from a few busy processes per host, most
+//!    execs of a few programs (70% among the first 32 of 400), an alert
+//!    every `--alert-every` events; process ids laid out as the agent
+//!    makes them) and stores it the way the
 //!    collector does, in agent-sized batches (`insert_batch` for alerts,
 //!    `insert_activity` for events, each a committed transaction); prints
 //!    events per second.
@@ -84,6 +88,21 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+
+    /// As traffic is: most of it to a few popular destinations (70% to
+    /// the first 64 of `n`), the rest spread over all of them.
+    fn skewed(&mut self, n: u64) -> u64 {
+        self.skewed_within(n, 64)
+    }
+
+    /// 70% among the first `top` of `n`, 30% among all.
+    fn skewed_within(&mut self, n: u64, top: u64) -> u64 {
+        if self.below(10) < 7 {
+            self.below(top.min(n))
+        } else {
+            self.below(n)
+        }
+    }
 }
 
 fn sha(i: u64) -> String {
@@ -146,7 +165,13 @@ impl Fleet {
             ],
             user: format!("user{user}"),
             uid: user as u32 + 1000,
-            proc_id: format!("{h:03}{:021x}", self.next_id),
+            // The agent's layout: host, start tick, pid.
+            proc_id: format!(
+                "{:012x}{:09x}{:06x}",
+                h as u64 * 0x9e37_79b9,
+                (t.max(0) / 10_000_000) & 0xf_ffff_ffff,
+                self.next_pid
+            ),
             parent_proc_id: parent.map(|p| p.proc_id.clone()).unwrap_or_default(),
             start_unix_ns: t,
             cwd: "/srv".into(),
@@ -177,7 +202,7 @@ impl Fleet {
     /// One event on host `h` at `t`.
     fn event(&mut self, n: u64, h: usize, t: i64) -> Activity {
         let mut a = Activity {
-            id: format!("ev-{n}"),
+            id: format!("{:012x}-{n:012x}", h as u64 + 1),
             time_unix_ns: t,
             ..Default::default()
         };
@@ -186,7 +211,7 @@ impl Fleet {
         if roll < 20 || live < 8 {
             // exec: a child of a live process.
             let parent = self.live[h][self.rng.below(live as u64) as usize].clone();
-            let exe = self.rng.below(EXES);
+            let exe = self.rng.skewed_within(EXES, 32);
             let p = self.process(h, Some(&parent), exe, t);
             a.kind = ActivityKind::Exec as i32;
             a.event_type = "execve".into();
@@ -201,13 +226,16 @@ impl Fleet {
             a.event_type = "exit".into();
             a.process = Some(Self::ident(&p));
         } else {
-            let p = self.live[h][self.rng.below(live as u64) as usize].clone();
+            // Most of a host's events come from a few busy processes (its
+            // daemons, the first started), the rest from any live one.
+            let i = self.rng.skewed_within(live as u64, 16);
+            let p = self.live[h][i as usize].clone();
             a.process = Some(Self::ident(&p));
             if roll < 78 {
                 a.kind = ActivityKind::Connect as i32;
                 a.event_type = "connect".into();
                 a.protocol = "tcp".into();
-                a.remote_addr = ip(self.rng.below(IPS));
+                a.remote_addr = ip(self.rng.skewed(IPS));
                 a.remote_port = 443;
             } else if roll < 82 {
                 a.kind = ActivityKind::Accept as i32;
@@ -218,13 +246,13 @@ impl Fleet {
             } else {
                 a.kind = ActivityKind::Dns as i32;
                 a.event_type = "sendto".into();
-                a.domain = format!("svc{}.example.com", self.rng.below(DOMAINS));
+                a.domain = format!("svc{}.example.com", self.rng.skewed(DOMAINS));
                 a.detail = "A".into();
             }
         }
         // Hosts keep a bounded set of live processes (daemons stay).
         if self.live[h].len() > 400 {
-            self.live[h].remove(1);
+            self.live[h].remove(17);
         }
         a
     }
@@ -282,6 +310,8 @@ fn main() {
         let mut batches: Vec<(Vec<Activity>, Vec<Alert>)> =
             vec![(Vec::new(), Vec::new()); o.hosts as usize];
         let mut report = Instant::now();
+        // Time inside the store, apart from the generator's.
+        let mut in_store = Duration::ZERO;
         while n < o.events {
             let h = fleet.rng.below(o.hosts as u64) as usize;
             let t = start_t + n as i64 * step;
@@ -296,8 +326,10 @@ fn main() {
             if batches[h].0.len() >= BATCH || n == o.events {
                 let (acts, als) = std::mem::take(&mut batches[h]);
                 let host = &fleet.hosts[h];
+                let t = Instant::now();
                 store.insert_batch(host, &als).unwrap();
                 stored += store.insert_activity(host, &acts, &als).unwrap() as u64;
+                in_store += t.elapsed();
             }
             if report.elapsed() > Duration::from_secs(30) {
                 eprintln!(
@@ -309,15 +341,18 @@ fn main() {
         }
         for (h, (acts, als)) in batches.into_iter().enumerate() {
             let host = &fleet.hosts[h];
+            let t = Instant::now();
             store.insert_batch(host, &als).unwrap();
             stored += store.insert_activity(host, &acts, &als).unwrap() as u64;
+            in_store += t.elapsed();
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "ingest: {stored} events ({} alerts) from {} hosts in {secs:.1} s: {:.0} events/s (batches of {BATCH}, one transaction each, synchronous=FULL)",
+            "ingest: {stored} events ({} alerts) from {} hosts in {secs:.1} s, {:.1} s of it in the store: {:.0} events/s stored (batches of {BATCH}, one transaction each, synchronous=FULL)",
             alerts.len(),
             o.hosts,
-            stored as f64 / secs
+            in_store.as_secs_f64(),
+            stored as f64 / in_store.as_secs_f64()
         );
     } else {
         alerts = (1..=o.events / o.alert_every)

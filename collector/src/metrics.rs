@@ -29,8 +29,10 @@ pub struct CollectorMetrics {
     pub batches_failed: AtomicU64,
     pub alerts_stored: AtomicU64,
     pub alerts_duplicate: AtomicU64,
-    /// Activity events newly stored.
+    /// Activity events newly stored, and the protobuf bytes of the
+    /// activity received (stored or not).
     pub activity_stored: AtomicU64,
+    pub activity_bytes: AtomicU64,
     pub queries: AtomicU64,
     pub refused: AtomicU64,
     pub streams_open: AtomicU64,
@@ -127,6 +129,12 @@ impl Source for CollectorSource {
             "counter",
             "Activity events (process starts and exits, connections, DNS queries, alert context) newly stored.",
             v(&m.activity_stored),
+        );
+        t.single(
+            "vigil_collector_activity_bytes_total",
+            "counter",
+            "Bytes of activity received from agents (protobuf, as sent): the bandwidth activity takes.",
+            v(&m.activity_bytes),
         );
         t.metric(
             "vigil_collector_alerts_total",

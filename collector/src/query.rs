@@ -191,6 +191,7 @@ pub fn agent_json(a: &AgentStatus) -> serde_json::Value {
         "programs": programs,
         "losses": losses,
         "spool_depth": hb.spool_depth,
+        "activity_sent": hb.activity_sent,
         "cpu_percent": hb.cpu_percent,
         "rss_bytes": hb.rss_bytes,
     })

@@ -742,6 +742,10 @@ async fn serve_stream(
             .map(|a| (a.rule.clone(), a.severity))
             .collect();
         let arrived = std::time::Instant::now();
+        let activity_bytes: usize = {
+            use prost::Message as _;
+            batch.activity.iter().map(|a| a.encoded_len()).sum()
+        };
         let st = store.clone();
         let res = tokio::task::spawn_blocking(move || {
             let host = batch.host.unwrap_or_default();
@@ -758,6 +762,9 @@ async fn serve_stream(
                 metrics
                     .activity_stored
                     .fetch_add(u64::from(activity), Ordering::Relaxed);
+                metrics
+                    .activity_bytes
+                    .fetch_add(activity_bytes as u64, Ordering::Relaxed);
                 if metrics.store_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         failed_batches = metrics.batches_failed.load(Ordering::Relaxed),

@@ -303,3 +303,88 @@ fn a_dropped_program_is_traced_through_its_tree_timeline_and_pivot() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// `GET /metrics` over plain HTTP.
+fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_rate_cap_and_exclusions_leave_out_activity_and_count_it() {
+    if !kernel_tests_enabled("the_rate_cap_and_exclusions_leave_out_activity_and_count_it") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
+    // Outside /tmp: no default rule alerts on them (an alert would name
+    // the process whatever the activity settings).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let noisy = dir.path().join("noisy-tool");
+    let capped = dir.path().join("capped-tool");
+    copy_executable("/bin/true", &noisy);
+    copy_executable("/bin/true", &capped);
+    let exclude = format!("proc.exepath = \"{}\"", noisy.display());
+    let mut agent = start_agent(&[
+        "--collector",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--activity-rate",
+        "20",
+        "--activity-exclude",
+        &exclude,
+    ]);
+    let maddr = agent.logged_addr("metrics on /metrics", "metrics");
+    let pivot = |exe: &std::path::Path| -> Vec<Value> {
+        let out = Command::new(bin("vigil-collector"))
+            .args(["query", "--server", &url, "pivot", "--json", "--exe"])
+            .arg(exe)
+            .output()
+            .unwrap();
+        json_lines(&ok(&out))
+    };
+    for _ in 0..5 {
+        assert!(Command::new(&noisy).status().unwrap().success());
+    }
+    // Far over 20 a second: most are left out, and counted.
+    for _ in 0..300 {
+        assert!(Command::new(&capped).status().unwrap().success());
+    }
+    let seen = until(
+        "some of the capped tool's activity",
+        || pivot(&capped),
+        |v| v.iter().any(|x| x["type"] == "process"),
+    );
+    let runs = seen.iter().filter(|x| x["type"] == "process").count();
+    assert!(runs < 300, "the cap let all {runs} through");
+    let dropped = until(
+        "activity_rate drops in the agent's metrics",
+        || {
+            counter(
+                &scrape(&maddr),
+                "vigil_agent_lost_total{place=\"activity_rate\"}",
+            )
+        },
+        |n| *n > 0.0,
+    );
+    assert!(dropped >= 100.0, "{dropped}");
+    assert!(pivot(&noisy).is_empty(), "excluded activity was sent");
+    agent.kill();
+    assert!(collector.stop().success());
+}

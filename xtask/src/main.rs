@@ -74,6 +74,21 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// What streaming activity costs a busy build host: programs started
+    /// at a build's pace, the agent with `--activity none` and with its
+    /// defaults in alternating rounds; agent CPU, and activity events and
+    /// bytes per second stored by the collector. Needs root.
+    BenchActivity {
+        /// Alternating rounds per side.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds of workload per round.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// Programs started per second.
+        #[arg(long, default_value_t = 300)]
+        rate: u32,
+    },
     /// Run the whole test suite (what CI runs).
     Test {
         /// Extra arguments for `cargo test`.
@@ -104,6 +119,15 @@ fn main() -> anyhow::Result<()> {
             agents,
             rate,
             seconds,
+        }),
+        Cmd::BenchActivity {
+            rounds,
+            seconds,
+            rate,
+        } => activity::run(activity::Options {
+            rounds,
+            seconds,
+            rate,
         }),
         Cmd::Bench {
             rounds,
@@ -221,6 +245,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     result
 }
 
+mod activity;
 mod bench;
 mod load;
 

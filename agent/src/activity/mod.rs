@@ -302,7 +302,8 @@ impl Activity {
     pub fn observe(&mut self, ev: &Event, now: Instant) -> Option<pb::Activity> {
         let mut a = convert::activity(ev, &mut self.sockets)?;
         self.next += 1;
-        a.id = format!("{}-{}", self.run_id, self.next);
+        // Increasing within a run: the collector's id index grows at its end.
+        a.id = format!("{}-{:012x}", self.run_id, self.next);
         let key = context::key(ev.process.pid, ev.process.start_boottime_ns);
         let exec = matches!(ev.body, EventBody::Exec(_));
         if exec {

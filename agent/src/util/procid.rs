@@ -3,40 +3,43 @@
 //! hosts, boots and reused pids, so the collector can join a process tree
 //! across event kinds and never mix two hosts' processes.
 //!
-//! The id is a hash of the host (machine id, else hostname), the boot id,
-//! the pid and the start time. The start time is taken to a clock tick
-//! (10 ms): processes the agent found in `/proc` at start-up are known only
-//! to a tick, and must get the id their events carry. Two processes with
-//! one pid in one tick of one boot cannot exist (pids are reused only after
-//! the whole pid space wraps).
+//! An id is 27 hex digits: 12 of a hash of the host (machine id, else
+//! hostname) and its boot id, then the start time in clock ticks since
+//! boot (9 digits: 21 years of uptime at 10 ms), then the pid (6 digits).
+//! The start is taken to a tick because processes the agent found in
+//! `/proc` at start-up are known only to a tick, and must get the id their
+//! events carry; two processes with one pid in one tick of one boot cannot
+//! exist (pids are reused only after the whole pid space wraps). The order
+//! is chosen for the collector: one host's processes sort by start, so
+//! the indexes keyed by process id grow at their ends, not at random.
 use sha2::{Digest, Sha256};
 
 use super::clock::tick_ns;
 
-/// Hex digits of an id: 96 bits, no collision in any fleet's lifetime.
-const ID_HEX: usize = 24;
+/// Hex digits of an id.
+pub const ID_HEX: usize = 27;
 
 #[derive(Debug, Clone)]
 pub struct ProcIds {
-    /// The hash state after the host and boot: each id hashes only its
-    /// pid and start on top.
-    host: Sha256,
+    /// The first 12 hex digits of the host and boot's hash.
+    host: String,
     tick_ns: u64,
 }
 
 impl ProcIds {
     /// Ids for processes of this host and boot.
     pub fn new(machine_id: &str, hostname: &str, boot_id: &str) -> ProcIds {
-        let mut host = Sha256::new();
+        let mut h = Sha256::new();
         let who = if machine_id.is_empty() {
             hostname
         } else {
             machine_id
         };
-        host.update(who.as_bytes());
-        host.update([0]);
-        host.update(boot_id.as_bytes());
-        host.update([0]);
+        h.update(who.as_bytes());
+        h.update([0]);
+        h.update(boot_id.as_bytes());
+        let d = h.finalize();
+        let host = d[..6].iter().map(|b| format!("{b:02x}")).collect();
         ProcIds {
             host,
             tick_ns: tick_ns().max(1),
@@ -50,16 +53,8 @@ impl ProcIds {
         let Some(start) = start_boottime_ns else {
             return String::new();
         };
-        let mut h = self.host.clone();
-        h.update(pid.to_le_bytes());
-        h.update((start / self.tick_ns).to_le_bytes());
-        let d = h.finalize();
-        let mut s = String::with_capacity(ID_HEX);
-        for b in &d[..ID_HEX / 2] {
-            s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-            s.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
-        }
-        s
+        let tick = (start / self.tick_ns) & 0xf_ffff_ffff;
+        format!("{}{tick:09x}{:06x}", self.host, pid & 0xff_ffff)
     }
 }
 
@@ -90,5 +85,7 @@ mod tests {
             ProcIds::new("", "h2", "b").of(1, Some(0))
         );
         assert_eq!(a.of(10, None), "");
+        // A host's processes sort by start.
+        assert!(a.of(99, Some(5 * tick)) < a.of(3, Some(6 * tick)));
     }
 }

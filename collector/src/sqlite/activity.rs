@@ -1,6 +1,13 @@
 //! SQLite's activity store: events in `activity` (each id once), the
 //! process view in `processes`, both indexed for the investigation
 //! queries (see the schema in `sqlite.rs`).
+//!
+//! Shaped for ingestion at fleet rates: `activity` is clustered by host and
+//! time (a host's events append at its end, and a timeline is one range
+//! read); its key (host, time, id) is what makes a re-sent event a no-op,
+//! with no index of ids; and an event's body leaves out its process, which
+//! is stored once in `processes` and joined back when read. Only an exec
+//! keeps its own copy: what the process was at that moment.
 use prost::Message;
 use rusqlite::{params, OptionalExtension, Transaction};
 use vigil_proto::v1::{Activity, ActivityKind, Alert, HostInfo, ProcessInfo};
@@ -104,6 +111,16 @@ fn store_event(tx: &Transaction<'_>, host: &str, a: &Activity) -> rusqlite::Resu
         .process
         .as_ref()
         .map_or(("", 0), |p| (p.proc_id.as_str(), p.pid));
+    let body = if a.kind() == ActivityKind::Exec || proc_id.is_empty() {
+        a.encode_to_vec()
+    } else {
+        // The process is in `processes`; joined back when read.
+        Activity {
+            process: None,
+            ..a.clone()
+        }
+        .encode_to_vec()
+    };
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO activity
@@ -119,9 +136,42 @@ fn store_event(tx: &Transaction<'_>, host: &str, a: &Activity) -> rusqlite::Resu
             pid,
             nonempty(&a.remote_addr),
             nonempty(&a.domain),
-            a.encode_to_vec(),
+            body,
         ])?;
     Ok(n == 1)
+}
+
+/// An event as read: its body, its process's identity, and the process
+/// view's body for it.
+type RawEvent = (Vec<u8>, String, u32, Option<Vec<u8>>);
+
+/// The columns an event is read with (`activity a LEFT JOIN processes p`).
+const EVENT_COLUMNS: &str = "a.body, a.proc_id, a.pid, p.body";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// An event with its process joined back in.
+fn decode_event((body, proc_id, pid, proc_body): RawEvent) -> Result<Activity, StoreError> {
+    let mut a = Activity::decode(body.as_slice()).map_err(corrupt("activity"))?;
+    if a.process.is_none() {
+        let stored = proc_body
+            .and_then(|b| Activity::decode(b.as_slice()).ok())
+            .and_then(|p| p.process);
+        a.process = Some(stored.unwrap_or(ProcessInfo {
+            pid,
+            proc_id,
+            ..Default::default()
+        }));
+    }
+    Ok(a)
+}
+
+fn decode_events(
+    rows: impl Iterator<Item = rusqlite::Result<RawEvent>>,
+) -> Result<Vec<Activity>, StoreError> {
+    rows.map(|r| decode_event(r.map_err(backend)?)).collect()
 }
 
 /// A `processes` row as read: hostname, body, detail, seen, exit, code.
@@ -296,6 +346,11 @@ impl ActivityStore for SqliteStore {
                 }
             }
         }
+        if stored > 0 {
+            tx.prepare_cached("INSERT OR IGNORE INTO activity_hosts (hostname) VALUES (?1)")
+                .and_then(|mut st| st.execute([h]))
+                .map_err(backend)?;
+        }
         tx.commit().map_err(backend)?;
         if known.len() + learned.len() > KNOWN_PROCS_MAX {
             known.clear();
@@ -360,14 +415,16 @@ impl ActivityStore for SqliteStore {
         let conn = self.read()?;
         let events = {
             let mut st = conn
-                .prepare_cached(
-                    "SELECT body FROM activity WHERE proc_id = ?1 ORDER BY time_unix_ns LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM activity a
+                     LEFT JOIN processes p ON p.proc_id = a.proc_id
+                     WHERE a.proc_id = ?1 ORDER BY a.time_unix_ns LIMIT ?2"
+                ))
                 .map_err(backend)?;
             let rows = st
-                .query_map(params![proc_id, limit], |r| r.get(0))
+                .query_map(params![proc_id, limit], event_row)
                 .map_err(backend)?;
-            decode_all(rows, "activity")?
+            decode_events(rows)?
         };
         // Counted up to a bound: a busy daemon's total is not worth a scan.
         let total: u64 = conn
@@ -400,18 +457,20 @@ impl ActivityStore for SqliteStore {
         };
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT body FROM activity
-                 WHERE hostname = ?1 AND time_unix_ns BETWEEN ?2 AND ?3
-                   AND (?4 IS NULL OR pid = ?4)
-                 ORDER BY time_unix_ns {dir}, seq {dir} LIMIT ?5"
+                "SELECT {EVENT_COLUMNS} FROM activity a
+                 LEFT JOIN processes p ON p.proc_id = a.proc_id
+                 WHERE a.hostname = ?1 AND a.time_unix_ns BETWEEN ?2 AND ?3
+                   AND (?4 IS NULL OR a.pid = ?4)
+                 ORDER BY a.time_unix_ns {dir}, a.id {dir} LIMIT ?5"
             ))
             .map_err(backend)?;
         let rows = st
-            .query_map(params![s.host, s.from_ns, s.to_ns, s.pid, s.limit], |r| {
-                r.get(0)
-            })
+            .query_map(
+                params![s.host, s.from_ns, s.to_ns, s.pid, s.limit],
+                event_row,
+            )
             .map_err(backend)?;
-        decode_all(rows, "activity")
+        decode_events(rows)
     }
 
     fn span_alerts(&self, s: &Span) -> Result<Vec<Alert>, StoreError> {
@@ -480,44 +539,73 @@ impl ActivityStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(String, Activity)>, StoreError> {
         let (table, column, value) = pivot_column(key);
-        let time = if table == "processes" {
-            "seen_ns"
-        } else {
-            "time_unix_ns"
-        };
         let conn = self.read()?;
+        let mut out = Vec::new();
+        if table == "processes" {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT hostname, body FROM processes
+                     WHERE {column} = ?1 AND seen_ns >= ?2
+                     ORDER BY seen_ns DESC LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![value, since_ns, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(backend)?;
+            for r in rows {
+                let (host, body) = r.map_err(backend)?;
+                let a = Activity::decode(body.as_slice()).map_err(corrupt("process"))?;
+                out.push((host, a));
+            }
+            return Ok(out);
+        }
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT hostname, body FROM {table}
-                 WHERE {column} = ?1 AND {time} >= ?2
-                 ORDER BY {time} DESC LIMIT ?3"
+                "SELECT a.hostname, {EVENT_COLUMNS} FROM activity a
+                 LEFT JOIN processes p ON p.proc_id = a.proc_id
+                 WHERE a.{column} = ?1 AND a.time_unix_ns >= ?2
+                 ORDER BY a.time_unix_ns DESC LIMIT ?3"
             ))
             .map_err(backend)?;
         let rows = st
             .query_map(params![value, since_ns, limit], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                ))
             })
             .map_err(backend)?;
-        let mut out = Vec::new();
         for r in rows {
-            let (host, body) = r.map_err(backend)?;
-            out.push((
-                host,
-                Activity::decode(body.as_slice()).map_err(corrupt(table))?,
-            ));
+            let (host, ev) = r.map_err(backend)?;
+            out.push((host, decode_event(ev)?));
         }
         Ok(out)
     }
 
     fn prune_activity(&self, before_ns: i64, max: u32) -> Result<u64, StoreError> {
         let conn = self.lock()?;
-        let events = conn
-            .execute(
-                "DELETE FROM activity WHERE seq IN
-                   (SELECT seq FROM activity WHERE time_unix_ns < ?1 LIMIT ?2)",
-                params![before_ns, max],
-            )
+        // Host by host, along the table's own order.
+        let hosts: Vec<String> = conn
+            .prepare_cached("SELECT hostname FROM activity_hosts")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .map_err(backend)?;
+        let mut events = 0usize;
+        for h in hosts {
+            let left = (max as usize).saturating_sub(events);
+            if left == 0 {
+                break;
+            }
+            events += conn
+                .prepare_cached(
+                    "DELETE FROM activity WHERE (hostname, time_unix_ns, id) IN
+                       (SELECT hostname, time_unix_ns, id FROM activity
+                        WHERE hostname = ?1 AND time_unix_ns < ?2 LIMIT ?3)",
+                )
+                .and_then(|mut st| st.execute(params![h, before_ns, left as i64]))
+                .map_err(backend)?;
+        }
         // Processes that exited before the cutoff; and any not seen for
         // four times as long (their exit was never reported).
         let span = now_span(before_ns);
