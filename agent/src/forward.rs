@@ -148,7 +148,10 @@ pub enum ForwardError {
 /// Handle to the forwarding worker.
 pub struct Forwarder {
     tx: mpsc::Sender<Alert>,
-    activity_tx: mpsc::Sender<Activity>,
+    activity_tx: mpsc::Sender<Vec<Activity>>,
+    /// Activity events in the queue (the bound is in events, not batches).
+    activity_queued: Arc<AtomicU64>,
+    activity_capacity: u64,
     pub counters: Arc<ForwardCounters>,
     /// The latest heartbeat, sent when connected (a newer one replaces it).
     heartbeat: watch::Sender<Option<AgentHeartbeat>>,
@@ -175,7 +178,10 @@ impl Forwarder {
         let activity: Spool<Activity> =
             Spool::open(&cfg.spool_dir.join("activity"), cfg.activity_spool_max)?;
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        let (activity_tx, activity_rx) = mpsc::channel(cfg.activity_queue_capacity.max(1));
+        // Batches: the bound that matters is `activity_queued`, in events.
+        let (activity_tx, activity_rx) = mpsc::channel(1024);
+        let activity_queued = Arc::new(AtomicU64::new(0));
+        let activity_capacity = cfg.activity_queue_capacity.max(1) as u64;
         let (stop, stop_rx) = watch::channel(false);
         let (heartbeat, hb_rx) = watch::channel(None);
         let (done_tx, done) = oneshot::channel();
@@ -188,6 +194,7 @@ impl Forwarder {
             activity_from: activity.acked_index(),
             activity,
             activity_rx,
+            activity_queued: activity_queued.clone(),
             activity_closed: false,
             cfg,
             host,
@@ -221,6 +228,8 @@ impl Forwarder {
         Ok(Forwarder {
             tx,
             activity_tx,
+            activity_queued,
+            activity_capacity,
             counters,
             heartbeat,
             stop,
@@ -248,18 +257,22 @@ impl Forwarder {
         }
     }
 
-    /// Queues an activity event without waiting; false (and counted) when
-    /// full.
-    pub fn send_activity(&self, a: Activity) -> bool {
-        match self.activity_tx.try_send(a) {
-            Ok(()) => true,
-            Err(_) => {
-                self.counters
-                    .activity_dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
+    /// Queues a batch of activity without waiting; false (and counted,
+    /// per event) when the queue holds its bound of events already.
+    pub fn send_activity(&self, batch: Vec<Activity>) -> bool {
+        let n = batch.len() as u64;
+        if n == 0 {
+            return true;
         }
+        let queued = self.activity_queued.fetch_add(n, Ordering::Relaxed);
+        let sent = queued + n <= self.activity_capacity && self.activity_tx.try_send(batch).is_ok();
+        if !sent {
+            self.activity_queued.fetch_sub(n, Ordering::Relaxed);
+            self.counters
+                .activity_dropped_queue_full
+                .fetch_add(n, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Stops taking alerts, writes what is queued to the spool, and waits
@@ -303,7 +316,8 @@ struct Worker {
     rx: mpsc::Receiver<Alert>,
     input_closed: bool,
     spool: Spool,
-    activity_rx: mpsc::Receiver<Activity>,
+    activity_rx: mpsc::Receiver<Vec<Activity>>,
+    activity_queued: Arc<AtomicU64>,
     activity_closed: bool,
     activity: Spool<Activity>,
     inflight: VecDeque<Inflight>,
@@ -464,7 +478,7 @@ impl Worker {
         loop {
             match self.activity_rx.try_recv() {
                 Ok(a) => {
-                    batch.push(a);
+                    batch.extend(a);
                     if batch.len() >= 4096 {
                         self.spool_activity(std::mem::take(&mut batch));
                     }
@@ -480,13 +494,12 @@ impl Worker {
     }
 
     /// Takes `first` and whatever other activity is queued into its spool.
-    fn take_activity(&mut self, first: Option<Activity>) {
+    fn take_activity(&mut self, first: Option<Vec<Activity>>) {
         match first {
-            Some(a) => {
-                let mut batch = vec![a];
+            Some(mut batch) => {
                 while batch.len() < 4096 {
                     match self.activity_rx.try_recv() {
-                        Ok(a) => batch.push(a),
+                        Ok(a) => batch.extend(a),
                         Err(_) => break,
                     }
                 }
@@ -503,6 +516,7 @@ impl Worker {
             return;
         }
         let n = batch.len() as u64;
+        self.activity_queued.fetch_sub(n, Ordering::Relaxed);
         match self.activity.append(&batch) {
             Ok(()) => {
                 self.counters

@@ -333,6 +333,8 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
         raised: HashMap::new(),
         ids,
         activity,
+        pending_activity: Vec::new(),
+        last_activity_flush: Instant::now(),
     };
     let metrics = Arc::new(AgentMetrics::default());
     if let Sink::Collector(f) = &*out_ctx.sink {
@@ -455,6 +457,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     enricher.flush();
     out_ctx.emit(&mut enricher, &stdout);
     out_ctx.close_windows(&stdout);
+    out_ctx.flush_activity();
     report_loss(&probe, &sink, &opts, &mut loss);
     drop(probe);
     if let Sink::Collector(f) = sink {
@@ -621,6 +624,13 @@ fn send_heartbeat(
     f.heartbeat(hb.build(reading));
 }
 
+/// Activity is handed to the forwarder in batches: when this many are
+/// gathered, or this long after the last batch (checked at every drain,
+/// at least every `--drain-interval-ms`). Spooling and sending one event
+/// at a time cost a write, a flush and a message each.
+const ACTIVITY_BATCH: usize = 512;
+const ACTIVITY_FLUSH: Duration = Duration::from_millis(250);
+
 /// Most creators an alert names (its process's line up to init).
 const MAX_ALERT_LINEAGE: usize = 64;
 
@@ -734,6 +744,9 @@ struct Output<'a> {
     ids: ProcIds,
     /// Activity shipping and alert context; None without a collector.
     activity: Option<Activity>,
+    /// Activity to ship, gathered for up to [`ACTIVITY_FLUSH`].
+    pending_activity: Vec<vigil_proto::v1::Activity>,
+    last_activity_flush: Instant,
 }
 
 impl Output<'_> {
@@ -750,11 +763,27 @@ impl Output<'_> {
             let shipped = self.activity.as_mut().and_then(|a| a.observe(&ev, now));
             self.rules.matches(&ev, &mut self.hits);
             self.send_hits(Some(&ev), &mut out, Some(enricher.table()));
-            if let (Some(a), Sink::Collector(f)) = (shipped, &*self.sink) {
-                f.send_activity(a);
-            }
+            self.pending_activity.extend(shipped);
         }
         out.flush().ok();
+        if self.pending_activity.len() >= ACTIVITY_BATCH
+            || self.last_activity_flush.elapsed() >= ACTIVITY_FLUSH
+        {
+            self.flush_activity();
+        }
+    }
+
+    /// Hands the activity gathered since the last flush to the forwarder
+    /// in one batch: one spool write and one message for many events.
+    fn flush_activity(&mut self) {
+        self.last_activity_flush = Instant::now();
+        if self.pending_activity.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending_activity);
+        if let Sink::Collector(f) = &*self.sink {
+            f.send_activity(batch);
+        }
     }
 
     /// Builds and sends the alerts of the hits; with the process table,
