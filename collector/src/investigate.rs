@@ -91,9 +91,11 @@ fn side(
         .map(alert_entry)
         .chain(store.span_activity(&span)?.into_iter().map(activity_entry))
         .collect();
+    // At one instant, the event before the alert it raised.
+    let rank = |(t, e): &(i64, TimelineEntry)| (*t, matches!(e.entry, Some(Entry::Alert(_))));
     match span.order {
-        Order::Forward => all.sort_by_key(|(t, _)| *t),
-        Order::Backward => all.sort_by_key(|(t, _)| std::cmp::Reverse(*t)),
+        Order::Forward => all.sort_by_key(rank),
+        Order::Backward => all.sort_by_key(|x| std::cmp::Reverse(rank(x))),
     }
     let cut = all.len() > n as usize;
     all.truncate(n as usize);

@@ -33,13 +33,23 @@ fn clock(ns: i64) -> String {
     t.get(11..23).unwrap_or(&t).to_string()
 }
 
-/// At most `n` characters, with an ellipsis when cut.
+/// At most `n` characters, with an ellipsis when cut, and control
+/// characters escaped: command lines and paths come from the watched
+/// hosts, and a newline or an escape sequence in them must neither break
+/// a table nor reach the responder's terminal.
 fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i + 1 >= n && s.chars().count() > n {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
-    out.push('…');
     out
 }
 
@@ -52,14 +62,17 @@ fn command_line(p: &ProcessInfo) -> String {
     }
 }
 
-/// A short name: the executable's file name, else comm.
+/// A short name: the executable's file name, else comm, else argv[0]'s.
 fn name(p: &ProcessInfo) -> String {
-    let base = p.exe.rsplit('/').next().unwrap_or_default();
-    if base.is_empty() {
-        p.comm.clone()
-    } else {
-        base.to_string()
+    let base = |s: &str| s.rsplit('/').next().unwrap_or_default().to_string();
+    let n = base(&p.exe);
+    if !n.is_empty() {
+        return n;
     }
+    if !p.comm.is_empty() {
+        return p.comm.clone();
+    }
+    p.argv.first().map(|a| base(a)).unwrap_or_default()
 }
 
 fn severity(a: &Alert) -> &'static str {
@@ -175,7 +188,7 @@ fn node_label(n: &TreeNode) -> String {
     let mark = if n.role == "alerting" { "⚠ " } else { "" };
     format!(
         "{mark}{} ({}) {}",
-        name(&p),
+        clip(&name(&p), 40),
         facts.join(", "),
         clip(&command_line(&p), 200)
     )
@@ -396,6 +409,13 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn hostile_text_is_escaped_and_clipped() {
+        assert_eq!(clip("a\nb\x1b[31m", 50), "a\\nb\\u{1b}[31m");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abcd", 4), "abcd");
     }
 
     #[test]
