@@ -764,6 +764,9 @@ impl Output<'_> {
             self.rules.matches(&ev, &mut self.hits);
             self.send_hits(Some(&ev), &mut out, Some(enricher.table()));
             self.pending_activity.extend(shipped);
+            if self.pending_activity.len() >= ACTIVITY_BATCH {
+                self.flush_activity();
+            }
         }
         out.flush().ok();
         if self.pending_activity.len() >= ACTIVITY_BATCH

@@ -106,20 +106,34 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// One stored alert by id, with its host.
     fn alert_by_id(&self, id: &str) -> Result<Option<Alert>, StoreError>;
 
-    /// A process by its fleet-wide id.
-    fn process(&self, proc_id: &str) -> Result<Option<ProcessRow>, StoreError>;
+    /// A host's process by its fleet-wide id.
+    fn process(&self, host: &str, proc_id: &str) -> Result<Option<ProcessRow>, StoreError>;
 
-    /// The processes whose parent is one of `parents`, oldest first, at
-    /// most `limit`.
-    fn children(&self, parents: &[String], limit: u32) -> Result<Vec<ProcessRow>, StoreError>;
+    /// The host's processes whose parent is one of `parents`, oldest
+    /// first, at most `limit`.
+    fn children(
+        &self,
+        host: &str,
+        parents: &[String],
+        limit: u32,
+    ) -> Result<Vec<ProcessRow>, StoreError>;
 
     /// A process's events, oldest first, at most `limit`, and how many it
     /// has in all (counted up to a bound).
-    fn process_events(&self, proc_id: &str, limit: u32)
-        -> Result<(Vec<Activity>, u64), StoreError>;
+    fn process_events(
+        &self,
+        host: &str,
+        proc_id: &str,
+        limit: u32,
+    ) -> Result<(Vec<Activity>, u64), StoreError>;
 
     /// Alerts raised on a process, oldest first, at most `limit`.
-    fn process_alerts(&self, proc_id: &str, limit: u32) -> Result<Vec<Alert>, StoreError>;
+    fn process_alerts(
+        &self,
+        host: &str,
+        proc_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Alert>, StoreError>;
 
     /// A host's activity in a span, in the span's order.
     fn span_activity(&self, span: &Span) -> Result<Vec<Activity>, StoreError>;

@@ -11,8 +11,9 @@ use std::{
 
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo, LossCount, Severity};
 
-/// The heartbeat place of activity left out by the agent's rate cap.
-pub const ACTIVITY_CAP_PLACE: &str = "activity_rate";
+/// The prefix of heartbeat places where activity (not alerts) was left
+/// out: `activity_rate`, `activity_queue`, `activity_spool_full`, ...
+pub const ACTIVITY_PLACES: &str = "activity_";
 
 use crate::store::{now_ns, AgentRecord, AgentState, AlertStore, StoreError};
 
@@ -82,12 +83,13 @@ impl Monitor {
             .filter(|p| p.attached < p.expected)
             .map(|p| format!("{} ({} of {} attachments)", p.name, p.attached, p.expected))
             .collect();
-        // The activity rate cap leaves events out by design: counted and
-        // shown, but no loss of protection.
+        // Activity left out (by the rate cap, or a full activity queue or
+        // spool) is counted and shown in the heartbeat, but no alert was
+        // at risk: it does not make the agent degraded.
         let losses: Vec<&LossCount> = hb
             .losses
             .iter()
-            .filter(|l| l.count > 0 && l.place != ACTIVITY_CAP_PLACE)
+            .filter(|l| l.count > 0 && !l.place.starts_with(ACTIVITY_PLACES))
             .collect();
         let lost: u64 = losses.iter().map(|l| l.count).sum();
         // What is wrong with the probe: programs gone, maps changed.
@@ -337,7 +339,7 @@ mod tests {
         // Activity left out by the rate cap is no loss of protection.
         let mut capped = hb("a");
         capped.losses = vec![LossCount {
-            place: ACTIVITY_CAP_PLACE.into(),
+            place: "activity_rate".into(),
             count: 500,
         }];
         m.heartbeat(capped).unwrap();

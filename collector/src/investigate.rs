@@ -31,6 +31,12 @@ const ALERTS_PER_PROCESS: u32 = 20;
 pub const PIVOT_SCAN: u32 = 50_000;
 pub const DEFAULT_PIVOT_LIMIT: u32 = 100;
 pub const MAX_PIVOT_LIMIT: u32 = 1000;
+/// Most bytes of an answer (the API's messages are at most 4 MiB): a
+/// timeline or tree that would be larger is cut, and says so.
+pub const ANSWER_BYTES: usize = 3 << 20;
+/// Most events one process's events are counted to in a tree.
+const COUNT_EVENTS: u32 = 10_000;
+
 /// A pivot without `since` looks this far back.
 pub const DEFAULT_PIVOT_SINCE_NS: i64 = 7 * 24 * 60 * MINUTE_NS;
 
@@ -77,6 +83,7 @@ fn side(
     store: &dyn ActivityStore,
     span: Span,
     n: u32,
+    bytes: usize,
 ) -> Result<(Vec<(i64, TimelineEntry)>, bool), InvestigateError> {
     if n == 0 || span.from_ns > span.to_ns {
         return Ok((Vec::new(), false));
@@ -97,8 +104,16 @@ fn side(
         Order::Forward => all.sort_by_key(rank),
         Order::Backward => all.sort_by_key(|x| std::cmp::Reverse(rank(x))),
     }
-    let cut = all.len() > n as usize;
+    let mut cut = all.len() > n as usize;
     all.truncate(n as usize);
+    let mut size = 0;
+    if let Some(over) = all.iter().position(|(_, e)| {
+        size += prost::Message::encoded_len(e) + 8;
+        size > bytes
+    }) {
+        all.truncate(over);
+        cut = true;
+    }
     Ok((all, cut))
 }
 
@@ -159,18 +174,21 @@ pub fn timeline(
     let (entries, cut) = match center {
         Some(t) => {
             let half = limit / 2;
+            let bytes = ANSWER_BYTES / 2;
             let (mut before, cut_before) = side(
                 store,
                 span(from, t.saturating_sub(1), Order::Backward),
                 half,
+                bytes,
             )?;
-            let (after, cut_after) = side(store, span(t, to, Order::Forward), limit - half)?;
+            let (after, cut_after) = side(store, span(t, to, Order::Forward), limit - half, bytes)?;
             before.reverse();
             before.extend(after);
             (before, cut_before || cut_after)
         }
         None => {
-            let (mut newest, cut) = side(store, span(from, to, Order::Backward), limit)?;
+            let (mut newest, cut) =
+                side(store, span(from, to, Order::Backward), limit, ANSWER_BYTES)?;
             newest.reverse();
             (newest, cut)
         }
@@ -236,7 +254,7 @@ pub fn tree(store: &dyn ActivityStore, q: &TreeQuery) -> Result<ProcessTree, Inv
         )));
     }
     // The alerting process: its row, else what the alert says of it.
-    let me = match store.process(&ap.proc_id)? {
+    let me = match store.process(&hostname, &ap.proc_id)? {
         Some(r) => node(r, "alerting"),
         None => named_node(ap.clone(), "alerting"),
     };
@@ -276,7 +294,7 @@ pub fn tree(store: &dyn ActivityStore, q: &TreeQuery) -> Result<ProcessTree, Inv
         if ancestors.len() >= MAX_ANCESTORS || !seen.insert(id.clone()) {
             break;
         }
-        let n = match store.process(&id)? {
+        let n = match store.process(&hostname, &id)? {
             Some(r) => {
                 let mut n = node(r, "ancestor");
                 // A partial row learns its parent from the ancestry.
@@ -306,7 +324,7 @@ pub fn tree(store: &dyn ActivityStore, q: &TreeQuery) -> Result<ProcessTree, Inv
     let mut count = 0u32;
     let mut cut = false;
     while !frontier.is_empty() && !cut {
-        let rows = store.children(&frontier, max_desc - count + 1)?;
+        let rows = store.children(&hostname, &frontier, max_desc - count + 1)?;
         frontier.clear();
         for r in rows {
             if count == max_desc {
@@ -347,6 +365,9 @@ pub fn tree(store: &dyn ActivityStore, q: &TreeQuery) -> Result<ProcessTree, Inv
         }
         nodes.push(n);
     }
+    // Each node's events and alerts, while the answer stays under its
+    // size; past it, the rest of the nodes come without them (cut).
+    let mut size: usize = nodes.iter().map(prost::Message::encoded_len).sum();
     for n in &mut nodes {
         let id = n
             .process
@@ -356,10 +377,25 @@ pub fn tree(store: &dyn ActivityStore, q: &TreeQuery) -> Result<ProcessTree, Inv
         if id.is_empty() {
             continue;
         }
-        let (events, total) = store.process_events(&id, per)?;
+        if size > ANSWER_BYTES {
+            cut = true;
+            continue;
+        }
+        let (mut events, total) = store.process_events(&hostname, &id, per)?;
+        let total = if (events.len() as u32) < per {
+            events.len() as u64
+        } else {
+            total.min(u64::from(COUNT_EVENTS))
+        };
+        // The node names the process; its events need not repeat it (an
+        // exec keeps its own: the program it started).
+        for e in events.iter_mut().filter(|e| e.kind() != ActivityKind::Exec) {
+            e.process = None;
+        }
         n.events_cut = total.saturating_sub(events.len() as u64);
         n.events = events;
-        n.alerts = store.process_alerts(&id, ALERTS_PER_PROCESS)?;
+        n.alerts = store.process_alerts(&hostname, &id, ALERTS_PER_PROCESS)?;
+        size += prost::Message::encoded_len(n);
     }
     Ok(ProcessTree {
         alert_id: alert.id,

@@ -33,6 +33,8 @@ pub struct CollectorMetrics {
     /// activity received (stored or not).
     pub activity_stored: AtomicU64,
     pub activity_bytes: AtomicU64,
+    /// Activity and context records dropped as unfit to store.
+    pub activity_rejected: AtomicU64,
     pub queries: AtomicU64,
     pub refused: AtomicU64,
     pub streams_open: AtomicU64,
@@ -135,6 +137,12 @@ impl Source for CollectorSource {
             "counter",
             "Bytes of activity received from agents (protobuf, as sent): the bandwidth activity takes.",
             v(&m.activity_bytes),
+        );
+        t.single(
+            "vigil_collector_activity_rejected_total",
+            "counter",
+            "Activity and alert-context records dropped as unfit to store (bad id or process id, from the future, over the per-batch bounds); their batches' alerts were stored.",
+            v(&m.activity_rejected),
         );
         t.metric(
             "vigil_collector_alerts_total",

@@ -222,36 +222,54 @@ pub fn validate_batch(b: &AlertBatch) -> Result<(), String> {
         if a.rule.is_empty() {
             return Err(format!("alert {i} ({}) has no rule name", a.id));
         }
-        if a.context.len() > MAX_ALERT_CONTEXT {
-            return Err(format!(
-                "alert {i} ({}) carries {} context events; at most {MAX_ALERT_CONTEXT}",
-                a.id,
-                a.context.len()
-            ));
-        }
-        for (j, c) in a.context.iter().enumerate() {
-            check_activity(c)
-                .map_err(|e| format!("alert {i} ({}) context event {j}: {e}", a.id))?;
-        }
-        if let Some(p) = &a.process {
-            check_process(p).map_err(|e| format!("alert {i} ({}): {e}", a.id))?;
-        }
-    }
-    if b.activity.len() > MAX_BATCH_ACTIVITY {
-        return Err(format!(
-            "batch has {} activity events; at most {MAX_BATCH_ACTIVITY}",
-            b.activity.len()
-        ));
-    }
-    for (i, a) in b.activity.iter().enumerate() {
-        check_activity(a).map_err(|e| format!("activity event {i}: {e}"))?;
     }
     Ok(())
 }
 
-/// Most context events one alert may carry, and activity events per batch.
+/// Drops what a batch carries beside its alerts that is not fit to store,
+/// and returns how many records went: activity and alert context with a
+/// bad id or process id, from more than an hour in the future (retention
+/// would never remove it), or over the bounds per alert and per batch; an
+/// ancestry past [`MAX_ANCESTRY`] is cut. The alerts themselves stay: a bad
+/// activity record never costs an alert.
+pub fn sanitize_activity(b: &mut AlertBatch, now_ns: i64) -> u64 {
+    let latest = now_ns.saturating_add(3_600_000_000_000);
+    let fit = |a: &vigil_proto::v1::Activity| check_activity(a).is_ok() && a.time_unix_ns <= latest;
+    let mut dropped = 0u64;
+    let mut context_left = MAX_BATCH_ACTIVITY;
+    for a in &mut b.alerts {
+        if a.process
+            .as_ref()
+            .is_some_and(|p| check_process(p).is_err())
+        {
+            if let Some(p) = a.process.as_mut() {
+                p.proc_id.clear();
+                p.parent_proc_id.clear();
+            }
+        }
+        a.ancestry.truncate(MAX_ANCESTRY);
+        for anc in &mut a.ancestry {
+            if anc.proc_id.len() > MAX_PROC_ID_LEN {
+                anc.proc_id.clear();
+            }
+        }
+        let before = a.context.len();
+        a.context.retain(fit);
+        a.context.truncate(MAX_ALERT_CONTEXT.min(context_left));
+        context_left -= a.context.len();
+        dropped += (before - a.context.len()) as u64;
+    }
+    let before = b.activity.len();
+    b.activity.retain(fit);
+    b.activity.truncate(MAX_BATCH_ACTIVITY);
+    dropped + (before - b.activity.len()) as u64
+}
+
+/// Most context events one alert may carry, activity events (and context
+/// events) per batch, and creators per alert.
 pub const MAX_ALERT_CONTEXT: usize = 256;
 pub const MAX_BATCH_ACTIVITY: usize = 20_000;
+pub const MAX_ANCESTRY: usize = 128;
 /// Longest process id accepted (agents send 24 hex digits).
 const MAX_PROC_ID_LEN: usize = 64;
 
@@ -735,6 +753,14 @@ async fn serve_stream(
             let _ = tx.send(Err(Status::invalid_argument(reason))).await;
             return;
         }
+        let mut batch = batch;
+        let unfit = sanitize_activity(&mut batch, now_ns());
+        if unfit > 0 {
+            metrics
+                .activity_rejected
+                .fetch_add(unfit, Ordering::Relaxed);
+            tracing::warn!(%peer, seq = batch.seq, dropped = unfit, "activity records not fit to store were dropped (bad id or process id, from the future, or over the bounds); the batch's alerts are stored");
+        }
         let seq = batch.seq;
         let labels: Vec<(String, i32)> = batch
             .alerts
@@ -939,34 +965,38 @@ mod tests {
         let mut b = batch(1);
         b.alerts[0].rule.clear();
         assert!(validate_batch(&b).unwrap_err().contains("no rule"));
-        // Activity and alert context are held to bounds as well.
+        // Activity and alert context are held to bounds as well, record by
+        // record: the alerts always stay.
         let ev = |id: &str| vigil_proto::v1::Activity {
             id: id.into(),
             ..Default::default()
         };
-        let mut b = batch(1);
-        b.activity = vec![ev("a"), ev("")];
-        assert!(validate_batch(&b).unwrap_err().contains("activity event 1"));
-        let mut b = batch(1);
-        b.activity = (0..=MAX_BATCH_ACTIVITY)
-            .map(|i| ev(&i.to_string()))
-            .collect();
-        assert!(validate_batch(&b)
-            .unwrap_err()
-            .contains("activity events; at most"));
-        let mut b = batch(1);
+        let now = 1_000_000_000_000;
+        let mut b = batch(2);
+        b.activity = vec![ev("a"), ev(""), ev("b")];
+        b.activity[2].time_unix_ns = now + 7_200_000_000_000;
         b.alerts[0].context = (0..=MAX_ALERT_CONTEXT)
             .map(|i| ev(&i.to_string()))
             .collect();
-        assert!(validate_batch(&b).unwrap_err().contains("context events"));
-        let mut b = batch(1);
+        b.alerts[1].ancestry = vec![Default::default(); MAX_ANCESTRY + 5];
         let mut e = ev("x");
         e.process = Some(vigil_proto::v1::ProcessInfo {
             proc_id: "p".repeat(65),
             ..Default::default()
         });
-        b.activity = vec![e];
-        assert!(validate_batch(&b).unwrap_err().contains("process id"));
+        b.alerts[1].context = vec![e];
+        assert!(validate_batch(&b).is_ok());
+        assert_eq!(sanitize_activity(&mut b, now), 2 + 1 + 1);
+        assert_eq!(b.alerts.len(), 2);
+        assert_eq!(b.activity.len(), 1);
+        assert_eq!(b.alerts[0].context.len(), MAX_ALERT_CONTEXT);
+        assert!(b.alerts[1].context.is_empty());
+        assert_eq!(b.alerts[1].ancestry.len(), MAX_ANCESTRY);
+        let mut b = batch(1);
+        b.activity = (0..=MAX_BATCH_ACTIVITY)
+            .map(|i| ev(&i.to_string()))
+            .collect();
+        assert_eq!(sanitize_activity(&mut b, now), 1);
     }
 
     #[test]

@@ -581,6 +581,19 @@ impl AlertStore for SqliteStore {
     }
 
     fn query(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        if let Some(id) = &f.id {
+            // By its key, then the other filters.
+            let one = crate::activity::ActivityStore::alert_by_id(self, id)?;
+            let only = AlertFilter {
+                id: None,
+                ..f.clone()
+            };
+            return Ok(one
+                .into_iter()
+                .filter(|a| only.admits(a))
+                .take(f.limit.max(1) as usize)
+                .collect());
+        }
         let conn = self.read()?;
         let mut stmt = conn
             .prepare_cached(

@@ -49,6 +49,28 @@ pub struct AlertFilter {
     pub limit: u32,
 }
 
+impl AlertFilter {
+    /// Whether a stored alert (its host filled in) passes the filter, but
+    /// for the id and the limit: for a lookup by id.
+    pub fn admits(&self, a: &Alert) -> bool {
+        let host = a.host.as_ref().map_or("", |h| h.hostname.as_str());
+        let c = a.container.as_ref();
+        let container_ok = |want: &str| {
+            c.is_some_and(|c| {
+                c.id == want
+                    || (want.len() >= 12 && c.id.starts_with(want))
+                    || (!c.k8s_pod.is_empty()
+                        && format!("{}/{}", c.k8s_namespace, c.k8s_pod) == want)
+            })
+        };
+        self.since_unix_ns.is_none_or(|t| a.time_unix_ns >= t)
+            && self.host.as_deref().is_none_or(|h| h == host)
+            && self.rule.as_deref().is_none_or(|r| r == a.rule)
+            && self.min_severity.is_none_or(|s| a.severity >= s)
+            && self.container.as_deref().is_none_or(container_ok)
+    }
+}
+
 /// What the collector thinks of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentState {

@@ -98,7 +98,7 @@ pub fn print_timeline(out: &mut impl Write, t: &Timeline, json: bool) -> std::io
     writeln!(
         out,
         "# {} from {} to {}: {} entries",
-        t.host,
+        clip(&t.host, 64),
         short_time(t.from_unix_ns),
         short_time(t.to_unix_ns),
         t.entries.len()
@@ -120,7 +120,7 @@ pub fn print_timeline(out: &mut impl Write, t: &Timeline, json: bool) -> std::io
                     p.pid,
                     clip(&name(&p), 16),
                     severity(a),
-                    a.rule,
+                    clip(&a.rule, 80),
                     clip(&a.output, 160)
                 )?;
             }
@@ -170,7 +170,7 @@ fn node_label(n: &TreeNode) -> String {
     let p = n.process.clone().unwrap_or_default();
     let mut facts = vec![format!("pid {}", p.pid)];
     if !p.user.is_empty() {
-        facts.push(format!("user {}", p.user));
+        facts.push(format!("user {}", clip(&p.user, 32)));
     }
     if p.start_unix_ns > 0 {
         let end = if n.exited {
@@ -203,7 +203,12 @@ pub fn print_tree(out: &mut impl Write, t: &ProcessTree, json: bool) -> std::io:
         }
         return Ok(());
     }
-    writeln!(out, "# alert {} on {}", t.alert_id, t.hostname)?;
+    writeln!(
+        out,
+        "# alert {} on {}",
+        clip(&t.alert_id, 128),
+        clip(&t.hostname, 64)
+    )?;
     // For each node: whether a later sibling follows (drawn as │ below it).
     let depths: Vec<u32> = t.nodes.iter().map(|n| n.depth).collect();
     let has_next_sibling = |i: usize| {
@@ -252,7 +257,7 @@ pub fn print_tree(out: &mut impl Write, t: &ProcessTree, json: bool) -> std::io:
                 "{under}{} ALERT [{}] {}: {}",
                 clock(a.time_unix_ns),
                 severity(a),
-                a.rule,
+                clip(&a.rule, 80),
                 clip(&a.output, 160)
             )?;
         }

@@ -404,16 +404,82 @@ fn retention_prunes_events_and_exited_processes() {
     // host's exec); the child, which exited at 7 s, stays.
     let n = s.prune_activity(T0 + 6 * S + S / 2, 1000).unwrap();
     assert_eq!(n, 7, "six events and the context event before the cutoff");
-    let (events, _) = s.process_events("p-drop", 100).unwrap();
+    let (events, _) = s.process_events("web-1", "p-drop", 100).unwrap();
     assert!(events.is_empty());
-    assert!(s.process("p-child").unwrap().is_some());
+    assert!(s.process("web-1", "p-child").unwrap().is_some());
     s.prune_activity(T0 + 8 * S, 1000).unwrap();
     assert!(
-        s.process("p-child").unwrap().is_none(),
+        s.process("web-1", "p-child").unwrap().is_none(),
         "exited before the cutoff"
     );
     assert!(
-        s.process("p-drop").unwrap().is_some(),
+        s.process("web-1", "p-drop").unwrap().is_some(),
         "its exit was never seen"
+    );
+}
+
+#[test]
+fn one_host_cannot_rewrite_another_hosts_processes() {
+    let s = SqliteStore::in_memory().unwrap();
+    scenario(&s);
+    // db-2 claims web-1's payload: a new program, and an exit.
+    let mut forged = proc(102, "p-drop", "", &["/usr/bin/innocent"]);
+    forged.user = "nobody".into();
+    let exit = Activity {
+        id: "forged-exit".into(),
+        time_unix_ns: T0 + 8 * S,
+        kind: ActivityKind::Exit as i32,
+        process: Some(ident(&forged)),
+        ..Default::default()
+    };
+    s.insert_activity(
+        &host("db-2"),
+        &[exec("forged", T0 + 8 * S, forged), exit],
+        &[],
+    )
+    .unwrap();
+    let row = s.process("web-1", "p-drop").unwrap().unwrap();
+    assert_eq!(row.process.exe, "/tmp/dropper");
+    assert_eq!(row.exit_ns, None, "no exit from another host");
+    assert!(s.process("db-2", "p-drop").unwrap().is_none());
+}
+
+#[test]
+fn an_event_names_the_program_its_process_ran_then() {
+    let s = SqliteStore::in_memory().unwrap();
+    let h = host("web-1");
+    // A loader connects, then execs a harmless-looking program.
+    let loader = proc(300, "p-300", "", &["/tmp/loader"]);
+    let connect = Activity {
+        id: "n1".into(),
+        time_unix_ns: T0 + S,
+        kind: ActivityKind::Connect as i32,
+        protocol: "tcp".into(),
+        remote_addr: "203.0.113.9".into(),
+        remote_port: 443,
+        process: Some(ident(&loader)),
+        ..Default::default()
+    };
+    s.insert_activity(&h, &[exec("n0", T0, loader), connect], &[])
+        .unwrap();
+    let later = proc(300, "p-300", "", &["/usr/bin/sleep", "60"]);
+    s.insert_activity(&h, &[exec("n2", T0 + 2 * S, later)], &[])
+        .unwrap();
+    let p = investigate::pivot(
+        &s,
+        &PivotQuery {
+            ip: "203.0.113.9".into(),
+            since_unix_ns: T0,
+            ..Default::default()
+        },
+        T0,
+    )
+    .unwrap();
+    let who = p.processes[0].process.as_ref().unwrap();
+    assert_eq!(who.exe, "/tmp/loader", "the program that connected");
+    assert!(who.argv.is_empty(), "not the later program's argv");
+    assert_eq!(
+        s.process("web-1", "p-300").unwrap().unwrap().process.exe,
+        "/usr/bin/sleep"
     );
 }

@@ -34,51 +34,100 @@ struct ProcWrite<'a> {
     process: &'a ProcessInfo,
     container: Option<&'a vigil_proto::v1::ContainerInfo>,
     detail: Detail,
-    seen_ns: i64,
+    /// The record is the process's exec: it may replace the program and
+    /// moves `seen_ns` to `at`.
+    exec: bool,
+    /// When the record says the process was seen.
+    at: i64,
+}
+
+/// Fills the fields `new` lacks from `old`: a fuller record raising a row
+/// keeps what the row knew (an ancestry's argv, a parent).
+fn merge(new: &mut ProcessInfo, old: &ProcessInfo) {
+    fn keep(n: &mut String, o: &str) {
+        if n.is_empty() {
+            *n = o.to_string();
+        }
+    }
+    keep(&mut new.exe, &old.exe);
+    keep(&mut new.comm, &old.comm);
+    keep(&mut new.user, &old.user);
+    keep(&mut new.cwd, &old.cwd);
+    keep(&mut new.parent_proc_id, &old.parent_proc_id);
+    if new.argv.is_empty() {
+        new.argv = old.argv.clone();
+    }
+    if new.start_unix_ns == 0 {
+        new.start_unix_ns = old.start_unix_ns;
+    }
+    if new.executable.is_none() {
+        new.executable = old.executable.clone();
+    }
 }
 
 /// Folds one process record into `processes`: inserts it, or raises the
-/// stored row to what it knows (a fuller record, or a later exec).
+/// host's stored row to what it knows (a fuller record, or a later exec).
+/// A row of another host with the same id is never touched: one agent
+/// cannot rewrite another host's processes.
 fn fold_process(tx: &Transaction<'_>, host: &str, w: &ProcWrite<'_>) -> rusqlite::Result<()> {
-    let p = w.process;
-    let stored: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT detail, seen_ns FROM processes WHERE proc_id = ?1")?
-        .query_row([&p.proc_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let stored: Option<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT detail, seen_ns, body FROM processes WHERE proc_id = ?1 AND hostname = ?2",
+        )?
+        .query_row(params![w.process.proc_id, host], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let replace = match stored {
+    let replace = match &stored {
         None => true,
-        Some((detail, seen)) => {
-            (w.detail as i64) > detail || (w.detail == Detail::Full && w.seen_ns >= seen)
-        }
+        Some((detail, seen, _)) => (w.detail as i64) > *detail || (w.exec && w.at >= *seen),
     };
     if !replace {
-        if let (Some(_), Some(parent)) = (stored, nonempty(&p.parent_proc_id)) {
+        if let (Some(_), Some(parent)) = (&stored, nonempty(&w.process.parent_proc_id)) {
             tx.prepare_cached(
-                "UPDATE processes SET parent_id = ?2 WHERE proc_id = ?1 AND parent_id IS NULL",
+                "UPDATE processes SET parent_id = ?2
+                 WHERE proc_id = ?1 AND hostname = ?3 AND parent_id IS NULL",
             )?
-            .execute(params![p.proc_id, parent])?;
+            .execute(params![w.process.proc_id, parent, host])?;
         }
         return Ok(());
     }
-    let body = Activity {
-        kind: ActivityKind::Exec as i32,
-        time_unix_ns: w.seen_ns,
-        process: Some(p.clone()),
-        container: w.container.cloned(),
-        ..Default::default()
+    let mut p = w.process.clone();
+    let mut container = w.container.cloned();
+    if let Some((_, _, body)) = &stored {
+        if let Ok(old) = Activity::decode(body.as_slice()) {
+            if !w.exec {
+                if let Some(op) = &old.process {
+                    merge(&mut p, op);
+                }
+                container = container.or(old.container);
+            }
+        }
     }
-    .encode_to_vec();
+    // Only an exec says when a process was seen; anything else keeps the
+    // row's time, or starts it at the process's start.
+    let seen = match &stored {
+        Some((_, seen, _)) if !w.exec => *seen,
+        None if !w.exec && p.start_unix_ns > 0 => p.start_unix_ns.min(w.at),
+        _ => w.at,
+    };
     let sha = p
         .executable
         .as_ref()
         .and_then(|x| nonempty(&x.sha256))
         .map(str::to_string);
-    let image = w.container.and_then(|c| nonempty(&c.image));
-    let seen = match stored {
-        // A fuller record of a process seen before keeps when it was seen.
-        Some((_, seen)) if w.detail != Detail::Full => seen,
-        _ => w.seen_ns,
-    };
+    let image = container
+        .as_ref()
+        .and_then(|c| nonempty(&c.image))
+        .map(str::to_string);
+    let body = Activity {
+        kind: ActivityKind::Exec as i32,
+        time_unix_ns: seen,
+        process: Some(p.clone()),
+        container,
+        ..Default::default()
+    }
+    .encode_to_vec();
     tx.prepare_cached(
         "INSERT INTO processes (proc_id, hostname, parent_id, pid, seen_ns, exe, sha256,
              username, image, detail, body)
@@ -87,7 +136,8 @@ fn fold_process(tx: &Transaction<'_>, host: &str, w: &ProcWrite<'_>) -> rusqlite
              parent_id = COALESCE(excluded.parent_id, parent_id), pid = excluded.pid,
              seen_ns = excluded.seen_ns, exe = excluded.exe, sha256 = excluded.sha256,
              username = excluded.username, image = COALESCE(excluded.image, image),
-             detail = excluded.detail, body = excluded.body",
+             detail = excluded.detail, body = excluded.body
+         WHERE processes.hostname = excluded.hostname",
     )?
     .execute(params![
         p.proc_id,
@@ -114,9 +164,20 @@ fn store_event(tx: &Transaction<'_>, host: &str, a: &Activity) -> rusqlite::Resu
     let body = if a.kind() == ActivityKind::Exec || proc_id.is_empty() {
         a.encode_to_vec()
     } else {
-        // The process is in `processes`; joined back when read.
+        // The rest of the process is in `processes`, joined back when read;
+        // the event keeps who it was then (a process that execs later
+        // runs another program).
+        let p = a.process.as_ref().map(|p| ProcessInfo {
+            pid: p.pid,
+            uid: p.uid,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            user: p.user.clone(),
+            proc_id: p.proc_id.clone(),
+            ..Default::default()
+        });
         Activity {
-            process: None,
+            process: p,
             ..a.clone()
         }
         .encode_to_vec()
@@ -145,8 +206,11 @@ fn store_event(tx: &Transaction<'_>, host: &str, a: &Activity) -> rusqlite::Resu
 /// view's body for it.
 type RawEvent = (Vec<u8>, String, u32, Option<Vec<u8>>);
 
-/// The columns an event is read with (`activity a LEFT JOIN processes p`).
+/// The columns an event is read with (`activity a LEFT JOIN processes p`
+/// on [`JOIN_PROCESS`]).
 const EVENT_COLUMNS: &str = "a.body, a.proc_id, a.pid, p.body";
+const JOIN_PROCESS: &str =
+    "LEFT JOIN processes p ON p.proc_id = a.proc_id AND p.hostname = a.hostname";
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -155,16 +219,37 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
 /// An event with its process joined back in.
 fn decode_event((body, proc_id, pid, proc_body): RawEvent) -> Result<Activity, StoreError> {
     let mut a = Activity::decode(body.as_slice()).map_err(corrupt("activity"))?;
-    if a.process.is_none() {
-        let stored = proc_body
-            .and_then(|b| Activity::decode(b.as_slice()).ok())
-            .and_then(|p| p.process);
-        a.process = Some(stored.unwrap_or(ProcessInfo {
-            pid,
-            proc_id,
-            ..Default::default()
-        }));
+    if a.kind() == ActivityKind::Exec && a.process.is_some() {
+        return Ok(a);
     }
+    let then = a.process.take().unwrap_or(ProcessInfo {
+        pid,
+        proc_id,
+        ..Default::default()
+    });
+    let stored = proc_body
+        .and_then(|b| Activity::decode(b.as_slice()).ok())
+        .and_then(|p| p.process);
+    a.process = Some(match stored {
+        Some(mut p) => {
+            if !then.exe.is_empty() && then.exe != p.exe {
+                // It ran another program then: what the view knows of the
+                // later one is not about this event.
+                p.argv.clear();
+                p.executable = None;
+                p.exe = then.exe;
+            }
+            if !then.user.is_empty() {
+                p.user = then.user;
+                p.uid = then.uid;
+            }
+            if !then.comm.is_empty() {
+                p.comm = then.comm;
+            }
+            p
+        }
+        None => then,
+    });
     Ok(a)
 }
 
@@ -174,8 +259,17 @@ fn decode_events(
     rows.map(|r| decode_event(r.map_err(backend)?)).collect()
 }
 
-/// A `processes` row as read: hostname, body, detail, seen, exit, code.
-type RawProcess = (String, Vec<u8>, i64, i64, Option<i64>, Option<i32>);
+/// A `processes` row as read: hostname, body, detail, seen, exit, code,
+/// parent (the column is what `children` follows; the body may lag it).
+type RawProcess = (
+    String,
+    Vec<u8>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i32>,
+    Option<String>,
+);
 
 fn process_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawProcess> {
     Ok((
@@ -185,18 +279,23 @@ fn process_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawProcess> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
-const PROCESS_COLUMNS: &str = "hostname, body, detail, seen_ns, exit_ns, exit_code";
+const PROCESS_COLUMNS: &str = "hostname, body, detail, seen_ns, exit_ns, exit_code, parent_id";
 
 fn decode_process(
-    (hostname, body, detail, seen_ns, exit_ns, exit_code): RawProcess,
+    (hostname, body, detail, seen_ns, exit_ns, exit_code, parent): RawProcess,
 ) -> Result<ProcessRow, StoreError> {
     let a = Activity::decode(body.as_slice()).map_err(corrupt("process"))?;
+    let mut process = a.process.unwrap_or_default();
+    if let Some(parent) = parent {
+        process.parent_proc_id = parent;
+    }
     Ok(ProcessRow {
         hostname,
-        process: a.process.unwrap_or_default(),
+        process,
         container: a.container,
         detail: match detail {
             2 => Detail::Full,
@@ -259,7 +358,7 @@ impl ActivityStore for SqliteStore {
             }
             // A known row is not raised by a record that knows no more
             // (an exec always refreshes: a process can exec again).
-            if w.detail != Detail::Full && known.get(id).is_some_and(|d| *d >= w.detail) {
+            if !w.exec && known.get(id).is_some_and(|d| *d >= w.detail) {
                 return Ok(());
             }
             fold_process(tx, h, &w)?;
@@ -278,15 +377,17 @@ impl ActivityStore for SqliteStore {
                     process: p,
                     container: a.container.as_ref().filter(|_| exec),
                     detail: if exec { Detail::Full } else { Detail::Identity },
-                    seen_ns: a.time_unix_ns,
+                    exec,
+                    at: a.time_unix_ns,
                 },
             )
             .map_err(backend)?;
             if a.kind() == ActivityKind::Exit {
                 tx.prepare_cached(
-                    "UPDATE processes SET exit_ns = ?2, exit_code = ?3 WHERE proc_id = ?1",
+                    "UPDATE processes SET exit_ns = ?2, exit_code = ?3
+                     WHERE proc_id = ?1 AND hostname = ?4",
                 )
-                .and_then(|mut st| st.execute(params![p.proc_id, a.time_unix_ns, a.exit_code]))
+                .and_then(|mut st| st.execute(params![p.proc_id, a.time_unix_ns, a.exit_code, h]))
                 .map_err(backend)?;
             }
         }
@@ -298,7 +399,8 @@ impl ActivityStore for SqliteStore {
                         process: p,
                         container: al.container.as_ref(),
                         detail: Detail::Full,
-                        seen_ns: al.time_unix_ns,
+                        exec: false,
+                        at: al.time_unix_ns,
                     },
                 )
                 .map_err(backend)?;
@@ -323,7 +425,8 @@ impl ActivityStore for SqliteStore {
                         process: &p,
                         container: None,
                         detail: Detail::Partial,
-                        seen_ns: al.time_unix_ns,
+                        exec: false,
+                        at: al.time_unix_ns,
                     },
                 )
                 .map_err(backend)?;
@@ -339,7 +442,8 @@ impl ActivityStore for SqliteStore {
                             process: p,
                             container: None,
                             detail: Detail::Partial,
-                            seen_ns: c.time_unix_ns,
+                            exec: false,
+                            at: c.time_unix_ns,
                         },
                     )
                     .map_err(backend)?;
@@ -372,22 +476,27 @@ impl ActivityStore for SqliteStore {
             .transpose()
     }
 
-    fn process(&self, proc_id: &str) -> Result<Option<ProcessRow>, StoreError> {
+    fn process(&self, host: &str, proc_id: &str) -> Result<Option<ProcessRow>, StoreError> {
         let conn = self.read()?;
         let row = conn
             .prepare_cached(&format!(
-                "SELECT {PROCESS_COLUMNS} FROM processes WHERE proc_id = ?1"
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE proc_id = ?1 AND hostname = ?2"
             ))
-            .and_then(|mut st| st.query_row([proc_id], process_row).optional())
+            .and_then(|mut st| st.query_row(params![proc_id, host], process_row).optional())
             .map_err(backend)?;
         row.map(decode_process).transpose()
     }
 
-    fn children(&self, parents: &[String], limit: u32) -> Result<Vec<ProcessRow>, StoreError> {
+    fn children(
+        &self,
+        host: &str,
+        parents: &[String],
+        limit: u32,
+    ) -> Result<Vec<ProcessRow>, StoreError> {
         let conn = self.read()?;
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT {PROCESS_COLUMNS} FROM processes WHERE parent_id = ?1
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE parent_id = ?1 AND hostname = ?3
                  ORDER BY seen_ns LIMIT ?2"
             ))
             .map_err(backend)?;
@@ -398,7 +507,7 @@ impl ActivityStore for SqliteStore {
                 break;
             }
             let rows = st
-                .query_map(params![p, left], process_row)
+                .query_map(params![p, left, host], process_row)
                 .map_err(backend)?;
             for r in rows {
                 out.push(decode_process(r.map_err(backend)?)?);
@@ -409,6 +518,7 @@ impl ActivityStore for SqliteStore {
 
     fn process_events(
         &self,
+        host: &str,
         proc_id: &str,
         limit: u32,
     ) -> Result<(Vec<Activity>, u64), StoreError> {
@@ -417,34 +527,41 @@ impl ActivityStore for SqliteStore {
             let mut st = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM activity a
-                     LEFT JOIN processes p ON p.proc_id = a.proc_id
-                     WHERE a.proc_id = ?1 ORDER BY a.time_unix_ns LIMIT ?2"
+                     {JOIN_PROCESS}
+                     WHERE a.proc_id = ?1 AND a.hostname = ?3
+                     ORDER BY a.time_unix_ns LIMIT ?2"
                 ))
                 .map_err(backend)?;
             let rows = st
-                .query_map(params![proc_id, limit], event_row)
+                .query_map(params![proc_id, limit, host], event_row)
                 .map_err(backend)?;
             decode_events(rows)?
         };
         // Counted up to a bound: a busy daemon's total is not worth a scan.
         let total: u64 = conn
             .prepare_cached(
-                "SELECT count(*) FROM (SELECT 1 FROM activity WHERE proc_id = ?1 LIMIT 100000)",
+                "SELECT count(*) FROM (SELECT 1 FROM activity WHERE proc_id = ?1 LIMIT 10000)",
             )
             .and_then(|mut st| st.query_row([proc_id], |r| r.get(0)))
             .map_err(backend)?;
         Ok((events, total))
     }
 
-    fn process_alerts(&self, proc_id: &str, limit: u32) -> Result<Vec<Alert>, StoreError> {
+    fn process_alerts(
+        &self,
+        host: &str,
+        proc_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Alert>, StoreError> {
         let conn = self.read()?;
         let mut st = conn
             .prepare_cached(
-                "SELECT body FROM alerts WHERE proc_id = ?1 ORDER BY time_unix_ns LIMIT ?2",
+                "SELECT body FROM alerts WHERE proc_id = ?1 AND hostname = ?3
+                 ORDER BY time_unix_ns LIMIT ?2",
             )
             .map_err(backend)?;
         let rows = st
-            .query_map(params![proc_id, limit], |r| r.get(0))
+            .query_map(params![proc_id, limit, host], |r| r.get(0))
             .map_err(backend)?;
         decode_all(rows, "alert")
     }
@@ -458,7 +575,7 @@ impl ActivityStore for SqliteStore {
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM activity a
-                 LEFT JOIN processes p ON p.proc_id = a.proc_id
+                 {JOIN_PROCESS}
                  WHERE a.hostname = ?1 AND a.time_unix_ns BETWEEN ?2 AND ?3
                    AND (?4 IS NULL OR a.pid = ?4)
                  ORDER BY a.time_unix_ns {dir}, a.id {dir} LIMIT ?5"
@@ -564,7 +681,7 @@ impl ActivityStore for SqliteStore {
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT a.hostname, {EVENT_COLUMNS} FROM activity a
-                 LEFT JOIN processes p ON p.proc_id = a.proc_id
+                 {JOIN_PROCESS}
                  WHERE a.{column} = ?1 AND a.time_unix_ns >= ?2
                  ORDER BY a.time_unix_ns DESC LIMIT ?3"
             ))
