@@ -86,7 +86,7 @@ fn fold_process(tx: &Transaction<'_>, host: &str, w: &ProcWrite<'_>) -> rusqlite
         if let (Some(_), Some(parent)) = (&stored, nonempty(&w.process.parent_proc_id)) {
             tx.prepare_cached(
                 "UPDATE processes SET parent_id = ?2
-                 WHERE proc_id = ?1 AND hostname = ?3 AND parent_id IS NULL",
+                 WHERE proc_id = ?1 AND +hostname = ?3 AND parent_id IS NULL",
             )?
             .execute(params![w.process.proc_id, parent, host])?;
         }
@@ -331,6 +331,9 @@ fn pivot_column(key: &PivotKey) -> (&'static str, &'static str, &str) {
     }
 }
 
+// In the reads by process below, `+hostname` keeps SQLite on the index
+// by process: the host and time key would otherwise look like the way to
+// read a host's events in time order, and scan all of them.
 impl ActivityStore for SqliteStore {
     fn insert_activity(
         &self,
@@ -496,7 +499,7 @@ impl ActivityStore for SqliteStore {
         let conn = self.read()?;
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT {PROCESS_COLUMNS} FROM processes WHERE parent_id = ?1 AND hostname = ?3
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE parent_id = ?1 AND +hostname = ?3
                  ORDER BY seen_ns LIMIT ?2"
             ))
             .map_err(backend)?;
@@ -528,7 +531,7 @@ impl ActivityStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM activity a
                      {JOIN_PROCESS}
-                     WHERE a.proc_id = ?1 AND a.hostname = ?3
+                     WHERE a.proc_id = ?1 AND +a.hostname = ?3
                      ORDER BY a.time_unix_ns LIMIT ?2"
                 ))
                 .map_err(backend)?;
@@ -556,7 +559,7 @@ impl ActivityStore for SqliteStore {
         let conn = self.read()?;
         let mut st = conn
             .prepare_cached(
-                "SELECT body FROM alerts WHERE proc_id = ?1 AND hostname = ?3
+                "SELECT body FROM alerts WHERE proc_id = ?1 AND +hostname = ?3
                  ORDER BY time_unix_ns LIMIT ?2",
             )
             .map_err(backend)?;
