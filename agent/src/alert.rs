@@ -117,10 +117,13 @@ pub fn process_info(ev: &Event, ids: &ProcIds) -> ProcessInfo {
         login_user: d.map(|d| text(&d.login_user)).unwrap_or_default(),
         proc_id: ids.of(p.pid, p.start_boottime_ns),
         parent_proc_id: parent_proc_id(ev, ids),
-        start_unix_ns: p
-            .start_boottime_ns
-            .map_or(0, |s| BootClock::now().to_unix_ns(s)),
+        start_unix_ns: start_unix_ns(p.start_boottime_ns),
     }
+}
+
+/// A process start (CLOCK_BOOTTIME) as wall-clock ns; 0 when unknown.
+pub fn start_unix_ns(start_boottime_ns: Option<u64>) -> i64 {
+    start_boottime_ns.map_or(0, |s| BootClock::now().to_unix_ns(s))
 }
 
 /// The creator's id (the process that created it, not a reaper it was

@@ -77,6 +77,16 @@ pub enum Order {
     Backward,
 }
 
+impl Order {
+    /// The SQL ordering keyword.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Order::Forward => "ASC",
+            Order::Backward => "DESC",
+        }
+    }
+}
+
 /// One span of a host's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {

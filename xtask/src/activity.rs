@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+use crate::bench::{cpu_seconds, median};
+
 pub struct Options {
     pub rounds: u32,
     pub seconds: u32,
@@ -46,21 +48,6 @@ fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .with_context(|| format!("no {name} in /metrics"))
-}
-
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Starts programs at `rate` per second for `seconds`, from two threads;

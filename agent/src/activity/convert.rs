@@ -10,7 +10,7 @@ use crate::{
         network::{NetworkInfo, SockAddr, SockFamily, SockType},
         Event, EventBody,
     },
-    util::{clock::BootClock, procid::ProcIds},
+    util::procid::ProcIds,
 };
 
 /// Sockets seen created and bound, by (pid, fd): a connection's protocol
@@ -251,9 +251,7 @@ pub fn process(ev: &Event, ids: &ProcIds, full: bool) -> pb::ProcessInfo {
             .to_string(),
         proc_id: ids.of(p.pid, p.start_boottime_ns),
         parent_proc_id: crate::alert::parent_proc_id(ev, ids),
-        start_unix_ns: p
-            .start_boottime_ns
-            .map_or(0, |s| BootClock::now().to_unix_ns(s)),
+        start_unix_ns: crate::alert::start_unix_ns(p.start_boottime_ns),
         ..Default::default()
     }
 }
@@ -272,7 +270,5 @@ pub fn fork_child(ev: &Event, ids: &ProcIds, a: &mut pb::Activity) {
     p.pid = f.child_pid;
     p.tid = f.child_pid;
     p.proc_id = ids.of(f.child_pid, f.child_start_boottime_ns);
-    p.start_unix_ns = f
-        .child_start_boottime_ns
-        .map_or(0, |s| BootClock::now().to_unix_ns(s));
+    p.start_unix_ns = crate::alert::start_unix_ns(f.child_start_boottime_ns);
 }

@@ -14,7 +14,7 @@ use vigil_proto::v1::{Activity, ActivityKind, Alert, HostInfo, ProcessInfo};
 
 use super::{backend, SqliteStore};
 use crate::{
-    activity::{ActivityStore, Detail, HostSeen, Order, PivotKey, ProcessRow, Span},
+    activity::{ActivityStore, Detail, HostSeen, PivotKey, ProcessRow, Span},
     store::StoreError,
 };
 
@@ -571,10 +571,7 @@ impl ActivityStore for SqliteStore {
 
     fn span_activity(&self, s: &Span) -> Result<Vec<Activity>, StoreError> {
         let conn = self.read()?;
-        let dir = match s.order {
-            Order::Forward => "ASC",
-            Order::Backward => "DESC",
-        };
+        let dir = s.order.sql();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM activity a
@@ -595,10 +592,7 @@ impl ActivityStore for SqliteStore {
 
     fn span_alerts(&self, s: &Span) -> Result<Vec<Alert>, StoreError> {
         let conn = self.read()?;
-        let dir = match s.order {
-            Order::Forward => "ASC",
-            Order::Backward => "DESC",
-        };
+        let dir = s.order.sql();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT body FROM alerts
