@@ -12,10 +12,66 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// This host's name, read once.
+static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// This host's name: the one [`set_hostname`] gave, or else [`discover`]'s,
+/// found once.
 pub fn hostname() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| read_trimmed("/proc/sys/kernel/hostname"))
+    NAME.get_or_init(discover)
+}
+
+/// Names this host for the rest of the run (`--hostname`: in Kubernetes,
+/// the node's name). Returns false if the name was already fixed.
+pub fn set_hostname(name: &str) -> bool {
+    NAME.set(name.to_string()).is_ok()
+}
+
+/// The kernel's host name, or, in a container with a UTS namespace of its
+/// own that shares the host's PID namespace (a DaemonSet with hostPID, or
+/// `--pid=host`), the host's: PID 1 is then the host's init, and its UTS
+/// namespace holds the name the host's alerts must carry. Reading it
+/// needs CAP_SYS_PTRACE (to see PID 1's namespace) and CAP_SYS_ADMIN (to
+/// enter it, in a thread of its own that ends at once); without them the
+/// container's name is used and a warning says to pass `--hostname`.
+pub fn discover() -> String {
+    let own = read_trimmed("/proc/sys/kernel/hostname");
+    let ns = |p: &str| fs::read_link(p).ok();
+    let (mine, init) = (ns("/proc/self/ns/uts"), ns("/proc/1/ns/uts"));
+    if mine.is_none() || mine == init {
+        return own;
+    }
+    if init.is_none() {
+        // PID 1's namespace cannot be seen: a container without hostPID
+        // or CAP_SYS_PTRACE. Its own name is all there is.
+        return own;
+    }
+    match std::thread::spawn(name_in_pid1_uts).join() {
+        Ok(Ok(name)) if !name.is_empty() => name,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, container = %own, "in a container with its own host name, and the host's cannot be read (it needs CAP_SYS_ADMIN); events carry the container's name: pass --hostname");
+            own
+        }
+        _ => own,
+    }
+}
+
+/// The node name of PID 1's UTS namespace, read from a thread that
+/// enters it (setns moves only the calling thread).
+fn name_in_pid1_uts() -> std::io::Result<String> {
+    use std::os::fd::AsRawFd as _;
+    let f = fs::File::open("/proc/1/ns/uts")?;
+    // SAFETY: a valid namespace fd; only this short-lived thread moves.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWUTS) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: uname fills the zeroed struct.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel NUL-terminates nodename.
+    let name = unsafe { std::ffi::CStr::from_ptr(u.nodename.as_ptr()) };
+    Ok(name.to_string_lossy().trim().to_string())
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`): a change means the
@@ -27,7 +83,7 @@ pub fn boot_id() -> String {
 /// Hostname, machine id, kernel release and agent version of this host.
 pub fn detect() -> HostInfo {
     HostInfo {
-        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        hostname: hostname().to_string(),
         machine_id: read_trimmed("/etc/machine-id"),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -2,6 +2,7 @@
 //! over these modules, so tests link the same logic.
 pub mod activity;
 pub mod alert;
+pub mod doctor;
 pub mod enrich;
 pub mod event;
 pub mod forward;

@@ -1,5 +1,10 @@
 //! `vigil-agent`: command-line entry point. All logic lives in the library.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -50,10 +55,53 @@ enum Command {
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check that this host can run the agent: one line per check, with
+    /// what to do when it fails.
+    ///
+    /// Kernel version, BTF, the embedded probe, capabilities, lockdown
+    /// mode, BPF ring buffers, tracefs, the scheduler tracepoints and each
+    /// followed syscall's tracepoints, cgroup v2, the container runtimes'
+    /// state directories, the clock source, the spool directory, and, with
+    /// --collector, the agent's certificate and a real connection (TCP,
+    /// mutual TLS, HTTP/2) to the collector. Takes every flag of `run`, and
+    /// reads the same settings file, so it checks what `run` would do.
+    /// Exits 0 when the agent can run (warnings only narrow what it sees),
+    /// 1 otherwise.
+    ///
+    /// Examples:
+    ///   vigil-agent doctor
+    ///   vigil-agent doctor --config /etc/vigil/agent.yaml --json
+    #[command(verbatim_doc_comment)]
+    Doctor(Box<DoctorArgs>),
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// One JSON object: {"can_run": bool, "checks": [{"name", "status"
+    /// (ok, warn, fail), "detail", "fix"}]}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// The settings file: every flag of this command is a key, written
+    /// without the dashes (`spool_max: 512M`, `rules: [/etc/vigil/rules]`;
+    /// docs/configuration.md). Flags on the command line win. Default:
+    /// /etc/vigil/agent.yaml, when it exists. SIGHUP rereads it: `rules`
+    /// and `unsupported` take effect at once, and each other changed key
+    /// is logged as needing a restart.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This host's name in alerts, activity and heartbeats. Default: the
+    /// kernel's host name; in a container sharing the host's PID namespace,
+    /// the host's (read through PID 1). In Kubernetes, pass the node's name
+    /// (the downward API's spec.nodeName). With --tls-cert the certificate's
+    /// name is sent to the collector, which stores alerts under it.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
     /// Print events as one JSON object per line on stdout. `--events` (or
     /// `--events all`): every event of every followed syscall, with the
     /// kernel's rule-driven filter off, so the stream is complete.
@@ -361,9 +409,12 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    // Under systemd, journald stamps each line itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journald) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 }
 
@@ -379,11 +430,45 @@ async fn shutdown_signal() {
     }
 }
 
+/// The settings file of `run` when no --config is given.
+const DEFAULT_CONFIG: &str = "/etc/vigil/agent.yaml";
+
+/// The commands that read the settings file.
+fn configurable() -> [(&'static str, &'static Path); 2] {
+    [
+        ("run", Path::new(DEFAULT_CONFIG)),
+        ("doctor", Path::new(DEFAULT_CONFIG)),
+    ]
+}
+
+/// Parses the command line merged with its settings file; exits 2 with
+/// the error (FILE:LINE for the file's) when it does not parse.
+fn parse_cli(argv: &[OsString]) -> vigil_config::Parsed<Cli> {
+    match vigil_config::parse::<Cli>(argv, &configurable()) {
+        Ok(p) => p,
+        Err(vigil_config::ParseError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("vigil-agent: error: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let parsed = parse_cli(&argv);
+    let cli = parsed.cli;
     init_logging(cli.log_format, &cli.log_level);
+    if let Some((file, applied)) = &parsed.file {
+        tracing::info!(
+            file = %file.path.display(),
+            keys = file.entries.len(),
+            overridden_by_flags = ?applied.overridden,
+            "settings file read"
+        );
+    }
     let result = match cli.command {
-        Command::Run(args) => run_agent(*args),
+        Command::Run(args) => run_agent(*args, reconfigure(argv, parsed.file.map(|f| f.1))),
         Command::Rules(RulesCommand::Check { paths, unsupported }) => {
             check_rules(&paths, unsupported)
         }
@@ -395,6 +480,7 @@ fn main() -> ExitCode {
             json,
             unsupported,
         }) => test_rules(&rules, events, baseline, fail_on, json, unsupported),
+        Command::Doctor(args) => doctor(*args),
         Command::Rules(RulesCommand::Fields) => {
             list_fields();
             Ok(ExitCode::SUCCESS)
@@ -409,7 +495,57 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// What SIGHUP does with the settings file: reads it again with the same
+/// command line, and returns the new `rules` and `unsupported`; each other
+/// changed key is logged as needing a restart. A file that no longer
+/// parses changes nothing, and says why.
+fn reconfigure(argv: Vec<OsString>, applied: Option<vigil_config::Applied>) -> run::Reconfigure {
+    const AT_ONCE: &[&str] = &["rules", "unsupported"];
+    let last = std::sync::Mutex::new(applied.unwrap_or_default());
+    run::Reconfigure(std::sync::Arc::new(move || {
+        let parsed = match vigil_config::parse::<Cli>(&argv, &configurable()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %vigil_config_error(&e), "settings not reloaded; the running ones stay");
+                return None;
+            }
+        };
+        let Command::Run(args) = parsed.cli.command else {
+            return None;
+        };
+        let new = parsed.file.map(|f| f.1).unwrap_or_default();
+        let mut last = last.lock().expect("settings lock");
+        for key in vigil_config::changed_keys(&last, &new) {
+            if new.overridden.contains(&key) {
+                tracing::info!(
+                    key,
+                    "changed in the settings file, but the command line sets it"
+                );
+            } else if AT_ONCE.contains(&key.as_str()) {
+                tracing::info!(key, "setting changed: applied");
+            } else {
+                tracing::warn!(key, "setting changed: restart vigil-agent to apply it");
+            }
+        }
+        *last = new;
+        Some(run::RuleSettings {
+            rules: args.rules,
+            unsupported: args.unsupported,
+        })
+    }))
+}
+
+fn vigil_config_error(e: &vigil_config::ParseError) -> String {
+    match e {
+        vigil_config::ParseError::Clap(e) => vigil_config::clap_message(e),
+        e => e.to_string(),
+    }
+}
+
+fn run_agent(args: RunArgs, reconfigure: run::Reconfigure) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.hostname {
+        vigil_agent::host::set_hostname(name);
+    }
     let opts = RunOptions {
         events: args.events.unwrap_or(EventsOut::None),
         rules: args.rules,
@@ -458,6 +594,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             context_processes: args.activity_context_processes as usize,
         },
         activity_spool_max: args.activity_spool_max,
+        reconfigure: Some(reconfigure),
     };
     // One thread: the event loop is one task, and the forwarder's network
     // work is small; a multi-threaded runtime only added cross-thread
@@ -468,6 +605,39 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(run::run(opts, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    use vigil_agent::doctor;
+    let run = args.run;
+    let opts = doctor::DoctorOptions {
+        btf: run.btf,
+        container_runtime_root: run.container_runtime_root,
+        k8s_log_dir: run.k8s_log_dir,
+        spool_dir: run.spool_dir,
+        collector: run.collector,
+        tls: match (run.tls_cert, run.tls_key, run.ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(vigil_proto::tls::ClientTls { ca, cert, key })
+            }
+            _ => None,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let checks = rt.block_on(doctor::examine(&opts));
+    if args.json {
+        println!("{}", doctor::render_json(&checks));
+    } else {
+        print!("{}", doctor::render_text(&checks));
+    }
+    Ok(if doctor::can_run(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn check_rules(paths: &[PathBuf], unsupported: Unsupported) -> anyhow::Result<ExitCode> {

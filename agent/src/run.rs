@@ -31,6 +31,27 @@ use crate::{
     util::{clock::BootClock, procid::ProcIds},
 };
 
+/// The rule settings a SIGHUP may change: the settings file's `rules`
+/// and `unsupported`.
+#[derive(Debug, Clone)]
+pub struct RuleSettings {
+    pub rules: Vec<PathBuf>,
+    pub unsupported: crate::rules::Unsupported,
+}
+
+/// Rereads the agent's settings on SIGHUP (the binary's settings file):
+/// the rule settings to use from now on, or `None` to keep the current
+/// ones (a file with an error, which it logs). It also logs each changed
+/// setting that needs a restart.
+#[derive(Clone)]
+pub struct Reconfigure(pub Arc<dyn Fn() -> Option<RuleSettings> + Send + Sync>);
+
+impl std::fmt::Debug for Reconfigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reconfigure")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Which events to print as JSON lines on stdout.
@@ -85,6 +106,9 @@ pub struct RunOptions {
     /// bound of its spool.
     pub activity: ActivityConfig,
     pub activity_spool_max: u64,
+    /// Called on SIGHUP before the rules reload; `None`: the rules reload
+    /// from the same paths.
+    pub reconfigure: Option<Reconfigure>,
 }
 
 /// Which events `run` prints on stdout.
@@ -204,9 +228,10 @@ struct Loss {
 
 /// Runs until `shutdown` resolves.
 pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let load_opts = LoadOptions {
+    let mut load_opts = LoadOptions {
         unsupported: opts.unsupported,
     };
+    let mut rule_paths = opts.rules.clone();
     let rules = load_rules(&opts.rules, load_opts)?;
     let exclusions =
         crate::kernel::exclusions::Exclusions::resolve(&opts.exclude_exes, &opts.exclude_cgroups)?;
@@ -354,7 +379,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(1);
-    let mut fingerprint = rules_fingerprint(&opts.rules);
+    let mut fingerprint = rules_fingerprint(&rule_paths);
     let mut poll = tokio::time::interval(if opts.rules_poll.is_zero() {
         Duration::from_secs(3600)
     } else {
@@ -384,12 +409,19 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
                 findings = now;
             }
             _ = &mut shutdown => break,
-            _ = hup.recv() => start_reload(opts.rules.clone(), load_opts, "SIGHUP", reload_tx.clone()),
-            _ = poll.tick(), if !opts.rules_poll.is_zero() && !opts.rules.is_empty() => {
-                let now = rules_fingerprint(&opts.rules);
+            _ = hup.recv() => {
+                if let Some(new) = opts.reconfigure.as_ref().and_then(|r| (r.0)()) {
+                    rule_paths = new.rules;
+                    load_opts.unsupported = new.unsupported;
+                    fingerprint = rules_fingerprint(&rule_paths);
+                }
+                start_reload(rule_paths.clone(), load_opts, "SIGHUP", reload_tx.clone());
+            }
+            _ = poll.tick(), if !opts.rules_poll.is_zero() && !rule_paths.is_empty() => {
+                let now = rules_fingerprint(&rule_paths);
                 if now != fingerprint {
                     fingerprint = now;
-                    start_reload(opts.rules.clone(), load_opts, "rule files changed", reload_tx.clone());
+                    start_reload(rule_paths.clone(), load_opts, "rule files changed", reload_tx.clone());
                 }
             }
             Some(new) = reload_rx.recv() => match new {

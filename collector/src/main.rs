@@ -1,5 +1,12 @@
 //! `vigil-collector`: command-line entry point. All logic lives in the library.
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -163,6 +170,14 @@ enum PkiCommand {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
+    /// The settings file: every flag of this command is a key, written
+    /// without the dashes (`listen: 0.0.0.0:50051`, `retention: 30d`;
+    /// docs/configuration.md). Flags on the command line win. Default:
+    /// /etc/vigil/collector.yaml, when it exists. SIGHUP rereads it and
+    /// logs each changed key as needing a restart (certificates,
+    /// revocations and the notification file are reread when they change).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on (IP:PORT). The default accepts local agents only.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -666,15 +681,83 @@ async fn shutdown_signal() {
     }
 }
 
+/// The settings file of `serve` when no --config is given.
+const DEFAULT_CONFIG: &str = "/etc/vigil/collector.yaml";
+
+fn configurable() -> [(&'static str, &'static Path); 1] {
+    [("serve", Path::new(DEFAULT_CONFIG))]
+}
+
+/// Parses the command line merged with its settings file; exits 2 with
+/// the error (FILE:LINE for the file's) when it does not parse.
+fn parse_cli(argv: &[OsString]) -> vigil_config::Parsed<Cli> {
+    match vigil_config::parse::<Cli>(argv, &configurable()) {
+        Ok(p) => p,
+        Err(vigil_config::ParseError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("vigil-collector: error: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// On SIGHUP: reads the settings file again with the same command line
+/// and logs what changed; every `serve` setting needs a restart.
+async fn watch_settings(argv: Vec<OsString>, mut last: vigil_config::Applied) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let parsed = match vigil_config::parse::<Cli>(&argv, &configurable()) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = match e {
+                    vigil_config::ParseError::Clap(e) => vigil_config::clap_message(&e),
+                    e => e.to_string(),
+                };
+                tracing::error!(error = %e, "SIGHUP: the settings file has an error; the running settings stay");
+                continue;
+            }
+        };
+        let new = parsed.file.map(|f| f.1).unwrap_or_default();
+        let changed = vigil_config::changed_keys(&last, &new);
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: settings unchanged (certificates and the notification file are reread when they change)");
+        }
+        for key in changed {
+            if new.overridden.contains(&key) {
+                tracing::info!(
+                    key,
+                    "changed in the settings file, but the command line sets it"
+                );
+            } else {
+                tracing::warn!(key, "setting changed: restart vigil-collector to apply it");
+            }
+        }
+        last = new;
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let parsed = parse_cli(&argv);
+    let cli = parsed.cli;
+    let settings = parsed
+        .file
+        .map(|(file, applied)| (file.path.display().to_string(), file.entries.len(), applied));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd, journald stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -687,7 +770,17 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => {
+                let last = match settings {
+                    Some((file, keys, applied)) => {
+                        tracing::info!(file, keys, overridden_by_flags = ?applied.overridden, "settings file read");
+                        applied
+                    }
+                    None => Default::default(),
+                };
+                tokio::spawn(watch_settings(argv, last));
+                serve(args).await
+            }
             Command::Query(q) => {
                 let tls = q.conn.tls()?;
                 let server = &q.conn.server;

@@ -7,11 +7,9 @@
 //! - `test`: the whole suite (format, lints, unit, integration and eBPF
 //!   end-to-end tests). `.ci/run` calls exactly this.
 use std::{
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus},
-    thread,
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use anyhow::{bail, Context as _};
@@ -39,7 +37,7 @@ enum Cmd {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
         /// Collector listen address.
-        #[arg(long, default_value = DEFAULT_LISTEN)]
+        #[arg(long, default_value = run::DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Extra arguments for `vigil-agent run` (after `--`), e.g. `-- --events`.
         #[arg(last = true)]
@@ -109,7 +107,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             agent_args,
-        } => run(&data_dir, listen, &agent_args),
+        } => run::run(&data_dir, listen, &agent_args),
         Cmd::Test { args } => test(&args),
         Cmd::Load {
             agents,
@@ -227,7 +225,11 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // lets them skip; the count is printed, so a partial run says so.
     let skipped_dir = Path::new("target/vigil-skipped");
     let _ = std::fs::remove_dir_all(skipped_dir);
-    let result = step("cargo test", cargo().arg("test").args(extra));
+    let result = if is_root() {
+        step("cargo test", cargo().arg("test").args(extra))
+    } else {
+        test_as_user(extra)
+    };
     let skipped: Vec<String> = std::fs::read_dir(skipped_dir)
         .map(|d| {
             d.flatten()
@@ -237,7 +239,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .unwrap_or_default();
     if !skipped.is_empty() {
         eprintln!(
-            "==> {} kernel tests were SKIPPED (VIGIL_SKIP_KERNEL_TESTS=1, not root): {}",
+            "==> {} kernel tests were SKIPPED (VIGIL_SKIP_KERNEL_TESTS=1): {}",
             skipped.len(),
             skipped.join(", ")
         );
@@ -245,167 +247,78 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     result
 }
 
+/// The suite for a user who is not root: everything is built, and the
+/// unit and integration tests run, as that user; the end-to-end tests
+/// (`vigil-tests`), which load the eBPF probe, run through `sudo`, as
+/// cargo's runner for their test binaries. With VIGIL_SKIP_KERNEL_TESTS=1
+/// they run as the user and skip what needs the kernel.
+fn test_as_user(extra: &[String]) -> anyhow::Result<()> {
+    let unprivileged = step(
+        "cargo test (all but the end-to-end tests, as this user)",
+        cargo()
+            .args(["test", "--workspace", "--exclude", "vigil-tests"])
+            .args(extra),
+    );
+    let mut e2e = cargo();
+    e2e.args(["test", "-p", "vigil-tests"]).args(extra);
+    let what = if std::env::var("VIGIL_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1") {
+        "cargo test -p vigil-tests (as this user; kernel tests skipped)"
+    } else {
+        eprintln!(
+            "==> the end-to-end tests load the eBPF probe, so they alone run as root: through sudo \
+             (you may be asked for your password)"
+        );
+        e2e.env(
+            format!(
+                "CARGO_TARGET_{}_RUNNER",
+                host_triple()?.to_uppercase().replace('-', "_")
+            ),
+            "sudo --preserve-env --",
+        );
+        "cargo test -p vigil-tests (test binaries through sudo)"
+    };
+    let e2e = step(what, &mut e2e);
+    unprivileged.and(e2e)
+}
+
+/// The target triple cargo builds for here (`rustc -vV`'s host line).
+fn host_triple() -> anyhow::Result<String> {
+    let out = output(Command::new("rustc").arg("-vV")).context("cannot run rustc -vV")?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV printed no host line")
+}
+
 mod activity;
 mod bench;
 mod load;
+mod run;
 
 pub(crate) fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn run(data_dir: &Path, listen: SocketAddr, agent_args: &[String]) -> anyhow::Result<()> {
-    setup()?;
-    if !is_root() {
-        bail!("the agent loads an eBPF probe and needs root: run `sudo -E cargo xtask run`");
+/// `program` run as root: itself when xtask is root, otherwise through
+/// `sudo` (which asks for a password on the terminal when it must).
+/// `keep_env` passes this environment on (`sudo --preserve-env`), which
+/// the test binaries need; sudo's `secure_path` still replaces PATH, so
+/// `program` is a path, never a name to look up.
+pub(crate) fn as_root(program: &Path, keep_env: bool) -> Command {
+    if is_root() {
+        return Command::new(program);
     }
-    step(
-        "cargo build --release --bins",
-        cargo().args(["build", "--release", "--bins"]),
-    )?;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let bin = Path::new("target/release");
-    let db = data_dir.join("alerts.db");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .context("cannot read this host's name")?
-        .trim()
-        .to_string();
-    let pki = data_dir.join("pki");
-    ensure_pki(bin, &pki, &host, &listen)?;
-    let pki_s = pki.display().to_string();
-    // Ctrl-C reaches the children too; xtask stays to wait for their clean exit.
-    // SAFETY: setting a signal disposition.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let mut collector = spawn(
-        Command::new(bin.join("vigil-collector"))
-            .args([
-                "serve",
-                "--listen",
-                &listen.to_string(),
-                "--pki",
-                &pki_s,
-                "--db",
-            ])
-            .arg(&db),
-    )?;
-    wait_for_port(listen, &mut collector)?;
-    // The collector's certificate names loopback, not "any address".
-    let reach = if listen.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], listen.port()))
-    } else {
-        listen
-    };
-    let url = format!("https://{reach}");
-    let agent_files = |ext: &str| {
-        pki.join(format!("agents/{host}.{ext}"))
-            .display()
-            .to_string()
-    };
-    let mut agent = spawn(
-        Command::new(bin.join("vigil-agent"))
-            .args(["run", "--collector", &url])
-            .args([
-                "--tls-cert",
-                &agent_files("crt"),
-                "--tls-key",
-                &agent_files("key"),
-            ])
-            .args(["--ca", &format!("{pki_s}/ca.crt")])
-            .arg("--spool-dir")
-            .arg(data_dir.join("spool"))
-            .args(agent_args),
-    )?;
-    let server = if listen.to_string() == DEFAULT_LISTEN {
-        String::new()
-    } else {
-        format!("--server {url} ")
-    };
-    eprintln!(
-        "==> Vigil is running over mutual TLS: collector on {url} (database {}, certificates in {pki_s}),\n    \
-         agent for host {host} with the default rules.\n    \
-         Try:  cp /bin/true /tmp/x && /tmp/x\n    \
-         Then: {} query {server}--pki {pki_s} --as {RESPONDER} alerts --since 1h\n    \
-         Ctrl-C stops both.",
-        db.display(),
-        bin.join("vigil-collector").display()
-    );
-    let agent_status = agent.wait()?;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(collector.id() as i32, libc::SIGTERM) };
-    let collector_status = collector.wait()?;
-    report("vigil-agent", agent_status)?;
-    report("vigil-collector", collector_status)
-}
-
-/// The responder certificate `cargo xtask run` makes for local queries.
-const RESPONDER: &str = "local";
-const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-
-/// Creates the PKI of a local run on first use: the CA and collector
-/// certificate (naming localhost, 127.0.0.1 and the listen address), an
-/// agent certificate for this host, and the responder `local`.
-fn ensure_pki(bin: &Path, pki: &Path, host: &str, listen: &SocketAddr) -> anyhow::Result<()> {
-    let collector = || Command::new(bin.join("vigil-collector"));
-    if !pki.join("ca.crt").exists() {
-        let mut init = collector();
-        init.args(["pki", "init"]).arg(pki);
-        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let ip = listen.ip().to_string();
-        if !listen.ip().is_unspecified() && !sans.contains(&ip) {
-            sans.push(ip);
-        }
-        for san in &sans {
-            init.args(["--san", san]);
-        }
-        quiet_step("create the local PKI", &mut init)?;
+    let mut cmd = Command::new("sudo");
+    if keep_env {
+        cmd.arg("--preserve-env");
     }
-    if !pki.join(format!("agents/{host}.crt")).exists() {
-        quiet_step(
-            "issue this host's agent certificate",
-            collector()
-                .args(["pki", "issue"])
-                .arg(pki)
-                .args(["--agent", host]),
-        )?;
-    }
-    if !pki.join(format!("responders/{RESPONDER}.crt")).exists() {
-        quiet_step(
-            "issue the local responder certificate",
-            collector()
-                .args(["pki", "issue"])
-                .arg(pki)
-                .args(["--responder", RESPONDER]),
-        )?;
-        give_to_sudo_user(&[
-            pki.join("responders"),
-            pki.join(format!("responders/{RESPONDER}.crt")),
-            pki.join(format!("responders/{RESPONDER}.key")),
-        ]);
-    }
-    Ok(())
-}
-
-/// Under `sudo`, hands `paths` to the user who ran it, so the README's
-/// query works without root (the key stays mode 0600).
-fn give_to_sudo_user(paths: &[PathBuf]) {
-    let id = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
-    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
-        return;
-    };
-    for p in paths {
-        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        // SAFETY: a valid C string; failure only leaves the file root's.
-        if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
-            eprintln!("==> note: cannot give {} to uid {uid}", p.display());
-        }
-    }
+    cmd.arg("--").arg(program);
+    cmd
 }
 
 /// Runs a command whose output matters only when it fails.
-fn quiet_step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn quiet_step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot {what}"))?;
     if !out.status.success() {
         bail!(
@@ -414,31 +327,4 @@ fn quiet_step(what: &str, cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
-    cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))
-}
-
-fn report(name: &str, st: ExitStatus) -> anyhow::Result<()> {
-    use std::os::unix::process::ExitStatusExt;
-    if st.success() || st.signal() == Some(libc::SIGINT) {
-        Ok(())
-    } else {
-        bail!("{name} exited with {st}")
-    }
-}
-
-fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if let Some(st) = child.try_wait()? {
-            bail!("vigil-collector exited before listening ({st})");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    bail!("vigil-collector did not listen on {addr} within 15 s")
 }

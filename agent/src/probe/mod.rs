@@ -31,6 +31,11 @@ use syscalls::SyscallHooks;
 /// The probe object built by `build.rs`; empty under `AYA_BUILD_SKIP=1`.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probe"));
 
+/// True when this binary carries the probe (not built with AYA_BUILD_SKIP=1).
+pub fn embedded() -> bool {
+    !PROBE_OBJECT.is_empty()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("this vigil-agent was built with AYA_BUILD_SKIP=1 and has no eBPF probe; rebuild without it")]
