@@ -28,24 +28,24 @@ pub fn set_hostname(name: &str) -> bool {
 
 /// The kernel's host name, or, in a container with a UTS namespace of its
 /// own that shares the host's PID namespace (a DaemonSet with hostPID, or
-/// `--pid=host`), the host's: PID 1 is then the host's init, and its UTS
-/// namespace holds the name the host's alerts must carry. Reading it
-/// needs CAP_SYS_PTRACE (to see PID 1's namespace) and CAP_SYS_ADMIN (to
-/// enter it, in a thread of its own that ends at once); without them the
-/// container's name is used and a warning says to pass `--hostname`.
+/// `--pid=host`), the host's: the kernel's own threads (kthreadd, PID 2)
+/// live in the initial UTS namespace, which holds the host's name. (PID
+/// 1's would serve as well, but some hosts refuse even root a look at
+/// it.) Entering it needs CAP_SYS_ADMIN, in a thread of its own that ends
+/// at once; without it the container's name is used and a warning says
+/// to pass `--hostname`.
 pub fn discover() -> String {
     let own = read_trimmed("/proc/sys/kernel/hostname");
-    let ns = |p: &str| fs::read_link(p).ok();
-    let (mine, init) = (ns("/proc/self/ns/uts"), ns("/proc/1/ns/uts"));
-    if mine.is_none() || mine == init {
+    let mine = fs::read_link("/proc/self/ns/uts").ok();
+    let Some((path, initial)) = initial_uts_ns() else {
+        // No kernel thread in sight: a container without hostPID. Its
+        // own name is all there is.
+        return own;
+    };
+    if mine.is_none() || mine.as_ref() == Some(&initial) {
         return own;
     }
-    if init.is_none() {
-        // PID 1's namespace cannot be seen: a container without hostPID
-        // or CAP_SYS_PTRACE. Its own name is all there is.
-        return own;
-    }
-    match std::thread::spawn(name_in_pid1_uts).join() {
+    match std::thread::spawn(move || name_in_uts_ns(&path)).join() {
         Ok(Ok(name)) if !name.is_empty() => name,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, container = %own, "in a container with its own host name, and the host's cannot be read (it needs CAP_SYS_ADMIN); events carry the container's name: pass --hostname");
@@ -55,11 +55,24 @@ pub fn discover() -> String {
     }
 }
 
-/// The node name of PID 1's UTS namespace, read from a thread that
+/// The path and identity of the initial UTS namespace, through kthreadd
+/// (PID 2), or PID 1 when PID 2 is not the kernel's.
+fn initial_uts_ns() -> Option<(String, std::path::PathBuf)> {
+    let pid = if read_trimmed("/proc/2/comm") == "kthreadd" {
+        2
+    } else {
+        1
+    };
+    let path = format!("/proc/{pid}/ns/uts");
+    let id = fs::read_link(&path).ok()?;
+    Some((path, id))
+}
+
+/// The node name of the UTS namespace at `ns`, read from a thread that
 /// enters it (setns moves only the calling thread).
-fn name_in_pid1_uts() -> std::io::Result<String> {
+fn name_in_uts_ns(ns: &str) -> std::io::Result<String> {
     use std::os::fd::AsRawFd as _;
-    let f = fs::File::open("/proc/1/ns/uts")?;
+    let f = fs::File::open(ns)?;
     // SAFETY: a valid namespace fd; only this short-lived thread moves.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWUTS) } != 0 {
         return Err(std::io::Error::last_os_error());

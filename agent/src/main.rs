@@ -97,7 +97,7 @@ struct RunArgs {
     config: Option<PathBuf>,
     /// This host's name in alerts, activity and heartbeats. Default: the
     /// kernel's host name; in a container sharing the host's PID namespace,
-    /// the host's (read through PID 1). In Kubernetes, pass the node's name
+    /// the host's (read from the initial UTS namespace, through kthreadd). In Kubernetes, pass the node's name
     /// (the downward API's spec.nodeName). With --tls-cert the certificate's
     /// name is sent to the collector, which stores alerts under it.
     #[arg(long, value_name = "NAME")]
@@ -751,5 +751,21 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_settings_key_is_documented() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../docs/configuration.md");
+        let mut cmd = Cli::command();
+        cmd.build();
+        let sub = cmd.find_subcommand("run").unwrap();
+        for arg in vigil_config::settings_of(sub) {
+            let key = vigil_config::key_of(arg);
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/configuration.md lacks `{key}`"
+            );
+        }
     }
 }

@@ -203,7 +203,9 @@ fn start_reload(
 
 /// Where alerts go.
 enum Sink {
-    Stdout,
+    /// JSON lines, each alert naming this host (logs gathered from many
+    /// hosts, a DaemonSet's pods, must say where an alert came from).
+    Stdout(Box<vigil_proto::v1::HostInfo>),
     Collector(Forwarder),
 }
 
@@ -314,7 +316,7 @@ pub async fn run(opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow
             heartbeats = Some(Heartbeats::new(host.clone(), opts.heartbeat_interval));
             Sink::Collector(Forwarder::start(cfg, host)?)
         }
-        None => Sink::Stdout,
+        None => Sink::Stdout(Box::new(host::detect())),
     };
     // Bootstrapped after the probe is attached, so a process started in
     // between is seen by one or the other.
@@ -850,7 +852,10 @@ impl Output<'_> {
                 .entry((hit.rule.name.clone(), hit.rule.severity.name()))
                 .or_default() += 1;
             match self.sink {
-                Sink::Stdout => write_json_line(out, &alert_json(&a)),
+                Sink::Stdout(host) => {
+                    a.host = Some((**host).clone());
+                    write_json_line(out, &alert_json(&a));
+                }
                 Sink::Collector(f) => {
                     f.send(a);
                 }

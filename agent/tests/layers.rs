@@ -5,7 +5,7 @@
 //!
 //! with the probe loader beside `event`, delivery beside `alert` (over the
 //! disk spool, which uses nothing of the agent's own), and
-//! replay above the rules. A new top-level module fails this test until it
+//! replay above the rules, and doctor (host checks) beside run. A new top-level module fails this test until it
 //! is given its place in [`LAYERS`].
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("heartbeat", 7),
     ("metrics", 7),
     ("run", 8),
+    ("doctor", 8),
 ];
 
 /// Every module file under `src/` (crate root and binary excluded), by

@@ -1222,4 +1222,20 @@ mod tests {
         assert_eq!(parse_severity("Warning").unwrap(), Severity::Warning);
         assert!(parse_severity("loud").is_err());
     }
+
+    #[test]
+    fn every_settings_key_is_documented() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../docs/configuration.md");
+        let mut cmd = Cli::command();
+        cmd.build();
+        let sub = cmd.find_subcommand("serve").unwrap();
+        for arg in vigil_config::settings_of(sub) {
+            let key = vigil_config::key_of(arg);
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/configuration.md lacks `{key}`"
+            );
+        }
+    }
 }

@@ -69,7 +69,7 @@ pub fn kernel_tests_enabled(test: &str) -> bool {
     if !opted_out || ci {
         panic!(
             "{test}: this test loads the eBPF probe and needs root. Run the suite as root \
-             (`sudo -E cargo xtask test`){}",
+             (`cargo xtask test` runs them through sudo){}",
             if ci {
                 "; under CI the kernel tests cannot be skipped"
             } else {

@@ -87,6 +87,18 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         rate: u32,
     },
+    /// Build the Debian packages vigil-agent and vigil-collector
+    /// (target/debian/*.deb) with cargo-deb, installing it if missing.
+    Package,
+    /// Build the container images localhost/vigil-agent:VERSION and
+    /// localhost/vigil-collector:VERSION with podman, from scratch (the
+    /// binaries and the libraries they link; no base image is pulled).
+    Image,
+    /// The deployment checks alone (the end of `test`): Kubernetes
+    /// manifests rendered and validated; packages installed, run as their
+    /// units run them, and purged; the agent image run as the DaemonSet
+    /// runs it. Steps that need root go through sudo.
+    DeployCheck,
     /// Run the whole test suite (what CI runs).
     Test {
         /// Extra arguments for `cargo test`.
@@ -109,6 +121,13 @@ fn main() -> anyhow::Result<()> {
             agent_args,
         } => run::run(&data_dir, listen, &agent_args),
         Cmd::Test { args } => test(&args),
+        Cmd::Package => deploy::package().map(drop),
+        Cmd::Image => deploy::image().map(|tags| {
+            for t in tags {
+                println!("{t}");
+            }
+        }),
+        Cmd::DeployCheck => deploy::check(),
         Cmd::Load {
             agents,
             rate,
@@ -244,7 +263,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             skipped.join(", ")
         );
     }
-    result
+    result?;
+    // Packages, units, images and manifests: what an operator installs.
+    deploy::check()
 }
 
 /// The suite for a user who is not root: everything is built, and the
@@ -292,6 +313,7 @@ fn host_triple() -> anyhow::Result<String> {
 
 mod activity;
 mod bench;
+mod deploy;
 mod load;
 mod run;
 

@@ -1,0 +1,680 @@
+//! Deployment artefacts and their end-to-end checks:
+//!
+//! - `cargo xtask package`: the Debian packages `vigil-agent` and
+//!   `vigil-collector` (cargo-deb, `[package.metadata.deb]` of each crate);
+//! - `cargo xtask image`: a container image per binary, built by podman on
+//!   `scratch` from a root staged here (the binary and the libraries it
+//!   links), so nothing is pulled;
+//! - `cargo xtask deploy-check` (and the end of `cargo xtask test`): the
+//!   Kubernetes manifests rendered and validated against the schemas; both
+//!   packages installed, their units verified, the binaries started as the
+//!   units start them, an alert seen end to end, and the packages purged
+//!   without a trace; the agent image run with the DaemonSet's privileges,
+//!   raising an alert for a program run on the host, under the host's name.
+//!
+//! Steps that need root (dpkg, podman, the agent) go through
+//! [`crate::as_root`]; everything is built as the user.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _};
+
+use crate::{as_root, cargo, quiet_step, step};
+
+const CARGO_DEB_VERSION: &str = "3.8.0";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The rule every check's marker program trips.
+const TMP_RULE: &str = "Execution from a temporary directory";
+
+fn sudo_cmd(program: &str) -> Command {
+    as_root(Path::new(program), false)
+}
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn have(program: &str) -> bool {
+    ok(Command::new("sh").args(["-c", &format!("command -v {program}")]))
+}
+
+/// Installs what the deployment checks need and this host lacks: Debian's
+/// podman and runc, PyPI's kubernetes-validate, crates.io's cargo-deb.
+fn tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("podman", "podman"),
+        ("runc", "runc"),
+        ("setpriv", "util-linux"),
+    ]
+    .iter()
+    .filter(|(bin, _)| !have(bin))
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        step(
+            "apt-get update (for the deployment checks' tools)",
+            sudo_cmd("/usr/bin/apt-get").args(["update", "-qq"]),
+        )?;
+        step(
+            &format!("apt-get install {}", missing.join(" ")),
+            sudo_cmd("/usr/bin/apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    if !have("kubernetes-validate") {
+        step(
+            "pip install kubernetes-validate",
+            Command::new("python3").args(["-m", "pip", "install", "-q", "kubernetes-validate"]),
+        )?;
+    }
+    ensure!(
+        have("kubectl"),
+        "kubectl is needed to render the Kubernetes manifests (kubectl kustomize)"
+    );
+    Ok(())
+}
+
+fn ensure_cargo_deb() -> anyhow::Result<()> {
+    let installed = Command::new("cargo-deb")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !installed.contains(CARGO_DEB_VERSION) {
+        step(
+            &format!("installing cargo-deb {CARGO_DEB_VERSION}"),
+            cargo().args([
+                "install",
+                &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+                "--locked",
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+fn build_release() -> anyhow::Result<()> {
+    step(
+        "cargo build --release --bins",
+        cargo().args(["build", "--release", "--bins"]),
+    )
+}
+
+/// Builds both packages; returns their paths.
+pub(crate) fn package() -> anyhow::Result<Vec<PathBuf>> {
+    crate::setup()?;
+    ensure_cargo_deb()?;
+    build_release()?;
+    let mut debs = Vec::new();
+    for pkg in ["vigil-agent", "vigil-collector"] {
+        let out = cargo()
+            .args(["deb", "-p", pkg, "--no-build", "--quiet"])
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run cargo deb -p {pkg}"))?;
+        ensure!(out.status.success(), "cargo deb -p {pkg} failed");
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rfind(|l| l.trim_end().ends_with(".deb"))
+            .map(|l| PathBuf::from(l.trim()))
+            .with_context(|| format!("cargo deb -p {pkg} printed no package path"))?;
+        eprintln!("==> {}", path.display());
+        debs.push(path);
+    }
+    Ok(debs)
+}
+
+/// The container runtime flags this host needs: runc where crun cannot
+/// run (hybrid cgroup hierarchies), and resource limits no higher than
+/// ours (podman's defaults raise them, which needs CAP_SYS_RESOURCE).
+fn podman() -> Command {
+    let mut cmd = sudo_cmd("/usr/bin/podman");
+    if have("runc") {
+        cmd.args(["--runtime", "runc"]);
+    }
+    cmd
+}
+
+/// `--ulimit` flags at or below this process's own limits: podman's
+/// defaults (and even equal values, set from inside the runtime) can be
+/// refused where root lacks CAP_SYS_RESOURCE; lowering never is.
+fn ulimit_args() -> Vec<String> {
+    let limit = |res, cap: u64| {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct.
+        unsafe { libc::getrlimit(res, &mut r) };
+        let v = r.rlim_cur.min(cap) / 2;
+        format!("{v}:{v}")
+    };
+    vec![
+        format!("--ulimit=nofile={}", limit(libc::RLIMIT_NOFILE, 1 << 16)),
+        format!("--ulimit=nproc={}", limit(libc::RLIMIT_NPROC, 1 << 13)),
+    ]
+}
+
+/// The shared libraries `exe` links, and its interpreter, as ldd says.
+fn linked_libraries(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(exe)
+        .output()
+        .context("cannot run ldd")?;
+    ensure!(out.status.success(), "ldd {} failed", exe.display());
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// Builds `localhost/vigil-agent:VERSION` and `localhost/vigil-collector:VERSION`.
+pub(crate) fn image() -> anyhow::Result<Vec<String>> {
+    crate::setup()?;
+    tools()?;
+    build_release()?;
+    let mut tags = Vec::new();
+    for (bin, file) in [("vigil-agent", "agent"), ("vigil-collector", "collector")] {
+        let stage = PathBuf::from(format!("target/image/{bin}"));
+        let _ = std::fs::remove_dir_all(&stage);
+        let root = stage.join("rootfs");
+        let exe = PathBuf::from("target/release").join(bin);
+        let mut files = vec![(exe.clone(), root.join("usr/bin").join(bin))];
+        for lib in linked_libraries(&exe)? {
+            let canonical = std::fs::canonicalize(&lib)?;
+            files.push((canonical, root.join(lib.strip_prefix("/")?)));
+        }
+        for (src, dst) in &files {
+            std::fs::create_dir_all(dst.parent().unwrap())?;
+            std::fs::copy(src, dst).with_context(|| format!("cannot stage {}", src.display()))?;
+        }
+        for dir in ["tmp", "etc/vigil", "var/lib/vigil"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        // Names for the user ids the images run as.
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/:/nonexistent\nvigil:x:65532:65532:Vigil collector:/var/lib/vigil:/nonexistent\n",
+        )?;
+        std::fs::write(root.join("etc/group"), "root:x:0:\nvigil:x:65532:\n")?;
+        let tag = format!("localhost/{bin}:{VERSION}");
+        step(
+            &format!("podman build {tag} (from scratch)"),
+            podman()
+                .args(["build", "--quiet", "--pull=never", "-t", &tag, "-f"])
+                .arg(std::fs::canonicalize(format!(
+                    "deploy/container/{file}.Containerfile"
+                ))?)
+                .arg(std::fs::canonicalize(&stage)?),
+        )?;
+        tags.push(tag);
+    }
+    Ok(tags)
+}
+
+/// Every deployment check; what `cargo xtask test` ends with.
+pub(crate) fn check() -> anyhow::Result<()> {
+    tools()?;
+    kubernetes()?;
+    let debs = package()?;
+    packages(&debs)?;
+    let tags = image()?;
+    agent_image(&tags[0])
+}
+
+/// Renders the kustomization and validates every object against the
+/// Kubernetes schemas (strictly: an unknown field fails), offline.
+fn kubernetes() -> anyhow::Result<()> {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "deploy/kubernetes"])
+        .output()
+        .context("cannot run kubectl kustomize")?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize deploy/kubernetes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = PathBuf::from("target/vigil-kubernetes.yaml");
+    std::fs::write(&rendered, &out.stdout)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kind in [
+        "DaemonSet",
+        "StatefulSet",
+        "Service",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Namespace",
+    ] {
+        ensure!(
+            text.contains(&format!("kind: {kind}\n")),
+            "the rendered manifests have no {kind}"
+        );
+    }
+    step(
+        "kubernetes-validate --strict (Kubernetes 1.30 and 1.37 schemas)",
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", "1.30.0", "-k", "1.37.0"])
+            .arg(&rendered),
+    )?;
+    step(
+        "sh -n deploy/kubernetes/pki.sh",
+        Command::new("sh").args(["-n", "deploy/kubernetes/pki.sh"]),
+    )
+}
+
+/// A process whose stderr is gathered line by line.
+struct Logged {
+    name: &'static str,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Logged> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for l in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        Ok(Logged { name, child, lines })
+    }
+
+    fn wait_for(&mut self, what: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+                return Ok(l.clone());
+            }
+            if let Some(st) = self.child.try_wait()? {
+                thread::sleep(Duration::from_millis(200));
+                bail!(
+                    "{} exited ({st}) before logging `{what}`:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not log `{what}` within {timeout:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM (relayed by sudo), then the exit.
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{} did not stop within 20 s of SIGTERM", self.name);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+/// A unit file's values for `key` (the last assignment wins for single
+/// values; lists are joined).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The command `ExecStart=` of `unit` runs, under setpriv with the unit's
+/// user and capability bounding set and no new privileges: the binary as
+/// the unit starts it, without systemd.
+fn as_the_unit_starts_it(unit_path: &Path) -> anyhow::Result<Command> {
+    let unit = std::fs::read_to_string(unit_path)?;
+    let exec = unit_values(&unit, "ExecStart")
+        .pop()
+        .context("no ExecStart")?;
+    let user = unit_values(&unit, "User")
+        .pop()
+        .unwrap_or_else(|| "root".into());
+    let caps: Vec<String> = unit_values(&unit, "CapabilityBoundingSet")
+        .pop()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let mut bounding = String::from("-all");
+    for c in &caps {
+        bounding.push(',');
+        bounding.push_str(c);
+    }
+    let mut cmd = sudo_cmd("/usr/bin/setpriv");
+    if user != "root" {
+        cmd.args([
+            format!("--reuid={user}"),
+            format!("--regid={user}"),
+            "--init-groups".into(),
+        ]);
+    }
+    cmd.args([
+        "--no-new-privs",
+        &format!("--bounding-set={bounding}"),
+        "--",
+    ]);
+    cmd.args(exec.split_whitespace());
+    Ok(cmd)
+}
+
+/// Installs both packages, checks what they put in place, starts the
+/// collector and the agent as their units do, sees an alert stored, then
+/// purges both and checks nothing is left.
+fn packages(debs: &[PathBuf]) -> anyhow::Result<()> {
+    let purge = || {
+        quiet_step(
+            "purge the Vigil packages",
+            sudo_cmd("/usr/bin/dpkg").args(["--purge", "vigil-agent", "vigil-collector"]),
+        )
+    };
+    purge()?;
+    step(
+        "dpkg -i vigil-agent vigil-collector",
+        sudo_cmd("/usr/bin/dpkg").arg("-i").args(debs),
+    )?;
+    let result = installed_packages_work();
+    let purged = purge();
+    result?;
+    purged?;
+    for gone in [
+        "/usr/bin/vigil-agent",
+        "/usr/bin/vigil-collector",
+        "/lib/systemd/system/vigil-agent.service",
+        "/lib/systemd/system/vigil-collector.service",
+        "/etc/vigil",
+        "/var/lib/vigil",
+    ] {
+        ensure!(
+            !Path::new(gone).exists(),
+            "{gone} is left after dpkg --purge"
+        );
+    }
+    eprintln!("==> packages: installed, verified, ran end to end, purged cleanly");
+    Ok(())
+}
+
+fn installed_packages_work() -> anyhow::Result<()> {
+    for f in [
+        "/usr/bin/vigil-agent",
+        "/usr/bin/vigil-collector",
+        "/etc/vigil/agent.yaml",
+        "/etc/vigil/collector.yaml",
+        "/etc/vigil/rules/default.yaml",
+        "/etc/vigil/rules.d/README",
+        "/etc/vigil/pki/ca.crt",
+        "/var/lib/vigil",
+    ] {
+        ensure!(Path::new(f).exists(), "{f} is missing after dpkg -i");
+    }
+    ensure!(
+        ok(Command::new("getent").args(["passwd", "vigil"])),
+        "no system user `vigil`"
+    );
+    let units = [
+        "/lib/systemd/system/vigil-agent.service",
+        "/lib/systemd/system/vigil-collector.service",
+    ];
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .context("cannot run systemd-analyze")?;
+    let said = String::from_utf8_lossy(&verify.stderr).to_string()
+        + &String::from_utf8_lossy(&verify.stdout);
+    ensure!(
+        verify.status.success() && !said.contains("vigil"),
+        "systemd-analyze verify: {said}"
+    );
+    eprintln!("==> systemd-analyze verify: both units pass");
+
+    // What an operator does next: point the agent at the collector with
+    // the certificate the collector package made for this host, and issue
+    // a responder certificate.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string();
+    let settings = format!(
+        "rules: [/etc/vigil/rules, /etc/vigil/rules.d]\ncollector: https://127.0.0.1:50051\n\
+         tls_cert: /etc/vigil/pki/agents/{host}.crt\ntls_key: /etc/vigil/pki/agents/{host}.key\n\
+         ca: /etc/vigil/pki/ca.crt\nspool_dir: /var/lib/vigil/spool\n"
+    );
+    let tmp = PathBuf::from("target/deploy-agent.yaml");
+    std::fs::write(&tmp, settings)?;
+    quiet_step(
+        "write /etc/vigil/agent.yaml",
+        sudo_cmd("/usr/bin/cp")
+            .arg(&tmp)
+            .arg("/etc/vigil/agent.yaml"),
+    )?;
+    quiet_step(
+        "issue a responder certificate",
+        sudo_cmd("/usr/bin/vigil-collector").args([
+            "pki",
+            "issue",
+            "/etc/vigil/pki",
+            "--responder",
+            "deploy-check",
+        ]),
+    )?;
+
+    // The collector's ExecStartPre (with `+`: as root), then its ExecStart.
+    let unit = std::fs::read_to_string(units[1])?;
+    for pre in unit_values(&unit, "ExecStartPre") {
+        let pre = pre.trim_start_matches('+');
+        let mut words = pre.split_whitespace();
+        let program = words.next().context("empty ExecStartPre")?;
+        quiet_step(
+            "run the collector's ExecStartPre",
+            sudo_cmd(program).args(words),
+        )?;
+    }
+    let mut collector = Logged::spawn(
+        "vigil-collector",
+        &mut as_the_unit_starts_it(Path::new(units[1]))?,
+    )?;
+    let outcome = (|| -> anyhow::Result<()> {
+        collector.wait_for("collector serving", Duration::from_secs(30))?;
+        // The agent's StateDirectory=vigil/spool.
+        quiet_step(
+            "create the agent's state directory",
+            sudo_cmd("/usr/bin/install").args(["-d", "-m", "0700", "/var/lib/vigil/spool"]),
+        )?;
+        let mut agent = Logged::spawn(
+            "vigil-agent",
+            &mut as_the_unit_starts_it(Path::new(units[0]))?,
+        )?;
+        let seen = (|| -> anyhow::Result<()> {
+            agent.wait_for("agent running", Duration::from_secs(60))?;
+            let marker = format!("--deploy-check-{}", std::process::id());
+            let exe = PathBuf::from(format!("/tmp/vigil-deploy-check-{}", std::process::id()));
+            std::fs::copy("/bin/true", &exe)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let _ = Command::new(&exe).arg(&marker).status();
+                let out = Command::new("/usr/bin/vigil-collector")
+                    .args([
+                        "query",
+                        "--pki",
+                        "/etc/vigil/pki",
+                        "--as",
+                        "deploy-check",
+                        "alerts",
+                    ])
+                    .args(["--since", "10m", "--rule", TMP_RULE, "--json"])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if let Some(line) = text.lines().find(|l| l.contains(&marker)) {
+                    let v: serde_json::Value = serde_json::from_str(line)?;
+                    ensure!(
+                        v["host"]["hostname"] == host.as_str(),
+                        "the alert names another host: {line}"
+                    );
+                    eprintln!(
+                        "==> packages: the alert was stored end to end ({TMP_RULE}, host {host})"
+                    );
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "no alert for {} stored within 30 s (query: {}):\n--- agent ---\n{}\n--- collector ---\n{}",
+                        exe.display(),
+                        String::from_utf8_lossy(&out.stderr),
+                        agent.log(),
+                        collector.log()
+                    );
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+            let _ = std::fs::remove_file(&exe);
+            Ok(())
+        })();
+        let stopped = agent.stop();
+        seen?;
+        stopped
+    })();
+    let stopped = collector.stop();
+    outcome?;
+    stopped
+}
+
+/// Runs the agent image as the DaemonSet does and checks that a program
+/// run on the host raises an alert, under the host's name.
+fn agent_image(tag: &str) -> anyhow::Result<()> {
+    const NAME: &str = "vigil-agent-deploy-check";
+    const CONTAINER_HOSTNAME: &str = "vigil-agent-container";
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string();
+    let _ = podman().args(["rm", "-f", NAME]).output();
+    let mut run = podman();
+    run.args(["run", "--rm", "--name", NAME, "--hostname", CONTAINER_HOSTNAME, "--pid=host"])
+        .args(["--cap-drop=all"])
+        .args(["--cap-add=CAP_BPF,CAP_PERFMON,CAP_SYS_PTRACE,CAP_DAC_READ_SEARCH,CAP_SYS_RESOURCE,CAP_SYS_ADMIN"])
+        .args(["--security-opt=seccomp=unconfined", "--security-opt=no-new-privileges", "--read-only"])
+        .args(ulimit_args())
+        .args(["-v", "/sys/kernel/btf:/sys/kernel/btf:ro"])
+        .args(["-v", "/sys/kernel/tracing:/sys/kernel/tracing:ro"])
+        .args(["-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"]);
+    for dir in [
+        "/run/containerd",
+        "/run/containers",
+        "/var/lib/docker/containers",
+    ] {
+        if Path::new(dir).is_dir() {
+            run.args(["-v", &format!("{dir}:/host{dir}:ro")]);
+        }
+    }
+    run.arg(tag).args([
+        "run",
+        "--container-runtime-root",
+        "/host",
+        "--drain-interval-ms",
+        "10",
+    ]);
+    let mut agent = Logged::spawn("the agent container", &mut run)?;
+    let outcome = (|| -> anyhow::Result<()> {
+        agent.wait_for("agent running", Duration::from_secs(90))?;
+        let marker = format!("--image-check-{}", std::process::id());
+        let exe = PathBuf::from(format!("/tmp/vigil-image-check-{}", std::process::id()));
+        std::fs::copy("/bin/true", &exe)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let line = loop {
+            let _ = Command::new(&exe).arg(&marker).status();
+            let found = agent
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with('{') && l.contains(TMP_RULE) && l.contains(&marker))
+                .cloned();
+            if let Some(l) = found {
+                break l;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no alert from the agent container within 30 s:\n{}",
+                    agent.log()
+                );
+            }
+            thread::sleep(Duration::from_secs(1));
+        };
+        let _ = std::fs::remove_file(&exe);
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let named = v["host"]["hostname"].as_str().unwrap_or_default();
+        ensure!(
+            named == host && named != CONTAINER_HOSTNAME,
+            "the alert from the container names host `{named}`, not this host's `{host}`: {line}"
+        );
+        eprintln!("==> agent image: a program run on the host alerted from inside the container, as host {host}");
+        Ok(())
+    })();
+    let stopped = agent.stop();
+    let _ = podman().args(["rm", "-f", NAME]).output();
+    outcome?;
+    stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_values_are_read_per_key() {
+        let unit = "[Service]\nExecStartPre=+/usr/bin/install -d x\nExecStart=/usr/bin/vigil-agent run\nUser=vigil\n";
+        assert_eq!(
+            unit_values(unit, "ExecStart"),
+            vec!["/usr/bin/vigil-agent run"]
+        );
+        assert_eq!(
+            unit_values(unit, "ExecStartPre"),
+            vec!["+/usr/bin/install -d x"]
+        );
+        assert!(unit_values(unit, "Group").is_empty());
+    }
+}
