@@ -72,7 +72,8 @@ fn tools() -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
-    if !have("kubernetes-validate") {
+    // Run as a module, so a fresh pip install needs no PATH or shim update.
+    if !ok(Command::new("python3").args(["-c", "import kubernetes_validate"])) {
         step(
             "pip install kubernetes-validate",
             Command::new("python3").args(["-m", "pip", "install", "-q", "kubernetes-validate"]),
@@ -237,8 +238,10 @@ pub(crate) fn check() -> anyhow::Result<()> {
     kubernetes()?;
     let debs = package()?;
     packages(&debs)?;
+    run_command()?;
     let tags = image()?;
-    agent_image(&tags[0])
+    agent_image(&tags[0])?;
+    images_together(&tags[0], &tags[1])
 }
 
 /// Renders the kustomization and validates every object against the
@@ -271,8 +274,17 @@ fn kubernetes() -> anyhow::Result<()> {
     }
     step(
         "kubernetes-validate --strict (Kubernetes 1.30 and 1.37 schemas)",
-        Command::new("kubernetes-validate")
-            .args(["--strict", "--quiet", "-k", "1.30.0", "-k", "1.37.0"])
+        Command::new("python3")
+            .args([
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--quiet",
+                "-k",
+                "1.30.0",
+                "-k",
+                "1.37.0",
+            ])
             .arg(&rendered),
     )?;
     step(
@@ -531,47 +543,41 @@ fn installed_packages_work() -> anyhow::Result<()> {
         )?;
         let seen = (|| -> anyhow::Result<()> {
             agent.wait_for("agent running", Duration::from_secs(60))?;
-            let marker = format!("--deploy-check-{}", std::process::id());
-            let exe = PathBuf::from(format!("/tmp/vigil-deploy-check-{}", std::process::id()));
-            std::fs::copy("/bin/true", &exe)?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let _ = Command::new(&exe).arg(&marker).status();
-                let out = Command::new("/usr/bin/vigil-collector")
-                    .args([
-                        "query",
-                        "--pki",
-                        "/etc/vigil/pki",
-                        "--as",
-                        "deploy-check",
-                        "alerts",
-                    ])
-                    .args(["--since", "10m", "--rule", TMP_RULE, "--json"])
-                    .output()?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                if let Some(line) = text.lines().find(|l| l.contains(&marker)) {
-                    let v: serde_json::Value = serde_json::from_str(line)?;
-                    ensure!(
-                        v["host"]["hostname"] == host.as_str(),
-                        "the alert names another host: {line}"
-                    );
-                    eprintln!(
-                        "==> packages: the alert was stored end to end ({TMP_RULE}, host {host})"
-                    );
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "no alert for {} stored within 30 s (query: {}):\n--- agent ---\n{}\n--- collector ---\n{}",
-                        exe.display(),
-                        String::from_utf8_lossy(&out.stderr),
+            let line = until_alert(
+                "deploy-check",
+                Duration::from_secs(30),
+                |marker| {
+                    let out = Command::new("/usr/bin/vigil-collector")
+                        .args([
+                            "query",
+                            "--pki",
+                            "/etc/vigil/pki",
+                            "--as",
+                            "deploy-check",
+                            "alerts",
+                        ])
+                        .args(["--since", "10m", "--rule", TMP_RULE, "--json"])
+                        .output()?;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    Ok(text
+                        .lines()
+                        .find(|l| l.contains(marker))
+                        .map(str::to_string))
+                },
+                || {
+                    format!(
+                        "--- agent ---\n{}\n--- collector ---\n{}",
                         agent.log(),
                         collector.log()
-                    );
-                }
-                thread::sleep(Duration::from_secs(1));
-            }
-            let _ = std::fs::remove_file(&exe);
+                    )
+                },
+            )?;
+            let v: serde_json::Value = serde_json::from_str(&line)?;
+            ensure!(
+                v["host"]["hostname"] == host.as_str(),
+                "the alert names another host: {line}"
+            );
+            eprintln!("==> packages: the alert was stored end to end ({TMP_RULE}, host {host})");
             Ok(())
         })();
         let stopped = agent.stop();
@@ -583,17 +589,14 @@ fn installed_packages_work() -> anyhow::Result<()> {
     stopped
 }
 
-/// Runs the agent image as the DaemonSet does and checks that a program
-/// run on the host raises an alert, under the host's name.
-fn agent_image(tag: &str) -> anyhow::Result<()> {
-    const NAME: &str = "vigil-agent-deploy-check";
-    const CONTAINER_HOSTNAME: &str = "vigil-agent-container";
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?
-        .trim()
-        .to_string();
-    let _ = podman().args(["rm", "-f", NAME]).output();
+/// `podman run` of the agent image with what the DaemonSet grants: the
+/// host's PID namespace, a host name of its own, only the agent's
+/// capabilities, seccomp unconfined (for bpf() and perf_event_open()), a
+/// read-only root, and the kernel's interfaces and the runtimes' state
+/// mounted read-only. `extra` goes before the image, `args` after it.
+fn agent_container(tag: &str, name: &str, extra: &[String], args: &[String]) -> Command {
     let mut run = podman();
-    run.args(["run", "--rm", "--name", NAME, "--hostname", CONTAINER_HOSTNAME, "--pid=host"])
+    run.args(["run", "--rm", "--name", name, "--hostname", AGENT_CONTAINER_HOSTNAME, "--pid=host"])
         .args(["--cap-drop=all"])
         .args(["--cap-add=CAP_BPF,CAP_PERFMON,CAP_SYS_PTRACE,CAP_DAC_READ_SEARCH,CAP_SYS_RESOURCE,CAP_SYS_ADMIN"])
         .args(["--security-opt=seccomp=unconfined", "--security-opt=no-new-privileges", "--read-only"])
@@ -610,45 +613,89 @@ fn agent_image(tag: &str) -> anyhow::Result<()> {
             run.args(["-v", &format!("{dir}:/host{dir}:ro")]);
         }
     }
-    run.arg(tag).args([
-        "run",
-        "--container-runtime-root",
-        "/host",
-        "--drain-interval-ms",
-        "10",
-    ]);
-    let mut agent = Logged::spawn("the agent container", &mut run)?;
+    run.args(extra)
+        .arg(tag)
+        .args([
+            "run",
+            "--container-runtime-root",
+            "/host",
+            "--drain-interval-ms",
+            "10",
+        ])
+        .args(args);
+    run
+}
+
+const AGENT_CONTAINER_HOSTNAME: &str = "vigil-agent-container";
+
+fn this_host() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string())
+}
+
+/// Runs a program from /tmp (with a marker argument) every second until
+/// `found(marker)` gives a value, or fails after `timeout` with `context`.
+fn until_alert<T>(
+    tag: &str,
+    timeout: Duration,
+    mut found: impl FnMut(&str) -> anyhow::Result<Option<T>>,
+    context: impl Fn() -> String,
+) -> anyhow::Result<T> {
+    let marker = format!("--{tag}-{}", std::process::id());
+    let exe = PathBuf::from(format!("/tmp/vigil-{tag}-{}", std::process::id()));
+    std::fs::copy("/bin/true", &exe)?;
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        let _ = Command::new(&exe).arg(&marker).status();
+        match found(&marker) {
+            Ok(Some(v)) => break Ok(v),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_secs(1)),
+            Ok(None) => {
+                break Err(anyhow::anyhow!(
+                    "no alert for {} within {timeout:?}:\n{}",
+                    exe.display(),
+                    context()
+                ))
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = std::fs::remove_file(&exe);
+    result
+}
+
+/// Runs the agent image as the DaemonSet does, alerts on stdout, and
+/// checks that a program run on the host raises an alert under the host's
+/// name, not the container's.
+fn agent_image(tag: &str) -> anyhow::Result<()> {
+    const NAME: &str = "vigil-agent-deploy-check";
+    let host = this_host()?;
+    let _ = podman().args(["rm", "-f", NAME]).output();
+    let mut agent = Logged::spawn(
+        "the agent container",
+        &mut agent_container(tag, NAME, &[], &[]),
+    )?;
     let outcome = (|| -> anyhow::Result<()> {
         agent.wait_for("agent running", Duration::from_secs(90))?;
-        let marker = format!("--image-check-{}", std::process::id());
-        let exe = PathBuf::from(format!("/tmp/vigil-image-check-{}", std::process::id()));
-        std::fs::copy("/bin/true", &exe)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let line = loop {
-            let _ = Command::new(&exe).arg(&marker).status();
-            let found = agent
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.starts_with('{') && l.contains(TMP_RULE) && l.contains(&marker))
-                .cloned();
-            if let Some(l) = found {
-                break l;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no alert from the agent container within 30 s:\n{}",
-                    agent.log()
-                );
-            }
-            thread::sleep(Duration::from_secs(1));
-        };
-        let _ = std::fs::remove_file(&exe);
+        let line = until_alert(
+            "image-check",
+            Duration::from_secs(30),
+            |marker| {
+                Ok(agent
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.starts_with('{') && l.contains(TMP_RULE) && l.contains(marker))
+                    .cloned())
+            },
+            || agent.log(),
+        )?;
         let v: serde_json::Value = serde_json::from_str(&line)?;
         let named = v["host"]["hostname"].as_str().unwrap_or_default();
         ensure!(
-            named == host && named != CONTAINER_HOSTNAME,
+            named == host && named != AGENT_CONTAINER_HOSTNAME,
             "the alert from the container names host `{named}`, not this host's `{host}`: {line}"
         );
         eprintln!("==> agent image: a program run on the host alerted from inside the container, as host {host}");
@@ -658,6 +705,251 @@ fn agent_image(tag: &str) -> anyhow::Result<()> {
     let _ = podman().args(["rm", "-f", NAME]).output();
     outcome?;
     stopped
+}
+
+/// Both images together: the collector image as its unprivileged user
+/// with its database on a volume and its PKI mounted read-only; the agent
+/// image sending to it over mutual TLS; an alert for a program run on the
+/// host stored and queried back from the host.
+fn images_together(agent_tag: &str, collector_tag: &str) -> anyhow::Result<()> {
+    const COLLECTOR: &str = "vigil-collector-deploy-check";
+    const AGENT: &str = "vigil-agent-deploy-check-2";
+    let host = this_host()?;
+    let dir = std::fs::canonicalize("target")?.join("image-check");
+    let _ = sudo_cmd("/usr/bin/rm").arg("-rf").arg(&dir).status();
+    std::fs::create_dir_all(dir.join("db"))?;
+    let pki = dir.join("pki");
+    let collector_bin = std::fs::canonicalize("target/release/vigil-collector")?;
+    let pki_cmd = |args: &[&str]| {
+        let mut c = Command::new(&collector_bin);
+        c.arg("pki").arg(args[0]).arg(&pki).args(&args[1..]);
+        c
+    };
+    quiet_step(
+        "pki init",
+        &mut pki_cmd(&["init", "--san", "127.0.0.1", "--san", "localhost"]),
+    )?;
+    quiet_step(
+        "pki issue --agent",
+        &mut pki_cmd(&["issue", "--agent", &host]),
+    )?;
+    quiet_step(
+        "pki issue --responder",
+        &mut pki_cmd(&["issue", "--responder", "image-check"]),
+    )?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    std::fs::write(
+        dir.join("collector.yaml"),
+        format!("listen: 127.0.0.1:{port}\npki: /etc/vigil/pki\ndb: /var/lib/vigil/alerts.db\nmetrics_listen: off\n"),
+    )?;
+    // The collector's user owns its volume and may read its PKI.
+    quiet_step(
+        "give the collector's volume and PKI to uid 65532",
+        sudo_cmd("/usr/bin/chown")
+            .args(["-R", "65532:65532"])
+            .arg(dir.join("db"))
+            .arg(&pki),
+    )?;
+    for name in [COLLECTOR, AGENT] {
+        let _ = podman().args(["rm", "-f", name]).output();
+    }
+    let mount = |src: PathBuf, dst: &str, mode: &str| format!("{}:{dst}:{mode}", src.display());
+    let mut collector = Logged::spawn(
+        "the collector container",
+        podman()
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                COLLECTOR,
+                "--network=host",
+                "--read-only",
+                "--cap-drop=all",
+            ])
+            .args(["--security-opt=no-new-privileges"])
+            .args(ulimit_args())
+            .args(["-v", &mount(pki.clone(), "/etc/vigil/pki", "ro")])
+            .args(["-v", &mount(dir.join("db"), "/var/lib/vigil", "rw")])
+            .args([
+                "-v",
+                &mount(
+                    dir.join("collector.yaml"),
+                    "/etc/vigil/collector.yaml",
+                    "ro",
+                ),
+            ])
+            .args(["--tmpfs", "/tmp"])
+            .arg(collector_tag),
+    )?;
+    let outcome = (|| -> anyhow::Result<()> {
+        collector.wait_for("collector serving", Duration::from_secs(60))?;
+        let agent_args: Vec<String> = [
+            "--collector".to_string(),
+            format!("https://127.0.0.1:{port}"),
+            "--tls-cert".into(),
+            format!("/etc/vigil/pki/agents/{host}.crt"),
+            "--tls-key".into(),
+            format!("/etc/vigil/pki/agents/{host}.key"),
+            "--ca".into(),
+            "/etc/vigil/pki/ca.crt".into(),
+            "--spool-dir".into(),
+            "/var/lib/vigil/spool".into(),
+        ]
+        .into();
+        let extra = vec![
+            "--network=host".to_string(),
+            "-v".into(),
+            mount(pki.clone(), "/etc/vigil/pki", "ro"),
+            "--tmpfs".into(),
+            "/var/lib/vigil".into(),
+        ];
+        let mut agent = Logged::spawn(
+            "the agent container",
+            &mut agent_container(agent_tag, AGENT, &extra, &agent_args),
+        )?;
+        let seen = (|| -> anyhow::Result<()> {
+            agent.wait_for("agent running", Duration::from_secs(90))?;
+            until_alert(
+                "images-check",
+                Duration::from_secs(30),
+                |marker| {
+                    let out = as_root(&collector_bin, false)
+                        .args([
+                            "query",
+                            "--server",
+                            &format!("https://127.0.0.1:{port}"),
+                            "--pki",
+                        ])
+                        .arg(&pki)
+                        .args([
+                            "--as",
+                            "image-check",
+                            "alerts",
+                            "--since",
+                            "10m",
+                            "--rule",
+                            TMP_RULE,
+                            "--json",
+                        ])
+                        .output()?;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    Ok(text
+                        .lines()
+                        .find(|l| l.contains(marker))
+                        .map(str::to_string))
+                },
+                || {
+                    format!(
+                        "--- agent ---\n{}\n--- collector ---\n{}",
+                        agent.log(),
+                        collector.log()
+                    )
+                },
+            )?;
+            eprintln!("==> images: the agent container's alert was stored by the collector container and queried from the host");
+            Ok(())
+        })();
+        let stopped = agent.stop();
+        seen?;
+        stopped
+    })();
+    let stopped = collector.stop();
+    for name in [COLLECTOR, AGENT] {
+        let _ = podman().args(["rm", "-f", name]).output();
+    }
+    let _ = sudo_cmd("/usr/bin/rm").arg("-rf").arg(&dir).status();
+    outcome?;
+    stopped
+}
+
+/// `cargo xtask run`, the README's first command, end to end: it starts,
+/// an alert reaches its collector, and SIGTERM sent to xtask alone stops
+/// the agent and the collector and ends it with success.
+fn run_command() -> anyhow::Result<()> {
+    let data = std::fs::canonicalize("target")?.join("xtask-run-check");
+    let _ = sudo_cmd("/usr/bin/rm").arg("-rf").arg(&data).status();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut xtask = Logged::spawn(
+        "cargo xtask run",
+        Command::new(std::env::current_exe()?)
+            .args(["run", "--listen", &listen, "--data-dir"])
+            .arg(&data),
+    )?;
+    let outcome = (|| -> anyhow::Result<()> {
+        xtask.wait_for("Vigil is running", Duration::from_secs(900))?;
+        let pki = data.join("pki");
+        until_alert(
+            "run-check",
+            Duration::from_secs(30),
+            |marker| {
+                let out = Command::new("target/release/vigil-collector")
+                    .args(["query", "--server", &format!("https://{listen}"), "--pki"])
+                    .arg(&pki)
+                    .args([
+                        "--as", "local", "alerts", "--since", "10m", "--rule", TMP_RULE, "--json",
+                    ])
+                    .output()?;
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|l| l.contains(marker))
+                    .then_some(()))
+            },
+            || xtask.log(),
+        )
+    })();
+    // SIGTERM to xtask alone: its children are not signalled by us.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(xtask.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = xtask.child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = xtask.child.kill();
+            bail!(
+                "cargo xtask run did not stop within 30 s of SIGTERM:\n{}",
+                xtask.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    outcome?;
+    ensure!(
+        status.success(),
+        "cargo xtask run ended with {status} after SIGTERM:\n{}",
+        xtask.log()
+    );
+    // Nothing it started may outlive it.
+    let data_s = data.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&data_s) || c.contains(&listen))
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "processes of cargo xtask run outlived it: {left:?}"
+    );
+    let _ = sudo_cmd("/usr/bin/rm").arg("-rf").arg(&data).status();
+    eprintln!(
+        "==> cargo xtask run: an alert reached its collector; SIGTERM to xtask alone stopped both"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
