@@ -45,12 +45,17 @@ pub fn replay_file(rules: &mut RuleSet, path: &Path) -> anyhow::Result<Replay> {
         if line.trim().is_empty() {
             continue;
         }
-        let Some(ev) = Event::from_recorded_line(&line)
+        let Some(mut ev) = Event::from_recorded_line(&line)
             .with_context(|| format!("{}:{n}: not a Vigil event", path.display()))?
         else {
             continue;
         };
         out.events += 1;
+        // Numbered from 1 as the agent numbers them: Falco's `never_true`
+        // macro is `evt.num = 0`, and would hold for every replayed event.
+        if ev.num == 0 {
+            ev.num = out.events as u64;
+        }
         last_line = n;
         rules.tick(ev.time_unix_ns, &mut hits);
         rules.matches(&ev, &mut hits);

@@ -487,7 +487,13 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::FdDirectory => file(ev).map(|f| Val::Str(Cow::Borrowed(dirname(&f.path)))),
         FieldId::FdFilename => file(ev).map(|f| Val::Str(Cow::Borrowed(basename(&f.path)))),
         FieldId::FdNameTruncated => file(ev).map(|f| Val::Bool(f.path_truncated)),
-        FieldId::FdNum => network(ev).map(|n| Val::Int(n.dup.as_ref().map_or(n.fd, |d| d.newfd))),
+        FieldId::FdNum => match &ev.body {
+            EventBody::Network(n) => Some(Val::Int(n.dup.as_ref().map_or(n.fd, |d| d.newfd))),
+            // An open's result is its descriptor, negative when it failed:
+            // Falco's open_read/open_write macros test `fd.num >= 0`.
+            EventBody::File(f) if f.op == FileOp::Open => Some(Val::Int(f.result)),
+            _ => None,
+        },
         FieldId::FdTypechar => fd_type(ev).and_then(|t| s(t.typechar())),
         FieldId::FdType => fd_type(ev).and_then(|t| s(t.name())),
         FieldId::FdSip | FieldId::FdSnet => side_addr(ev, Side::Server).map(|(ip, _)| Val::Ip(ip)),

@@ -153,7 +153,7 @@ fields! {
     FdDirectory "fd.directory" Str None "Directory part of a file event's path.";
         FdFilename "fd.filename" Str None "File name part of a file event's path.";
     FdNameTruncated "fd.name_truncated" Bool None "File events: the path was longer than the probe keeps (1 KiB), so `fd.name` is only its start. A path padded past that (`/./././…/etc/shadow`) is how a process hides what it opens. Vigil's own.";
-    FdNum "fd.num" Int None "The fd a network or dup event acts on (for dup2/dup3: the new fd).";
+    FdNum "fd.num" Int None "The fd a network or dup event acts on (for dup2/dup3: the new fd); for an open, the fd it returned (negative when it failed).";
     FdTypechar "fd.typechar" Str None "`f` file, `4` IPv4 socket, `6` IPv6, `u` unix, `o` other socket.";
     FdType "fd.type" Str None "`file`, `ipv4`, `ipv6`, `unix`, or `socket`.";
     FdSip "fd.sip" Ip None "Server IP: the remote address of a connect, the local one of a bind.";

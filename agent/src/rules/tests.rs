@@ -403,6 +403,48 @@ fn falco_upstream_rules_load_or_are_skipped_with_reasons() {
     assert_eq!(s.partial.len(), strict.len());
 }
 
+/// Falco's open_read/open_write macros require `fd.num >= 0`: an open's
+/// descriptor. Without it every upstream file rule loads and never fires.
+#[test]
+fn falco_upstream_file_rules_fire_on_successful_opens_only() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/falco/");
+    let text = std::fs::read_to_string(format!("{dir}falco_rules.yaml")).unwrap();
+    let mut s = RuleSet::from_sources(
+        &[("falco_rules.yaml".to_string(), text)],
+        LoadOptions {
+            unsupported: Unsupported::Absent,
+        },
+    )
+    .unwrap();
+    // Numbered as the agent numbers events, from 1: Falco's never_true
+    // macro is `evt.num = 0`.
+    let mut read = open(40, "cat", "/etc/shadow", false, 1);
+    read.num = 1;
+    assert_eq!(fired(&mut s, &read), vec!["Read sensitive file untrusted"]);
+    let mut refused = open(41, "cat", "/etc/shadow", false, 2);
+    refused.num = 2;
+    if let crate::event::EventBody::File(f) = &mut refused.body {
+        f.result = -13;
+    }
+    assert!(
+        fired(&mut s, &refused).is_empty(),
+        "a failed open has no fd"
+    );
+    let mut truncated = open(42, "sh", "/var/log/auth.log", true, 3);
+    truncated.num = 3;
+    if let crate::event::EventBody::File(f) = &mut truncated.body {
+        let o = f.open.as_mut().unwrap();
+        o.truncate = true;
+        o.names.push("O_TRUNC");
+        f.flags = 0o1101; // O_WRONLY | O_CREAT | O_TRUNC
+    }
+    let hits = fired(&mut s, &truncated);
+    assert!(
+        hits.contains(&"Clear Log Activities".to_string()),
+        "{hits:?}"
+    );
+}
+
 #[test]
 fn absent_fields_fail_every_test() {
     let yaml = rule("Tested", "proc.name = curl and container.privileged = true")
