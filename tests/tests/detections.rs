@@ -432,6 +432,15 @@ fn cases() -> Vec<Case> {
             |_| b(pid_is(helper(&["unshare-uts"]))),
         ),
         case(
+            "Namespace change by non-runtime program",
+            // Entering a namespace (setns) rather than making one.
+            |e| {
+                let runc = e.copy(bin("vigil-test-helper").to_str().unwrap(), "runc");
+                b(pid_is(run(Command::new(&runc).arg("setns-uts"))))
+            },
+            |_| b(pid_is(helper(&["setns-uts"]))),
+        ),
+        case(
             "Cgroup release_agent written",
             |e| {
                 let f = e.path("release_agent_notes");
