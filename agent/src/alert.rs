@@ -47,6 +47,7 @@ pub fn build(rule: &RuleMeta, ev: &Event, count: u64, ids: &ProcIds) -> Alert {
 pub fn ancestor(a: &crate::event::Ancestor, ids: &ProcIds) -> Ancestor {
     Ancestor {
         pid: a.pid,
+        comm: a.comm.as_deref().unwrap_or_default().to_string(),
         exe: text(&a.exe),
         argv: a.argv.to_vec(),
         proc_id: ids.of(a.pid, Some(a.start_ns)),

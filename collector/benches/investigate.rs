@@ -265,6 +265,7 @@ impl Fleet {
             .filter(|x| x.proc_id == p.parent_proc_id)
             .map(|x| Ancestor {
                 pid: x.pid,
+                comm: x.comm.clone(),
                 exe: x.exe.clone(),
                 argv: x.argv.clone(),
                 proc_id: x.proc_id.clone(),

@@ -127,18 +127,21 @@ fn scenario(s: &SqliteStore) -> Alert {
         ancestry: vec![
             Ancestor {
                 pid: 101,
+                comm: "sh".into(),
                 exe: "/bin/sh".into(),
                 argv: sh.argv.clone(),
                 proc_id: "p-sh".into(),
             },
             Ancestor {
                 pid: 100,
+                comm: "bash".into(),
                 exe: "/bin/bash".into(),
                 argv: bash.argv.clone(),
                 proc_id: "p-bash".into(),
             },
             Ancestor {
                 pid: 1,
+                comm: "init".into(),
                 exe: "/sbin/init".into(),
                 argv: vec!["/sbin/init".into()],
                 proc_id: "p-init".into(),

@@ -60,7 +60,11 @@ pub fn process_json(p: &ProcessInfo) -> Value {
 }
 
 pub fn ancestor_json(a: &Ancestor) -> Value {
-    json!({"pid": a.pid, "exe": a.exe, "argv": a.argv, "proc_id": a.proc_id})
+    let mut v = json!({"pid": a.pid, "exe": a.exe, "argv": a.argv, "proc_id": a.proc_id});
+    if !a.comm.is_empty() {
+        v["comm"] = a.comm.clone().into();
+    }
+    v
 }
 
 pub fn container_json(c: &ContainerInfo) -> Value {

@@ -178,6 +178,36 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Shell spawned by a server process",
+            // A server that is a script: its process name (comm) is the
+            // script's, as Falco's proc.pname means, though the program
+            // file is the interpreter.
+            |e| {
+                let worker = e.path("worker");
+                std::fs::write(&worker, "#!/bin/sh\nsh -c \"true $1\"; true\n").unwrap();
+                std::fs::set_permissions(
+                    &worker,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+                let tag = unique("near-script-server");
+                run(Command::new(&worker).arg(&tag));
+                b(argv_has(tag))
+            },
+            |e| {
+                let httpd = e.path("httpd");
+                std::fs::write(&httpd, "#!/bin/sh\nsh -c \"true $1\"; true\n").unwrap();
+                std::fs::set_permissions(
+                    &httpd,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+                let tag = unique("script-server-shell");
+                run(Command::new(&httpd).arg(&tag));
+                b(argv_has(tag))
+            },
+        ),
+        case(
             "Read sensitive file by unexpected program",
             |_| b(pid_is(run(Command::new("cat").arg("/etc/hostname")))),
             |_| b(pid_is(run(Command::new("cat").arg("/etc/shadow")))),

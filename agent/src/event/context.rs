@@ -161,6 +161,10 @@ pub struct Ancestor {
     /// `/proc`): with the pid, its identity.
     #[serde(default)]
     pub start_ns: u64,
+    /// Its name (comm, 15 bytes at most), what Falco's `proc.pname` and
+    /// `proc.aname` give; absent in recordings made before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<Arc<str>>,
     pub exe: Option<Arc<str>>,
     pub argv: Arc<[String]>,
 }

@@ -53,7 +53,8 @@ pub struct ProcEntry {
     pub ppid: u32,
     pub image: Arc<Image>,
     pub cwd: Option<Arc<str>>,
-    pub comm: String,
+    /// Its name (comm), shared with the ancestries that name it.
+    pub comm: Arc<str>,
     pub uid: u32,
     pub loginuid: Option<i64>,
     pub exited: bool,
@@ -163,7 +164,7 @@ impl ProcessTable {
                 exe_memfd: false,
             }),
             cwd: p.cwd.map(Arc::from),
-            comm: p.comm,
+            comm: Arc::from(p.comm),
             uid: p.uid,
             loginuid: p.loginuid,
             exited: false,
@@ -299,8 +300,8 @@ impl ProcessTable {
             if p.ppid != 0 {
                 e.ppid = p.ppid;
             }
-            if e.comm != p.comm {
-                e.comm.clone_from(&p.comm);
+            if *e.comm != *p.comm {
+                e.comm = Arc::from(p.comm.as_str());
             }
         }
     }
@@ -318,7 +319,7 @@ impl ProcessTable {
             ppid: p.ppid,
             image: Arc::new(Image::default()),
             cwd: None,
-            comm: p.comm.clone(),
+            comm: Arc::from(p.comm.as_str()),
             uid: p.uid,
             loginuid: p.loginuid,
             exited: false,
@@ -474,6 +475,7 @@ impl ProcessTable {
             out.push(Ancestor {
                 pid: e.key.pid,
                 start_ns: e.key.start_ns,
+                comm: Some(e.comm.clone()),
                 exe: e.image.exe.clone(),
                 argv: e.image.argv.clone(),
             });

@@ -164,10 +164,16 @@ fn ancestor_name<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
     if n == 0 {
         return s(&ev.process.comm);
     }
+    // Falco's name: the ancestor's comm; recordings made before it was
+    // kept fall back to its executable's name.
     let a = ev.ancestry.get(n - 1)?;
-    a.exe
-        .as_deref()
-        .map(|e| Val::Str(Cow::Borrowed(basename(e))))
+    match &a.comm {
+        Some(c) => s(c),
+        None => a
+            .exe
+            .as_deref()
+            .map(|e| Val::Str(Cow::Borrowed(basename(e)))),
+    }
 }
 
 fn ancestor_pid<'a>(ev: &'a Event, n: usize) -> Option<Val<'a>> {
@@ -428,7 +434,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::ProcTty => p.tty.map(|t| Val::Int(t.into())),
         FieldId::ProcPname => ancestor_name(ev, 1),
         FieldId::ProcPcmdline => parent.map(|a| {
-            let name = a.exe.as_deref().map(basename).unwrap_or_default();
+            let name = match &a.comm {
+                Some(c) => c,
+                None => a.exe.as_deref().map(basename).unwrap_or_default(),
+            };
             Val::Str(Cow::Owned(cmdline(name, &a.argv)))
         }),
         FieldId::ProcPexe => parent

@@ -126,11 +126,11 @@ fields! {
     ProcArgs "proc.args" Str None "The arguments (`argv[1..]`), joined by spaces.";
     ProcCwd "proc.cwd" Str None "Working directory.";
     ProcTty "proc.tty" Int None "Controlling terminal, encoded as `tty_nr` of /proc/PID/stat (34816 is /dev/pts/0); 0 when the process has none.";
-    ProcPname "proc.pname" Str None "Parent's executable name.";
+    ProcPname "proc.pname" Str None "Parent's process name (its comm, as in Falco); its program file is proc.pexepath.";
     ProcPcmdline "proc.pcmdline" Str None "Parent's command line.";
     ProcPexe "proc.pexe" Str None "Parent's `argv[0]`.";
     ProcPexepath "proc.pexepath" Str None "Parent's executable path.";
-    ProcAname "proc.aname" Str Index "Name of ancestor N (0 = the process, 1 = parent, …); without [N], every ancestor.";
+    ProcAname "proc.aname" Str Index "Process name (comm, as in Falco) of ancestor N (0 = the process, 1 = parent, …); without [N], every ancestor. Program files: proc.aexepath.";
     ProcApid "proc.apid" Int Index "Pid of ancestor N; without [N], every ancestor.";
     ProcAexe "proc.aexe" Str Index "`argv[0]` of ancestor N; without [N], every ancestor.";
     ProcAexepath "proc.aexepath" Str Index "Executable path of ancestor N; without [N], every ancestor.";
