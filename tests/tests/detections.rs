@@ -655,6 +655,78 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Search for private keys or passwords",
+            |e| {
+                write_file(&e.path("settings.ini"));
+                b(pid_is(run(Command::new("grep")
+                    .args(["-r", "region"])
+                    .arg(e.dir.path()))))
+            },
+            |e| {
+                b(pid_is(run(Command::new("grep")
+                    .args(["-ri", "aws_secret_access_key"])
+                    .arg(e.dir.path()))))
+            },
+        ),
+        case(
+            "Anti-debugging ptrace",
+            |e| {
+                // The same request under a debugger (a shell named gdb).
+                let gdb = e.copy("/bin/bash", "gdb");
+                let tag = unique("near-traceme");
+                run(Command::new(&gdb).args([
+                    "-c",
+                    &format!(
+                        "{} ptrace-traceme; true {tag}",
+                        bin("vigil-test-helper").display()
+                    ),
+                ]));
+                b(parent_argv_has(tag))
+            },
+            |_| b(pid_is(helper(&["ptrace-traceme"]))),
+        ),
+        case(
+            "Crypto miner started",
+            |e| {
+                let worker = e.copy("/bin/true", "worker");
+                b(pid_is(run(
+                    Command::new(&worker).args(["-o", "https://pool.example:3333"])
+                )))
+            },
+            |e| {
+                let worker = e.copy("/bin/true", "worker");
+                b(pid_is(run(
+                    Command::new(&worker).args(["-o", "stratum+tcp://pool.example:3333"])
+                )))
+            },
+        ),
+        case(
+            "Crypto miner started",
+            |e| {
+                b(pid_is(run(&mut Command::new(
+                    e.copy("/bin/true", "xmr-notes"),
+                ))))
+            },
+            |e| b(pid_is(run(&mut Command::new(e.copy("/bin/true", "xmrig"))))),
+        ),
+        case(
+            "Network tool run by a package install",
+            |e| {
+                let make = e.copy("/bin/bash", "make");
+                let nc = e.copy("/bin/true", "nc");
+                let tag = unique("near-install");
+                run(Command::new(&make).args(["-c", &format!("{} -h; true {tag}", nc.display())]));
+                b(parent_argv_has(tag))
+            },
+            |e| {
+                let npm = e.copy("/bin/bash", "npm");
+                let nc = e.copy("/bin/true", "nc");
+                let tag = unique("npm-install");
+                run(Command::new(&npm).args(["-c", &format!("{} -h; true {tag}", nc.display())]));
+                b(parent_argv_has(tag))
+            },
+        ),
+        case(
             "Reverse shell sequence",
             // The same steps to a private address.
             |_| b(pid_is(helper(&["reverse-shell", "127.0.0.1"]))),
