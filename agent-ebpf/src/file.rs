@@ -14,5 +14,6 @@ wire_enum! {
         Mknod = 9 => "mknod",
         /// chdir/fchdir: the agent keeps each process's working directory.
         Chdir = 10 => "chdir",
+        Mkdir = 11 => "mkdir",
     }
 }

@@ -246,6 +246,19 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Write below binary dir",
+            |_| {
+                let d = format!("/usr/local/{}", unique("vigil-test-dir"));
+                b(pid_is(sh(&format!("mkdir {d}; rmdir {d}"))))
+            },
+            |_| {
+                let d = format!("/usr/local/bin/{}", unique("vigil-test-dir"));
+                let pid = run(Command::new("mkdir").arg(&d));
+                let _ = std::fs::remove_dir(&d);
+                b(pid_is(pid))
+            },
+        ),
+        case(
             "Write to ld.so.preload",
             |_| {
                 let f = format!("/etc/{}", unique("ld.so.preload"));

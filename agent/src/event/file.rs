@@ -1,5 +1,5 @@
 //! Decoding of the file family: open, unlink, rmdir, rename, chmod, chown,
-//! link, symlink, mknod, chdir.
+//! link, symlink, mknod, mkdir, chdir.
 //!
 //! The probe sends each path as the process wrote it, and for a relative
 //! path the components of the directory it is relative to (cwd or dirfd),
@@ -22,7 +22,8 @@ use crate::kernel::syscalls::Syscall;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileInfo {
-    /// open, unlink, rmdir, rename, chmod, chown, link, symlink, mknod, chdir.
+    /// open, unlink, rmdir, rename, chmod, chown, link, symlink, mknod,
+    /// mkdir, chdir.
     pub op: FileOp,
     /// The syscall, e.g. `openat`.
     pub syscall: Syscall,
@@ -156,8 +157,8 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         _ => (abs1, None, None, unres1),
     };
     let open = (op == FileOp::Open).then(|| open_flags(flags));
-    let mode_used =
-        matches!(op, FileOp::Chmod | FileOp::Mknod) || open.as_ref().is_some_and(|o| o.create);
+    let mode_used = matches!(op, FileOp::Chmod | FileOp::Mknod | FileOp::Mkdir)
+        || open.as_ref().is_some_and(|o| o.create);
     let id = |v: u32| if v == u32::MAX { -1 } else { v as i64 };
     Ok(FileInfo {
         op,

@@ -255,6 +255,7 @@ pub const TABLE: &[SyscallDef] = &[
     // symlinkat(target, newdirfd, linkpath): the target is kept as written.
     def("symlinkat",     SYS_symlinkat,     File(Symlink), args().name(0).dirfd2(1).path2(2)),
     def("mknodat",       SYS_mknodat,       File(Mknod),   args().dirfd(0).path(1).mode(2)),
+    def("mkdirat",       SYS_mkdirat,       File(Mkdir),   args().dirfd(0).path(1).mode(2)),
     #[cfg(target_arch = "x86_64")] def("open",    SYS_open,    File(Open),    args().path(0).flags(1).mode(2)),
     #[cfg(target_arch = "x86_64")] def("creat",   SYS_creat,   File(Open),    args().path(0).mode(1).implied_flags(O_CREAT | O_WRONLY | O_TRUNC)),
     #[cfg(target_arch = "x86_64")] def("unlink",  SYS_unlink,  File(Unlink),  args().path(0)),
@@ -266,6 +267,7 @@ pub const TABLE: &[SyscallDef] = &[
     #[cfg(target_arch = "x86_64")] def("link",    SYS_link,    File(Link),    args().path(0).path2(1)),
     #[cfg(target_arch = "x86_64")] def("symlink", SYS_symlink, File(Symlink), args().name(0).path2(1)),
     #[cfg(target_arch = "x86_64")] def("mknod",   SYS_mknod,   File(Mknod),   args().path(0).mode(1)),
+    #[cfg(target_arch = "x86_64")] def("mkdir",   SYS_mkdir,   File(Mkdir),   args().path(0).mode(1)),
     #[cfg(target_arch = "x86_64")] def("fchmodat2", SYS_fchmodat2, File(Chmod), args().dirfd(0).path(1).mode(2).flags(3)),
 
     // Control family: integer arguments are read from the record's raw args.
