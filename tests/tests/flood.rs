@@ -193,3 +193,36 @@ fn field(line: &str, key: &str) -> Option<String> {
         .next()?;
     Some(v.to_string())
 }
+
+/// An exec wakes the agent at once: its alert does not wait for the timed
+/// drain, here set to 10 s. (The process ring's reader empties the ring
+/// before the event loop's poll sees it; it must wake the loop itself.)
+#[test]
+fn exec_alerts_do_not_wait_for_the_timed_drain() {
+    if !kernel_tests_enabled("exec_alerts_do_not_wait_for_the_timed_drain") {
+        return;
+    }
+    let agent = start_agent(&["--drain-interval-ms", "10000"]);
+    let (_dir, marker) = marker_binary("/bin/true", "wake-marker");
+    for i in 0..5 {
+        let tag = unique(&format!("wake-{i}"));
+        let pid = {
+            let mut c = std::process::Command::new(&marker)
+                .arg(&tag)
+                .spawn()
+                .unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let found = agent.wait_json(
+            std::time::Duration::from_secs(2),
+            |v| v["type"] == "alert" && v["process"]["pid"] == pid,
+            |f| !f.is_empty(),
+        );
+        assert!(
+            !found.is_empty(),
+            "exec {i}: no alert within 2 s with a 10 s drain interval: the exec did not wake the agent"
+        );
+    }
+}

@@ -13,6 +13,11 @@
 //! Order is kept: the thread and the event loop move records only while
 //! holding the lock, the backlog first, so the loop sees every process
 //! record older than the syscall records it has just read.
+//!
+//! The loop is woken through an eventfd the thread writes after each move,
+//! not through the ring: both wait on the ring's fd, the thread empties
+//! the ring first, and an edge-triggered poll then finds nothing to report,
+//! so an exec would wait for the loop's next timed drain.
 use std::{
     collections::VecDeque,
     io,
@@ -26,8 +31,11 @@ use aya::maps::{MapData, RingBuf};
 /// The process ring and its reader thread.
 pub struct ProcessRing {
     shared: Arc<Shared>,
-    /// The ring's descriptor, for the event loop's poll.
+    /// What the event loop polls: the eventfd the reader writes after
+    /// moving records, or the ring itself when there is no reader.
     fd: RawFd,
+    /// The reader's eventfd (None without a reader).
+    ready: Option<OwnedFd>,
     /// Written once to stop the reader.
     stop: OwnedFd,
     reader: Option<JoinHandle<()>>,
@@ -53,14 +61,17 @@ impl ProcessRing {
     /// records: when the loop stays behind past that, the kernel ring
     /// fills and the probe counts what it loses, per kind.
     pub fn start(ring: RingBuf<MapData>, limit: usize) -> io::Result<ProcessRing> {
-        let fd = ring.as_raw_fd();
-        // SAFETY: eventfd takes no pointers; the result is checked.
-        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if stop < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor this function owns.
-        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let ring_fd = ring.as_raw_fd();
+        let eventfd = || {
+            // SAFETY: eventfd takes no pointers; the result is checked.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor this function owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let stop = eventfd()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 ring,
@@ -71,16 +82,28 @@ impl ProcessRing {
             room: Condvar::new(),
             limit,
         });
+        // No backlog: the event loop alone reads the ring.
+        if limit == 0 {
+            return Ok(ProcessRing {
+                shared,
+                fd: ring_fd,
+                ready: None,
+                stop,
+                reader: None,
+            });
+        }
+        let ready = eventfd()?;
         let reader = {
             let shared = shared.clone();
-            let stop = stop.as_raw_fd();
+            let (stop, ready) = (stop.as_raw_fd(), ready.as_raw_fd());
             std::thread::Builder::new()
                 .name("vigil-process".into())
-                .spawn(move || read(&shared, fd, stop))?
+                .spawn(move || read(&shared, ring_fd, stop, ready))?
         };
         Ok(ProcessRing {
             shared,
-            fd,
+            fd: ready.as_raw_fd(),
+            ready: Some(ready),
             stop,
             reader: Some(reader),
         })
@@ -89,6 +112,12 @@ impl ProcessRing {
     /// Hands every waiting record to `each`, oldest first: the backlog,
     /// then what is still in the kernel ring. Returns how many.
     pub fn drain(&self, mut each: impl FnMut(&[u8])) -> usize {
+        if let Some(ready) = &self.ready {
+            // Reset the reader's count; what it signals later wakes us again.
+            let mut count = [0u8; 8];
+            // SAFETY: reads 8 bytes into a live buffer from our eventfd.
+            unsafe { libc::read(ready.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+        }
         let mut st = self.shared.lock();
         let mut n = st.backlog.len();
         for record in st.backlog.drain(..) {
@@ -138,7 +167,7 @@ impl Shared {
 
 /// The reader thread: sleeps until the probe wakes the ring (or `stop`
 /// is written), then copies what waits into the backlog.
-fn read(shared: &Shared, ring: RawFd, stop: RawFd) {
+fn read(shared: &Shared, ring: RawFd, stop: RawFd, ready: RawFd) {
     if let Err(e) = crate::util::sched::request_short_slice() {
         tracing::debug!(error = %e, "process reader: no short scheduler slice");
     }
@@ -184,12 +213,20 @@ fn read(shared: &Shared, ring: RawFd, stop: RawFd) {
             bytes,
             ..
         } = &mut *st;
+        let mut moved = false;
         while *bytes < shared.limit {
             let Some(item) = ring.next() else {
                 break;
             };
             *bytes += item.len();
             backlog.push_back(Box::from(&*item));
+            moved = true;
+        }
+        drop(st);
+        if moved {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to the loop's eventfd.
+            unsafe { libc::write(ready, one.as_ptr().cast(), one.len()) };
         }
     }
 }
