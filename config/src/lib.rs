@@ -275,6 +275,24 @@ pub fn apply(
 ) -> Result<Applied, SettingsError> {
     let settings = settings_of(cmd);
     let mut applied = Applied::default();
+    // Flags given on the command line: they win over the same key, and
+    // over any key they conflict with (`--insecure-plaintext` over a
+    // file's `pki`).
+    let given: Vec<&Arg> = cmd
+        .get_arguments()
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .collect();
+    let conflicts_with_given = |arg: &Arg| {
+        given.iter().any(|g| {
+            cmd.get_arg_conflicts_with(g)
+                .iter()
+                .any(|c| c.get_id() == arg.get_id())
+                || cmd
+                    .get_arg_conflicts_with(arg)
+                    .iter()
+                    .any(|c| c.get_id() == g.get_id())
+        })
+    };
     for entry in &file.entries {
         let name = entry.name();
         let Some(arg) = settings.iter().find(|a| key_of(a) == name) else {
@@ -288,6 +306,15 @@ pub fn apply(
             return Err(file.at(
                 entry.line,
                 format!("`{}` takes one value, not a list", entry.key),
+            ));
+        }
+        if !matches!(
+            arg.get_action(),
+            ArgAction::Set | ArgAction::Append | ArgAction::SetTrue
+        ) {
+            return Err(file.at(
+                entry.line,
+                format!("`{}` cannot be set in a settings file", entry.key),
             ));
         }
         let mut flags = Vec::new();
@@ -316,7 +343,9 @@ pub fn apply(
                 }
             }
         }
-        if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+        if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+            || conflicts_with_given(arg)
+        {
             applied.overridden.push(name);
             continue;
         }

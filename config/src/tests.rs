@@ -40,6 +40,8 @@ struct RunArgs {
     bpf_stats: bool,
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
+    #[arg(long, conflicts_with = "cert")]
+    plaintext: bool,
     #[arg(long)]
     key: Option<PathBuf>,
 }
@@ -119,7 +121,7 @@ fn errors_name_the_line_and_what_is_allowed() {
     let e = settings_error("zzz: 1\n", &[]);
     assert!(
         e.starts_with(
-            ":1: unknown key `zzz`; the keys are: bpf_stats, cert, key, log_level, rules,"
+            ":1: unknown key `zzz`; the keys are: bpf_stats, cert, key, log_level, plaintext, rules,"
         ),
         "{e}"
     );
@@ -233,10 +235,25 @@ fn every_flag_has_a_key() {
             "cert",
             "key",
             "log_level",
+            "plaintext",
             "rules",
             "rules_poll",
             "spool_max",
             "unsupported"
         ]
     );
+}
+
+#[test]
+fn a_flag_wins_over_a_file_key_it_conflicts_with() {
+    let (_d, p) = write("cert: /c.pem\nkey: /k.pem\n");
+    let parsed = parse::<Cli>(&argv(&p, &["--plaintext"]), &configurable()).unwrap();
+    assert_eq!(
+        parsed.file.as_ref().unwrap().1.overridden,
+        vec!["cert".to_string()]
+    );
+    let run = run_args(parsed);
+    assert!(run.plaintext);
+    assert_eq!(run.cert, None);
+    assert_eq!(run.key, Some(PathBuf::from("/k.pem")));
 }

@@ -426,11 +426,11 @@ fn packages(debs: &[PathBuf]) -> anyhow::Result<()> {
         )
     };
     purge()?;
-    step(
+    let installed = step(
         "dpkg -i vigil-agent vigil-collector",
         sudo_cmd("/usr/bin/dpkg").arg("-i").args(debs),
-    )?;
-    let result = installed_packages_work();
+    );
+    let result = installed.and_then(|()| installed_packages_work());
     let purged = purge();
     result?;
     purged?;

@@ -84,6 +84,7 @@ pub(crate) fn run(
     let pki = data_dir.join("pki");
     ensure_pki(bin, &pki, &host, &listen)?;
     let pki_s = pki.display().to_string();
+    let agent_exe = std::fs::canonicalize(bin.join("vigil-agent"))?;
     catch_stop_signals();
     let mut collector = Command::new(bin.join("vigil-collector"))
         .args(["serve", "--listen", &listen.to_string(), "--pki", &pki_s])
@@ -113,7 +114,6 @@ pub(crate) fn run(
              (you may be asked for your password)"
         );
     }
-    let agent_exe = std::fs::canonicalize(bin.join("vigil-agent"))?;
     let mut agent = match as_root(&agent_exe, false)
         .args(["run", "--collector", &url])
         .args([
