@@ -558,19 +558,9 @@ fn installed_packages_work() -> anyhow::Result<()> {
                         ])
                         .args(["--since", "10m", "--rule", TMP_RULE, "--json"])
                         .output()?;
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    Ok(text
-                        .lines()
-                        .find(|l| l.contains(marker))
-                        .map(str::to_string))
+                    Ok(line_naming(&out.stdout, marker))
                 },
-                || {
-                    format!(
-                        "--- agent ---\n{}\n--- collector ---\n{}",
-                        agent.log(),
-                        collector.log()
-                    )
-                },
+                || both_logs(&agent, &collector),
             )?;
             let v: serde_json::Value = serde_json::from_str(&line)?;
             ensure!(
@@ -632,6 +622,23 @@ fn this_host() -> anyhow::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
         .trim()
         .to_string())
+}
+
+/// The first line of `output` that names `marker`.
+fn line_naming(output: &[u8], marker: &str) -> Option<String> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .find(|l| l.contains(marker))
+        .map(str::to_string)
+}
+
+/// What an agent and a collector logged, for a failure's message.
+fn both_logs(agent: &Logged, collector: &Logged) -> String {
+    format!(
+        "--- agent ---\n{}\n--- collector ---\n{}",
+        agent.log(),
+        collector.log()
+    )
 }
 
 /// Runs a program from /tmp (with a marker argument) every second until
@@ -835,19 +842,9 @@ fn images_together(agent_tag: &str, collector_tag: &str) -> anyhow::Result<()> {
                             "--json",
                         ])
                         .output()?;
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    Ok(text
-                        .lines()
-                        .find(|l| l.contains(marker))
-                        .map(str::to_string))
+                    Ok(line_naming(&out.stdout, marker))
                 },
-                || {
-                    format!(
-                        "--- agent ---\n{}\n--- collector ---\n{}",
-                        agent.log(),
-                        collector.log()
-                    )
-                },
+                || both_logs(&agent, &collector),
             )?;
             eprintln!("==> images: the agent container's alert was stored by the collector container and queried from the host");
             Ok(())
@@ -896,10 +893,7 @@ fn run_command() -> anyhow::Result<()> {
                         "--as", "local", "alerts", "--since", "10m", "--rule", TMP_RULE, "--json",
                     ])
                     .output()?;
-                Ok(String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .any(|l| l.contains(marker))
-                    .then_some(()))
+                Ok(line_naming(&out.stdout, marker).map(drop))
             },
             || xtask.log(),
         )
