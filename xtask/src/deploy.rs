@@ -862,6 +862,18 @@ fn images_together(agent_tag: &str, collector_tag: &str) -> anyhow::Result<()> {
     stopped
 }
 
+/// This xtask's binary. The suite's own `cargo build` may have replaced
+/// the file since it started (/proc/self/exe then ends in " (deleted)"):
+/// the binary now at that path is built from the same tree.
+fn this_xtask() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
+
 /// `cargo xtask run`, the README's first command, end to end: it starts,
 /// an alert reaches its collector, and SIGTERM sent to xtask alone stops
 /// the agent and the collector and ends it with success.
@@ -875,7 +887,7 @@ fn run_command() -> anyhow::Result<()> {
     let listen = format!("127.0.0.1:{port}");
     let mut xtask = Logged::spawn(
         "cargo xtask run",
-        Command::new(std::env::current_exe()?)
+        Command::new(this_xtask()?)
             .args(["run", "--listen", &listen, "--data-dir"])
             .arg(&data),
     )?;
