@@ -441,22 +441,9 @@ fn configurable() -> [(&'static str, &'static Path); 2] {
     ]
 }
 
-/// Parses the command line merged with its settings file; exits 2 with
-/// the error (FILE:LINE for the file's) when it does not parse.
-fn parse_cli(argv: &[OsString]) -> vigil_config::Parsed<Cli> {
-    match vigil_config::parse::<Cli>(argv, &configurable()) {
-        Ok(p) => p,
-        Err(vigil_config::ParseError::Clap(e)) => e.exit(),
-        Err(e) => {
-            eprintln!("vigil-agent: error: {e}");
-            std::process::exit(2)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let parsed = parse_cli(&argv);
+    let parsed = vigil_config::parse_or_exit::<Cli>("vigil-agent", &argv, &configurable());
     let cli = parsed.cli;
     init_logging(cli.log_format, &cli.log_level);
     if let Some((file, applied)) = &parsed.file {
@@ -760,12 +747,10 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         let sub = cmd.find_subcommand("run").unwrap();
-        for arg in vigil_config::settings_of(sub) {
-            let key = vigil_config::key_of(arg);
-            assert!(
-                doc.contains(&format!("`{key}`")),
-                "docs/configuration.md lacks `{key}`"
-            );
-        }
+        let missing = vigil_config::undocumented_keys(sub, doc);
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
     }
 }

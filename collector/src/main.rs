@@ -688,19 +688,6 @@ fn configurable() -> [(&'static str, &'static Path); 1] {
     [("serve", Path::new(DEFAULT_CONFIG))]
 }
 
-/// Parses the command line merged with its settings file; exits 2 with
-/// the error (FILE:LINE for the file's) when it does not parse.
-fn parse_cli(argv: &[OsString]) -> vigil_config::Parsed<Cli> {
-    match vigil_config::parse::<Cli>(argv, &configurable()) {
-        Ok(p) => p,
-        Err(vigil_config::ParseError::Clap(e)) => e.exit(),
-        Err(e) => {
-            eprintln!("vigil-collector: error: {e}");
-            std::process::exit(2)
-        }
-    }
-}
-
 /// On SIGHUP: reads the settings file again with the same command line
 /// and logs what changed; every `serve` setting needs a restart.
 async fn watch_settings(argv: Vec<OsString>, mut last: vigil_config::Applied) {
@@ -741,7 +728,7 @@ async fn watch_settings(argv: Vec<OsString>, mut last: vigil_config::Applied) {
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let parsed = parse_cli(&argv);
+    let parsed = vigil_config::parse_or_exit::<Cli>("vigil-collector", &argv, &configurable());
     let cli = parsed.cli;
     let settings = parsed
         .file
@@ -1230,12 +1217,10 @@ mod tests {
         let mut cmd = Cli::command();
         cmd.build();
         let sub = cmd.find_subcommand("serve").unwrap();
-        for arg in vigil_config::settings_of(sub) {
-            let key = vigil_config::key_of(arg);
-            assert!(
-                doc.contains(&format!("`{key}`")),
-                "docs/configuration.md lacks `{key}`"
-            );
-        }
+        let missing = vigil_config::undocumented_keys(sub, doc);
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
     }
 }

@@ -406,8 +406,9 @@ fn unknown_key(key: &str, settings: &[&Arg]) -> String {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, for "did you mean" (the rule loader uses it
+/// too).
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -513,6 +514,34 @@ pub fn parse<C: clap::Parser>(
         cli,
         file: Some((file, applied)),
     })
+}
+
+/// [`parse`], for a binary's `main`: `--help`, `--version` and command
+/// line errors print and exit as clap does; a settings error prints
+/// `BIN: error: ...` and exits 2.
+pub fn parse_or_exit<C: clap::Parser>(
+    bin: &str,
+    argv: &[OsString],
+    configurable: &[(&str, &Path)],
+) -> Parsed<C> {
+    match parse::<C>(argv, configurable) {
+        Ok(p) => p,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("{bin}: error: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// Keys of `cmd` that `doc` does not name as `` `key` ``: what a binary's
+/// test checks against docs/configuration.md.
+pub fn undocumented_keys(cmd: &Command, doc: &str) -> Vec<String> {
+    settings_of(cmd)
+        .into_iter()
+        .map(key_of)
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect()
 }
 
 /// Keys whose values differ between two readings of a file (set, unset or

@@ -455,24 +455,10 @@ impl std::fmt::Display for FieldProblem {
 fn suggest(name: &str) -> Option<&'static str> {
     FIELDS
         .iter()
-        .map(|f| (edit_distance(name, f.name), f.name))
+        .map(|f| (vigil_config::edit_distance(name, f.name), f.name))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Every `evt.type` value an event can have, for checking rule conditions.
