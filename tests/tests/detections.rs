@@ -755,7 +755,284 @@ fn cases() -> Vec<Case> {
                 b(pid_is(pid))
             },
         ),
+        case(
+            "Terminal shell in container",
+            // A shell with a terminal in a container, started by a program
+            // that is not the runtime; then by the runtime (`script`, which
+            // gives its shell a terminal, under a runtime's name).
+            |e| {
+                let worker = e.copy("/usr/bin/script", "worker");
+                let tag = unique("near-tty-shell");
+                in_container(&format!(
+                    "SHELL=/bin/sh exec {} -qec 'true {tag}' /dev/null",
+                    worker.display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                let runc = e.copy("/usr/bin/script", "runc");
+                let tag = unique("tty-shell");
+                in_container(&format!(
+                    "SHELL=/bin/sh exec {} -qec 'true {tag}' /dev/null",
+                    runc.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Package management process in container",
+            |e| on_host(e, "apk", "near-apk"),
+            |e| in_a_container(e, "apk", "apk"),
+        ),
+        case(
+            "Network tool run in container",
+            |e| on_host(e, "nmap", "near-nmap-container"),
+            |e| in_a_container(e, "nmap", "nmap-container"),
+        ),
+        case(
+            "Network scanner or interceptor run",
+            |e| in_a_container(e, "masscan", "near-masscan-host"),
+            |e| on_host(e, "masscan", "masscan-host"),
+        ),
+        case(
+            "Remote file copy tool run in container",
+            |e| on_host(e, "rsync", "near-rsync"),
+            |e| in_a_container(e, "rsync", "rsync"),
+        ),
+        case(
+            "Cluster client tool run in container",
+            |e| on_host(e, "kubectl", "near-kubectl"),
+            |e| in_a_container(e, "kubectl", "kubectl"),
+        ),
+        case(
+            "Mount or debugfs run in container",
+            |e| on_host(e, "debugfs", "near-debugfs"),
+            |e| in_a_container(e, "debugfs", "debugfs"),
+        ),
+        case(
+            "Cloud metadata service contacted from container",
+            // The metadata address on the loopback of a network namespace
+            // of the test's own: from the host, then from a container.
+            |_| {
+                let ns = NetNs::new("169.254.169.254");
+                let tag = unique("near-imds");
+                sh(&format!(
+                    "exec ip netns exec {} {} connect-addr 169.254.169.254 80 {tag}",
+                    ns.name,
+                    bin("vigil-test-helper").display()
+                ));
+                b(argv_has(tag))
+            },
+            |_| {
+                let ns = NetNs::new("169.254.169.254");
+                let tag = unique("imds");
+                in_container(&format!(
+                    "exec ip netns exec {} {} connect-addr 169.254.169.254 80 {tag}",
+                    ns.name,
+                    bin("vigil-test-helper").display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Payload decoded in container",
+            |e| {
+                let tag = unique("near-base64");
+                in_container(&format!(
+                    "base64 {} >/dev/null 2>&1; true",
+                    e.path(&tag).display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                let tag = unique("base64");
+                in_container(&format!(
+                    "base64 -d {} >/dev/null 2>&1; true",
+                    e.path(&tag).display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Container started as root",
+            // Process 1 of a new pid namespace in a container: as a user,
+            // then as root.
+            |_| {
+                let tag = unique("near-root-init");
+                in_container(&format!(
+                    "exec unshare -pf -S 1000 -G 1000 sh -c 'true {tag}'"
+                ));
+                b(argv_has(tag))
+            },
+            |_| {
+                let tag = unique("root-init");
+                in_container(&format!("exec unshare -pf sh -c 'true {tag}'"));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "SSH to a non-standard port",
+            // An ssh client to a public address (in a network namespace of
+            // the test's own): on port 22, then on 2222.
+            |e| {
+                let ns = NetNs::new("198.51.100.22");
+                let ssh = e.copy(bin("vigil-test-helper").to_str().unwrap(), "ssh");
+                let tag = unique("near-ssh");
+                sh(&format!(
+                    "exec ip netns exec {} {} connect-addr 198.51.100.22 22 {tag}",
+                    ns.name,
+                    ssh.display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                let ns = NetNs::new("198.51.100.22");
+                let ssh = e.copy(bin("vigil-test-helper").to_str().unwrap(), "ssh");
+                let tag = unique("ssh-2222");
+                sh(&format!(
+                    "exec ip netns exec {} {} connect-addr 198.51.100.22 2222 {tag}",
+                    ns.name,
+                    ssh.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Hard link to sensitive file",
+            |e| {
+                let f = e.path(&unique("plain"));
+                write_file(&f);
+                let link = e.path(&unique("plain-link"));
+                b(pid_is(helper(&[
+                    "link",
+                    f.to_str().unwrap(),
+                    link.to_str().unwrap(),
+                ])))
+            },
+            |e| {
+                let link = e.path(&unique("shadow-link"));
+                let pid = helper(&["link", "/etc/shadow", link.to_str().unwrap()]);
+                let _ = std::fs::remove_file(&link);
+                b(pid_is(pid))
+            },
+        ),
+        case(
+            "Binary moved or deleted in a system binary directory",
+            |e| {
+                let f = e.path(&unique("tool"));
+                write_file(&f);
+                let to = e.path(&unique("tool-moved"));
+                b(pid_is(helper(&[
+                    "rename",
+                    f.to_str().unwrap(),
+                    to.to_str().unwrap(),
+                ])))
+            },
+            |_| {
+                // A file of the test's own in /usr/bin, removed by the act.
+                let f = PathBuf::from(format!("/usr/bin/{}", unique("vigil-test")));
+                write_file(&f);
+                let pid = helper(&["unlink", f.to_str().unwrap()]);
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+        ),
+        case(
+            "Package database written outside a package manager",
+            |_| {
+                let f = format!("/var/lib/{}", unique("vigil-test-dpkgx"));
+                let pid = helper(&["open", &f, "wc"]);
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+            |_| {
+                let f = format!("/var/lib/dpkg/{}", unique("vigil-test"));
+                let pid = helper(&["open", &f, "wc"]);
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+        ),
+        case(
+            "Program executed without arguments",
+            |_| b(pid_is(run(&mut Command::new("/bin/true")))),
+            |_| b(pid_is(helper(&["exec-argc0", "/bin/true"]))),
+        ),
+        case(
+            "Block device or memory opened from container",
+            // A file of the test's own named like a disk: on the host,
+            // then from a container.
+            |_| {
+                let f = format!("/dev/sd-{}", unique("near-vigil-test"));
+                write_file(Path::new(&f));
+                let tag = unique("near-disk");
+                sh(&format!(
+                    "exec {} open {f} r {tag}",
+                    bin("vigil-test-helper").display()
+                ));
+                let _ = std::fs::remove_file(&f);
+                b(argv_has(tag))
+            },
+            |_| {
+                let f = format!("/dev/sd-{}", unique("vigil-test"));
+                write_file(Path::new(&f));
+                let tag = unique("disk");
+                in_container(&format!(
+                    "exec {} open {f} r {tag}",
+                    bin("vigil-test-helper").display()
+                ));
+                let _ = std::fs::remove_file(&f);
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Host file system opened from container",
+            |_| host_path_open(false, "near-hostfs"),
+            |_| host_path_open(true, "hostfs"),
+        ),
     ]
+}
+
+/// Opens a file of the test's own below /hostfs (made for the test, and
+/// removed after when it did not exist), in a container or on the host.
+fn host_path_open(container: bool, tag: &str) -> Pred {
+    let dir = Path::new("/hostfs");
+    let made = !dir.exists();
+    std::fs::create_dir_all(dir).unwrap();
+    let f = dir.join(unique("vigil-test"));
+    write_file(&f);
+    let tag = unique(tag);
+    let script = format!(
+        "exec {} open {} r {tag}",
+        bin("vigil-test-helper").display(),
+        f.display()
+    );
+    if container {
+        in_container(&script);
+    } else {
+        sh(&script);
+    }
+    let _ = std::fs::remove_file(&f);
+    if made {
+        let _ = std::fs::remove_dir(dir);
+    }
+    b(argv_has(tag))
+}
+
+/// A copy of /bin/true named `name`, run on the host with a fresh tag
+/// made from `tag`; matches its events.
+fn on_host(e: &Env, name: &str, tag: &str) -> Pred {
+    let prog = e.copy("/bin/true", name);
+    let tag = unique(tag);
+    run(Command::new(&prog).arg(&tag));
+    b(argv_has(tag))
+}
+
+/// The same, run in a container.
+fn in_a_container(e: &Env, name: &str, tag: &str) -> Pred {
+    let prog = e.copy("/bin/true", name);
+    let tag = unique(tag);
+    in_container(&format!("exec {} {tag}", prog.display()));
+    b(argv_has(tag))
 }
 
 /// Runs `script` in a shell that first moves itself into a new container

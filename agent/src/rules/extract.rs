@@ -77,6 +77,10 @@ fn argv(ev: &Event) -> Option<&[String]> {
     ev.argv().map(|(a, _)| a)
 }
 
+fn exec_without_arguments(ev: &Event) -> bool {
+    matches!(&ev.body, EventBody::Exec(x) if x.argv.is_empty() && !x.argv_truncated)
+}
+
 fn s(v: &str) -> Option<Val<'_>> {
     Some(Val::Str(Cow::Borrowed(v)))
 }
@@ -417,6 +421,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::ProcPpid => int(p.ppid),
         FieldId::ProcVpid => p.vpid.and_then(int),
         FieldId::ProcName => s(&p.comm),
+        // An exec with no arguments at all (argc 0, the pkexec exploit's
+        // trigger): argv[0] is empty, as the kernel makes it and Falco
+        // reports it, not the program path the fallback below gives.
+        FieldId::ProcExe if exec_without_arguments(ev) => s(""),
         FieldId::ProcExe => argv(ev)
             .and_then(|a| a.first())
             .map(|a| Val::Str(Cow::Borrowed(a.as_str())))

@@ -358,6 +358,25 @@ fn main() {
                 ];
                 libc::execv(sh.as_ptr(), argv.as_ptr()) as i64
             }
+            "connect-addr" => {
+                // connect to ADDR:PORT, where a listener of its own waits
+                // (ADDR must be local: a test's network namespace).
+                let ip: std::net::Ipv4Addr = s(1).parse().expect("an IPv4 address");
+                let mut a = v4(s(2).parse().unwrap());
+                a.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+                let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                let _ = ret(libc::bind(l, (&a as *const libc::sockaddr_in).cast(), 16) as i64);
+                let _ = ret(libc::listen(l, 1) as i64);
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                libc::connect(sock, (&a as *const libc::sockaddr_in).cast(), 16) as i64
+            }
+            "exec-argc0" => {
+                // What the pkexec exploit (CVE-2021-4034) does: exec PATH
+                // with no arguments at all, not even argv[0].
+                let path = c(s(1));
+                let argv: [*const libc::c_char; 1] = [std::ptr::null()];
+                libc::execv(path.as_ptr(), argv.as_ptr()) as i64
+            }
             "dup2-file" => {
                 let f = libc::open(c("/dev/null").as_ptr(), libc::O_WRONLY);
                 libc::dup2(f, s(1).parse().unwrap()) as i64
