@@ -37,6 +37,8 @@ pub struct ProbeConfig {
     pub cred_cap_effective: u32,
     pub cred_cap_permitted: u32,
     pub cred_cap_inheritable: u32,
+    /// `cred.cap_bset`: the bounding set (full in a privileged container).
+    pub cred_cap_bset: u32,
     /// `task_struct.loginuid` (CONFIG_AUDIT).
     pub task_loginuid: u32,
     /// `task_struct.group_leader` (pointer), `task_struct.start_boottime`.
@@ -156,6 +158,7 @@ impl ProbeConfig {
         cred_cap_effective: UNKNOWN_OFFSET,
         cred_cap_permitted: UNKNOWN_OFFSET,
         cred_cap_inheritable: UNKNOWN_OFFSET,
+        cred_cap_bset: UNKNOWN_OFFSET,
         task_loginuid: UNKNOWN_OFFSET,
         task_group_leader: UNKNOWN_OFFSET,
         task_start_boottime: UNKNOWN_OFFSET,

@@ -83,6 +83,14 @@ pub const HDR_EXE_DELETED: u32 = 1 << 6;
 pub const HDR_TTY_UNKNOWN: u32 = 1 << 7;
 /// The namespace pid could not be read (`EventHeader::vpid` is 0).
 pub const HDR_VPID_UNKNOWN: u32 = 1 << 8;
+/// The capability sets could not be read (`EventHeader::caps` is 0).
+pub const HDR_CAPS_UNKNOWN: u32 = 1 << 9;
+
+/// `EventHeader::caps`: the slots of the task's capability sets.
+pub const CAP_EFFECTIVE: usize = 0;
+pub const CAP_PERMITTED: usize = 1;
+pub const CAP_INHERITABLE: usize = 2;
+pub const CAP_BOUNDING: usize = 3;
 
 /// Process context at the start of every event.
 #[repr(C)]
@@ -123,6 +131,9 @@ pub struct EventHeader {
     /// The process's id in its own pid namespace (`getpid()` there; 1 for
     /// a container's init).
     pub vpid: u32,
+    /// The task's effective, permitted, inheritable and bounding
+    /// capability sets (`task->cred`), at the `CAP_*` slots.
+    pub caps: [u64; 4],
 }
 
 #[cfg(feature = "user")]

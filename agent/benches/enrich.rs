@@ -55,6 +55,7 @@ fn header(kind: EventKind, pid: u32, ppid: u32, start: u64) -> EventHeader {
         comm,
         tty: 0,
         vpid: pid,
+        caps: [0; 4],
     }
 }
 

@@ -989,6 +989,38 @@ fn cases() -> Vec<Case> {
             |_| host_path_open(false, "near-hostfs"),
             |_| host_path_open(true, "hostfs"),
         ),
+        case(
+            "Privileged container started",
+            // Process 1 of a container with one capability out of its
+            // bounding set; then with all of them (as root on the host has).
+            |_| {
+                let tag = unique("near-privileged");
+                in_container(&format!(
+                    "exec setpriv --bounding-set -sys_module unshare -pf sh -c 'true {tag}'"
+                ));
+                b(argv_has(tag))
+            },
+            |_| {
+                let tag = unique("privileged");
+                in_container(&format!("exec unshare -pf sh -c 'true {tag}'"));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Container started with powerful capabilities",
+            |_| {
+                let tag = unique("near-capable");
+                in_container(&format!(
+                    "exec unshare -pf -S 1000 -G 1000 sh -c 'true {tag}'"
+                ));
+                b(argv_has(tag))
+            },
+            |_| {
+                let tag = unique("capable");
+                in_container(&format!("exec unshare -pf sh -c 'true {tag}'"));
+                b(argv_has(tag))
+            },
+        ),
     ]
 }
 
@@ -1038,13 +1070,13 @@ fn in_a_container(e: &Env, name: &str, tag: &str) -> Pred {
 /// Runs `script` in a shell that first moves itself into a new container
 /// cgroup (a docker scope with a 64-digit id), then waits for it.
 fn in_container(script: &str) {
-    let id = format!(
-        "{:0>64x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    // The clock's low digits first: container.id is the first 12, and
+    // each case needs a container of its own (dedup keys include it).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("{:012x}{:052x}", nanos & 0xffff_ffff_ffff, nanos);
     let cg = TestCgroup::new(&format!("docker-{id}.scope"));
     let script = format!("echo $$ > {}/cgroup.procs && {script}", cg.dir.display());
     assert!(Command::new("sh")

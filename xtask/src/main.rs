@@ -58,6 +58,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         spawns: u32,
     },
+    /// Per-program cost of the probe from the kernel's BPF statistics
+    /// (run_time_ns / run_cnt, via bpftool) under a fixed workload of
+    /// reported opens and execs: resolves changes of a few nanoseconds that
+    /// the host-level rows of `bench` cannot. Needs root and bpftool.
+    ProbeCost {
+        /// Rounds of the workload; the median is shown.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// The agent binary to measure.
+        #[arg(long, default_value = "target/release/vigil-agent")]
+        agent: String,
+    },
     /// Many simulated agents streaming to a real collector (release build,
     /// mutual TLS, SQLite): checks every alert is stored once and prints
     /// the ack latency percentiles.
@@ -146,6 +158,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rate,
         }),
+        Cmd::ProbeCost { rounds, agent } => probe_cost::run(&agent, rounds),
         Cmd::Bench {
             rounds,
             flood_execs,
@@ -315,6 +328,7 @@ mod activity;
 mod bench;
 mod deploy;
 mod load;
+mod probe_cost;
 mod run;
 
 pub(crate) fn is_root() -> bool {

@@ -1,9 +1,10 @@
 //! The process context at the head of every record: ids, credentials,
 //! namespaces, terminal, start time, and whether the executable is gone.
 use agent_ebpf::{
-    config::UNKNOWN_OFFSET, EventHeader, EventKind, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED,
-    HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN,
-    HDR_START_UNKNOWN, HDR_TTY_UNKNOWN, HDR_VPID_UNKNOWN,
+    config::UNKNOWN_OFFSET, EventHeader, EventKind, CAP_BOUNDING, CAP_EFFECTIVE, CAP_INHERITABLE,
+    CAP_PERMITTED, HDR_CAPS_UNKNOWN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
+    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN,
+    HDR_VPID_UNKNOWN,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_uid_gid,
@@ -142,6 +143,10 @@ pub fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
     if vpid.is_none() {
         flags |= HDR_VPID_UNKNOWN;
     }
+    let caps = cred.and_then(capabilities);
+    if caps.is_none() {
+        flags |= HDR_CAPS_UNKNOWN;
+    }
     unsafe {
         (*h).kind = kind as u32;
         (*h).flags = flags;
@@ -161,7 +166,20 @@ pub fn fill_header(h: *mut EventHeader, kind: EventKind, pid_tgid: u64) {
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*h).tty = tty.unwrap_or(0);
         (*h).vpid = vpid.unwrap_or(0);
+        (*h).caps = caps.unwrap_or([0; 4]);
     }
+}
+
+/// The capability sets of `cred`, at the `CAP_*` slots: four direct
+/// loads from the credentials the header reads anyway.
+#[inline(always)]
+fn capabilities(cred: *const u8) -> Option<[u64; 4]> {
+    let mut caps = [0u64; 4];
+    caps[CAP_EFFECTIVE] = load(cred, config!(cred_cap_effective))?;
+    caps[CAP_PERMITTED] = load(cred, config!(cred_cap_permitted))?;
+    caps[CAP_INHERITABLE] = load(cred, config!(cred_cap_inheritable))?;
+    caps[CAP_BOUNDING] = load(cred, config!(cred_cap_bset))?;
+    Some(caps)
 }
 
 /// `task->signal->tty` as `tty_nr`: `new_encode_dev(MKDEV(major,

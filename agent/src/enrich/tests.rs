@@ -27,6 +27,7 @@ fn my_event(cgroup_id: u64) -> Event {
             exe_deleted: false,
             tty: None,
             vpid: None,
+            caps: None,
             detail: None,
         },
         ancestry: Arc::from([]),

@@ -6,9 +6,9 @@
 use std::{fs::Metadata, os::unix::fs::MetadataExt, sync::Arc};
 
 use agent_ebpf::{
-    EventHeader, COMM_LEN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN,
-    HDR_MNTNS_UNKNOWN, HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN,
-    HDR_VPID_UNKNOWN,
+    EventHeader, CAP_BOUNDING, CAP_EFFECTIVE, CAP_INHERITABLE, CAP_PERMITTED, COMM_LEN,
+    HDR_CAPS_UNKNOWN, HDR_CREDS_UNKNOWN, HDR_EXE_DELETED, HDR_LOGINUID_UNKNOWN, HDR_MNTNS_UNKNOWN,
+    HDR_PIDNS_UNKNOWN, HDR_PPID_UNKNOWN, HDR_START_UNKNOWN, HDR_TTY_UNKNOWN, HDR_VPID_UNKNOWN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,10 @@ pub struct ProcessContext {
     /// init); equal to `pid` on the host; None when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpid: Option<u32>,
+    /// The thread's capability sets at the event; None when the kernel
+    /// layout is unknown (and in recordings made before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Capabilities>,
     /// What the process table and enrichment know beyond the record; None
     /// straight out of `decode`.
     #[serde(flatten)]
@@ -84,10 +88,28 @@ impl ProcessContext {
             start_boottime_ns: known(HDR_START_UNKNOWN).then_some(h.start_boottime_ns),
             tty: known(HDR_TTY_UNKNOWN).then_some(h.tty),
             vpid: known(HDR_VPID_UNKNOWN).then_some(h.vpid),
+            caps: known(HDR_CAPS_UNKNOWN).then_some(Capabilities {
+                effective: h.caps[CAP_EFFECTIVE],
+                permitted: h.caps[CAP_PERMITTED],
+                inheritable: h.caps[CAP_INHERITABLE],
+                bounding: h.caps[CAP_BOUNDING],
+            }),
             exe_deleted: h.flags & HDR_EXE_DELETED != 0,
             detail: None,
         }
     }
+}
+
+/// A thread's capability sets, as bit masks: bit N is capability N
+/// (`CAP_CHOWN` is 0), as in `/proc/PID/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    /// The bounding set: what the thread and its children can ever gain.
+    /// Full in a privileged container, trimmed in an ordinary one.
+    pub bounding: u64,
 }
 
 /// The process as the agent knows it: from its exec (or `/proc`), its

@@ -195,6 +195,7 @@ pub(crate) mod test_support {
             comm,
             tty: 0,
             vpid: 4242,
+            caps: [0; 4],
         }
     }
 

@@ -94,6 +94,7 @@ impl StructOffsets {
             cred_cap_effective: get("cred", "cap_effective"),
             cred_cap_permitted: get("cred", "cap_permitted"),
             cred_cap_inheritable: get("cred", "cap_inheritable"),
+            cred_cap_bset: get("cred", "cap_bset"),
             task_group_leader: get("task_struct", "group_leader"),
             task_start_boottime: get("task_struct", "start_boottime"),
             task_nsproxy: get("task_struct", "nsproxy"),

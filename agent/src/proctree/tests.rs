@@ -21,6 +21,7 @@ fn ctx(pid: u32, ppid: u32, start: u64) -> ProcessContext {
         exe_deleted: false,
         tty: None,
         vpid: None,
+        caps: None,
         detail: None,
     }
 }

@@ -11,7 +11,7 @@ use crate::{
         network::{SockAddr, SockFamily, SockType},
         Event, EventBody, FileInfo, NetworkInfo,
     },
-    util::clock::BootClock,
+    util::{cap_names, clock::BootClock},
 };
 
 /// Where the last `/` is. A plain backward loop: the names are short, and
@@ -483,6 +483,26 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             Val::Int((ev.time_unix_ns - started).max(0))
         }),
         FieldId::ThreadTid => int(p.tid),
+        FieldId::ThreadCapEffective => p
+            .caps
+            .map(|c| cap_names::names(c.effective))
+            .and_then(owned),
+        FieldId::ThreadCapPermitted => p
+            .caps
+            .map(|c| cap_names::names(c.permitted))
+            .and_then(owned),
+        FieldId::ThreadCapInheritable => p
+            .caps
+            .map(|c| cap_names::names(c.inheritable))
+            .and_then(owned),
+        FieldId::ThreadCapBounding => p.caps.map(|c| cap_names::names(c.bounding)).and_then(owned),
+        FieldId::ContainerPrivileged => match ev.container {
+            None => Some(Val::Bool(false)),
+            Some(_) => p.caps.map(|c| {
+                let host = cap_names::host_bounding_set();
+                Val::Bool(c.bounding & host == host)
+            }),
+        },
         FieldId::UserName => d.and_then(|d| d.user.as_deref()).and_then(s),
         FieldId::UserUid => int(p.uid),
         FieldId::UserEuid => p.euid.and_then(int),

@@ -142,6 +142,10 @@ fields! {
     ProcIsExeUpperLayer "proc.is_exe_upper_layer" Bool None "Falco's drift signal (executable in the overlay's upper layer); Vigil answers it with `proc.is_drift`, which is computed from change times and so also covers non-overlay filesystems.";
     ProcDuration "proc.duration" Int None "Nanoseconds since the process started.";
     ThreadTid "thread.tid" Int None "Thread id.";
+    ThreadCapEffective "thread.cap_effective" Str None "The thread's effective capabilities at the event, by name, separated by spaces (`CAP_NET_RAW CAP_SYS_ADMIN`), as in Falco; test with `contains`.";
+    ThreadCapPermitted "thread.cap_permitted" Str None "The thread's permitted capabilities, as `thread.cap_effective`.";
+    ThreadCapInheritable "thread.cap_inheritable" Str None "The thread's inheritable capabilities, as `thread.cap_effective`.";
+    ThreadCapBounding "thread.cap_bounding" Str None "The thread's capability bounding set (what it and its children can ever hold), as `thread.cap_effective`. Vigil's own.";
     UserName "user.name" Str None "User name of the real uid (the container's own /etc/passwd in a container).";
     UserUid "user.uid" Int None "Real user id.";
     UserEuid "user.euid" Int None "Effective user id.";
@@ -177,6 +181,7 @@ fields! {
     ContainerImage "container.image" Str None "The container's image as its runtime recorded it (`docker.io/library/nginx:1.25`): containerd (CRI), cri-o and docker; absent for podman and on the host.";
     ContainerImageRepository "container.image.repository" Str None "The image without tag or digest (`docker.io/library/nginx`).";
     ContainerImageTag "container.image.tag" Str None "The image's tag (`1.25`); absent when it has none.";
+    ContainerPrivileged "container.privileged" Bool None "The process is in a container and its capability bounding set holds every capability the host's init holds (on most hosts, every capability of the kernel): what `--privileged` (docker, podman, a privileged Kubernetes container) gives. Also true for `--cap-add ALL`; false for a privileged container's process that trimmed its own bounding set. False on the host.";
     ContainerType "container.type" Str None "`host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`, `unknown`.";
     K8sNsName "k8s.ns.name" Str None "Kubernetes namespace.";
     K8sPodName "k8s.pod.name" Str None "Kubernetes pod.";
@@ -239,9 +244,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "proc.cmdlenargs",
     "proc.nthreads",
     "proc.nchilds",
-    "thread.cap_effective",
-    "thread.cap_permitted",
-    "thread.cap_inheritable",
     "thread.exectime",
     "thread.totexectime",
     "thread.vtid",
@@ -270,7 +272,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "fd.sproto",
     "container.image.id",
     "container.image.digest",
-    "container.privileged",
     "container.mounts",
     "container.mount",
     "container.mount.dest",
@@ -504,8 +505,8 @@ mod tests {
             FieldProblem::Unknown("proc.nmae".into(), Some("proc.name"))
         );
         assert_eq!(
-            resolve("container.privileged").unwrap_err(),
-            FieldProblem::Unsupported("container.privileged".into())
+            resolve("container.mounts").unwrap_err(),
+            FieldProblem::Unsupported("container.mounts".into())
         );
         assert!(matches!(
             resolve("proc.name[1]"),

@@ -447,8 +447,10 @@ fn falco_upstream_file_rules_fire_on_successful_opens_only() {
 
 #[test]
 fn absent_fields_fail_every_test() {
-    let yaml = rule("Tested", "proc.name = curl and container.privileged = true")
-        + &rule("Negated", "proc.name = curl and not proc.env contains x")
+    let yaml = rule(
+        "Tested",
+        "proc.name = curl and container.mount.dest = /host",
+    ) + &rule("Negated", "proc.name = curl and not proc.env contains x")
         + &rule("Unfollowed", "evt.type = userfaultfd or proc.name = curl");
     let src = [("t.yaml".to_string(), yaml)];
     assert!(RuleSet::from_sources(&src, LoadOptions::default()).is_err());

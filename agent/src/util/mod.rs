@@ -1,6 +1,7 @@
 //! Leaf helpers that know nothing of events: the clocks the probe stamps
 //! with, the text formats of `/proc` files, device numbers. Every other
 //! module may use them; they use no other module of the agent.
+pub mod cap_names;
 pub mod caps;
 pub mod clock;
 pub mod files;
