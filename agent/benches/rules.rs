@@ -35,7 +35,9 @@ fn generated_rules(count: usize) -> String {
         let mut out = String::new();
         let mut word = String::new();
         for c in cond.chars().chain(std::iter::once(' ')) {
-            if c.is_ascii_alphanumeric() || c == '_' {
+            // Dots belong to the word: `container.id` is a field, not
+            // the macro `container` followed by `.id`.
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
                 word.push(c);
                 continue;
             }
