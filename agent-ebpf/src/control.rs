@@ -20,5 +20,8 @@ wire_enum! {
         Capset = 45 => "capset",
         /// clone/clone3: arguments stashed for the fork event, never emitted.
         Clone = 46 => "clone",
+        /// userfaultfd(flags): a process taking over page-fault handling,
+        /// the primitive of many kernel exploits' race windows.
+        Userfaultfd = 47 => "userfaultfd",
     }
 }

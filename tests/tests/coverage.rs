@@ -151,7 +151,7 @@ fn every_falco_upstream_rule_has_one_true_row() {
                     check_test(test, vigil, &mut failures);
                 }
             },
-            "missing-rule" | "missing-field" | "not-applicable" => {
+            "missing-rule" | "missing-field" | "not-applicable" | "declined" => {
                 if vigil != "-" || test != "-" {
                     failures.push(format!(
                         "`{falco}` is {status} but names `{vigil}` / `{test}`"

@@ -1021,6 +1021,105 @@ fn cases() -> Vec<Case> {
                 b(argv_has(tag))
             },
         ),
+        case(
+            "Userfaultfd by unprivileged process",
+            |_| b(pid_is(helper(&["userfaultfd"]))),
+            |_| {
+                b(pid_is(run(Command::new("setpriv")
+                    .args(["--reuid", "1000", "--regid", "1000", "--clear-groups"])
+                    .arg(bin("vigil-test-helper"))
+                    .arg("userfaultfd"))))
+            },
+        ),
+        case(
+            "Interactive command by a system account",
+            // www-data runs a command under a parent that is not an SSH
+            // session; then under one (a shell named sshd).
+            |e| {
+                let worker = e.copy("/bin/bash", "worker");
+                let tag = unique("near-system-login");
+                // Without a controlling terminal, whoever runs the test.
+                run(Command::new("setsid").arg("-w").arg(&worker).args([
+                    "-c",
+                    &format!(
+                        "setpriv --reuid www-data --regid www-data --clear-groups true {tag}; true"
+                    ),
+                ]));
+                b(argv_has(tag))
+            },
+            |e| {
+                let sshd = e.copy("/bin/bash", "sshd");
+                let tag = unique("system-login");
+                run(Command::new("setsid").arg("-w").arg(&sshd).args([
+                    "-c",
+                    &format!(
+                        "setpriv --reuid www-data --regid www-data --clear-groups true {tag}; true"
+                    ),
+                ]));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Download tool run in container",
+            |e| {
+                let curl = e.copy("/bin/true", "curl");
+                let tag = unique("near-curl");
+                in_container(&format!(
+                    "exec {} http://localhost:8080/healthz {tag}",
+                    curl.display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                let curl = e.copy("/bin/true", "curl");
+                let tag = unique("curl");
+                in_container(&format!(
+                    "exec {} -o /tmp/x http://203.0.113.9/x {tag}",
+                    curl.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Files copied through the container runtime",
+            |e| {
+                let worker = e.copy("/bin/bash", "worker");
+                let tar = e.copy("/bin/true", "tar");
+                let tag = unique("near-kubectl-cp");
+                in_container(&format!(
+                    "exec {} -c '{} cf - /etc {tag}; true'",
+                    worker.display(),
+                    tar.display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                let runc = e.copy("/bin/bash", "runc");
+                let tar = e.copy("/bin/true", "tar");
+                let tag = unique("kubectl-cp");
+                in_container(&format!(
+                    "exec {} -c '{} cf - /etc {tag}; true'",
+                    runc.display(),
+                    tar.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Write below library or boot directory",
+            |_| {
+                let f = format!("/usr/local/share/{}", unique("vigil-test"));
+                let pid = helper(&["open", &f, "wc"]);
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+            |_| {
+                let f = format!("/usr/local/lib/{}.so", unique("vigil-test"));
+                let pid = helper(&["open", &f, "wc"]);
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+        ),
     ]
 }
 

@@ -335,7 +335,7 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
             info.caps = caps(parts.path1);
             info.old = Some(old(true));
         }
-        Clone => {}
+        Clone | Userfaultfd => {}
         Prctl => {
             info.request = Some(format!("PR_{}", a[0]));
             if a[0] == PR_SET_NAME {

@@ -297,6 +297,8 @@ pub const TABLE: &[SyscallDef] = &[
     def("prctl",         SYS_prctl,         Control(Prctl),        args().name(1)),
     // capset(header, data): the new sets, copied raw (2 x 3 u32).
     def("capset",        SYS_capset,        Control(Capset),       args().raw(1).at_entry()),
+    // userfaultfd(flags): O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY (1).
+    def("userfaultfd",   SYS_userfaultfd,   Control(Userfaultfd),  args().flags(0)),
     def("clone",         SYS_clone,         Control(Clone),        args().stash()),
     def("clone3",        SYS_clone3,        Control(Clone),        args().stash().clone3()),
 

@@ -451,7 +451,10 @@ fn absent_fields_fail_every_test() {
         "Tested",
         "proc.name = curl and container.mount.dest = /host",
     ) + &rule("Negated", "proc.name = curl and not proc.env contains x")
-        + &rule("Unfollowed", "evt.type = userfaultfd or proc.name = curl");
+        + &rule(
+            "Unfollowed",
+            "evt.type = process_vm_writev or proc.name = curl",
+        );
     let src = [("t.yaml".to_string(), yaml)];
     assert!(RuleSet::from_sources(&src, LoadOptions::default()).is_err());
     let mut s = RuleSet::from_sources(

@@ -370,6 +370,8 @@ fn main() {
                 let sock = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
                 libc::connect(sock, (&a as *const libc::sockaddr_in).cast(), 16) as i64
             }
+            // UFFD_USER_MODE_ONLY (1): allowed without privileges.
+            "userfaultfd" => libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1),
             "exec-argc0" => {
                 // What the pkexec exploit (CVE-2021-4034) does: exec PATH
                 // with no arguments at all, not even argv[0].
