@@ -99,10 +99,12 @@ pub const WAKE_GAP_NS: u64 = 1_000_000;
 pub const OPEN_CLAUSES: usize = 8;
 
 /// One clause of the open filter: the open's flags have a bit of
-/// `flags_any` (0: any flags), and its path starts with a prefix of set
-/// `path_set` in `PATH_PREFIXES` (0: any path). Relative paths, and
-/// absolute ones with `.`/`..` components or doubled slashes, pass every
-/// path test: only the agent can place them.
+/// `flags_any` (0: any flags), its path starts with a prefix of set
+/// `path_set` in `PATH_PREFIXES` (0: any path), and its last component is
+/// a name of set `name_set` there (0: any name; a name entry is the name
+/// and its NUL, so only the whole component matches). Relative paths, and
+/// absolute ones with `.`/`..` components, doubled slashes or past the
+/// window, pass every path and name test: only the agent can place them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct OpenClause {
@@ -110,6 +112,13 @@ pub struct OpenClause {
     pub path_set: u32,
     /// `CLAUSE_*` bits.
     pub opts: u32,
+    pub name_set: u32,
+    pub _pad: u32,
+    /// A cheap test before the name lookup: bit L is set when a name of
+    /// set `name_set` is L bytes long, bit `b & 63` when one starts with
+    /// byte `b`. A component missing either bit cannot be in the set.
+    pub name_lens: u64,
+    pub name_firsts: u64,
 }
 
 /// The clause holds only for a successful open (`evt.res = SUCCESS`).

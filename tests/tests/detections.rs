@@ -1153,7 +1153,44 @@ fn cases() -> Vec<Case> {
                 b(argv_has(tag))
             },
         ),
+        case(
+            "Cloud or tool credentials read",
+            |e| {
+                std::fs::create_dir_all(e.path("home/.aws")).unwrap();
+                write_file(&e.path("home/.aws/notes"));
+                b(pid_is(run(
+                    Command::new("cat").arg(e.path("home/.aws/notes"))
+                )))
+            },
+            |e| {
+                std::fs::create_dir_all(e.path("home/.aws")).unwrap();
+                write_file(&e.path("home/.aws/credentials"));
+                b(pid_is(run(
+                    Command::new("cat").arg(e.path("home/.aws/credentials"))
+                )))
+            },
+        ),
+        case(
+            "Process environment or memory read",
+            |_| b(pid_is(read_of_a_child("status"))),
+            |_| b(pid_is(read_of_a_child("environ"))),
+        ),
+        case(
+            "Process environment or memory read",
+            |_| b(pid_is(run(Command::new("cat").arg("/proc/self/environ")))),
+            |_| b(pid_is(read_of_a_child("mem"))),
+        ),
     ]
+}
+
+/// `cat /proc/PID/FILE` of a child the test starts (and stops); the pid of
+/// cat.
+fn read_of_a_child(file: &str) -> u32 {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = run(Command::new("cat").arg(format!("/proc/{}/{file}", child.id())));
+    let _ = child.kill();
+    let _ = child.wait();
+    pid
 }
 
 /// Opens a file of the test's own below /hostfs (made for the test, and

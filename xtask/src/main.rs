@@ -69,6 +69,10 @@ enum Cmd {
         /// The agent binary to measure.
         #[arg(long, default_value = "target/release/vigil-agent")]
         agent: String,
+        /// Extra arguments for `vigil-agent run` (after `--`), e.g.
+        /// `-- --rules rules/default.yaml --rules mine.yaml`.
+        #[arg(last = true)]
+        agent_args: Vec<String>,
     },
     /// Many simulated agents streaming to a real collector (release build,
     /// mutual TLS, SQLite): checks every alert is stored once and prints
@@ -158,7 +162,11 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rate,
         }),
-        Cmd::ProbeCost { rounds, agent } => probe_cost::run(&agent, rounds),
+        Cmd::ProbeCost {
+            rounds,
+            agent,
+            agent_args,
+        } => probe_cost::run(&agent, &agent_args, rounds),
         Cmd::Bench {
             rounds,
             flood_execs,

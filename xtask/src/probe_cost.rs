@@ -5,8 +5,10 @@
 //! a change of a few loads in the probe shows here, where a syscall
 //! loop's ±15% noise would hide it.
 //!
-//! Workload per round: 100 000 opens for writing of a file in /tmp (each
-//! reported by the default rules) and 300 execs of /bin/true.
+//! Workloads per round, each measured on its own: 100 000 reads of
+//! /etc/hostname (no rule can match them: the kernel filter's cost),
+//! 100 000 opens for writing of a file in /tmp (each reported by the
+//! default rules) and 300 execs of /bin/true.
 use std::{
     collections::BTreeMap,
     process::{Command, Stdio},
@@ -17,7 +19,7 @@ use anyhow::{bail, Context as _};
 
 /// Runs `agent run` at its defaults and prints, per program that ran, the
 /// median over `rounds` of its mean time per run.
-pub fn run(agent: &str, rounds: u32) -> anyhow::Result<()> {
+pub fn run(agent: &str, args: &[String], rounds: u32) -> anyhow::Result<()> {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("probe-cost needs root (it loads the probe and sets kernel.bpf_stats_enabled)");
@@ -31,6 +33,7 @@ pub fn run(agent: &str, rounds: u32) -> anyhow::Result<()> {
         .context("cannot enable kernel.bpf_stats_enabled")?;
     let mut child = Command::new(agent)
         .arg("run")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -42,48 +45,82 @@ pub fn run(agent: &str, rounds: u32) -> anyhow::Result<()> {
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     let per_prog = result?;
     println!(
-        "\n`cargo xtask probe-cost --rounds {rounds}` ({agent}): mean ns per program run, median of {rounds} rounds\n"
+        "\n`cargo xtask probe-cost --rounds {rounds} -- {}` ({agent}): mean ns per program run, median of {rounds} rounds\n",
+        args.join(" ")
     );
-    println!("| program | ns per run | rounds |");
-    println!("|---|---|---|");
-    for (name, mut v) in per_prog {
+    println!("| workload | program | ns per run | rounds |");
+    println!("|---|---|---|---|");
+    for ((w, name), mut v) in per_prog {
         v.sort_by(f64::total_cmp);
         let all: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
-        println!("| {name} | {:.0} | {} |", v[v.len() / 2], all.join(", "));
+        println!(
+            "| {w} | {name} | {:.0} | {} |",
+            v[v.len() / 2],
+            all.join(", ")
+        );
     }
     Ok(())
 }
 
-fn measure(rounds: u32) -> anyhow::Result<BTreeMap<String, Vec<f64>>> {
+/// The workloads, each measured on its own so a program's mean is that
+/// workload's: opens no rule can match (reads of /etc/hostname), opens
+/// that are reported (created for writing in /tmp), and execs.
+const WORKLOADS: [&str; 3] = ["unmatched read", "reported open", "exec"];
+
+fn workload(which: &str, path: &std::ffi::CStr) -> anyhow::Result<()> {
+    let open = |p: &std::ffi::CStr, flags: i32| {
+        // SAFETY: valid C string; the fd is closed at once.
+        unsafe {
+            let fd = libc::open(p.as_ptr(), flags, 0o600);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    };
+    match which {
+        "unmatched read" => {
+            for _ in 0..100_000 {
+                open(c"/etc/hostname", libc::O_RDONLY);
+            }
+        }
+        "reported open" => {
+            for _ in 0..100_000 {
+                open(path, libc::O_WRONLY | libc::O_CREAT);
+            }
+        }
+        _ => {
+            for _ in 0..300 {
+                Command::new("/bin/true").status()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (workload, program) -> mean ns per run, one per round.
+fn measure(rounds: u32) -> anyhow::Result<BTreeMap<(String, String), Vec<f64>>> {
     // Loading and attaching; the first seconds also hash executables.
     std::thread::sleep(Duration::from_secs(8));
     let file = format!("/tmp/vigil-probe-cost-{}", std::process::id());
     let path = std::ffi::CString::new(file.clone())?;
-    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for _ in 0..rounds {
-        let before = stats()?;
-        for _ in 0..100_000 {
-            // SAFETY: valid C string; the fd is closed at once.
-            unsafe {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
-                if fd >= 0 {
-                    libc::close(fd);
+        for w in WORKLOADS {
+            let before = stats()?;
+            workload(w, &path)?;
+            let after = stats()?;
+            for (id, (name, ns, runs)) in after {
+                let Some((_, ns0, runs0)) = before.get(&id) else {
+                    continue;
+                };
+                let n = runs - runs0;
+                // The workload's own programs, not the odd run of another.
+                let min = if w == "exec" { 200 } else { 50_000 };
+                if n >= min {
+                    out.entry((w.to_string(), name))
+                        .or_default()
+                        .push((ns - ns0) as f64 / n as f64);
                 }
-            }
-        }
-        for _ in 0..300 {
-            Command::new("/bin/true").status()?;
-        }
-        let after = stats()?;
-        for (id, (name, ns, runs)) in after {
-            let Some((_, ns0, runs0)) = before.get(&id) else {
-                continue;
-            };
-            let n = runs - runs0;
-            if n >= 100 {
-                out.entry(name)
-                    .or_default()
-                    .push((ns - ns0) as f64 / n as f64);
             }
         }
     }

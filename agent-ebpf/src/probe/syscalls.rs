@@ -280,6 +280,12 @@ fn open_verdict(
     // 0: not read yet; 1: placeable (absolute, normalised); 2: only the
     // agent can place it (relative, `.`/`..`, `//`, unreadable).
     let mut path_state = 0u8;
+    // The path's last component and its NUL, keyed like `key`, once a
+    // clause tests names.
+    let mut name = [0u64; 11];
+    let mut name_read = false;
+    let mut name_found = false;
+    let mut name_start = 0u64;
     let mut pass = false;
     let mut wake = false;
     for i in 0..OPEN_CLAUSES {
@@ -293,15 +299,44 @@ fn open_verdict(
         if c.flags_any != 0 && flags & c.flags_any == 0 {
             continue;
         }
-        if c.path_set != 0 {
+        if c.path_set != 0 || c.name_set != 0 {
             if path_state == 0 {
                 path_state = read_filter_path(path_arg, &mut key);
             }
             if path_state == 1 {
-                key[0] = (key[0] & 0xffff_ffff) | ((c.path_set as u64) << 32);
-                let k = unsafe { &*(key.as_ptr() as *const Key<PathKeyData>) };
-                if PATH_PREFIXES.get(k).is_none() {
-                    continue;
+                if c.path_set != 0 {
+                    key[0] = (key[0] & 0xffff_ffff) | ((c.path_set as u64) << 32);
+                    let k = unsafe { &*(key.as_ptr() as *const Key<PathKeyData>) };
+                    if PATH_PREFIXES.get(k).is_none() {
+                        continue;
+                    }
+                }
+                if c.name_set != 0 {
+                    if !name_found {
+                        name_start = last_component_start(&key);
+                        name_found = true;
+                    }
+                    // The component's length and first byte first: most
+                    // opens stop here, without a copy or a lookup.
+                    let len = ((key[0] & 0xffff_ffff).wrapping_sub(32) / 8) & 63;
+                    let comp_len = len.wrapping_sub(name_start) & 63;
+                    let first = unsafe {
+                        *(key.as_ptr().add(1) as *const u8).add((name_start & 63) as usize)
+                    };
+                    if c.name_lens & (1u64 << comp_len) == 0
+                        || c.name_firsts & (1u64 << (first & 63)) == 0
+                    {
+                        continue;
+                    }
+                    if !name_read {
+                        copy_component(&key, name_start, &mut name);
+                        name_read = true;
+                    }
+                    name[0] = (32 + 8 * 64) | ((c.name_set as u64) << 32);
+                    let k = unsafe { &*(name.as_ptr() as *const Key<PathKeyData>) };
+                    if PATH_PREFIXES.get(k).is_none() {
+                        continue;
+                    }
                 }
             }
         }
@@ -343,6 +378,45 @@ fn read_filter_path(user: Option<u64>, key: &mut [u64; 11]) -> u8 {
     let len = (n as u64 - 1) & 63;
     key[0] = 32 + 8 * len;
     1
+}
+
+/// Where the last component of the path in `key[1..]` starts: the byte
+/// after its last `/` (the path is absolute and whole, zero after it).
+/// Found a word at a time without branches: a byte loop's states would
+/// multiply in the verifier.
+#[inline(always)]
+fn last_component_start(key: &[u64; 11]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // 0x80 in each byte of `v` that is zero, exactly.
+    let zero = |v: u64| !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7);
+    let mut start = 0u64;
+    for k in 1..9 {
+        let slash = zero(key[k] ^ (ONES * b'/' as u64));
+        // 1 when the word holds a `/`; then the byte after its highest.
+        let has = (slash | slash.wrapping_neg()) >> 63;
+        let top = 63u64.wrapping_sub(slash.leading_zeros() as u64) / 8;
+        let after = (k as u64 - 1) * 8 + top + 1;
+        start = start
+            .wrapping_mul(1 - has)
+            .wrapping_add(after.wrapping_mul(has));
+    }
+    start & 63
+}
+
+/// Copies the component starting at byte `start` of the path in
+/// `key[1..]` to `name[1..]`: a name entry of `PATH_PREFIXES` (the name
+/// and its NUL) matches it exactly; what follows the NUL is never
+/// compared. One helper call.
+#[inline(always)]
+fn copy_component(key: &[u64; 11], start: u64, name: &mut [u64; 11]) {
+    let src = unsafe { (key.as_ptr().add(1) as *const u8).add((start & 63) as usize) };
+    let dst = unsafe {
+        core::slice::from_raw_parts_mut(name.as_mut_ptr().add(1) as *mut u8, PATH_FILTER_BYTES + 1)
+    };
+    if unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(src, dst) }.is_err() {
+        name[1] = 0;
+    }
 }
 
 /// Whether the path in `key[1..]` (little-endian bytes, zero after it) has

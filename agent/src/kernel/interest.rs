@@ -25,11 +25,13 @@ pub struct Follow {
 /// One way an open can be worth reporting: its flags have a bit of
 /// `flags_any` (0: any flags), its path starts with one of `prefixes`
 /// (None: any path; an empty set: only paths the probe cannot place, which
-/// always pass a prefix test), and, with `success_only`, it succeeded.
+/// always pass a prefix test), its last component is one of `names` (None:
+/// any), and, with `success_only`, it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpenClause {
     pub flags_any: u64,
     pub prefixes: Option<BTreeSet<String>>,
+    pub names: Option<BTreeSet<String>>,
     pub success_only: bool,
     /// An open passing only this clause may raise an alert.
     pub wake: bool,
@@ -42,7 +44,7 @@ impl OpenClause {
     }
 
     pub fn is_any(&self) -> bool {
-        self.flags_any == 0 && self.prefixes.is_none() && !self.success_only
+        self.flags_any == 0 && self.prefixes.is_none() && self.names.is_none() && !self.success_only
     }
 }
 
@@ -89,8 +91,13 @@ impl KernelInterest {
                 .iter()
                 .map(|c| c.prefixes.as_ref().map_or(0, BTreeSet::len))
                 .sum();
+            let names: usize = self
+                .open
+                .iter()
+                .map(|c| c.names.as_ref().map_or(0, BTreeSet::len))
+                .sum();
             format!(
-                "opens filtered in the kernel ({} clauses, {prefixes} path prefixes)",
+                "opens filtered in the kernel ({} clauses, {prefixes} path prefixes, {names} file names)",
                 self.open.len()
             )
         };

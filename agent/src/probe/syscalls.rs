@@ -194,9 +194,23 @@ impl SyscallHooks {
         let mut keys: Vec<(u32, PathKeyData)> = Vec::new();
         for (i, c) in interest.open.iter().take(OPEN_CLAUSES).enumerate() {
             let set = (i + 1) as u32;
+            // Name sets are numbered after the prefix sets.
+            let name_set = set + OPEN_CLAUSES as u32;
             filter.clauses[i] = WireClause {
                 flags_any: c.flags_any,
                 path_set: if c.prefixes.is_some() { set } else { 0 },
+                name_set: if c.names.is_some() { name_set } else { 0 },
+                _pad: 0,
+                name_lens: c
+                    .names
+                    .iter()
+                    .flatten()
+                    .fold(0, |m, n| m | 1 << (n.len() & 63)),
+                name_firsts: c
+                    .names
+                    .iter()
+                    .flatten()
+                    .fold(0, |m, n| m | 1 << (n.as_bytes()[0] & 63)),
                 opts: if c.success_only {
                     CLAUSE_SUCCESS_ONLY
                 } else {
@@ -205,6 +219,9 @@ impl SyscallHooks {
             };
             for p in c.prefixes.iter().flatten() {
                 keys.push(prefix_key(set as u8, p));
+            }
+            for n in c.names.iter().flatten() {
+                keys.push(name_key(name_set as u8, n));
             }
             filter.count = (i + 1) as u32;
         }
@@ -399,6 +416,18 @@ fn prefix_key(set: u8, p: &str) -> (u32, PathKeyData) {
     ((32 + 8 * n) as u32, data)
 }
 
+/// A name entry: the set, the name and its NUL, so that only a last
+/// component equal to the name matches (the interest keeps names short
+/// enough to fit).
+fn name_key(set: u8, name: &str) -> (u32, PathKeyData) {
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(PATH_FILTER_BYTES - 1);
+    let mut data = [0u8; 80];
+    data[..4].copy_from_slice(&(set as u32).to_le_bytes());
+    data[4..4 + n].copy_from_slice(&bytes[..n]);
+    ((32 + 8 * (n + 1)) as u32, data)
+}
+
 fn reach_of(def: &SyscallDef, tracefs_root: &Path, regs_known: bool) -> Reach {
     let enter = tracefs::read_format(
         tracefs_root,
@@ -490,6 +519,13 @@ fn detach_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_keys_include_the_nul() {
+        let (len, data) = name_key(9, "environ");
+        assert_eq!(len, 32 + 8 * 8);
+        assert_eq!(&data[..12], b"\x09\0\0\0environ\0");
+    }
 
     #[test]
     fn prefix_keys_hold_the_set_then_the_bytes() {

@@ -10,7 +10,7 @@
 //! "may hold". So the kernel drops only what no rule can match.
 use std::collections::{BTreeMap, BTreeSet};
 
-use agent_ebpf::file::FileOp;
+use agent_ebpf::{file::FileOp, syscall::PATH_FILTER_BYTES};
 
 use super::{
     engine::RuleSet,
@@ -185,6 +185,16 @@ fn and(a: &[OpenClause], b: &[OpenClause]) -> Vec<OpenClause> {
                     Some(both)
                 }
             };
+            let names = match (&x.names, &y.names) {
+                (None, n) | (n, None) => n.clone(),
+                (Some(a), Some(b)) => {
+                    let both: BTreeSet<String> = a.intersection(b).cloned().collect();
+                    if both.is_empty() {
+                        continue;
+                    }
+                    Some(both)
+                }
+            };
             out.push(OpenClause {
                 // One mask per clause: either requirement alone is a
                 // superset of both.
@@ -194,6 +204,7 @@ fn and(a: &[OpenClause], b: &[OpenClause]) -> Vec<OpenClause> {
                     y.flags_any
                 },
                 prefixes,
+                names,
                 success_only: x.success_only || y.success_only,
                 wake: false,
             });
@@ -241,9 +252,26 @@ fn test(t: &Test, ty: &str, slots: &Slots) -> Vec<OpenClause> {
                 None => any(),
             }
         }
-        (FieldId::FdName | FieldId::FdNameraw, kind) => match path_prefixes(kind) {
-            Some(p) => clause(OpenClause {
-                prefixes: Some(p),
+        (FieldId::FdName | FieldId::FdNameraw, kind) => {
+            match (path_prefixes(kind), last_components(kind)) {
+                (None, None) => any(),
+                (prefixes, names) => clause(OpenClause {
+                    prefixes,
+                    names,
+                    ..OpenClause::any()
+                }),
+            }
+        }
+        (FieldId::FdFilename, TestKind::StrEq(v)) => match file_names([&**v]) {
+            Some(n) => clause(OpenClause {
+                names: Some(n),
+                ..OpenClause::any()
+            }),
+            None => any(),
+        },
+        (FieldId::FdFilename, TestKind::StrIn(set)) => match file_names(set.iter().map(|v| &**v)) {
+            Some(n) => clause(OpenClause {
+                names: Some(n),
                 ..OpenClause::any()
             }),
             None => any(),
@@ -308,6 +336,49 @@ fn path_prefixes(kind: &TestKind) -> Option<BTreeSet<String>> {
     Some(set)
 }
 
+/// The last path components a test on the whole path implies: an
+/// `endswith` whose suffix holds a `/` (`/.aws/credentials` ends in the
+/// component `credentials`), or a glob ending in a literal component
+/// (`/proc/*/environ`).
+fn last_components(kind: &TestKind) -> Option<BTreeSet<String>> {
+    match kind {
+        TestKind::EndsWith(v) => {
+            let (_, name) = v.rsplit_once('/')?;
+            file_names([name])
+        }
+        TestKind::Glob(toks, false) => {
+            let mut tail: Vec<char> = Vec::new();
+            for t in toks.iter().rev() {
+                match t {
+                    super::matcher::GlobTok::Lit('/') => {
+                        tail.reverse();
+                        let name: String = tail.into_iter().collect();
+                        return file_names([name.as_str()]);
+                    }
+                    super::matcher::GlobTok::Lit(c) => tail.push(*c),
+                    _ => return None,
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// File names the kernel's name test can hold: non-empty, without `/`,
+/// short enough for its window with their NUL. None when any is not
+/// (then the test says nothing the kernel can check).
+fn file_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        if n.is_empty() || n.contains('/') || n.len() >= PATH_FILTER_BYTES {
+            return None;
+        }
+        out.insert(n.to_string());
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn dir_prefix(d: &str) -> String {
     if d.ends_with('/') {
         d.to_string()
@@ -316,23 +387,39 @@ fn dir_prefix(d: &str) -> String {
     }
 }
 
+/// Clauses merged into one: flags, success only, and for clauses with
+/// names, their path prefixes (None: any path).
+type MergeKey = (u64, bool, Option<Option<BTreeSet<String>>>);
+
 /// Merges clauses that differ only in their paths, drops those another
 /// one covers, and fits the result in the kernel's limits (widening it
 /// where it must, with a note).
 fn simplify(clauses: Vec<OpenClause>, notes: &mut Vec<String>) -> Vec<OpenClause> {
-    // Same flags and success requirement: one clause, paths together.
-    let mut merged: BTreeMap<(u64, bool), OpenClause> = BTreeMap::new();
+    // Same flags and success requirement: clauses without names become
+    // one, paths together; clauses with names and the same paths (or any
+    // path) become one, names together.
+    let mut merged: BTreeMap<MergeKey, OpenClause> = BTreeMap::new();
     for c in clauses {
+        let Some(names) = c.names.clone() else {
+            let slot = merged
+                .entry((c.flags_any, c.success_only, None))
+                .or_insert_with(|| OpenClause {
+                    prefixes: Some(BTreeSet::new()),
+                    ..c.clone()
+                });
+            slot.wake |= c.wake;
+            match (&mut slot.prefixes, c.prefixes) {
+                (Some(p), Some(q)) => p.extend(q),
+                (p, _) => *p = None,
+            }
+            continue;
+        };
         let slot = merged
-            .entry((c.flags_any, c.success_only))
-            .or_insert_with(|| OpenClause {
-                prefixes: Some(BTreeSet::new()),
-                ..c.clone()
-            });
+            .entry((c.flags_any, c.success_only, Some(c.prefixes.clone())))
+            .or_insert_with(|| c.clone());
         slot.wake |= c.wake;
-        match (&mut slot.prefixes, c.prefixes) {
-            (Some(p), Some(q)) => p.extend(q),
-            (p, _) => *p = None,
+        if let Some(n) = &mut slot.names {
+            n.extend(names);
         }
     }
     let mut list: Vec<OpenClause> = merged.into_values().collect();
@@ -347,7 +434,12 @@ fn simplify(clauses: Vec<OpenClause>, notes: &mut Vec<String>) -> Vec<OpenClause
                 .iter()
                 .all(|x| p.iter().any(|y| x.starts_with(y.as_str()))),
         };
-        flags && success && paths
+        let names = match (&a.names, &b.names) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(p), Some(q)) => q.is_subset(p),
+        };
+        flags && success && paths && names
     };
     let mut i = 0;
     while i < list.len() {
@@ -374,9 +466,12 @@ fn simplify(clauses: Vec<OpenClause>, notes: &mut Vec<String>) -> Vec<OpenClause
             p.retain(|x| !all.iter().any(|y| y != x && x.starts_with(y.as_str())));
         }
     }
+    // Names share the prefixes' map.
     let prefixes: usize = list
         .iter()
-        .map(|c| c.prefixes.as_ref().map_or(0, BTreeSet::len))
+        .map(|c| {
+            c.prefixes.as_ref().map_or(0, BTreeSet::len) + c.names.as_ref().map_or(0, BTreeSet::len)
+        })
         .sum();
     if list.len() > MAX_CLAUSES || prefixes > MAX_PREFIXES {
         notes.push(format!(
@@ -460,23 +555,52 @@ mod tests {
                         "/etc/sudoers.d/",
                         "/root/.ssh/id_"
                     ]),
+                    names: None,
                     success_only: false,
                     wake: true,
                 },
                 OpenClause {
                     flags_any: (libc::O_WRONLY | libc::O_RDWR) as u64,
                     prefixes: p(&["/etc/"]),
+                    names: None,
                     success_only: true,
                     wake: true,
                 },
                 OpenClause {
                     flags_any: libc::O_TRUNC as u64,
                     prefixes: p(&["/var/log"]),
+                    names: None,
                     success_only: false,
                     wake: true,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn reads_of_file_names_are_filtered_by_name() {
+        let rules = [
+            rule(
+                "creds",
+                "evt.type = openat and evt.is_open_read = true and (fd.name endswith /.aws/credentials or fd.filename in (.netrc, .pgpass))",
+            ),
+            rule("environ", "evt.type = openat and fd.name glob '/proc/*/environ'"),
+            // A suffix without a `/` names no whole component.
+            rule("suffix", "evt.type = openat and fd.name endswith .pem"),
+        ]
+        .concat();
+        let i = kernel_interest(&set(&rules[..rules.find("- rule: suffix").unwrap()]), false);
+        let n = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
+        let mut clauses = i.open.clone();
+        clauses.sort_by_key(|c| c.prefixes.is_some());
+        assert_eq!(clauses.len(), 2, "{clauses:#?}");
+        assert_eq!(clauses[0].names, n(&[".netrc", ".pgpass", "credentials"]));
+        assert_eq!(clauses[0].prefixes, None);
+        assert_eq!(clauses[1].names, n(&["environ"]));
+        assert_eq!(clauses[1].prefixes, n(&["/proc/"]));
+        // With the suffix rule every open passes: no filter.
+        let i = kernel_interest(&set(&rules), false);
+        assert!(i.open.is_empty());
     }
 
     #[test]
@@ -535,13 +659,42 @@ mod tests {
                     p.iter()
                         .any(|x| "/usr/lib/libc.so.6".starts_with(x.as_str()))
                 })
+                && c.names.as_ref().is_none_or(|n| n.contains("libc.so.6"))
         });
         assert!(!plain_read, "{:#?}", i.open);
         // The truncated-path rule adds no clause of its own: it merges
         // with the successful reads of sensitive files (both pass what the
         // probe cannot place, and nothing else new). Creations pass only
-        // below /dev.
-        assert_eq!(i.open.len(), 4, "{:#?}", i.open);
+        // below /dev. Truncations pass below /var/log, and, by file name,
+        // for shell history files wherever they are; reads, by file name,
+        // for credential files anywhere and environ or mem below /proc/.
+        assert_eq!(i.open.len(), 7, "{:#?}", i.open);
+        let names = |c: &OpenClause, n: &str| c.names.as_ref().is_some_and(|s| s.contains(n));
+        assert!(
+            i.open
+                .iter()
+                .any(|c| c.flags_any == 0 && c.prefixes.is_none() && names(c, "credentials")),
+            "{:#?}",
+            i.open
+        );
+        assert!(
+            i.open.iter().any(
+                |c| c.prefixes == Some(BTreeSet::from(["/proc/".to_string()]))
+                    && names(c, "environ")
+                    && names(c, "mem")
+            ),
+            "{:#?}",
+            i.open
+        );
+        assert!(
+            i.open.iter().any(|c| c.flags_any == libc::O_TRUNC as u64
+                && c.prefixes.is_none()
+                && c.names
+                    .as_ref()
+                    .is_some_and(|n| n.contains(".bash_history"))),
+            "{:#?}",
+            i.open
+        );
         assert!(
             i.open.iter().any(
                 |c| c.prefixes == Some(BTreeSet::from(["/dev/".to_string()]))
