@@ -29,6 +29,9 @@ pub struct ProbeConfig {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end` (unsigned long).
     pub mm_arg_end: u32,
+    /// `mm_struct.env_start`, `mm_struct.env_end` (unsigned long).
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     /// `task_struct.cred` (pointer), `cred.euid`, `cred.egid`.
     pub task_cred: u32,
     pub cred_euid: u32,
@@ -152,6 +155,8 @@ impl ProbeConfig {
         task_exit_code: UNKNOWN_OFFSET,
         mm_arg_start: UNKNOWN_OFFSET,
         mm_arg_end: UNKNOWN_OFFSET,
+        mm_env_start: UNKNOWN_OFFSET,
+        mm_env_end: UNKNOWN_OFFSET,
         task_cred: UNKNOWN_OFFSET,
         cred_euid: UNKNOWN_OFFSET,
         cred_egid: UNKNOWN_OFFSET,

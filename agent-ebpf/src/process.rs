@@ -6,6 +6,13 @@ use crate::EventHeader;
 pub const FILENAME_MAX: usize = 1024;
 /// Bytes kept of the NUL-separated argument block.
 pub const ARGV_MAX: usize = 4096;
+/// Bytes kept of the NUL-separated environment block, read only while a
+/// loaded rule tests `proc.env` ([`EXEC_CAPTURE_ENV`]).
+pub const ENV_MAX: usize = 4096;
+
+/// `EXEC_OPTIONS[0]` bit: copy the new image's environment into exec
+/// records. The agent sets it while a loaded rule needs the environment.
+pub const EXEC_CAPTURE_ENV: u32 = 1 << 0;
 
 /// The argument block was longer than [`ARGV_MAX`] and was cut.
 pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
@@ -23,6 +30,10 @@ pub const EXEC_EXE_UNREACHABLE: u32 = 1 << 5;
 
 /// `exe_ino`..`exe_mtime_ns` could not be read.
 pub const EXEC_EXE_STAT_UNKNOWN: u32 = 1 << 6;
+/// The environment block was longer than [`ENV_MAX`] and was cut.
+pub const EXEC_ENV_TRUNCATED: u32 = 1 << 7;
+/// The environment was asked for and could not be read.
+pub const EXEC_ENV_UNREADABLE: u32 = 1 << 8;
 
 /// Bytes kept of the executable's path components.
 pub const EXE_MAX: usize = 1024;
@@ -44,6 +55,10 @@ pub struct ExecRecord {
     pub exe_len: u32,
     /// `mm->exe_file`'s inode link count: 0 when the file was deleted.
     pub exe_nlink: u32,
+    /// Bytes of `env` used (0 when the environment was not asked for),
+    /// and the whole environment block's length before cutting.
+    pub env_len: u32,
+    pub env_total_len: u32,
     /// The executable's inode, device (kernel `s_dev`), size, and change
     /// and modification times (ns since the epoch): what the agent keys its
     /// hash cache on and compares with a container's start (drift).
@@ -57,6 +72,9 @@ pub struct ExecRecord {
     /// `mm->exe_file`'s path as NUL-terminated components, leaf first (see
     /// `syscall::SyscallRecord`).
     pub exe: [u8; EXE_MAX],
+    /// The new image's environment (`mm->env_start..env_end`), NUL-
+    /// separated `NAME=value` strings, when asked for.
+    pub env: [u8; ENV_MAX],
 }
 
 /// A new process (not a thread): `sched_process_fork` raw tracepoint. The

@@ -86,6 +86,9 @@ fn lifecycle(parent: u32, parent_start: u64, pid: u32, start: u64) -> Vec<Vec<u8
         filename: [0; FILENAME_MAX],
         argv: [0; ARGV_MAX],
         exe: [0; EXE_MAX],
+        env_len: 0,
+        env_total_len: 0,
+        env: [0; agent_ebpf::process::ENV_MAX],
     };
     exec.filename[..9].copy_from_slice(b"/bin/true");
     let argv = b"/bin/true\0--quiet\0";

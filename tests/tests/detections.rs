@@ -1180,7 +1180,82 @@ fn cases() -> Vec<Case> {
             |_| b(pid_is(run(Command::new("cat").arg("/proc/self/environ")))),
             |_| b(pid_is(read_of_a_child("mem"))),
         ),
+        case(
+            "Library preloaded through the environment",
+            |_| {
+                let tag = unique("near-preload");
+                b(argv_has_via(
+                    sh(&format!("FOO=/tmp/x.so exec /bin/true {tag}")),
+                    tag,
+                ))
+            },
+            |_| {
+                let tag = unique("preload");
+                b(argv_has_via(
+                    sh(&format!(
+                        "LD_PRELOAD=/nonexistent/vigil.so exec /bin/true {tag} 2>/dev/null"
+                    )),
+                    tag,
+                ))
+            },
+        ),
+        case(
+            "Glibc tunables passed to a setuid program",
+            // The variable for an ordinary program as a user; then for su,
+            // setuid root (su --version exits at once).
+            |_| {
+                b(pid_is(run(Command::new("setpriv")
+                    .args([
+                        "--reuid",
+                        "1000",
+                        "--regid",
+                        "1000",
+                        "--clear-groups",
+                        "/bin/true",
+                    ])
+                    .env("GLIBC_TUNABLES", "glibc.malloc.mxfast=0"))))
+            },
+            |_| {
+                b(pid_is(run(Command::new("setpriv")
+                    .args([
+                        "--reuid",
+                        "1000",
+                        "--regid",
+                        "1000",
+                        "--clear-groups",
+                        "/bin/su",
+                        "--version",
+                    ])
+                    .env("GLIBC_TUNABLES", "glibc.malloc.mxfast=0"))))
+            },
+        ),
+        case(
+            "Downloader run through a proxy from its environment",
+            |e| {
+                let curl = e.copy("/bin/true", "curl");
+                // Small environments: the probe keeps the first 4 KiB, and
+                // the test's own (cargo's) is larger.
+                b(pid_is(run(Command::new(&curl)
+                    .arg("http://203.0.113.9/")
+                    .env_clear()
+                    .env("NO_PROXY", "*"))))
+            },
+            |e| {
+                let curl = e.copy("/bin/true", "curl");
+                b(pid_is(run(Command::new(&curl)
+                    .arg("http://203.0.113.9/")
+                    .env_clear()
+                    .env("https_proxy", "http://198.51.100.3:3128"))))
+            },
+        ),
     ]
+}
+
+/// Matches the events of the process `pid` whose arguments hold `tag`
+/// (a shell that execs keeps its pid).
+fn argv_has_via(pid: u32, tag: String) -> impl Fn(&Value) -> bool {
+    let has = argv_has(tag);
+    move |v: &Value| v["process"]["pid"] == pid && has(v)
 }
 
 /// `cat /proc/PID/FILE` of a child the test starts (and stops); the pid of

@@ -123,6 +123,12 @@ pub static EXCLUDED_EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EX
 #[map]
 pub static SYSCALL_SPECS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
 
+/// Exec options (one entry, `EXEC_*` bits of `agent_ebpf::process`),
+/// written by the agent from the loaded rules: today whether to copy the
+/// environment.
+#[map]
+pub static EXEC_OPTIONS: Array<u32> = Array::with_max_entries(1, 0);
+
 /// What an open must match to be reported (one entry), written by the
 /// agent from the loaded rules.
 #[map]

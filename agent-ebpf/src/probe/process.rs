@@ -6,7 +6,8 @@ use core::ffi::c_void;
 use agent_ebpf::{
     config::UNKNOWN_OFFSET,
     process::{
-        ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE,
+        ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, ENV_MAX, EXEC_ARGV_TRUNCATED,
+        EXEC_ARGV_UNREADABLE, EXEC_CAPTURE_ENV, EXEC_ENV_TRUNCATED, EXEC_ENV_UNREADABLE,
         EXEC_EXE_STAT_UNKNOWN, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
         EXEC_FILENAME_TRUNCATED, EXE_MAX, FILENAME_MAX,
     },
@@ -26,7 +27,8 @@ use super::{
     filter::is_ignored,
     header::fill_header,
     maps::{
-        count_lost, set_pos, submit_flags, Ring, PENDING, PROCESS_EVENTS, SCRATCH, SYSCALL_SPECS,
+        count_lost, set_pos, submit_flags, Ring, EXEC_OPTIONS, PENDING, PROCESS_EVENTS, SCRATCH,
+        SYSCALL_SPECS,
     },
     path::walk_path,
     task::{current_task, read_kernel, read_via},
@@ -56,9 +58,17 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         (*ev).exe_mtime_ns = 0;
         (*ev).argv_len = 0;
         (*ev).argv_total_len = 0;
+        (*ev).env_len = 0;
+        (*ev).env_total_len = 0;
     }
     flags |= read_exec_filename(&ctx, ev);
     flags |= read_exec_argv(ev);
+    if EXEC_OPTIONS
+        .get(0)
+        .is_some_and(|o| o & EXEC_CAPTURE_ENV != 0)
+    {
+        flags |= read_exec_env(ev);
+    }
     flags |= read_exec_exe(ev);
     unsafe { (*ev).flags = flags };
     entry.submit(submit_flags(Ring::Process, true));
@@ -202,6 +212,45 @@ fn read_exec_argv(ev: *mut ExecRecord) -> u32 {
     unsafe {
         (*ev).argv_len = len as u32;
         (*ev).argv_total_len = total.min(u32::MAX as u64) as u32;
+    }
+    flags
+}
+
+/// Copies the new image's environment block (`mm->env_start..env_end`).
+#[inline(always)]
+fn read_exec_env(ev: *mut ExecRecord) -> u32 {
+    let Some(mm) = read_kernel::<*const u8>(current_task(), config!(task_mm)) else {
+        return EXEC_ENV_UNREADABLE;
+    };
+    let (Some(start), Some(end)) = (
+        read_kernel::<u64>(mm, config!(mm_env_start)),
+        read_kernel::<u64>(mm, config!(mm_env_end)),
+    ) else {
+        return EXEC_ENV_UNREADABLE;
+    };
+    if end <= start {
+        return 0;
+    }
+    let total = end - start;
+    let mut flags = 0;
+    let mut len = total as usize;
+    if len > ENV_MAX {
+        len = ENV_MAX;
+        flags |= EXEC_ENV_TRUNCATED;
+    }
+    let rc = unsafe {
+        bpf_probe_read_user(
+            (&raw mut (*ev).env) as *mut c_void,
+            len as u32,
+            start as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return flags | EXEC_ENV_UNREADABLE;
+    }
+    unsafe {
+        (*ev).env_len = len as u32;
+        (*ev).env_total_len = total.min(u32::MAX as u64) as u32;
     }
     flags
 }

@@ -1,8 +1,8 @@
 //! Decoding of the process family: exec, fork, exit.
 use agent_ebpf::process::{
     ExecRecord, ExitRecord, ForkRecord, EXEC_ARGV_TRUNCATED, EXEC_ARGV_UNREADABLE,
-    EXEC_EXE_STAT_UNKNOWN, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN, EXEC_EXE_UNREACHABLE,
-    EXEC_FILENAME_TRUNCATED,
+    EXEC_ENV_TRUNCATED, EXEC_EXE_STAT_UNKNOWN, EXEC_EXE_TRUNCATED, EXEC_EXE_UNKNOWN,
+    EXEC_EXE_UNREACHABLE, EXEC_FILENAME_TRUNCATED,
 };
 use serde::Serialize;
 
@@ -36,6 +36,15 @@ pub struct ExecInfo {
     pub argv_unreadable: bool,
     /// Size of the whole argument block in bytes, before any cut.
     pub argv_bytes: u32,
+    /// The new image's environment (`NAME=value`), copied by the probe
+    /// only while a loaded rule tests `proc.env`; empty otherwise. Never
+    /// written out (events, activity, recordings): environments hold
+    /// secrets. Only a rule's output that names `%proc.env` shows it.
+    #[serde(skip)]
+    pub env: Vec<String>,
+    /// The probe kept only the first bytes of a longer environment.
+    #[serde(skip)]
+    pub env_truncated: bool,
     /// The executable's inode identity and times; None when unreadable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_file: Option<ExeFile>,
@@ -119,6 +128,8 @@ pub fn decode_exec(bytes: &[u8]) -> Result<ExecInfo, DecodeError> {
         argv_truncated: rec.flags & EXEC_ARGV_TRUNCATED != 0,
         argv_unreadable: rec.flags & EXEC_ARGV_UNREADABLE != 0,
         argv_bytes: rec.argv_total_len,
+        env: split_argv(&rec.env[..(rec.env_len as usize).min(rec.env.len())]),
+        env_truncated: rec.flags & EXEC_ENV_TRUNCATED != 0,
         exe_file: (rec.flags & (EXEC_EXE_UNKNOWN | EXEC_EXE_STAT_UNKNOWN) == 0 && rec.exe_ino != 0)
             .then_some(ExeFile {
                 dev: rec.exe_dev,
@@ -189,6 +200,9 @@ mod tests {
             argv_total_len: argv.len() as u32,
             filename: [0; FILENAME_MAX],
             argv: [0; ARGV_MAX],
+            env_len: 0,
+            env_total_len: 0,
+            env: [0; agent_ebpf::process::ENV_MAX],
         };
         rec.filename[..filename.len()].copy_from_slice(filename);
         rec.argv[..argv.len()].copy_from_slice(argv);
@@ -202,6 +216,19 @@ mod tests {
         assert_eq!(info.filename, "/tmp/x/true");
         assert_eq!(info.argv, vec!["/tmp/x/true", "--marker", "a b"]);
         assert!(!info.argv_truncated && !info.argv_unreadable && !info.filename_truncated);
+    }
+
+    #[test]
+    fn the_environment_is_decoded_but_never_written_out() {
+        let mut rec = exec_record(b"/bin/true", b"/bin/true\0", EXEC_ENV_TRUNCATED);
+        let env = b"PATH=/bin\0API_TOKEN=hunter2\0";
+        rec.env[..env.len()].copy_from_slice(env);
+        rec.env_len = env.len() as u32;
+        let info = decode_exec(&bytes_of(&rec)).unwrap();
+        assert_eq!(info.env, vec!["PATH=/bin", "API_TOKEN=hunter2"]);
+        assert!(info.env_truncated);
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
     }
 
     #[test]

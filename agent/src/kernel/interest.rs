@@ -56,6 +56,9 @@ pub struct KernelInterest {
     /// For syscalls with `open_filter`: an open passing any clause is
     /// reported. Empty with no open followed under a filter.
     pub open: Vec<OpenClause>,
+    /// Copy each new image's environment into exec records: a loaded
+    /// rule tests `proc.env`.
+    pub exec_env: bool,
     /// Why some rules widen what is reported (unindexed rules, filters too
     /// large for the kernel), for the log.
     pub notes: Vec<String>,
@@ -71,6 +74,7 @@ impl KernelInterest {
                 .map(|s| (s, Follow::default()))
                 .collect(),
             open: Vec::new(),
+            exec_env: false,
             notes: Vec::new(),
         }
     }
@@ -101,6 +105,11 @@ impl KernelInterest {
                 self.open.len()
             )
         };
-        format!("{} syscalls followed, {open}", self.syscalls.len())
+        let env = if self.exec_env {
+            ", environment copied at exec"
+        } else {
+            ""
+        };
+        format!("{} syscalls followed, {open}{env}", self.syscalls.len())
     }
 }

@@ -72,6 +72,8 @@ impl StructOffsets {
             task_exit_code: get("task_struct", "exit_code"),
             mm_arg_start: get("mm_struct", "arg_start"),
             mm_arg_end: get("mm_struct", "arg_end"),
+            mm_env_start: get("mm_struct", "env_start"),
+            mm_env_end: get("mm_struct", "env_end"),
             task_cred: get("task_struct", "cred"),
             cred_euid: get("cred", "euid"),
             cred_egid: get("cred", "egid"),

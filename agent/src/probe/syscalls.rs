@@ -142,6 +142,7 @@ impl SyscallHooks {
             }
         }
         self.write_open_filter(ebpf, interest)?;
+        write_exec_options(ebpf, interest)?;
         // Hooks wanted now.
         for (sc, reach) in &self.reach {
             if *reach != Reach::Tracepoint {
@@ -414,6 +415,23 @@ fn prefix_key(set: u8, p: &str) -> (u32, PathKeyData) {
     data[..4].copy_from_slice(&(set as u32).to_le_bytes());
     data[4..4 + n].copy_from_slice(&bytes[..n]);
     ((32 + 8 * n) as u32, data)
+}
+
+/// `EXEC_OPTIONS` from the interest: whether execs copy the environment.
+fn write_exec_options(ebpf: &mut Ebpf, interest: &KernelInterest) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut("EXEC_OPTIONS")
+        .ok_or(ProbeError::MissingMap("EXEC_OPTIONS"))?;
+    let mut options: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|source| map_error("EXEC_OPTIONS", source))?;
+    let bits = if interest.exec_env {
+        agent_ebpf::process::EXEC_CAPTURE_ENV
+    } else {
+        0
+    };
+    options
+        .set(0, bits, 0)
+        .map_err(|source| map_error("EXEC_OPTIONS", source))
 }
 
 /// A name entry: the set, the name and its NUL, so that only a last

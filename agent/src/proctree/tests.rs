@@ -57,6 +57,8 @@ fn exec(exe: &str, argv: &[&str]) -> EventBody {
         argv_truncated: false,
         argv_unreadable: false,
         argv_bytes: 0,
+        env: Vec::new(),
+        env_truncated: false,
         exe_file: None,
     })
 }

@@ -424,6 +424,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         // An exec with no arguments at all (argc 0, the pkexec exploit's
         // trigger): argv[0] is empty, as the kernel makes it and Falco
         // reports it, not the program path the fallback below gives.
+        FieldId::ProcEnv => match &ev.body {
+            EventBody::Exec(x) if !x.env.is_empty() => owned(x.env.join(" ")),
+            _ => None,
+        },
         FieldId::ProcExe if exec_without_arguments(ev) => s(""),
         FieldId::ProcExe => argv(ev)
             .and_then(|a| a.first())

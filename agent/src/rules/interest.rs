@@ -42,11 +42,20 @@ const ALWAYS: &[&str] = &["chdir", "fchdir", "clone", "clone3"];
 /// The kernel-side description of what `set` can match; with `everything`
 /// (`--events`), every followed syscall unfiltered.
 pub fn kernel_interest(set: &RuleSet, everything: bool) -> KernelInterest {
-    if everything {
-        return KernelInterest::everything();
-    }
     let (rules, program, slots) = set.compiled();
-    let mut out = KernelInterest::default();
+    // The environment costs a copy per exec: only for a rule that tests it.
+    let exec_env =
+        (0..program.test_count()).any(|i| program.test(i as u32).field == FieldId::ProcEnv);
+    if everything {
+        return KernelInterest {
+            exec_env,
+            ..KernelInterest::everything()
+        };
+    }
+    let mut out = KernelInterest {
+        exec_env,
+        ..KernelInterest::default()
+    };
     for name in ALWAYS {
         if let Some(s) = Syscall::by_name(name) {
             out.syscalls.insert(s, Follow::default());

@@ -450,7 +450,7 @@ fn absent_fields_fail_every_test() {
     let yaml = rule(
         "Tested",
         "proc.name = curl and container.mount.dest = /host",
-    ) + &rule("Negated", "proc.name = curl and not proc.env contains x")
+    ) + &rule("Negated", "proc.name = curl and not proc.aenv contains x")
         + &rule(
             "Unfollowed",
             "evt.type = process_vm_writev or proc.name = curl",
