@@ -284,6 +284,7 @@ fn open_verdict(
     // clause tests names.
     let mut name = [0u64; 11];
     let mut name_read = false;
+    let mut name_ok = false;
     let mut name_found = false;
     let mut name_start = 0u64;
     let mut pass = false;
@@ -329,12 +330,13 @@ fn open_verdict(
                         continue;
                     }
                     if !name_read {
-                        copy_component(&key, name_start, &mut name);
+                        name_ok = copy_component(&key, name_start, &mut name);
                         name_read = true;
                     }
+                    // A component the probe could not copy passes.
                     name[0] = (32 + 8 * 64) | ((c.name_set as u64) << 32);
                     let k = unsafe { &*(name.as_ptr() as *const Key<PathKeyData>) };
-                    if PATH_PREFIXES.get(k).is_none() {
+                    if name_ok && PATH_PREFIXES.get(k).is_none() {
                         continue;
                     }
                 }
@@ -376,6 +378,13 @@ fn read_filter_path(user: Option<u64>, key: &mut [u64; 11]) -> u8 {
         return 2;
     }
     let len = (n as u64 - 1) & 63;
+    // A path ending in `/` (`/root/.ssh/`) names the directory before it,
+    // whose name the probe does not isolate: only the agent can place it.
+    let last =
+        unsafe { *(key.as_ptr().add(1) as *const u8).add((len.wrapping_sub(1) & 63) as usize) };
+    if last == b'/' && len > 1 {
+        return 2;
+    }
     key[0] = 32 + 8 * len;
     1
 }
@@ -407,16 +416,14 @@ fn last_component_start(key: &[u64; 11]) -> u64 {
 /// Copies the component starting at byte `start` of the path in
 /// `key[1..]` to `name[1..]`: a name entry of `PATH_PREFIXES` (the name
 /// and its NUL) matches it exactly; what follows the NUL is never
-/// compared. One helper call.
+/// compared. One helper call; false when it failed.
 #[inline(always)]
-fn copy_component(key: &[u64; 11], start: u64, name: &mut [u64; 11]) {
+fn copy_component(key: &[u64; 11], start: u64, name: &mut [u64; 11]) -> bool {
     let src = unsafe { (key.as_ptr().add(1) as *const u8).add((start & 63) as usize) };
     let dst = unsafe {
         core::slice::from_raw_parts_mut(name.as_mut_ptr().add(1) as *mut u8, PATH_FILTER_BYTES + 1)
     };
-    if unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(src, dst) }.is_err() {
-        name[1] = 0;
-    }
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(src, dst) }.is_ok()
 }
 
 /// Whether the path in `key[1..]` (little-endian bytes, zero after it) has

@@ -78,7 +78,8 @@ fn argv(ev: &Event) -> Option<&[String]> {
 }
 
 fn exec_without_arguments(ev: &Event) -> bool {
-    matches!(&ev.body, EventBody::Exec(x) if x.argv.is_empty() && !x.argv_truncated)
+    matches!(&ev.body, EventBody::Exec(x)
+        if x.argv.is_empty() && !x.argv_truncated && !x.argv_unreadable)
 }
 
 fn s(v: &str) -> Option<Val<'_>> {

@@ -123,7 +123,7 @@ fields! {
     ProcExe "proc.exe" Str None "First command-line argument (`argv[0]`), as in Falco.";
     ProcExepath "proc.exepath" Str None "Full path of the executable, symlinks resolved.";
     ProcCmdline "proc.cmdline" Str None "`proc.name` followed by the arguments.";
-    ProcEnv "proc.env" Str None "The environment of an exec event, `NAME=value` strings joined by spaces (test with `contains \"LD_PRELOAD=\"`). The probe copies it (4 KiB at most) only while a loaded rule tests this field, and only exec events have it; Vigil never writes it into events or activity, only into the output of a rule that names `%proc.env`.";
+    ProcEnv "proc.env" Str None "The environment of an exec event, `NAME=value` strings joined by spaces (test with `contains \"LD_PRELOAD=\"`). The probe copies it (4 KiB at most) only while a loaded rule tests this field (a `%proc.env` in an output alone does not switch it on), and only exec events have it; Vigil never writes it into events or activity, only into the output of a rule that names `%proc.env`.";
     ProcArgs "proc.args" Str None "The arguments (`argv[1..]`), joined by spaces.";
     ProcCwd "proc.cwd" Str None "Working directory.";
     ProcTty "proc.tty" Int None "Controlling terminal, encoded as `tty_nr` of /proc/PID/stat (34816 is /dev/pts/0); 0 when the process has none.";
