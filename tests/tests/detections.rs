@@ -1062,22 +1062,22 @@ fn cases() -> Vec<Case> {
         case(
             "Download tool run in container",
             |e| {
-                let curl = e.copy("/bin/true", "curl");
-                let tag = unique("near-curl");
-                in_container(&format!(
-                    "exec {} http://localhost:8080/healthz {tag}",
-                    curl.display()
-                ));
-                b(argv_has(tag))
+                contained(
+                    e,
+                    "/bin/true",
+                    "curl",
+                    "http://localhost:8080/healthz",
+                    "near-curl",
+                )
             },
             |e| {
-                let curl = e.copy("/bin/true", "curl");
-                let tag = unique("curl");
-                in_container(&format!(
-                    "exec {} -o /tmp/x http://203.0.113.9/x {tag}",
-                    curl.display()
-                ));
-                b(argv_has(tag))
+                contained(
+                    e,
+                    "/bin/true",
+                    "curl",
+                    "-o /tmp/x http://203.0.113.9/x",
+                    "curl",
+                )
             },
         ),
         case(
@@ -1305,9 +1305,15 @@ fn on_host(e: &Env, name: &str, tag: &str) -> Pred {
 
 /// The same, run in a container.
 fn in_a_container(e: &Env, name: &str, tag: &str) -> Pred {
-    let prog = e.copy("/bin/true", name);
+    contained(e, "/bin/true", name, "", tag)
+}
+
+/// A copy of `src` named `name`, run in a container with `args` and a
+/// fresh tag made from `tag`; matches its events.
+fn contained(e: &Env, src: &str, name: &str, args: &str, tag: &str) -> Pred {
+    let prog = e.copy(src, name);
     let tag = unique(tag);
-    in_container(&format!("exec {} {tag}", prog.display()));
+    in_container(&format!("exec {} {args} {tag}", prog.display()));
     b(argv_has(tag))
 }
 

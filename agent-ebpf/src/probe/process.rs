@@ -180,79 +180,92 @@ fn read_exe_stat(file: *const u8, ev: *mut ExecRecord) -> u32 {
 /// Copies the new image's argument block (`mm->arg_start..arg_end`).
 #[inline(always)]
 fn read_exec_argv(ev: *mut ExecRecord) -> u32 {
-    let Some(mm) = read_kernel::<*const u8>(current_task(), config!(task_mm)) else {
-        return EXEC_ARGV_UNREADABLE;
-    };
-    let (Some(start), Some(end)) = (
-        read_kernel::<u64>(mm, config!(mm_arg_start)),
-        read_kernel::<u64>(mm, config!(mm_arg_end)),
-    ) else {
-        return EXEC_ARGV_UNREADABLE;
-    };
-    if end <= start {
-        return 0;
-    }
-    let total = end - start;
-    let mut flags = 0;
-    let mut len = total as usize;
-    if len > ARGV_MAX {
-        len = ARGV_MAX;
-        flags |= EXEC_ARGV_TRUNCATED;
-    }
-    let rc = unsafe {
-        bpf_probe_read_user(
-            (&raw mut (*ev).argv) as *mut c_void,
-            len as u32,
-            start as *const c_void,
+    let block = unsafe {
+        read_mm_block::<ARGV_MAX>(
+            config!(mm_arg_start),
+            config!(mm_arg_end),
+            &raw mut (*ev).argv,
         )
     };
-    if rc != 0 {
-        return flags | EXEC_ARGV_UNREADABLE;
+    match block {
+        Block::Unreadable => EXEC_ARGV_UNREADABLE,
+        Block::Read { len, total } => {
+            unsafe {
+                (*ev).argv_len = len;
+                (*ev).argv_total_len = total;
+            }
+            if total as usize > ARGV_MAX {
+                EXEC_ARGV_TRUNCATED
+            } else {
+                0
+            }
+        }
     }
-    unsafe {
-        (*ev).argv_len = len as u32;
-        (*ev).argv_total_len = total.min(u32::MAX as u64) as u32;
-    }
-    flags
 }
 
 /// Copies the new image's environment block (`mm->env_start..env_end`).
 #[inline(always)]
 fn read_exec_env(ev: *mut ExecRecord) -> u32 {
-    let Some(mm) = read_kernel::<*const u8>(current_task(), config!(task_mm)) else {
-        return EXEC_ENV_UNREADABLE;
-    };
-    let (Some(start), Some(end)) = (
-        read_kernel::<u64>(mm, config!(mm_env_start)),
-        read_kernel::<u64>(mm, config!(mm_env_end)),
-    ) else {
-        return EXEC_ENV_UNREADABLE;
-    };
-    if end <= start {
-        return 0;
-    }
-    let total = end - start;
-    let mut flags = 0;
-    let mut len = total as usize;
-    if len > ENV_MAX {
-        len = ENV_MAX;
-        flags |= EXEC_ENV_TRUNCATED;
-    }
-    let rc = unsafe {
-        bpf_probe_read_user(
-            (&raw mut (*ev).env) as *mut c_void,
-            len as u32,
-            start as *const c_void,
+    let block = unsafe {
+        read_mm_block::<ENV_MAX>(
+            config!(mm_env_start),
+            config!(mm_env_end),
+            &raw mut (*ev).env,
         )
     };
+    match block {
+        Block::Unreadable => EXEC_ENV_UNREADABLE,
+        Block::Read { len, total } => {
+            unsafe {
+                (*ev).env_len = len;
+                (*ev).env_total_len = total;
+            }
+            if total as usize > ENV_MAX {
+                EXEC_ENV_TRUNCATED
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// What [`read_mm_block`] got.
+enum Block {
+    Unreadable,
+    /// `len` bytes copied of a block of `total`.
+    Read {
+        len: u32,
+        total: u32,
+    },
+}
+
+/// Copies the current task's user memory between the `mm_struct` fields
+/// at `start_off` and `end_off` (the argument or environment block) into
+/// `dst`, at most `N` bytes.
+#[inline(always)]
+fn read_mm_block<const N: usize>(start_off: u32, end_off: u32, dst: *mut [u8; N]) -> Block {
+    let Some(mm) = read_kernel::<*const u8>(current_task(), config!(task_mm)) else {
+        return Block::Unreadable;
+    };
+    let (Some(start), Some(end)) = (
+        read_kernel::<u64>(mm, start_off),
+        read_kernel::<u64>(mm, end_off),
+    ) else {
+        return Block::Unreadable;
+    };
+    if end <= start {
+        return Block::Read { len: 0, total: 0 };
+    }
+    let total = end - start;
+    let len = (total as usize).min(N);
+    let rc = unsafe { bpf_probe_read_user(dst as *mut c_void, len as u32, start as *const c_void) };
     if rc != 0 {
-        return flags | EXEC_ENV_UNREADABLE;
+        return Block::Unreadable;
     }
-    unsafe {
-        (*ev).env_len = len as u32;
-        (*ev).env_total_len = total.min(u32::MAX as u64) as u32;
+    Block::Read {
+        len: len as u32,
+        total: total.min(u32::MAX as u64) as u32,
     }
-    flags
 }
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
