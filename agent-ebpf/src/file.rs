@@ -15,5 +15,8 @@ wire_enum! {
         /// chdir/fchdir: the agent keeps each process's working directory.
         Chdir = 10 => "chdir",
         Mkdir = 11 => "mkdir",
+        /// utimensat, utimes, futimesat, utime: a file's access and
+        /// modification times set.
+        Utime = 12 => "utime",
     }
 }

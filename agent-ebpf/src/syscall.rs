@@ -31,6 +31,12 @@ pub const SPEC_STASH_ONLY: u8 = 1 << 6;
 /// For a stash-only clone: flags are in a user `struct clone_args` (clone3).
 pub const SPEC_CLONE3: u8 = 1 << 7;
 
+/// `spec_flags2` bits.
+/// A NULL `path` names the file behind the dirfd (utimensat, as futimens
+/// calls it): the record then carries that file's path, as
+/// [`SPEC_PATH1_FD`] does.
+pub const SPEC2_NULL_PATH_IS_DIRFD: u8 = 1 << 0;
+
 /// Where a syscall keeps what the event needs: argument indexes (0..6), or
 /// [`NO_ARG`]. Missing dirfds mean `AT_FDCWD`.
 #[repr(C)]
@@ -55,7 +61,9 @@ pub struct ArgSpec {
     /// `HOOK_*` bits: where the probe catches it, whether it is filtered,
     /// whether its records may wake the agent.
     pub hook: u8,
-    pub _pad: [u8; 3],
+    /// `SPEC2_*` bits.
+    pub spec_flags2: u8,
+    pub _pad: [u8; 2],
 }
 
 impl ArgSpec {
@@ -73,7 +81,8 @@ impl ArgSpec {
         family: 0,
         variant: 0,
         hook: 0,
-        _pad: [0; 3],
+        spec_flags2: 0,
+        _pad: [0; 2],
     };
 }
 

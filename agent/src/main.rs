@@ -715,6 +715,7 @@ fn list_fields() {
             ArgKind::None => f.name.to_string(),
             ArgKind::Index => format!("{}[N]", f.name),
             ArgKind::Name => format!("{}.NAME", f.name),
+            ArgKind::Key => format!("{}[KEY]", f.name),
         };
         println!("{name:<22} {:<10} {}", f.ty.name(), f.desc);
     }

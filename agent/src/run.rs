@@ -529,6 +529,7 @@ fn loss_totals(
         ("decode".to_string(), loss.decode_errors),
         ("enrich_requests".into(), e.requests_dropped),
         ("sequences_evicted".into(), r.sequence_evicted),
+        ("threshold_untracked".into(), r.threshold_untracked),
     ]);
     if let Sink::Collector(f) = &*out.sink {
         let fc = &f.counters;
@@ -876,11 +877,13 @@ impl Output<'_> {
         let c = self.rules.counters;
         if c.sequence_evicted > self.reported.sequence_evicted
             || c.dedup_untracked > self.reported.dedup_untracked
+            || c.threshold_untracked > self.reported.threshold_untracked
         {
             tracing::warn!(
                 sequence_evicted = c.sequence_evicted,
                 dedup_untracked = c.dedup_untracked,
-                "rule engine full: open sequences dropped, or alerts sent without dedup"
+                threshold_untracked = c.threshold_untracked,
+                "rule engine full: open sequences dropped, alerts sent without dedup, or threshold matches not counted"
             );
         }
         if c != self.reported {

@@ -74,6 +74,11 @@ fn sh(script: &str) -> u32 {
     run(Command::new("sh").args(["-c", script]))
 }
 
+/// `exec -a` (a chosen argv[0]) is bash's; dash has no such option.
+fn bash(script: &str) -> u32 {
+    run(Command::new("bash").args(["-c", script]))
+}
+
 fn helper(args: &[&str]) -> u32 {
     run(Command::new(bin("vigil-test-helper")).args(args))
 }
@@ -1248,7 +1253,193 @@ fn cases() -> Vec<Case> {
                     .env("https_proxy", "http://198.51.100.3:3128"))))
             },
         ),
+        case(
+            "Process disguised as a kernel thread",
+            |_| {
+                let tag = unique("near-kthread");
+                b(argv_has_via(
+                    bash(&format!("exec -a worker-1 /bin/true {tag}")),
+                    tag,
+                ))
+            },
+            |_| {
+                let tag = unique("kthread");
+                b(argv_has_via(
+                    bash(&format!("exec -a '[kworker/0:1]' /bin/true {tag}")),
+                    tag,
+                ))
+            },
+        ),
+        case(
+            "Process disguised as a kernel thread",
+            // The same disguise taken after start, with prctl.
+            |_| b(pid_is(helper(&["prctl-name", "worker-1"]))),
+            |_| b(pid_is(helper(&["prctl-name", "kworker/0:2"]))),
+        ),
+        case(
+            "Process hidden by a mount over its /proc entry",
+            // In a mount namespace of the test's own, so nothing outlives
+            // it: a tmpfs on a scratch directory, then on a live process's
+            // /proc entry.
+            |e| {
+                let tag = unique("near-proc-mount");
+                let dir = e.path(&tag);
+                std::fs::create_dir(&dir).unwrap();
+                sh(&format!(
+                    "unshare -m sh -c 'mount -t tmpfs {tag} {}'",
+                    dir.display()
+                ));
+                b(argv_has(tag))
+            },
+            |_| {
+                let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+                let tag = unique("proc-mount");
+                sh(&format!(
+                    "unshare -m sh -c 'mount -t tmpfs {tag} /proc/{}'",
+                    victim.id()
+                ));
+                let _ = victim.kill();
+                let _ = victim.wait();
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Hidden executable run",
+            |e| {
+                let prog = e.copy("/bin/true", &unique("visible"));
+                let tag = unique("near-hidden-exe");
+                run(Command::new(&prog).arg(&tag));
+                b(argv_has(tag))
+            },
+            |e| {
+                let prog = e.copy("/bin/true", &format!(".{}", unique("hidden")));
+                let tag = unique("hidden-exe");
+                run(Command::new(&prog).arg(&tag));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Burst of discovery commands",
+            // Seven different discovery commands, some twice, from one
+            // shell: under the threshold of eight. Then eight.
+            |_| {
+                let tag = unique("near-discovery");
+                sh(&format!(
+                    "sh -c 'id; whoami; id; uname -a; nproc; groups; arch; uname; df >/dev/null; true' {tag}"
+                ));
+                b(parent_argv_has(tag))
+            },
+            |_| {
+                let tag = unique("discovery");
+                sh(&format!(
+                    "sh -c 'id; whoami; uname -a; nproc; groups; arch; df >/dev/null; who; true' {tag}"
+                ));
+                b(parent_argv_has(tag))
+            },
+        ),
+        case(
+            "Mass deletion or renaming of files in data directories",
+            // 90 files deleted from a data directory (under the threshold
+            // of 100), then 120.
+            |_| b(argv_has(mass_delete("near-mass-delete", 90))),
+            |_| b(argv_has(mass_delete("mass-delete", 120))),
+        ),
+        case(
+            "File timestamps set by hand in a system directory",
+            // A file of the test's own in /etc: touched to now, then
+            // backdated to another file's times.
+            |_| {
+                let f = etc_file("near-timestomp");
+                let pid = run(Command::new("touch").arg(&f));
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+            |_| {
+                let f = etc_file("timestomp");
+                let pid = run(Command::new("touch").args(["-r", "/etc/hostname"]).arg(&f));
+                let _ = std::fs::remove_file(&f);
+                b(pid_is(pid))
+            },
+        ),
+        case(
+            "System utility run under another name",
+            // A copy of `true` under its own name, then under another.
+            |e| {
+                let prog = e.copy("/bin/true", "true");
+                let tag = unique("near-renamed");
+                run(Command::new(&prog).arg(&tag));
+                b(argv_has(tag))
+            },
+            |e| {
+                let prog = e.copy("/bin/true", &unique("kworker"));
+                let tag = unique("renamed");
+                run(Command::new(&prog).arg(&tag));
+                b(argv_has(tag))
+            },
+        ),
+        case(
+            "Container started with a sensitive host path mounted",
+            // A container of the test's own: a tmpfs root holding /usr,
+            // pivoted into, with a host directory mounted at /mnt/data:
+            // a harmless one, then /etc.
+            |e| {
+                let tag = unique("near-sensitive-mount");
+                let src = e.path(&tag);
+                std::fs::create_dir(&src).unwrap();
+                in_container(&pivoted_container(&src.display().to_string(), &tag));
+                b(argv_has(tag))
+            },
+            |_| {
+                let tag = unique("sensitive-mount");
+                in_container(&pivoted_container("/etc", &tag));
+                b(argv_has(tag))
+            },
+        ),
     ]
+}
+
+/// A script that starts a container the way a runtime does: a new mount
+/// namespace whose root is a tmpfs holding the host's /usr (and the
+/// merged-/usr links) and `src` at /mnt/data, pivoted into, a /proc of
+/// its own mounted (umount reads it) and the old root detached; then
+/// process 1 of a new pid namespace runs `true TAG`.
+fn pivoted_container(src: &str, tag: &str) -> String {
+    let root = format!("/tmp/{tag}-root");
+    format!(
+        "mkdir -p {root} && unshare -m sh -c '\
+         mount --make-rprivate / && mount -t tmpfs vigil-root {root} && \
+         mkdir -p {root}/usr {root}/old {root}/proc {root}/mnt/data && \
+         ln -s usr/bin {root}/bin && ln -s usr/lib {root}/lib && \
+         ln -s usr/lib64 {root}/lib64 && ln -s usr/sbin {root}/sbin && \
+         mount --rbind /usr {root}/usr && mount --bind {src} {root}/mnt/data && \
+         cd {root} && pivot_root . old && mount -t proc proc /proc && umount -l /old && \
+         exec unshare -pf sh -c \"true {tag}\"'; rmdir {root}"
+    )
+}
+
+/// A new file of the test's own below /etc.
+fn etc_file(tag: &str) -> PathBuf {
+    let f = PathBuf::from("/etc").join(unique(tag));
+    write_file(&f);
+    f
+}
+
+/// Makes `n` files in a fresh directory below /srv (a data directory),
+/// then removes the directory with `rm -r`; returns the directory's
+/// name, which is in rm's arguments.
+fn mass_delete(tag: &str, n: usize) -> String {
+    let tag = unique(tag);
+    let dir = PathBuf::from("/srv").join(&tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..n {
+        write_file(&dir.join(format!("f{i}")));
+    }
+    // Two shells between rm and the test: cargo, a build tool, is then
+    // no nearer than rm's fourth ancestor (a build's own `rm -rf` is
+    // excused by its parent or grandparent).
+    sh(&format!("sh -c 'rm -r {}; true'; true", dir.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tag
 }
 
 /// Matches the events of the process `pid` whose arguments hold `tag`

@@ -222,6 +222,42 @@ fn every_file_operation_is_reported() {
     assert_eq!(r, 0);
     assert_eq!(f.event(pid, "unlink", "/sl")["path"], format!("{root}/sl"));
 
+    // Times set through a dirfd, through an fd alone (futimens passes a
+    // NULL path: the event names the fd's file), and "now".
+    std::fs::write(d.join("stamped"), "x").unwrap();
+    let (pid, r) = f.run(Path::new("/"), &["utimensat", &root, "stamped", "given"]);
+    assert_eq!(r, 0);
+    let e = f.event(pid, "utime", "/stamped");
+    assert_eq!(
+        (&e["path"], &e["syscall"], &e["times"]),
+        (
+            &Value::from(format!("{root}/stamped")),
+            &Value::from("utimensat"),
+            &Value::from("given")
+        )
+    );
+    let (pid, r) = f.run(d, &["futimens", "stamped"]);
+    assert_eq!(r, 0);
+    let e = f.event(pid, "utime", "/stamped");
+    assert_eq!(
+        (&e["path"], &e["times"]),
+        (
+            &Value::from(format!("{root}/stamped")),
+            &Value::from("given")
+        )
+    );
+    let (pid, r) = f.run(d, &["utimes", "stamped"]);
+    assert_eq!(r, 0);
+    let e = f.event(pid, "utime", "/stamped");
+    assert_eq!(
+        (&e["path"], &e["syscall"], &e["times"]),
+        (
+            &Value::from(format!("{root}/stamped")),
+            &Value::from("utimes"),
+            &Value::from("now")
+        )
+    );
+
     let (pid, r) = f.run(d, &["rmdir", "emptydir"]);
     assert_eq!(r, 0);
     assert_eq!(

@@ -17,9 +17,9 @@ use agent_ebpf::{
     syscall::{
         ArgSpec, PathKeyData, PendingSyscall, SyscallRecord, AT_FDCWD, CLAUSE_SUCCESS_ONLY,
         CLAUSE_WAKE, HOOK_AT_ENTER, HOOK_OPEN_FILTER, HOOK_WAKE, MAX_SYSCALL_NR, NO_ARG,
-        OPEN_CLAUSES, PATH_FILTER_BYTES, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
-        SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY, SPEC_VIA_RAW,
-        SYSCALL_DATA_MAX,
+        OPEN_CLAUSES, PATH_FILTER_BYTES, SPEC2_NULL_PATH_IS_DIRFD, SPEC_FLAGS_IN_OPEN_HOW,
+        SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
+        SPEC_VIA_RAW, SYSCALL_DATA_MAX,
     },
     EventKind, ProbeCounter,
 };
@@ -509,8 +509,17 @@ fn emit_syscall(
     set_pos(s, 0);
     let mut path_flags = 0u32;
 
-    let (p1, b1, f1) = if spec.spec_flags & SPEC_PATH1_FD != 0 {
-        copy_fd_path(s, arg(p, spec.path))
+    // The file behind an fd: an fd argument, or utimensat's dirfd when
+    // its path is NULL (futimens).
+    let path_fd = if spec.spec_flags & SPEC_PATH1_FD != 0 {
+        arg(p, spec.path)
+    } else if spec.spec_flags2 & SPEC2_NULL_PATH_IS_DIRFD != 0 && arg(p, spec.path) == Some(0) {
+        Some(dirfd as u64)
+    } else {
+        None
+    };
+    let (p1, b1, f1) = if path_fd.is_some() {
+        copy_fd_path(s, path_fd)
     } else if spec.spec_flags & SPEC_PATH1_SOCKADDR != 0 {
         copy_sockaddr(s, arg(p, spec.path))
     } else {

@@ -36,14 +36,16 @@ pub fn hash_exe(pid: u32, path: Option<&str>, file: &ExeFile, max_bytes: u64) ->
         path.filter(|p| p.starts_with('/')).map(PathBuf::from),
     ];
     for c in candidates.iter().flatten() {
-        if let Some(h) = hash_if_same(c, file, max_bytes) {
+        if let Some(h) = hash_file(c, file, max_bytes) {
             return h;
         }
     }
     HashOutcome::Unavailable
 }
 
-fn hash_if_same(path: &Path, want: &ExeFile, max_bytes: u64) -> Option<HashOutcome> {
+/// Hashes the file at `path` if it is still the file `want` names
+/// (device, inode, change time); None when it is not, or cannot be opened.
+pub fn hash_file(path: &Path, want: &ExeFile, max_bytes: u64) -> Option<HashOutcome> {
     let mut f = File::open(path).ok()?;
     let now = ExeFile::from_metadata(&f.metadata().ok()?);
     if !now.same_file_unchanged(want) {

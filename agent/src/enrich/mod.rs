@@ -23,14 +23,16 @@ use foldhash::{HashMap, HashSet};
 use tokio::sync::Notify;
 
 use crate::{
-    event::{ContainerInfo, Event, EventBody, ExeFile, ProcessDetail},
+    event::{ContainerInfo, ContainerMount, Event, EventBody, ExeFile, ProcessDetail},
     proctree::{procfs, NeedsProcRead, ProcKey, ProcessTable, TableConfig},
     util::clock::BootClock,
 };
 
 pub mod container;
 pub mod hash;
+pub mod mounts;
 mod resolver;
+pub mod sysbin;
 pub mod users;
 
 use container::{CgroupFs, ContainerResolver, ImageLookup, K8sLinks};
@@ -101,8 +103,9 @@ struct CacheSlot<T> {
 
 enum HashState {
     InFlight,
-    /// The hash, or None when the file was too large, gone or changed.
-    Known(Option<Arc<str>>),
+    /// The hash, or None when the file was too large, gone or changed;
+    /// and the system binaries with the same contents.
+    Known(Option<Arc<str>>, Arc<[Arc<str>]>),
 }
 
 impl<T> CacheSlot<T> {
@@ -142,6 +145,9 @@ pub struct Enricher {
     /// pid to check again through.
     users_recheck: HashMap<u32, u32>,
     containers: HashMap<u64, CacheSlot<ContainerInfo>>,
+    /// Mount tables of mount namespaces other than the host's; None
+    /// while one is being read.
+    ns_mounts: HashMap<u32, Option<Arc<[ContainerMount]>>>,
     hashes: HashMap<ExeFile, HashState>,
     hash_order: VecDeque<ExeFile>,
     proc_reads: HashSet<ProcKey>,
@@ -194,6 +200,7 @@ impl Enricher {
             ns_users: HashMap::default(),
             users_recheck: HashMap::default(),
             containers: HashMap::default(),
+            ns_mounts: HashMap::default(),
             hashes: HashMap::default(),
             hash_order: VecDeque::new(),
             proc_reads: HashSet::default(),
@@ -230,6 +237,7 @@ impl Enricher {
         self.snapshot(&mut ev, key);
         if matches!(ev.body, EventBody::Exec(_)) {
             self.recheck_users(ev.process.mnt_ns, ev.process.pid);
+            self.load_mounts(&ev);
         }
         if self.fill(&mut ev, key) {
             self.ready.push_back(ev);
@@ -357,13 +365,20 @@ impl Enricher {
                     self.table.fill_from_proc(key, p);
                 }
             }
-            Resolved::Hash(file, outcome) => {
+            Resolved::Mounts(ns, mounts) => {
+                // Only answers to a request are kept (the slot was made
+                // then, and counted against the cap).
+                if let Some(slot) = self.ns_mounts.get_mut(&ns) {
+                    *slot = Some(mounts.unwrap_or_default().into());
+                }
+            }
+            Resolved::Hash(file, outcome, names) => {
                 self.counters.hashes_computed += 1;
                 let v = match outcome {
                     HashOutcome::Done(h) => Some(Arc::from(h)),
                     HashOutcome::TooLarge | HashOutcome::Unavailable => None,
                 };
-                self.hashes.insert(file, HashState::Known(v));
+                self.hashes.insert(file, HashState::Known(v, names));
             }
         }
     }
@@ -405,6 +420,11 @@ impl Enricher {
         let users = self.users_for(ev.process.mnt_ns, pid);
         complete &= users.is_some();
         let host_users = self.host_users.clone();
+        let mounts = match ev.body {
+            EventBody::Exec(_) => self.mounts_for(ev.process.mnt_ns),
+            _ => Ok(None),
+        };
+        complete &= mounts.is_ok();
         let (uid, gid, loginuid) = (ev.process.uid, ev.process.gid, ev.process.loginuid);
         let start_ns = ev.process.start_boottime_ns;
         let Some(d) = ev.process.detail.as_mut() else {
@@ -414,6 +434,7 @@ impl Enricher {
             d.user = db.user(uid);
             d.group = db.group(gid);
         }
+        d.mounts = mounts.ok().flatten();
         d.login_user = loginuid
             .filter(|&l| l >= 0)
             .and_then(|l| host_users.user(l as u32));
@@ -434,7 +455,12 @@ impl Enricher {
             });
             let path = d.exe.clone();
             match self.hashes.get(&file) {
-                Some(HashState::Known(h)) => d.exe_sha256 = h.clone(),
+                Some(HashState::Known(h, names)) => {
+                    d.exe_sha256 = h.clone();
+                    d.renamed_from = path
+                        .filter(|_| !d.exe_memfd)
+                        .and_then(|p| sysbin::renamed_from(&p, names));
+                }
                 Some(HashState::InFlight) => complete = false,
                 None if self.cfg.hash_max_bytes == 0 || file.size > self.cfg.hash_max_bytes => {}
                 None => {
@@ -504,6 +530,46 @@ impl Enricher {
                 }
                 None
             }
+        }
+    }
+
+    /// Asks for the mount table of an exec's namespace when it is not the
+    /// host's and none is cached, or again when the exec is a pid
+    /// namespace's process 1 (a container's entry point runs once its
+    /// mounts are in place: a table read before is the runtime's, half
+    /// made). The exec waits for the answer.
+    fn load_mounts(&mut self, ev: &Event) {
+        let Some(ns) = ev.process.mnt_ns.filter(|&n| Some(n) != self.host_mnt_ns) else {
+            return;
+        };
+        let refresh = ev.process.vpid == Some(1);
+        let cached = self.ns_mounts.contains_key(&ns);
+        if (cached && !refresh)
+            || !self.request(Request::Mounts {
+                mnt_ns: ns,
+                pid: ev.process.pid,
+            })
+        {
+            return;
+        }
+        if !cached && self.ns_mounts.len() >= MAX_USER_TABLES {
+            if let Some(k) = self.ns_mounts.keys().next().copied() {
+                self.ns_mounts.remove(&k);
+                self.counters.cache_evicted += 1;
+            }
+        }
+        self.ns_mounts.insert(ns, None);
+    }
+
+    /// The mounts of an exec's namespace: `Ok(None)` on the host's,
+    /// `Err` while the table is being read.
+    fn mounts_for(&self, mnt_ns: Option<u32>) -> Result<Option<Arc<[ContainerMount]>>, ()> {
+        let Some(ns) = mnt_ns.filter(|&n| Some(n) != self.host_mnt_ns) else {
+            return Ok(None);
+        };
+        match self.ns_mounts.get(&ns) {
+            Some(s) => s.clone().map(Some).ok_or(()),
+            None => Ok(None),
         }
     }
 

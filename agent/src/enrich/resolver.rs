@@ -4,7 +4,7 @@
 //! [`Resolved`], so the event path never waits on a disk.
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread,
 };
 
@@ -14,11 +14,13 @@ use tokio::sync::Notify;
 use super::{
     container::ContainerResolver,
     hash::{self, HashOutcome},
+    mounts,
+    sysbin::SystemBinaries,
     users::{UserDb, UserStamp},
     EnrichConfig,
 };
 use crate::{
-    event::{ContainerInfo, ExeFile},
+    event::{ContainerInfo, ContainerMount, ExeFile},
     proctree::{procfs, ProcKey},
 };
 
@@ -42,6 +44,11 @@ pub(super) enum Request {
     },
     HostUsers,
     Proc(ProcKey),
+    /// The mount table of a process in mount namespace `mnt_ns`.
+    Mounts {
+        mnt_ns: u32,
+        pid: u32,
+    },
     Hash {
         file: ExeFile,
         pid: u32,
@@ -55,7 +62,11 @@ pub(super) enum Resolved {
     UsersUnchanged(u32),
     HostUsers(UserDb),
     Proc(ProcKey, Option<procfs::ProcSnapshot>),
-    Hash(ExeFile, HashOutcome),
+    /// None: the process was gone before its table could be read.
+    Mounts(u32, Option<Vec<ContainerMount>>),
+    /// The hash, and the names of the system binaries with the same
+    /// contents.
+    Hash(ExeFile, HashOutcome, Arc<[Arc<str>]>),
 }
 
 /// The queues to the resolver threads and their answers.
@@ -77,6 +88,8 @@ impl Resolvers {
         let (large_hash, large_hash_rx) = bounded::<Request>(1_024);
         let (res_tx, results) = bounded::<Resolved>(8_192);
         let notify = Arc::new(Notify::new());
+        // Shared by the two hashing threads: one index, one cache.
+        let sysbin = Arc::new(Mutex::new(SystemBinaries::new(&host_root(&cfg.proc_root))));
         let no_containers = || ContainerResolver {
             cgroups: None,
             k8s: None,
@@ -94,6 +107,7 @@ impl Resolvers {
                 notify.clone(),
                 cfg.clone(),
                 containers,
+                sysbin.clone(),
             );
         }
         Resolvers {
@@ -143,10 +157,11 @@ fn spawn_worker(
     notify: Arc<Notify>,
     cfg: EnrichConfig,
     containers: ContainerResolver,
+    sysbin: Arc<Mutex<SystemBinaries>>,
 ) {
     let spawned = thread::Builder::new().name(name.into()).spawn(move || {
         for req in rx {
-            let res = resolve(req, &cfg, &containers);
+            let res = resolve(req, &cfg, &containers, &sysbin);
             if tx.send(res).is_err() {
                 return;
             }
@@ -159,7 +174,12 @@ fn spawn_worker(
 }
 
 /// Does the slow part of one request: file system and `/proc` reads.
-fn resolve(req: Request, cfg: &EnrichConfig, containers: &ContainerResolver) -> Resolved {
+fn resolve(
+    req: Request,
+    cfg: &EnrichConfig,
+    containers: &ContainerResolver,
+    sysbin: &Mutex<SystemBinaries>,
+) -> Resolved {
     match req {
         Request::Container { cgroup_id } => {
             Resolved::Container(cgroup_id, containers.resolve(cgroup_id))
@@ -178,9 +198,19 @@ fn resolve(req: Request, cfg: &EnrichConfig, containers: &ContainerResolver) -> 
         }
         Request::HostUsers => Resolved::HostUsers(UserDb::load(&host_root(&cfg.proc_root))),
         Request::Proc(key) => Resolved::Proc(key, procfs::read_process(&cfg.proc_root, key.pid)),
-        Request::Hash { file, pid, path } => Resolved::Hash(
-            file,
-            hash::hash_exe(pid, path.as_deref(), &file, cfg.hash_max_bytes),
-        ),
+        Request::Mounts { mnt_ns, pid } => {
+            Resolved::Mounts(mnt_ns, mounts::read(&cfg.proc_root, pid))
+        }
+        Request::Hash { file, pid, path } => {
+            let outcome = hash::hash_exe(pid, path.as_deref(), &file, cfg.hash_max_bytes);
+            let names = match &outcome {
+                HashOutcome::Done(h) => match sysbin.lock() {
+                    Ok(mut s) => s.names_of(&file, h, cfg.hash_max_bytes),
+                    Err(_) => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            Resolved::Hash(file, outcome, names.into())
+        }
     }
 }

@@ -129,6 +129,11 @@ pub struct ProcessDetail {
     /// SHA-256 of the executable, hex; None until computed, or when it was
     /// too large, gone, or changed before it could be read.
     pub exe_sha256: Option<Arc<str>>,
+    /// The system binary (in /usr/bin, /usr/sbin, ...) this program is a
+    /// copy or hard link of, under another file name, run from outside
+    /// the system directories (`enrich/sysbin.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<Arc<str>>,
     /// The executable was deleted after the process started.
     pub exe_deleted: bool,
     /// Executed from a memfd (fileless).
@@ -138,6 +143,37 @@ pub struct ProcessDetail {
     pub exe_drift: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_file: Option<ExeFile>,
+    /// Exec events in a mount namespace other than the host's: the mounts
+    /// it holds (`enrich/mounts.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Arc<[ContainerMount]>>,
+}
+
+/// One mount a container's processes see: where, of what, and the host
+/// path it shows when it is a piece of the host's file systems.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMount {
+    /// The host path mounted (a bind mount of `/run/docker.sock` shows
+    /// `/run/docker.sock`); for a file system of the container's own, the
+    /// mount's source as the kernel names it (`proc`, `overlay`, `tmpfs`).
+    pub source: String,
+    /// Where it is mounted, inside the container.
+    pub dest: String,
+    pub fstype: String,
+    /// Mounted read-write.
+    pub rw: bool,
+    /// `shared`, `slave` or `private`.
+    pub propagation: String,
+}
+
+impl ContainerMount {
+    /// Falco's format: `source:dest:mode:rdwr:propagation`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{}::{}:{}",
+            self.source, self.dest, self.rw, self.propagation
+        )
+    }
 }
 
 /// Identity of an executable file as the kernel saw it at exec: the hash

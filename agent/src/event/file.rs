@@ -49,6 +49,11 @@ pub struct FileInfo {
     pub uid: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<i64>,
+    /// utime family: whether the caller gave the new times or asked for
+    /// the current time (a NULL times pointer, what `touch` does without
+    /// `-d`, `-r` or `-t`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<FileTimes>,
     /// The syscall's return value: an fd or 0 on success, -errno on failure.
     pub result: i64,
     /// Error name on failure, e.g. `ENOENT`.
@@ -59,6 +64,25 @@ pub struct FileInfo {
     /// A relative path whose directory could not be resolved is reported as
     /// given.
     pub path_unresolved: bool,
+}
+
+/// How a utime-family call set a file's times. `Given` is any non-NULL
+/// times argument: the probe does not read the values, so utimensat's
+/// `UTIME_NOW` passed explicitly also counts as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileTimes {
+    Now,
+    Given,
+}
+
+impl FileTimes {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileTimes::Now => "now",
+            FileTimes::Given => "given",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -171,6 +195,13 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         mode: mode_used.then(|| format!("{:04o}", rec.mode & 0o7777)),
         uid: (op == FileOp::Chown).then(|| id(rec.uid)),
         gid: (op == FileOp::Chown).then(|| id(rec.gid)),
+        times: syscall.def().args.times.map(|i| {
+            if rec.args[i as usize % 6] == 0 {
+                FileTimes::Now
+            } else {
+                FileTimes::Given
+            }
+        }),
         result: rec.result,
         error: Errno::of_result(rec.result),
         path_truncated: pf

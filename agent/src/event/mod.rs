@@ -22,7 +22,8 @@ pub mod process;
 pub mod record;
 
 pub use context::{
-    Ancestor, ContainerInfo, ExeFile, K8sInfo, ProcessContext, ProcessDetail, Runtime,
+    Ancestor, ContainerInfo, ContainerMount, ExeFile, K8sInfo, ProcessContext, ProcessDetail,
+    Runtime,
 };
 pub use control::ControlInfo;
 pub use file::FileInfo;

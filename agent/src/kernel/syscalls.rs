@@ -16,8 +16,9 @@ use agent_ebpf::{
     file::FileOp,
     network::{NetOp, SEND_VARIANT_SENDMMSG, SEND_VARIANT_SENDMSG, SEND_VARIANT_SENDTO},
     syscall::{
-        ArgSpec, HOOK_AT_ENTER, MAX_SYSCALL_NR, SPEC_CLONE3, SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD,
-        SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING, SPEC_PATH2_STRING, SPEC_STASH_ONLY,
+        ArgSpec, HOOK_AT_ENTER, MAX_SYSCALL_NR, SPEC2_NULL_PATH_IS_DIRFD, SPEC_CLONE3,
+        SPEC_FLAGS_IN_OPEN_HOW, SPEC_PATH1_FD, SPEC_PATH1_SOCKADDR, SPEC_PATH1_STRING,
+        SPEC_PATH2_STRING, SPEC_STASH_ONLY,
     },
     EventKind,
 };
@@ -77,6 +78,9 @@ pub struct Args {
     /// The state before the call matters (the credentials a setuid
     /// changes, clone's flags for the fork event): caught at entry too.
     pub at_entry: bool,
+    /// utime family: the argument that points to the new times (NULL:
+    /// "now"), read from the record's raw arguments.
+    pub times: Option<u8>,
 }
 
 /// No arguments recorded.
@@ -86,6 +90,7 @@ pub const fn args() -> Args {
         implied_flags: 0,
         ids: IdArgs::None,
         at_entry: false,
+        times: None,
     }
 }
 
@@ -103,6 +108,16 @@ impl Args {
     pub const fn name(mut self, i: u8) -> Args {
         self.spec.path = i;
         self.spec.spec_flags |= SPEC_PATH1_STRING;
+        self
+    }
+    /// A NULL path names the dirfd's file (utimensat as futimens calls it).
+    pub const fn null_path_is_dirfd(mut self) -> Args {
+        self.spec.spec_flags2 |= SPEC2_NULL_PATH_IS_DIRFD;
+        self
+    }
+    /// The pointer to new times (utime family): NULL means "now".
+    pub const fn times(mut self, i: u8) -> Args {
+        self.times = Some(i);
         self
     }
     /// An fd whose file's path is recorded.
@@ -256,6 +271,9 @@ pub const TABLE: &[SyscallDef] = &[
     def("symlinkat",     SYS_symlinkat,     File(Symlink), args().name(0).dirfd2(1).path2(2)),
     def("mknodat",       SYS_mknodat,       File(Mknod),   args().dirfd(0).path(1).mode(2)),
     def("mkdirat",       SYS_mkdirat,       File(Mkdir),   args().dirfd(0).path(1).mode(2)),
+    // utimensat(dirfd, path, times, flags); futimens(fd, times) is
+    // utimensat(fd, NULL, times, 0).
+    def("utimensat",     SYS_utimensat,     File(Utime),   args().dirfd(0).path(1).times(2).flags(3).null_path_is_dirfd()),
     #[cfg(target_arch = "x86_64")] def("open",    SYS_open,    File(Open),    args().path(0).flags(1).mode(2)),
     #[cfg(target_arch = "x86_64")] def("creat",   SYS_creat,   File(Open),    args().path(0).mode(1).implied_flags(O_CREAT | O_WRONLY | O_TRUNC)),
     #[cfg(target_arch = "x86_64")] def("unlink",  SYS_unlink,  File(Unlink),  args().path(0)),
@@ -268,6 +286,9 @@ pub const TABLE: &[SyscallDef] = &[
     #[cfg(target_arch = "x86_64")] def("symlink", SYS_symlink, File(Symlink), args().name(0).path2(1)),
     #[cfg(target_arch = "x86_64")] def("mknod",   SYS_mknod,   File(Mknod),   args().path(0).mode(1)),
     #[cfg(target_arch = "x86_64")] def("mkdir",   SYS_mkdir,   File(Mkdir),   args().path(0).mode(1)),
+    #[cfg(target_arch = "x86_64")] def("utimes",  SYS_utimes,  File(Utime),   args().path(0).times(1)),
+    #[cfg(target_arch = "x86_64")] def("utime",   SYS_utime,   File(Utime),   args().path(0).times(1)),
+    #[cfg(target_arch = "x86_64")] def("futimesat", SYS_futimesat, File(Utime), args().dirfd(0).path(1).times(2)),
     #[cfg(target_arch = "x86_64")] def("fchmodat2", SYS_fchmodat2, File(Chmod), args().dirfd(0).path(1).mode(2).flags(3)),
 
     // Control family: integer arguments are read from the record's raw args.

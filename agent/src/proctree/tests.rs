@@ -229,6 +229,7 @@ fn chdir_updates_cwd_and_fork_inherits_it() {
         mode: None,
         uid: None,
         gid: None,
+        times: None,
         result: 0,
         error: None,
         path_truncated: false,

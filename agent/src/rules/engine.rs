@@ -1,9 +1,10 @@
 //! Matching events against a compiled rule set: the `evt.type` index,
-//! per-event field slots, sequences across a process tree, and dedup.
-use std::path::PathBuf;
+//! per-event field slots, sequences across a process tree, thresholds,
+//! and dedup.
+use std::{collections::VecDeque, hash::BuildHasher, path::PathBuf};
 
 /// Looked up on every event: foldhash, not SipHash.
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use super::{
     extract::{self, evt_type},
@@ -25,6 +26,10 @@ pub const DEFAULT_RULES_ORIGIN: &str = "<embedded>/rules/default.yaml";
 /// without dedup rather than lost.
 const MAX_PARTIALS: usize = 4096;
 const MAX_DEDUP: usize = 16384;
+/// Most events counted toward thresholds at once, over all rules and
+/// keys (each costs a timestamp and a hash); past it, new matches are not
+/// counted (`threshold_untracked`).
+const MAX_BURST_EVENTS: usize = 1 << 18;
 
 /// What noise control and sequences did, reported with the loss counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +40,9 @@ pub struct EngineCounters {
     pub dedup_untracked: u64,
     /// Open sequences dropped because a rule had too many.
     pub sequence_evicted: u64,
+    /// Matches of a threshold rule not counted because the engine held
+    /// as many as it keeps.
+    pub threshold_untracked: u64,
 }
 
 struct Partial {
@@ -97,6 +105,32 @@ impl OpenSequences {
     }
 }
 
+/// A threshold rule's recent matches for one key: (time, hash of the
+/// `distinct` value, 0 without one), oldest first. With `distinct`, a
+/// value seen again within the window is not added twice, so the list
+/// never outgrows the rule's count.
+struct Burst {
+    window_ns: i64,
+    events: VecDeque<(i64, u64)>,
+    values: HashSet<u64>,
+}
+
+impl Burst {
+    /// Forgets the matches older than the window; returns how many.
+    fn expire(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        while let Some(&(t, v)) = self.events.front() {
+            if now - t <= self.window_ns {
+                break;
+            }
+            self.events.pop_front();
+            self.values.remove(&v);
+            n += 1;
+        }
+        n
+    }
+}
+
 struct DedupEntry {
     first_ns: i64,
     window_ns: i64,
@@ -127,6 +161,9 @@ pub struct RuleSet {
     pub partial: Vec<Skipped>,
     partials: Vec<OpenSequences>,
     dedup: HashMap<(usize, String), DedupEntry>,
+    bursts: HashMap<(usize, String), Burst>,
+    /// Matches held in `bursts`, over all keys.
+    burst_events: usize,
     pub counters: EngineCounters,
 }
 
@@ -189,6 +226,8 @@ impl RuleSet {
             skipped: loaded.skipped,
             partial: loaded.partial,
             dedup: HashMap::default(),
+            bursts: HashMap::default(),
+            burst_events: 0,
             counters: EngineCounters::default(),
         })
     }
@@ -365,6 +404,53 @@ impl RuleSet {
         }
     }
 
+    /// Counts a match of rule `i` toward its threshold, if it has one.
+    /// True when the rule should fire: no threshold, or this match
+    /// reached it (the key's count then starts again from zero, so a
+    /// burst that goes on fires again, and dedup folds the repeats).
+    fn threshold_reached(&mut self, i: usize, ev: &Event) -> bool {
+        let Some(t) = &self.rules[i].threshold else {
+            return true;
+        };
+        let now = ev.time_unix_ns;
+        let key: Vec<String> = (t.by.iter())
+            .map(|f| render(extract::extract(ev, f).as_ref()).into_owned())
+            .collect();
+        let key = (i, key.join("\u{1f}"));
+        let value = t.distinct.as_ref().map_or(0, |f| {
+            let v = render(extract::extract(ev, f).as_ref()).into_owned();
+            foldhash::fast::FixedState::default().hash_one(v)
+        });
+        if self.burst_events >= MAX_BURST_EVENTS {
+            self.bursts.retain(|_, b| {
+                self.burst_events -= b.expire(now);
+                !b.events.is_empty()
+            });
+            if self.burst_events >= MAX_BURST_EVENTS {
+                self.counters.threshold_untracked += 1;
+                return false;
+            }
+        }
+        let b = self.bursts.entry(key).or_insert_with(|| Burst {
+            window_ns: t.window_ns,
+            events: VecDeque::new(),
+            values: HashSet::default(),
+        });
+        self.burst_events -= b.expire(now);
+        if t.distinct.is_some() && !b.values.insert(value) {
+            return false;
+        }
+        b.events.push_back((now, value));
+        self.burst_events += 1;
+        if b.events.len() < t.count as usize {
+            return false;
+        }
+        self.burst_events -= b.events.len();
+        b.events.clear();
+        b.values.clear();
+        true
+    }
+
     /// Passes a hit through the rule's dedup window.
     fn deduplicate(&mut self, i: usize, ev: &Event, out: &mut Vec<Hit>) {
         let rule = &self.rules[i];
@@ -423,12 +509,19 @@ impl Matcher for RuleSet {
     fn matches(&mut self, event: &Event, out: &mut Vec<Hit>) {
         let matched = self.firing(event);
         for &i in &matched {
-            self.deduplicate(i, event, out);
+            if self.threshold_reached(i, event) {
+                self.deduplicate(i, event, out);
+            }
         }
         self.scratch = matched;
     }
 
     fn tick(&mut self, now_unix_ns: i64, out: &mut Vec<Hit>) {
+        let events = &mut self.burst_events;
+        self.bursts.retain(|_, b| {
+            *events -= b.expire(now_unix_ns);
+            !b.events.is_empty()
+        });
         let rules = &self.rules;
         self.dedup.retain(|(i, _), e| {
             if now_unix_ns - e.first_ns < e.window_ns {

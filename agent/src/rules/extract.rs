@@ -5,11 +5,14 @@ use std::{borrow::Cow, net::IpAddr};
 
 use agent_ebpf::{file::FileOp, network::NetOp};
 
-use super::fields::{ArgName, FieldId, FieldRef, Val};
+use super::{
+    fields::{ArgName, FieldId, FieldRef, Val},
+    matcher::{glob_match, parse_glob},
+};
 use crate::{
     event::{
         network::{SockAddr, SockFamily, SockType},
-        Event, EventBody, FileInfo, NetworkInfo,
+        ContainerMount, Event, EventBody, FileInfo, NetworkInfo,
     },
     util::{cap_names, clock::BootClock},
 };
@@ -248,6 +251,7 @@ fn evt_arg(ev: &Event, arg: ArgName) -> Option<Val<'_>> {
             A::Uid => f.uid.and_then(num),
             A::Gid => f.gid.and_then(num),
             A::Res => num(f.result),
+            A::Times => f.times.map(|t| Val::Str(Cow::Borrowed(t.name()))),
             _ => None,
         },
         EventBody::Control(c) => match arg {
@@ -382,6 +386,33 @@ fn first_container_id(ev: &Event) -> Option<&str> {
 }
 
 /// Reads field `f` from `ev`; None when the event does not have it.
+/// `container.mount.dest[KEY]` and `.source[KEY]`: `want` of the first
+/// mount whose `by` matches KEY (a glob when it has `*`, `?` or `[`);
+/// without KEY, `want` of every mount.
+fn mount_lookup<'a>(
+    d: Option<&'a crate::event::ProcessDetail>,
+    f: &FieldRef,
+    by: impl Fn(&ContainerMount) -> &String,
+    want: impl Fn(&'a ContainerMount) -> &'a String,
+) -> Option<Val<'a>> {
+    let mounts = d.and_then(|d| d.mounts.as_deref())?;
+    let Some(key) = f.key.as_deref() else {
+        return Some(Val::Many(
+            mounts
+                .iter()
+                .map(|m| Val::Str(Cow::Borrowed(want(m).as_str())))
+                .collect(),
+        ));
+    };
+    let found = if key.contains(['*', '?', '[']) {
+        let glob = parse_glob(key);
+        mounts.iter().find(|m| glob_match(&glob, by(m), false))
+    } else {
+        mounts.iter().find(|m| by(m) == key)
+    };
+    found.and_then(|m| s(want(m)))
+}
+
 pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
     let p = &ev.process;
     let d = detail(ev);
@@ -474,6 +505,7 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             None => all_ancestors(ev, ancestor_exe),
         },
         FieldId::ProcSha256 => d.and_then(|d| d.exe_sha256.as_deref()).and_then(s),
+        FieldId::ProcRenamedFrom => d.and_then(|d| d.renamed_from.as_deref()).and_then(s),
         FieldId::ProcIsMemfd | FieldId::ProcIsExeFromMemfd => Some(Val::Bool(
             d.is_some_and(|d| d.exe_memfd) || matches!(&ev.body, EventBody::Exec(x) if x.exe_memfd),
         )),
@@ -501,6 +533,12 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             .map(|c| cap_names::names(c.inheritable))
             .and_then(owned),
         FieldId::ThreadCapBounding => p.caps.map(|c| cap_names::names(c.bounding)).and_then(owned),
+        FieldId::ContainerMounts => {
+            let m = d.and_then(|d| d.mounts.as_deref())?;
+            owned(m.iter().map(|m| m.describe()).collect::<Vec<_>>().join(" "))
+        }
+        FieldId::ContainerMountDest => mount_lookup(d, f, |m| &m.source, |m| &m.dest),
+        FieldId::ContainerMountSource => mount_lookup(d, f, |m| &m.dest, |m| &m.source),
         FieldId::ContainerPrivileged => match ev.container {
             None => Some(Val::Bool(false)),
             Some(_) => p.caps.map(|c| {

@@ -37,6 +37,9 @@ pub enum ArgKind {
     Index,
     /// `evt.arg.NAME` or `evt.arg[NAME]`.
     Name,
+    /// `container.mount.dest[/var/run/docker.sock]`: a path or a glob;
+    /// without it, every mount's value.
+    Key,
 }
 
 /// A field with its argument resolved, as the compiler hands it to
@@ -47,6 +50,8 @@ pub struct FieldRef {
     pub index: Option<usize>,
     /// `evt.arg.NAME`: which argument, resolved when the rule compiles.
     pub arg: Option<ArgName>,
+    /// `container.mount.dest[KEY]`: the path or glob, as written.
+    pub key: Option<Box<str>>,
 }
 
 pub struct FieldSpec {
@@ -111,7 +116,7 @@ fields! {
     EvtRes "evt.res" Str None "`SUCCESS`, or the error name (`ENOENT`, `EPERM`, …).";
     EvtRawRes "evt.rawres" Int None "The syscall's return value.";
     EvtFailed "evt.failed" Bool None "The syscall failed.";
-    EvtArg "evt.arg" Str Name "A syscall argument by Falco's name: `flags`, `mode`, `request`, `pid`, `name`, `path`, `oldpath`, `newpath`, `target`, `linkpath`, `cmd`, `fstype`, `uid`, `gid`, `ruid`, `euid`, `suid`, `olduid`, `oldeuid` (ids before a setuid), `domain`, `fd`, `oldfd`, `newfd`, `family`, `type`, `proto`, `addr`, `backlog`, `filename`, `res`, `status` (an exit's status).";
+    EvtArg "evt.arg" Str Name "A syscall argument by Falco's name: `flags`, `mode`, `request`, `pid`, `name`, `path`, `oldpath`, `newpath`, `target`, `linkpath`, `cmd`, `fstype`, `uid`, `gid`, `ruid`, `euid`, `suid`, `olduid`, `oldeuid` (ids before a setuid), `domain`, `fd`, `oldfd`, `newfd`, `family`, `type`, `proto`, `addr`, `backlog`, `filename`, `res`, `status` (an exit's status), `times` (Vigil's, on utimensat, utimes, futimesat and utime: `now` when the caller passed no times, `given` when it chose them, as `touch -d`/`-r`/`-t` and timestomping tools do).";
     EvtIsOpenRead "evt.is_open_read" Bool None "An open for reading.";
     EvtIsOpenWrite "evt.is_open_write" Bool None "An open for writing.";
     EvtIsOpenCreate "evt.is_open_create" Bool None "An open with `O_CREAT`/`O_TMPFILE`.";
@@ -136,6 +141,7 @@ fields! {
     ProcAexe "proc.aexe" Str Index "`argv[0]` of ancestor N; without [N], every ancestor.";
     ProcAexepath "proc.aexepath" Str Index "Executable path of ancestor N; without [N], every ancestor.";
     ProcSha256 "proc.sha256" Str None "SHA-256 of the executable (hex). Vigil's own.";
+    ProcRenamedFrom "proc.renamed_from" Str None "The system binary (in /usr/bin, /usr/sbin, /bin, /sbin, /usr/local/bin or /usr/local/sbin) whose contents the executable has, when the program runs from outside those directories (and outside /usr/lib, /usr/libexec, /usr/share, where system binaries keep their own links) under a file name none of that binary's names has: `cp /bin/bash /tmp/kworker`. Absent otherwise, and for memfds. Compared by SHA-256, so only once `proc.sha256` is known. Vigil's own.";
     ProcIsMemfd "proc.is_memfd" Bool None "Executed from a memfd (fileless). Vigil's own.";
     ProcIsExeFromMemfd "proc.is_exe_from_memfd" Bool None "Falco's name for `proc.is_memfd`.";
     ProcIsDeleted "proc.is_deleted" Bool None "The executable was deleted after the process started. Vigil's own.";
@@ -182,6 +188,9 @@ fields! {
     ContainerImage "container.image" Str None "The container's image as its runtime recorded it (`docker.io/library/nginx:1.25`): containerd (CRI), cri-o and docker; absent for podman and on the host.";
     ContainerImageRepository "container.image.repository" Str None "The image without tag or digest (`docker.io/library/nginx`).";
     ContainerImageTag "container.image.tag" Str None "The image's tag (`1.25`); absent when it has none.";
+    ContainerMounts "container.mounts" Str None "Exec events in a container's mount namespace: every mount it holds, as Falco writes them, `source:dest:mode:rdwr:propagation` (`/run/docker.sock:/var/run/docker.sock::true:private`), space-separated. Read from the process's mount table when the namespace's first exec or a pid namespace's process 1 is seen; the source is the host path of a bind mount (found through init's mount table), else the file system's own source (`proc`, `overlay`, `tmpfs`). Falco's mode column is empty. Absent on other events and on the host.";
+    ContainerMountDest "container.mount.dest" Str Key "With `[SOURCE]` (a host path or a glob, `[/proc*]`): where the first mount of that source is mounted; absent when none is. Without: every mount's destination. Same events as `container.mounts`.";
+    ContainerMountSource "container.mount.source" Str Key "With `[DEST]` (a path or a glob inside the container): the source (host path) of the mount there; absent when none. Without: every mount's source. Same events as `container.mounts`.";
     ContainerPrivileged "container.privileged" Bool None "The process is in a container and its capability bounding set holds every capability the host's init holds (on most hosts, every capability of the kernel): what `--privileged` (docker, podman, a privileged Kubernetes container) gives. Also true for `--cap-add ALL`; false for a privileged container's process that trimmed its own bounding set. False on the host.";
     ContainerType "container.type" Str None "`host`, `docker`, `containerd`, `cri-o`, `podman`, `systemd-nspawn`, `unknown`.";
     K8sNsName "k8s.ns.name" Str None "Kubernetes namespace.";
@@ -272,10 +281,7 @@ pub const UNSUPPORTED: &[&str] = &[
     "fd.sproto",
     "container.image.id",
     "container.image.digest",
-    "container.mounts",
     "container.mount",
-    "container.mount.dest",
-    "container.mount.source",
     "container.mount.mode",
     "container.mount.rdwr",
     "container.mount.propagation",
@@ -351,6 +357,7 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
             id: f.id,
             index: None,
             arg: None,
+            key: None,
         }),
         (ArgKind::None, Some(_)) => Err(FieldProblem::BadArg(format!(
             "`{}` takes no argument",
@@ -360,6 +367,7 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
             id: f.id,
             index: None,
             arg: None,
+            key: None,
         }),
         (ArgKind::Index, Some(n)) => n
             .parse::<usize>()
@@ -367,10 +375,20 @@ pub fn resolve(written: &str) -> Result<FieldRef, FieldProblem> {
                 id: f.id,
                 index: Some(n),
                 arg: None,
+                key: None,
             })
             .map_err(|_| {
                 FieldProblem::BadArg(format!("`{}[{n}]`: the index must be a number", f.name))
             }),
+        (ArgKind::Key, key) => Ok(FieldRef {
+            id: f.id,
+            index: None,
+            arg: None,
+            key: key
+                .map(|k| k.trim_matches(|c| c == '"' || c == '\''))
+                .filter(|k| !k.is_empty())
+                .map(Box::from),
+        }),
         (ArgKind::Name, _) => Err(FieldProblem::BadArg(format!(
             "`{}` needs an argument name",
             f.name
@@ -405,7 +423,7 @@ arg_names! {
     FsType "fstype", Uid "uid", Gid "gid", Ruid "ruid", Euid "euid", Suid "suid", Fd "fd",
     OldFd "oldfd", NewFd "newfd", Family "family", Type "type", Proto "proto", Addr "addr",
     Backlog "backlog", Filename "filename", Dirfd "dirfd", Res "res", Domain "domain",
-    OldUid "olduid", OldEuid "oldeuid", Status "status",
+    OldUid "olduid", OldEuid "oldeuid", Status "status", Times "times",
 }
 
 fn arg_ref(name: &str, written: &str) -> Result<FieldRef, FieldProblem> {
@@ -414,6 +432,7 @@ fn arg_ref(name: &str, written: &str) -> Result<FieldRef, FieldProblem> {
             id: FieldId::EvtArg,
             index: None,
             arg: Some(arg),
+            key: None,
         }),
         // Falco names arguments per syscall; those Vigil does not record
         // are unsupported rather than typos.
@@ -490,6 +509,7 @@ mod tests {
                 ArgKind::None => format!("`{}`", f.name),
                 ArgKind::Index => format!("`{}[N]`", f.name),
                 ArgKind::Name => format!("`{}.NAME`", f.name),
+                ArgKind::Key => format!("`{}[KEY]`", f.name),
             };
             assert!(doc.contains(&name), "docs/rules.md does not list {name}");
         }
@@ -505,8 +525,8 @@ mod tests {
             FieldProblem::Unknown("proc.nmae".into(), Some("proc.name"))
         );
         assert_eq!(
-            resolve("container.mounts").unwrap_err(),
-            FieldProblem::Unsupported("container.mounts".into())
+            resolve("container.mount.mode").unwrap_err(),
+            FieldProblem::Unsupported("container.mount.mode".into())
         );
         assert!(matches!(
             resolve("proc.name[1]"),

@@ -712,7 +712,7 @@ mod tests {
             "{:#?}",
             i.open
         );
-        for unused in ["rmdir", "mount", "listen"] {
+        for unused in ["rmdir", "listen"] {
             if let Some(s) = Syscall::by_name(unused) {
                 assert!(
                     !i.follows(s),

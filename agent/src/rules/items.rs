@@ -34,6 +34,17 @@ pub(super) struct SeqStepDef {
     pub(super) key: Option<(String, Where)>,
 }
 
+/// `threshold:`: the rule fires when `count` matching events (with
+/// distinct values of `distinct`, when given) share the `by` fields'
+/// values within `window`.
+#[derive(Debug, Clone)]
+pub(super) struct ThresholdDef {
+    pub(super) count: u32,
+    pub(super) window: Duration,
+    pub(super) by: Vec<(String, Where)>,
+    pub(super) distinct: Option<(String, Where)>,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct SeqDef {
     pub(super) window: Duration,
@@ -55,6 +66,7 @@ pub(super) struct RuleDef {
     pub(super) at: Where,
     pub(super) dedup: Option<(Duration, Vec<(String, Where)>)>,
     pub(super) sequence: Option<SeqDef>,
+    pub(super) threshold: Option<ThresholdDef>,
 }
 
 /// Everything read from the files, before compiling.

@@ -55,6 +55,7 @@ pub struct CompiledRule<C = Node> {
     pub meta: Arc<RuleMeta>,
     pub kind: RuleKind<C>,
     pub dedup: Option<Dedup>,
+    pub threshold: Option<Threshold>,
 }
 
 pub enum RuleKind<C = Node> {
@@ -66,6 +67,16 @@ pub struct Sequence<C = Node> {
     pub window_ns: i64,
     pub same_process: bool,
     pub steps: Vec<(C, Option<FieldRef>)>,
+}
+
+/// A rule that fires only when `count` of its matches (with distinct
+/// values of `distinct`, when given) share the `by` fields' values within
+/// a window.
+pub struct Threshold {
+    pub count: u32,
+    pub window_ns: i64,
+    pub by: Vec<FieldRef>,
+    pub distinct: Option<FieldRef>,
 }
 
 pub struct Dedup {
@@ -321,6 +332,20 @@ fn compile_rule(r: &RuleDef, c: &mut Compiler) -> Result<CompiledRule, CompileEr
         window_ns: window.as_nanos() as i64,
         by: key.iter().map(|(_, f)| f.clone()).collect(),
     });
+    let threshold = match &r.threshold {
+        Some(t) => Some(Threshold {
+            count: t.count,
+            window_ns: t.window.as_nanos() as i64,
+            by: (t.by.iter())
+                .map(|(f, w)| field_ref(f, w, &r.name))
+                .collect::<Result<_, _>>()?,
+            distinct: match &t.distinct {
+                Some((f, w)) => Some(field_ref(f, w, &r.name)?),
+                None => None,
+            },
+        }),
+        None => None,
+    };
     Ok(CompiledRule {
         meta: Arc::new(RuleMeta {
             name: r.name.clone(),
@@ -333,6 +358,7 @@ fn compile_rule(r: &RuleDef, c: &mut Compiler) -> Result<CompiledRule, CompileEr
         }),
         kind,
         dedup,
+        threshold,
     })
 }
 

@@ -117,6 +117,7 @@ impl Program {
             meta: r.meta,
             kind,
             dedup: r.dedup,
+            threshold: r.threshold,
         }
     }
 

@@ -9,7 +9,7 @@ use super::{
     cond::Op,
     items::{
         boolean, cond_text, mode, node_at, scalar, strings, Defs, Errors, ExceptionDef, RuleDef,
-        SeqDef, SeqStepDef,
+        SeqDef, SeqStepDef, ThresholdDef, Where,
     },
     yaml::Node as Y,
 };
@@ -32,6 +32,7 @@ const RULE_KEYS: &[&str] = &[
     "capture_duration",
     "dedup",
     "sequence",
+    "threshold",
 ];
 
 fn parse_priority(errs: &mut Errors, origin: &Arc<str>, n: &Y) -> Option<Severity> {
@@ -231,6 +232,107 @@ fn read_sequence(errs: &mut Errors, origin: &Arc<str>, src: &Arc<str>, n: &Y) ->
     })
 }
 
+/// Most events a threshold may count: the distinct values it keeps are
+/// bounded by this.
+pub const THRESHOLD_MAX_COUNT: u32 = 10_000;
+
+fn field_list(errs: &mut Errors, origin: &Arc<str>, n: &Y, key: &str) -> Vec<(String, Where)> {
+    match n {
+        Y::Seq(items, _) => items
+            .iter()
+            .filter_map(|i| match i.as_str() {
+                Some(f) => Some((f.to_string(), node_at(origin, i))),
+                None => {
+                    errs.at(
+                        &node_at(origin, i),
+                        format!("`{key}` items must be field names"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+        _ => match n.as_str() {
+            Some(f) => vec![(f.to_string(), node_at(origin, n))],
+            None => {
+                errs.at(
+                    &node_at(origin, n),
+                    format!("`{key}` must be a list of field names"),
+                );
+                Vec::new()
+            }
+        },
+    }
+}
+
+fn read_threshold(errs: &mut Errors, origin: &Arc<str>, n: &Y) -> Option<ThresholdDef> {
+    let at = node_at(origin, n);
+    if !matches!(n, Y::Map(..)) {
+        errs.at(
+            &at,
+            "`threshold` must be a map with `count`, `window`, and optionally `by` and `distinct`",
+        );
+        return None;
+    }
+    if let Y::Map(entries, _) = n {
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            if !["count", "window", "by", "distinct"].contains(&key) {
+                errs.at(
+                    &node_at(origin, v),
+                    format!(
+                        "unknown threshold key `{key}`; expected count, window, by or distinct"
+                    ),
+                );
+            }
+        }
+    }
+    let count = match n.get("count") {
+        Some(c) => {
+            match c.as_str().and_then(|s| s.trim().parse::<u32>().ok()) {
+                Some(c) if (2..=THRESHOLD_MAX_COUNT).contains(&c) => c,
+                _ => {
+                    errs.at(
+                    &node_at(origin, c),
+                    format!("`threshold.count` must be a whole number from 2 to {THRESHOLD_MAX_COUNT}"),
+                );
+                    return None;
+                }
+            }
+        }
+        None => {
+            errs.at(&at, "`threshold` needs a `count`");
+            return None;
+        }
+    };
+    let window = match n.get("window") {
+        Some(w) => duration(errs, origin, w, "threshold.window")?,
+        None => {
+            errs.at(&at, "`threshold` needs a `window`");
+            return None;
+        }
+    };
+    let by = match n.get("by") {
+        Some(b) => field_list(errs, origin, b, "threshold.by"),
+        None => Vec::new(),
+    };
+    let distinct = n.get("distinct").and_then(|d| match d.as_str() {
+        Some(f) => Some((f.to_string(), node_at(origin, d))),
+        None => {
+            errs.at(
+                &node_at(origin, d),
+                "`threshold.distinct` must be one field name",
+            );
+            None
+        }
+    });
+    Some(ThresholdDef {
+        count,
+        window,
+        by,
+        distinct,
+    })
+}
+
 pub(super) fn read_rule(
     defs: &mut Defs,
     errs: &mut Errors,
@@ -306,6 +408,9 @@ pub(super) fn read_rule(
     let sequence = item
         .get("sequence")
         .and_then(|s| read_sequence(errs, origin, src, s));
+    let threshold = item
+        .get("threshold")
+        .and_then(|t| read_threshold(errs, origin, t));
 
     if let Some(&i) = defs.rule_index.get(&name) {
         let is_change = item
@@ -359,6 +464,9 @@ pub(super) fn read_rule(
             if let Some(d) = dedup {
                 r.dedup = Some(d);
             }
+            if let Some(t) = threshold {
+                r.threshold = Some(t);
+            }
             return;
         }
     } else if item
@@ -386,6 +494,13 @@ pub(super) fn read_rule(
         );
         return;
     }
+    if sequence.is_some() && threshold.is_some() {
+        errs.at(
+            &at,
+            format!("rule `{name}` has both `sequence` and `threshold`; a threshold counts one condition's matches"),
+        );
+        return;
+    }
     let Some(priority) = priority else {
         if item.get("priority").is_none() {
             errs.at(&at, format!("rule `{name}` needs a `priority`"));
@@ -405,6 +520,7 @@ pub(super) fn read_rule(
         at,
         dedup,
         sequence,
+        threshold,
     };
     // A later definition of a rule replaces the earlier one, as in Falco.
     match defs.rule_index.get(&name) {

@@ -108,6 +108,35 @@ fn main() {
                     24usize,
                 )
             }
+            // utimensat DIR NAME now|given: relative to a dirfd.
+            "utimensat" => {
+                let t = [libc::timespec {
+                    tv_sec: 1_000_000_000,
+                    tv_nsec: 0,
+                }; 2];
+                let times = if s(3) == "given" {
+                    t.as_ptr()
+                } else {
+                    std::ptr::null()
+                };
+                libc::utimensat(dir_fd(s(1)), c(s(2)).as_ptr(), times, 0) as i64
+            }
+            // futimens PATH: utimensat(fd, NULL, times), times given.
+            "futimens" => {
+                let fd = libc::open(c(s(1)).as_ptr(), libc::O_RDONLY);
+                let t = [libc::timespec {
+                    tv_sec: 1_000_000_000,
+                    tv_nsec: 0,
+                }; 2];
+                libc::futimens(fd, t.as_ptr()) as i64
+            }
+            // utimes PATH: times NULL (now); the syscall itself, as glibc's
+            // utimes() calls utimensat.
+            "utimes" => libc::syscall(
+                libc::SYS_utimes,
+                c(s(1)).as_ptr(),
+                std::ptr::null::<libc::timeval>(),
+            ),
             "unlink" => libc::unlink(c(s(1)).as_ptr()) as i64,
             "unlinkat" => libc::unlinkat(dir_fd(s(1)), c(s(2)).as_ptr(), 0) as i64,
             "rmdir" => libc::rmdir(c(s(1)).as_ptr()) as i64,
