@@ -23,5 +23,8 @@ wire_enum! {
         /// userfaultfd(flags): a process taking over page-fault handling,
         /// the primitive of many kernel exploits' race windows.
         Userfaultfd = 47 => "userfaultfd",
+        /// move_mount: where the new mount API (fsopen, fsmount, open_tree)
+        /// attaches a mount, as util-linux 2.39 and later mount does.
+        MoveMount = 48 => "move_mount",
     }
 }

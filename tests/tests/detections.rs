@@ -1304,6 +1304,31 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "Process hidden by a mount over its /proc entry",
+            // The same with the new mount API (fsmount, move_mount).
+            |e| {
+                let tag = unique("near-move-mount");
+                let dir = e.path(&tag);
+                std::fs::create_dir(&dir).unwrap();
+                b(pid_is(run(Command::new("unshare")
+                    .args(["-m", "--propagation", "private"])
+                    .arg(bin("vigil-test-helper"))
+                    .arg("move-mount-tmpfs")
+                    .arg(&dir))))
+            },
+            |_| {
+                let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+                let pid = run(Command::new("unshare")
+                    .args(["-m", "--propagation", "private"])
+                    .arg(bin("vigil-test-helper"))
+                    .arg("move-mount-tmpfs")
+                    .arg(format!("/proc/{}", victim.id())));
+                let _ = victim.kill();
+                let _ = victim.wait();
+                b(pid_is(pid))
+            },
+        ),
+        case(
             "Hidden executable run",
             |e| {
                 let prog = e.copy("/bin/true", &unique("visible"));
@@ -1395,6 +1420,21 @@ fn cases() -> Vec<Case> {
                 b(argv_has(tag))
             },
         ),
+        case(
+            "Sensitive file read through a path traversal",
+            // /etc/hostname by its absolute path, then climbing to it from
+            // the scratch directory (two levels below /).
+            |e| {
+                b(pid_is(run(Command::new(bin("vigil-test-helper"))
+                    .args(["open", "/etc/hostname", "r"])
+                    .current_dir(e.dir.path()))))
+            },
+            |e| {
+                b(pid_is(run(Command::new(bin("vigil-test-helper"))
+                    .args(["open", "../../../etc/hostname", "r"])
+                    .current_dir(e.dir.path()))))
+            },
+        ),
     ]
 }
 
@@ -1402,7 +1442,9 @@ fn cases() -> Vec<Case> {
 /// namespace whose root is a tmpfs holding the host's /usr (and the
 /// merged-/usr links) and `src` at /mnt/data, pivoted into, a /proc of
 /// its own mounted (umount reads it) and the old root detached; then
-/// process 1 of a new pid namespace runs `true TAG`.
+/// process 1 of a new pid namespace lives a second (the agent reads its
+/// mount table while it runs, as it would a container's entry point) and
+/// runs `true TAG`.
 fn pivoted_container(src: &str, tag: &str) -> String {
     let root = format!("/tmp/{tag}-root");
     format!(
@@ -1413,7 +1455,7 @@ fn pivoted_container(src: &str, tag: &str) -> String {
          ln -s usr/lib64 {root}/lib64 && ln -s usr/sbin {root}/sbin && \
          mount --rbind /usr {root}/usr && mount --bind {src} {root}/mnt/data && \
          cd {root} && pivot_root . old && mount -t proc proc /proc && umount -l /old && \
-         exec unshare -pf sh -c \"true {tag}\"'; rmdir {root}"
+         exec unshare -pf sh -c \"sleep 1; true {tag}\"'; rmdir {root}"
     )
 }
 

@@ -67,6 +67,7 @@ fn relative_dirfd_and_dotdot_paths_are_absolute() {
     assert!(fd >= 0);
     let e = f.event(pid, "open", "new.txt");
     assert_eq!(e["path"], format!("{root}/new.txt"));
+    assert_eq!(e["path_raw"], "../new.txt", "as the program passed it");
     assert_eq!(e["syscall"], "openat");
     assert_eq!(e["result"], fd);
     let o = &e["open"];
@@ -91,6 +92,10 @@ fn relative_dirfd_and_dotdot_paths_are_absolute() {
     let (pid, _) = f.run(f.dir.path(), &["openat", "/etc", "hostname", "r"]);
     let e = f.event(pid, "open", "hostname");
     assert_eq!(e["path"], "/etc/hostname");
+    assert_eq!(e["path_raw"], "hostname");
+    // An absolute, clean path is its own raw form: not repeated.
+    let (pid, _) = f.run(f.dir.path(), &["open", "/etc/hostname", "r"]);
+    assert!(f.event(pid, "open", "hostname").get("path_raw").is_none());
 
     // openat2 with flags in struct open_how.
     let (pid, fd) = f.run(f.dir.path(), &["openat2", &root, "new.txt", "wa"]);

@@ -129,6 +129,17 @@ impl<T> CacheSlot<T> {
     }
 }
 
+/// A namespace's mount table, or the read of it in flight.
+struct MountSlot {
+    /// The request whose answer this slot waits for, or holds.
+    read: u64,
+    /// The cgroup of the exec that asked: a namespace inode seen again
+    /// from another cgroup is another container (inodes are reused).
+    cgroup_id: u64,
+    /// None while the read is in flight.
+    table: Option<Arc<[ContainerMount]>>,
+}
+
 struct Waiting {
     deadline: Instant,
     key: ProcKey,
@@ -145,9 +156,11 @@ pub struct Enricher {
     /// pid to check again through.
     users_recheck: HashMap<u32, u32>,
     containers: HashMap<u64, CacheSlot<ContainerInfo>>,
-    /// Mount tables of mount namespaces other than the host's; None
-    /// while one is being read.
-    ns_mounts: HashMap<u32, Option<Arc<[ContainerMount]>>>,
+    /// Mount tables of mount namespaces other than the host's.
+    ns_mounts: HashMap<u32, MountSlot>,
+    /// Numbers the mount table requests, so only the latest answer for a
+    /// namespace is kept.
+    mount_reads: u64,
     hashes: HashMap<ExeFile, HashState>,
     hash_order: VecDeque<ExeFile>,
     proc_reads: HashSet<ProcKey>,
@@ -201,6 +214,7 @@ impl Enricher {
             users_recheck: HashMap::default(),
             containers: HashMap::default(),
             ns_mounts: HashMap::default(),
+            mount_reads: 0,
             hashes: HashMap::default(),
             hash_order: VecDeque::new(),
             proc_reads: HashSet::default(),
@@ -365,11 +379,21 @@ impl Enricher {
                     self.table.fill_from_proc(key, p);
                 }
             }
-            Resolved::Mounts(ns, mounts) => {
-                // Only answers to a request are kept (the slot was made
-                // then, and counted against the cap).
-                if let Some(slot) = self.ns_mounts.get_mut(&ns) {
-                    *slot = Some(mounts.unwrap_or_default().into());
+            Resolved::Mounts(ns, read, mounts) => {
+                // Only the answer to the latest request is kept. A process
+                // gone before its table was read leaves none: the
+                // namespace's next exec asks again.
+                if self.ns_mounts.get(&ns).is_some_and(|s| s.read == read) {
+                    match mounts {
+                        Some(m) => {
+                            if let Some(slot) = self.ns_mounts.get_mut(&ns) {
+                                slot.table = Some(m.into());
+                            }
+                        }
+                        None => {
+                            self.ns_mounts.remove(&ns);
+                        }
+                    }
                 }
             }
             Resolved::Hash(file, outcome, names) => {
@@ -542,23 +566,53 @@ impl Enricher {
         let Some(ns) = ev.process.mnt_ns.filter(|&n| Some(n) != self.host_mnt_ns) else {
             return;
         };
-        let refresh = ev.process.vpid == Some(1);
-        let cached = self.ns_mounts.contains_key(&ns);
-        if (cached && !refresh)
-            || !self.request(Request::Mounts {
-                mnt_ns: ns,
-                pid: ev.process.pid,
-            })
-        {
+        let cgroup_id = ev.process.cgroup_id;
+        // A service of the host in a private namespace (systemd's
+        // PrivateTmp) is not a container: no table. While the cgroup is
+        // unresolved, the table is read anyway.
+        let known_host = (self.containers.get(&cgroup_id))
+            .and_then(|s| s.value.as_ref())
+            .is_some_and(|c| !c.is_container());
+        if known_host {
             return;
         }
-        if !cached && self.ns_mounts.len() >= MAX_USER_TABLES {
-            if let Some(k) = self.ns_mounts.keys().next().copied() {
+        let refresh = ev.process.vpid == Some(1);
+        let cached = self
+            .ns_mounts
+            .get(&ns)
+            .is_some_and(|s| s.cgroup_id == cgroup_id);
+        if cached && !refresh {
+            return;
+        }
+        self.mount_reads += 1;
+        let read = self.mount_reads;
+        if !self.request(Request::Mounts {
+            mnt_ns: ns,
+            pid: ev.process.pid,
+            read,
+        }) {
+            return;
+        }
+        if !self.ns_mounts.contains_key(&ns) && self.ns_mounts.len() >= MAX_USER_TABLES {
+            // A table already read goes first: a read in flight has an
+            // exec waiting on it.
+            let victim = (self.ns_mounts.iter())
+                .find(|(_, s)| s.table.is_some())
+                .or_else(|| self.ns_mounts.iter().next())
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
                 self.ns_mounts.remove(&k);
                 self.counters.cache_evicted += 1;
             }
         }
-        self.ns_mounts.insert(ns, None);
+        self.ns_mounts.insert(
+            ns,
+            MountSlot {
+                read,
+                cgroup_id,
+                table: None,
+            },
+        );
     }
 
     /// The mounts of an exec's namespace: `Ok(None)` on the host's,
@@ -568,7 +622,7 @@ impl Enricher {
             return Ok(None);
         };
         match self.ns_mounts.get(&ns) {
-            Some(s) => s.clone().map(Some).ok_or(()),
+            Some(s) => s.table.clone().map(Some).ok_or(()),
             None => Ok(None),
         }
     }

@@ -4,7 +4,7 @@
 //! [`Resolved`], so the event path never waits on a disk.
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     thread,
 };
 
@@ -48,6 +48,8 @@ pub(super) enum Request {
     Mounts {
         mnt_ns: u32,
         pid: u32,
+        /// The request's number, given back with the answer.
+        read: u64,
     },
     Hash {
         file: ExeFile,
@@ -63,7 +65,7 @@ pub(super) enum Resolved {
     HostUsers(UserDb),
     Proc(ProcKey, Option<procfs::ProcSnapshot>),
     /// None: the process was gone before its table could be read.
-    Mounts(u32, Option<Vec<ContainerMount>>),
+    Mounts(u32, u64, Option<Vec<ContainerMount>>),
     /// The hash, and the names of the system binaries with the same
     /// contents.
     Hash(ExeFile, HashOutcome, Arc<[Arc<str>]>),
@@ -88,8 +90,9 @@ impl Resolvers {
         let (large_hash, large_hash_rx) = bounded::<Request>(1_024);
         let (res_tx, results) = bounded::<Resolved>(8_192);
         let notify = Arc::new(Notify::new());
-        // Shared by the two hashing threads: one index, one cache.
-        let sysbin = Arc::new(Mutex::new(SystemBinaries::new(&host_root(&cfg.proc_root))));
+        // One index per hashing thread: a shared one would let the
+        // large-file thread's hashing hold up the small-file thread.
+        let root = host_root(&cfg.proc_root);
         let no_containers = || ContainerResolver {
             cgroups: None,
             k8s: None,
@@ -107,7 +110,7 @@ impl Resolvers {
                 notify.clone(),
                 cfg.clone(),
                 containers,
-                sysbin.clone(),
+                SystemBinaries::new(&root),
             );
         }
         Resolvers {
@@ -157,11 +160,11 @@ fn spawn_worker(
     notify: Arc<Notify>,
     cfg: EnrichConfig,
     containers: ContainerResolver,
-    sysbin: Arc<Mutex<SystemBinaries>>,
+    mut sysbin: SystemBinaries,
 ) {
     let spawned = thread::Builder::new().name(name.into()).spawn(move || {
         for req in rx {
-            let res = resolve(req, &cfg, &containers, &sysbin);
+            let res = resolve(req, &cfg, &containers, &mut sysbin);
             if tx.send(res).is_err() {
                 return;
             }
@@ -178,7 +181,7 @@ fn resolve(
     req: Request,
     cfg: &EnrichConfig,
     containers: &ContainerResolver,
-    sysbin: &Mutex<SystemBinaries>,
+    sysbin: &mut SystemBinaries,
 ) -> Resolved {
     match req {
         Request::Container { cgroup_id } => {
@@ -198,16 +201,13 @@ fn resolve(
         }
         Request::HostUsers => Resolved::HostUsers(UserDb::load(&host_root(&cfg.proc_root))),
         Request::Proc(key) => Resolved::Proc(key, procfs::read_process(&cfg.proc_root, key.pid)),
-        Request::Mounts { mnt_ns, pid } => {
-            Resolved::Mounts(mnt_ns, mounts::read(&cfg.proc_root, pid))
+        Request::Mounts { mnt_ns, pid, read } => {
+            Resolved::Mounts(mnt_ns, read, mounts::read(&cfg.proc_root, pid))
         }
         Request::Hash { file, pid, path } => {
             let outcome = hash::hash_exe(pid, path.as_deref(), &file, cfg.hash_max_bytes);
             let names = match &outcome {
-                HashOutcome::Done(h) => match sysbin.lock() {
-                    Ok(mut s) => s.names_of(&file, h, cfg.hash_max_bytes),
-                    Err(_) => Vec::new(),
-                },
+                HashOutcome::Done(h) => sysbin.names_of(&file, h, cfg.hash_max_bytes),
                 _ => Vec::new(),
             };
             Resolved::Hash(file, outcome, names.into())

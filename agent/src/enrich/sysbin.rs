@@ -36,8 +36,12 @@ pub const SYSTEM_BIN_DIRS: &[&str] = &[
 /// program there is not compared.
 const SYSTEM_OWN_DIRS: &[&str] = &[
     "/usr/lib/",
+    "/usr/lib32/",
+    "/usr/lib64/",
     "/usr/libexec/",
     "/lib/",
+    "/lib32/",
+    "/lib64/",
     "/usr/share/",
     "/nix/",
 ];
@@ -61,7 +65,7 @@ pub struct SystemBinaries {
     /// The files of each size.
     by_size: HashMap<u64, Vec<Named>>,
     /// Hashes of system binaries, by identity.
-    hashed: HashMap<ExeFile, Option<Arc<str>>>,
+    hashed: HashMap<ExeFile, Arc<str>>,
 }
 
 impl SystemBinaries {
@@ -97,17 +101,31 @@ impl SystemBinaries {
             return Vec::new();
         };
         let mut names = Vec::new();
-        for (id, file_names) in files {
-            let h = self.hashed.entry(*id).or_insert_with(|| {
-                if id == file {
-                    return Some(Arc::from(sha256));
-                }
-                let path = self.root.join(file_names[0].trim_start_matches('/'));
-                match hash_file(&path, id, max_bytes) {
-                    Some(HashOutcome::Done(h)) => Some(Arc::from(h)),
+        for (_, file_names) in files {
+            // The file as it is now: a chmod, a setcap or a new hard link
+            // changes its change time, and so its identity, without
+            // touching the directory the index watches.
+            let path = self.root.join(file_names[0].trim_start_matches('/'));
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = ExeFile::from_metadata(&m);
+            let h = if id == *file {
+                Some(Arc::from(sha256))
+            } else if let Some(h) = self.hashed.get(&id) {
+                Some(h.clone())
+            } else {
+                // Failures are not cached: the file may be readable, or
+                // settled, next time.
+                match hash_file(&path, &id, max_bytes) {
+                    Some(HashOutcome::Done(h)) => {
+                        let h: Arc<str> = Arc::from(h);
+                        self.hashed.insert(id, h.clone());
+                        Some(h)
+                    }
                     _ => None,
                 }
-            });
+            };
             if h.as_deref() == Some(sha256) {
                 names.extend(file_names.iter().cloned());
             }
@@ -173,7 +191,11 @@ impl SystemBinaries {
                 count += 1;
             }
         }
-        self.hashed.retain(|id, _| ids.contains_key(id));
+        // Identities no longer in the directories go; a changed file is
+        // hashed again under its new one.
+        let live: std::collections::HashSet<(u64, u64)> =
+            ids.keys().map(|id| (id.dev, id.ino)).collect();
+        self.hashed.retain(|id, _| live.contains(&(id.dev, id.ino)));
         for (id, mut names) in ids {
             names.sort();
             self.by_size.entry(id.size).or_default().push((id, names));
@@ -254,6 +276,16 @@ mod tests {
         // A hard link is the same file: found without hashing it again.
         let (id, h) = sha(&bin.join("tool-alias"));
         assert_eq!(s.names_of(&id, &h, u64::MAX).len(), 3);
+        // A hard link made after the index changes the file's change
+        // time: the candidate is looked at as it is now.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let link = root.path().join("hidden-link");
+        std::fs::hard_link(bin.join("tool"), &link).unwrap();
+        let (id, h) = sha(&link);
+        assert_eq!(
+            renamed_from("/tmp/hidden-link", &s.names_of(&id, &h, u64::MAX)).as_deref(),
+            Some("/usr/bin/tool")
+        );
         // No file of that size: nothing hashed.
         let bigger = ExeFile {
             size: id.size + 1,

@@ -329,7 +329,7 @@ pub fn decode_control(bytes: &[u8]) -> Result<ControlInfo, DecodeError> {
             info.fstype = Some(s2.clone());
             info.flag_names = names_of::<MsFlagNames>(rec.flags);
         }
-        Umount | Chroot => info.path = Some(path1()),
+        Umount | Chroot | MoveMount => info.path = Some(path1()),
         Unshare | Setns => info.flag_names = names_of::<NsFlagNames>(rec.flags),
         Capset => {
             info.caps = caps(parts.path1);

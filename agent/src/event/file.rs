@@ -30,6 +30,11 @@ pub struct FileInfo {
     /// The file acted on, absolute. For rename and link: the existing
     /// file; for symlink: the link created.
     pub path: String,
+    /// The path as the program passed it, when that differs from `path`:
+    /// relative, or with `.`, `..` or `//` in it (`fd.nameraw`). A web
+    /// application tricked into reading `../../../etc/passwd` shows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_raw: Option<String>,
     /// rename and link: the new name, absolute.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_path: Option<String>,
@@ -175,11 +180,17 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         0 => rec.flags,
         implied => implied,
     };
+    let raw = match op {
+        FileOp::Symlink => &raw2,
+        _ => &raw1,
+    };
+    let path_raw = (!raw.is_empty()).then(|| raw.to_string());
     let (path, new_path, target, unresolved) = match op {
         FileOp::Rename | FileOp::Link => (abs1, Some(abs2), None, unres1 || unres2),
-        FileOp::Symlink => (abs2, None, Some(raw1), unres2),
+        FileOp::Symlink => (abs2, None, Some(raw1.to_string()), unres2),
         _ => (abs1, None, None, unres1),
     };
+    let path_raw = path_raw.filter(|r| *r != path);
     let open = (op == FileOp::Open).then(|| open_flags(flags));
     let mode_used = matches!(op, FileOp::Chmod | FileOp::Mknod | FileOp::Mkdir)
         || open.as_ref().is_some_and(|o| o.create);
@@ -188,6 +199,7 @@ pub fn decode_file(bytes: &[u8]) -> Result<FileInfo, DecodeError> {
         op,
         syscall,
         path,
+        path_raw,
         new_path,
         target,
         open,

@@ -309,6 +309,8 @@ pub const TABLE: &[SyscallDef] = &[
     // mount(source, target, fstype, flags, data): the target is resolved.
     def("mount",         SYS_mount,         Control(Mount),        args().path(1).name2(2).flags(3)),
     def("umount2",       SYS_umount2,       Control(Umount),       args().path(0).flags(1)).tracepoint("umount"),
+    // move_mount(from_dfd, from_path, to_dfd, to_path, flags): the target.
+    def("move_mount",    SYS_move_mount,    Control(MoveMount),    args().dirfd(2).path(3).flags(4)),
     def("unshare",       SYS_unshare,       Control(Unshare),      args().flags(0)),
     // The nsfs file behind the fd has no name a dentry walk can see (nsfs
     // names dentries on the fly), so only the namespace type is reported.

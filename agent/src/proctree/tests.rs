@@ -222,6 +222,7 @@ fn chdir_updates_cwd_and_fork_inherits_it() {
         op: FileOp::Chdir,
         syscall: crate::kernel::syscalls::Syscall::by_name("chdir").unwrap(),
         path: "/srv/app".into(),
+        path_raw: None,
         new_path: None,
         target: None,
         open: None,

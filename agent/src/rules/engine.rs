@@ -164,6 +164,8 @@ pub struct RuleSet {
     bursts: HashMap<(usize, String), Burst>,
     /// Matches held in `bursts`, over all keys.
     burst_events: usize,
+    /// When a full `bursts` was last swept of expired matches.
+    burst_swept_ns: i64,
     pub counters: EngineCounters,
 }
 
@@ -228,6 +230,7 @@ impl RuleSet {
             dedup: HashMap::default(),
             bursts: HashMap::default(),
             burst_events: 0,
+            burst_swept_ns: 0,
             counters: EngineCounters::default(),
         })
     }
@@ -422,10 +425,15 @@ impl RuleSet {
             foldhash::fast::FixedState::default().hash_one(v)
         });
         if self.burst_events >= MAX_BURST_EVENTS {
-            self.bursts.retain(|_, b| {
-                self.burst_events -= b.expire(now);
-                !b.events.is_empty()
-            });
+            // Full: expired matches go, at most once a second (a sweep
+            // visits every key).
+            if now - self.burst_swept_ns >= 1_000_000_000 {
+                self.burst_swept_ns = now;
+                self.bursts.retain(|_, b| {
+                    self.burst_events -= b.expire(now);
+                    !b.events.is_empty()
+                });
+            }
             if self.burst_events >= MAX_BURST_EVENTS {
                 self.counters.threshold_untracked += 1;
                 return false;

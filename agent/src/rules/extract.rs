@@ -558,7 +558,9 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
             EventBody::Network(n) => net_name(n),
             _ => None,
         },
-        FieldId::FdNameraw => file(ev).map(|f| Val::Str(Cow::Borrowed(f.path.as_str()))),
+        FieldId::FdNameraw => {
+            file(ev).map(|f| Val::Str(Cow::Borrowed(f.path_raw.as_deref().unwrap_or(&f.path))))
+        }
         FieldId::FdConnected => network(ev).and_then(|n| match n.op {
             NetOp::Connect => Some(Val::Bool(n.result == 0 || n.in_progress)),
             NetOp::Accept => Some(Val::Bool(n.result >= 0)),

@@ -261,6 +261,23 @@ fn test(t: &Test, ty: &str, slots: &Slots) -> Vec<OpenClause> {
                 None => any(),
             }
         }
+        // Only a path the probe cannot place (relative, or with a `..`
+        // or `.` component) satisfies these: the probe always passes such
+        // paths, so the clause passes nothing more.
+        (FieldId::FdNameraw, TestKind::Contains(s)) if s.contains("/../") || s.contains("/./") => {
+            clause(OpenClause {
+                prefixes: Some(BTreeSet::new()),
+                ..OpenClause::any()
+            })
+        }
+        (FieldId::FdNameraw, TestKind::StartsWith(s))
+            if s.starts_with("../") || s.starts_with("./") =>
+        {
+            clause(OpenClause {
+                prefixes: Some(BTreeSet::new()),
+                ..OpenClause::any()
+            })
+        }
         (FieldId::FdName | FieldId::FdNameraw, kind) => {
             match (path_prefixes(kind), last_components(kind)) {
                 (None, None) => any(),
@@ -657,6 +674,27 @@ mod tests {
     }
 
     #[test]
+    fn a_traversal_test_passes_only_what_the_probe_cannot_place() {
+        for cond in [
+            "evt.type = openat and fd.nameraw contains \"/../\"",
+            "evt.type = openat and fd.nameraw startswith \"../\"",
+        ] {
+            let i = kernel_interest(&set(&rule("t", cond)), false);
+            assert_eq!(i.open.len(), 1, "{cond}: {:#?}", i.open);
+            assert_eq!(i.open[0].prefixes, Some(BTreeSet::new()), "{cond}");
+        }
+        // "x../" may be a file name ending in "..": no narrowing.
+        let i = kernel_interest(
+            &set(&rule(
+                "t",
+                "evt.type = openat and fd.nameraw contains \"../\"",
+            )),
+            false,
+        );
+        assert!(!i.syscalls[&Syscall::by_name("openat").unwrap()].open_filter);
+    }
+
+    #[test]
     fn the_default_rules_filter_opens() {
         let i = kernel_interest(&RuleSet::embedded_default(), false);
         let openat = i.syscalls[&Syscall::by_name("openat").unwrap()];
@@ -677,7 +715,9 @@ mod tests {
         // below /dev. Truncations pass below /var/log, and, by file name,
         // for shell history files wherever they are; reads, by file name,
         // for credential files anywhere and environ or mem below /proc/.
-        assert_eq!(i.open.len(), 7, "{:#?}", i.open);
+        // The path-traversal rule passes only what the probe cannot place
+        // too, failed opens included: one clause more.
+        assert_eq!(i.open.len(), 8, "{:#?}", i.open);
         let names = |c: &OpenClause, n: &str| c.names.as_ref().is_some_and(|s| s.contains(n));
         assert!(
             i.open

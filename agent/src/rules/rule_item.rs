@@ -235,6 +235,8 @@ fn read_sequence(errs: &mut Errors, origin: &Arc<str>, src: &Arc<str>, n: &Y) ->
 /// Most events a threshold may count: the distinct values it keeps are
 /// bounded by this.
 pub const THRESHOLD_MAX_COUNT: u32 = 10_000;
+/// Longest threshold window: what a burst is.
+const THRESHOLD_MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 fn field_list(errs: &mut Errors, origin: &Arc<str>, n: &Y, key: &str) -> Vec<(String, Where)> {
     match n {
@@ -311,6 +313,13 @@ fn read_threshold(errs: &mut Errors, origin: &Arc<str>, n: &Y) -> Option<Thresho
             return None;
         }
     };
+    if window > THRESHOLD_MAX_WINDOW || window.is_zero() {
+        errs.at(
+            &node_at(origin, n.get("window")?),
+            "`threshold.window` must be longer than 0 and at most 24h",
+        );
+        return None;
+    }
     let by = match n.get("by") {
         Some(b) => field_list(errs, origin, b, "threshold.by"),
         None => Vec::new(),

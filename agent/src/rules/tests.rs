@@ -342,6 +342,10 @@ fn threshold_without_distinct_counts_every_match_and_errors_name_the_place() {
             "t.yaml:8:12: unknown threshold key `every`",
         ),
         (
+            "  threshold:\n    count: 5\n    window: 25h\n",
+            "t.yaml:7:13: `threshold.window` must be longer than 0 and at most 24h",
+        ),
+        (
             "  threshold:\n    count: 5\n    window: 1s\n    by: [proc.nosuch]\n",
             "t.yaml:8:10: ",
         ),

@@ -418,6 +418,33 @@ fn main() {
                 libc::setresuid(0, 0, 0) as i64
             }
             "stay-root" => libc::setresuid(0, 0, 0) as i64,
+            // A tmpfs attached at TARGET with the new mount API: fsopen,
+            // fsconfig(CREATE), fsmount, move_mount (what util-linux 2.39
+            // and later mount does).
+            "move-mount-tmpfs" => {
+                let fs = libc::syscall(libc::SYS_fsopen, c("tmpfs").as_ptr(), 0);
+                let created = libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs,
+                    6, // FSCONFIG_CMD_CREATE
+                    std::ptr::null::<libc::c_char>(),
+                    std::ptr::null::<libc::c_void>(),
+                    0,
+                );
+                let mnt = libc::syscall(libc::SYS_fsmount, fs, 0, 0);
+                if fs < 0 || created < 0 || mnt < 0 {
+                    -1
+                } else {
+                    libc::syscall(
+                        libc::SYS_move_mount,
+                        mnt,
+                        c("").as_ptr(),
+                        libc::AT_FDCWD,
+                        c(s(1)).as_ptr(),
+                        4, // MOVE_MOUNT_F_EMPTY_PATH
+                    )
+                }
+            }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
