@@ -132,6 +132,8 @@ pub struct ProbeConfig {
     /// `sock.__sk_common.skc_family`.
     pub inode_mode: u32,
     pub sock_family: u32,
+    /// Sends to a new destination: `socket.type` (SOCK_DGRAM, ...).
+    pub socket_type: u32,
     /// Controlling terminal: `task_struct.signal`, `signal_struct.tty`,
     /// `tty_struct.index`, `tty_struct.driver`, `tty_driver.major`,
     /// `tty_driver.minor_start`.
@@ -215,6 +217,7 @@ impl ProbeConfig {
         inode_mtime_nsec: UNKNOWN_OFFSET,
         inode_mode: UNKNOWN_OFFSET,
         sock_family: UNKNOWN_OFFSET,
+        socket_type: UNKNOWN_OFFSET,
         task_signal: UNKNOWN_OFFSET,
         signal_tty: UNKNOWN_OFFSET,
         tty_index: UNKNOWN_OFFSET,

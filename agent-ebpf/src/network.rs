@@ -16,6 +16,10 @@ wire_enum! {
         /// kernel: other dups are not sent). The record's `mode` carries the
         /// socket's address family.
         Dup = 70 => "dup",
+        /// A send on an unconnected inet socket to a destination other than
+        /// the one it sent to last (Falco's `fd.name_changed`): UDP traffic
+        /// to a new peer. The address only, never the payload.
+        Send = 71 => "send",
     }
 }
 

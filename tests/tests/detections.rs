@@ -1435,6 +1435,13 @@ fn cases() -> Vec<Case> {
                     .current_dir(e.dir.path()))))
             },
         ),
+        case(
+            "Datagrams sent to many destinations",
+            // One UDP socket sending to 60 ports of 127.0.0.1, then to 150
+            // (each new destination is one event: fd.name_changed).
+            |_| b(pid_is(helper(&["udp-spray", "60", "41000"]))),
+            |_| b(pid_is(helper(&["udp-spray", "150", "42000"]))),
+        ),
     ]
 }
 

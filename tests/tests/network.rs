@@ -107,8 +107,8 @@ fn libc_einprogress() -> i64 {
 }
 
 #[test]
-fn dns_queries_are_decoded_and_other_sends_ignored() {
-    if !kernel_tests_enabled("dns_queries_are_decoded_and_other_sends_ignored") {
+fn dns_queries_are_decoded_and_other_sends_only_to_new_destinations() {
+    if !kernel_tests_enabled("dns_queries_are_decoded_and_other_sends_only_to_new_destinations") {
         return;
     }
     let agent = start_agent(&["--events", "--drain-interval-ms", "10"]);
@@ -137,7 +137,27 @@ fn dns_queries_are_decoded_and_other_sends_ignored() {
         .json_lines()
         .into_iter()
         .any(|v| v["type"] == "network" && v["op"] == "dns_query" && v["process"]["pid"] == pid);
-    assert!(!leaked, "a send to port 5353 must not be reported");
+    assert!(!leaked, "a send to port 5353 must not be reported as DNS");
+    // It is reported as a send to a new destination: the address, no
+    // payload.
+    let e = &events(&agent, pid, "send", 1)[0];
+    assert_eq!(e["address"]["port"], 5353);
+    assert_eq!(e["socket_type"], "dgram");
+    assert!(e.get("dns").is_none());
+
+    // Sends to one destination again and again are one event per
+    // destination (fd.name_changed): 3 destinations, 4 sends each.
+    let (pid, r) = run_helper(&["udp-spray", "3", "47000", "4"]);
+    assert_eq!(r, 12);
+    agent.expect_json("the spray helper's exit", |v| {
+        v["type"] == "exit" && v["process"]["pid"] == pid
+    });
+    agent.settle(ENRICH_WAIT);
+    let ports: Vec<Value> = (agent.json_lines().into_iter())
+        .filter(|v| v["type"] == "network" && v["op"] == "send" && v["process"]["pid"] == pid)
+        .map(|v| v["address"]["port"].clone())
+        .collect();
+    assert_eq!(ports, [47000, 47001, 47002]);
     // Sanity: the helper did run and was seen.
     assert!(
         agent

@@ -145,6 +145,15 @@ pub static PATH_PREFIXES: LpmTrie<PathKeyData, u8> = LpmTrie::with_max_entries(4
 #[map]
 pub static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
 
+/// The last destination each process sent to on each unconnected inet
+/// socket (`tgid << 32 | fd` → a hash of the address): a send is reported
+/// only when its destination changed (Falco's `fd.name_changed`), so a
+/// socket sending to one peer in a loop costs one event. LRU, so a
+/// process that closed the fd and opened another one of the same number
+/// can at worst miss, or repeat, one event.
+#[map]
+pub static SEND_DESTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// Where a syscall record is assembled before its variable-size output.
 /// The slack lets masked writes stay inside the value for the verifier.
 #[repr(C)]
@@ -159,6 +168,10 @@ pub struct SyscallScratch {
     /// Whether the current walk passed the task's root; in map memory
     /// for the same reason.
     pub reached: u64,
+    /// A send to a new destination: the user address it names, which the
+    /// record carries instead of the syscall's own arguments; 0 otherwise.
+    /// Here rather than an argument: a BPF call takes five.
+    pub send_addr: u64,
 }
 const SCRATCH_DATA: usize = 8192 + 1024;
 /// Writes land at `pos & DATA_MASK`, and no single copy exceeds 1024

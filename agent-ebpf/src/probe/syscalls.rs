@@ -39,9 +39,12 @@ use super::{
     header::fill_header,
     maps::{
         count, count_lost, get_pos, set_pos, submit_flags, Ring, SyscallScratch, EVENTS,
-        OPEN_FILTER, PATH_PREFIXES, PENDING, SCRATCH, SYSCALL_SPECS,
+        OPEN_FILTER, PATH_PREFIXES, PENDING, SCRATCH, SEND_DESTS, SYSCALL_SPECS,
     },
-    network::{copy_send_payload, copy_sockaddr, send_dport, socket_family},
+    network::{
+        copy_send_payload, copy_sockaddr, inet_dest_hash, send_addr, send_dport, socket_family,
+        socket_type, SOCK_DGRAM,
+    },
     path::{copy_fd_path, copy_path_and_base},
     task::{current_task_btf, load, read_kernel},
 };
@@ -247,14 +250,47 @@ fn sys_exit_ret(nr: i32, result: i64, via_raw: bool) {
 /// The last checks before a record is assembled and sent.
 #[inline(always)]
 fn emit_checked(spec: &ArgSpec, pending: &PendingSyscall, result: i64, may_alert: bool) {
-    // Sends are followed only to port 53: other traffic costs one check.
-    if spec.variant != 0 && send_dport(spec.variant, pending) != 53 {
-        return;
-    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    unsafe { (*scratch).send_addr = 0 };
+    // Sends: to port 53, a DNS query with its payload. Otherwise only a
+    // successful send on an unconnected datagram inet socket to a
+    // destination it did not send to last (Falco's fd.name_changed): the
+    // address, never the payload. Other traffic costs a check or two.
+    // One call of emit_syscall for every case: each call site is verified
+    // on its own.
+    if spec.variant != 0 {
+        let addr = send_addr(spec.variant, pending);
+        if send_dport(addr, pending) != 53 {
+            if addr == 0 || result < 0 || !new_send_destination(addr, pending.args[0]) {
+                return;
+            }
+            unsafe { (*scratch).send_addr = addr };
+        }
+    }
     emit_syscall(scratch, spec, pending, result, may_alert);
+}
+
+/// Whether a send to user address `addr` on socket `fd` goes somewhere the
+/// process did not send to last on it (remembering it if so): inet
+/// datagram sockets only (a TCP Fast Open sendto is a connect, and shows
+/// as one).
+#[inline(always)]
+fn new_send_destination(addr: u64, fd: u64) -> bool {
+    let Some(dest) = inet_dest_hash(addr) else {
+        return false;
+    };
+    // The repeat, the common case, is turned away first: one lookup.
+    let key = (bpf_get_current_pid_tgid() & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff);
+    if unsafe { SEND_DESTS.get(&key) }.is_some_and(|&last| last == dest) {
+        return false;
+    }
+    if socket_type(fd as i32) != Some(SOCK_DGRAM) {
+        return false;
+    }
+    let _ = SEND_DESTS.insert(&key, &dest, 0);
+    true
 }
 
 /// Whether an open passes a clause of the rules' filter, and if so whether
@@ -518,8 +554,11 @@ fn emit_syscall(
     } else {
         None
     };
+    let send_to = unsafe { (*s).send_addr };
     let (p1, b1, f1) = if path_fd.is_some() {
         copy_fd_path(s, path_fd)
+    } else if send_to != 0 {
+        copy_sockaddr(s, Some(send_to))
     } else if spec.spec_flags & SPEC_PATH1_SOCKADDR != 0 {
         copy_sockaddr(s, arg(p, spec.path))
     } else {
@@ -531,7 +570,9 @@ fn emit_syscall(
         )
     };
     path_flags |= f1;
-    let (p2, b2, f2) = if spec.variant != 0 {
+    let (p2, b2, f2) = if send_to != 0 {
+        (0, 0, 0)
+    } else if spec.variant != 0 {
         (copy_send_payload(s, spec.variant, p), 0, 0)
     } else {
         copy_path_and_base(
@@ -545,7 +586,11 @@ fn emit_syscall(
     path_flags |= f2 << 1;
 
     unsafe {
-        (*rec).op = spec.op as u32;
+        (*rec).op = if send_to != 0 {
+            NetOp::Send as u32
+        } else {
+            spec.op as u32
+        };
         (*rec).syscall_nr = p.nr;
         (*rec).args = p.args;
         (*rec).old_ids = p.old_ids;

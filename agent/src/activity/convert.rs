@@ -190,6 +190,16 @@ pub fn activity(ev: &Event, sockets: &mut Sockets) -> Option<pb::Activity> {
                         a.detail = format!("{} {}", n.op.name(), a.path);
                     }
                 }
+                // A datagram to a new peer: what a connection is for UDP.
+                NetOp::Send => {
+                    a.kind = ActivityKind::Connect as i32;
+                    a.protocol = "udp".into();
+                    a.detail = "send".into();
+                    let (ip, port, _) = split(n.address.as_ref());
+                    (a.remote_addr, a.remote_port) = (ip, port);
+                    let (ip, port, _) = split(sock.local.as_ref());
+                    (a.local_addr, a.local_port) = (ip, port);
+                }
                 NetOp::Listen => {
                     let inet = is_inet(sock.local.as_ref());
                     a.kind = if inet || sock.local.is_none() {

@@ -17,7 +17,7 @@ use crate::kernel::syscalls::Syscall;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NetworkInfo {
-    /// socket, connect, accept, bind, listen, dns_query, dup.
+    /// socket, connect, accept, bind, listen, dns_query, dup, send.
     pub op: NetOp,
     pub syscall: Syscall,
     /// The socket's fd (for socket and accept: the new fd, when it worked).
@@ -34,7 +34,8 @@ pub struct NetworkInfo {
     pub socket_type: Option<SockType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<u64>,
-    /// connect: the remote address; accept: the peer; bind: the local one.
+    /// connect and send: the remote address; accept: the peer; bind: the
+    /// local one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<SockAddr>,
     /// listen: the backlog.
@@ -338,6 +339,11 @@ pub fn decode_network(bytes: &[u8]) -> Result<NetworkInfo, DecodeError> {
             };
         }
         NetOp::Connect | NetOp::Bind => info.address = parse_sockaddr(parts.path1),
+        // Sent only for datagram inet sockets (checked in the kernel).
+        NetOp::Send => {
+            info.address = parse_sockaddr(parts.path1);
+            info.socket_type = Some(SockType::from_raw(libc::SOCK_DGRAM as u64));
+        }
         NetOp::Listen => info.backlog = Some(a[1] as i32 as i64),
         NetOp::DnsQuery => {
             info.address = parse_sockaddr(parts.path1);

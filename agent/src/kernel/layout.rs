@@ -145,6 +145,7 @@ impl StructOffsets {
             driver_major: get("tty_driver", "major"),
             driver_minor_start: get("tty_driver", "minor_start"),
             sock_family: sock_common("skc_family"),
+            socket_type: get("socket", "type"),
             inode_nlink: get("inode", "i_nlink"),
             inode_size: get("inode", "i_size"),
             inode_ctime_sec: or_unknown(

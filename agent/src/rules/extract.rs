@@ -7,7 +7,7 @@ use agent_ebpf::{file::FileOp, network::NetOp};
 
 use super::{
     fields::{ArgName, FieldId, FieldRef, Val},
-    matcher::{glob_match, parse_glob},
+    glob::{glob_match, parse_glob},
 };
 use crate::{
     event::{
@@ -564,8 +564,10 @@ pub fn extract<'a>(ev: &'a Event, f: &FieldRef) -> Option<Val<'a>> {
         FieldId::FdConnected => network(ev).and_then(|n| match n.op {
             NetOp::Connect => Some(Val::Bool(n.result == 0 || n.in_progress)),
             NetOp::Accept => Some(Val::Bool(n.result >= 0)),
+            NetOp::Send => Some(Val::Bool(false)),
             _ => None,
         }),
+        FieldId::FdNameChanged => network(ev).map(|n| Val::Bool(n.op == NetOp::Send)),
         FieldId::FdDirectory => file(ev).map(|f| Val::Str(Cow::Borrowed(dirname(&f.path)))),
         FieldId::FdFilename => file(ev).map(|f| Val::Str(Cow::Borrowed(basename(&f.path)))),
         FieldId::FdNameTruncated => file(ev).map(|f| Val::Bool(f.path_truncated)),

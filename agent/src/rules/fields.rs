@@ -180,7 +180,8 @@ fields! {
     FdSnet "fd.snet" Ip None "`fd.sip`, for CIDR checks.";
     FdRnet "fd.rnet" Ip None "`fd.rip`, for CIDR checks.";
     FdNameraw "fd.nameraw" Str None "The path of a file event as the program passed it (`../../etc/passwd`, `./x`), before Vigil resolves it against the working directory or dirfd and normalizes `.`, `..` and `//` (that is `fd.name`). Equals `fd.name` for an absolute, clean path, and for an fd-only call (fchdir, futimens).";
-    FdConnected "fd.connected" Bool None "A connect that succeeded or is in progress, or an accept.";
+    FdConnected "fd.connected" Bool None "A connect that succeeded or is in progress, or an accept; false on a send to a new destination (the socket is unconnected).";
+    FdNameChanged "fd.name_changed" Bool None "A send (`sendto`, `sendmsg`, `sendmmsg`) on an unconnected datagram inet socket to a destination other than the one it sent to last, as Falco's `outbound` macro asks: UDP traffic to a new peer. The kernel sends only these (and DNS queries); a socket sending to one peer in a loop gives one event. False on other network events.";
     FdL4proto "fd.l4proto" Str None "`tcp`, `udp`, `raw` (socket events, from the socket type).";
     FdSockfamily "fd.sockfamily" Str None "`ip` or `unix`.";
     ContainerId "container.id" Str None "12-digit container id, or `host`.";
@@ -267,7 +268,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "fd.cip.name",
     "fd.rip.name",
     "fd.lip.name",
-    "fd.name_changed",
     "fd.is_server",
     "fd.uid",
     "fd.containername",

@@ -6,6 +6,7 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr};
 
 use aho_corasick::{AhoCorasick, Anchored, Input};
 
+pub use super::glob::{glob_match, parse_glob, GlobTok};
 use super::{
     cond::Op,
     extract,
@@ -200,14 +201,6 @@ pub enum TestKind {
     Net(Vec<Net>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum GlobTok {
-    Lit(char),
-    Any,
-    Star,
-    Class(Vec<(char, char)>, bool),
-}
-
 /// An address or CIDR network.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Net {
@@ -243,97 +236,6 @@ impl Net {
         let shift = width - self.bits as u32;
         (a >> shift) == (b >> shift)
     }
-}
-
-pub fn parse_glob(p: &str) -> Box<[GlobTok]> {
-    let mut out = Vec::new();
-    let mut chars = p.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => out.push(GlobTok::Star),
-            '?' => out.push(GlobTok::Any),
-            '\\' => out.push(GlobTok::Lit(chars.next().unwrap_or('\\'))),
-            '[' => {
-                let mut ranges = Vec::new();
-                let neg = chars.peek() == Some(&'!') || chars.peek() == Some(&'^');
-                if neg {
-                    chars.next();
-                }
-                let mut closed = false;
-                while let Some(c) = chars.next() {
-                    if c == ']' && !ranges.is_empty() {
-                        closed = true;
-                        break;
-                    }
-                    if chars.peek() == Some(&'-') {
-                        chars.next();
-                        match chars.next() {
-                            Some(']') | None => {
-                                ranges.push((c, c));
-                                ranges.push(('-', '-'));
-                                closed = true;
-                                break;
-                            }
-                            Some(e) => ranges.push((c, e)),
-                        }
-                    } else {
-                        ranges.push((c, c));
-                    }
-                }
-                if closed {
-                    out.push(GlobTok::Class(ranges, neg));
-                } else {
-                    out.push(GlobTok::Lit('['));
-                }
-            }
-            c => out.push(GlobTok::Lit(c)),
-        }
-    }
-    out.into_boxed_slice()
-}
-
-/// Shell-style match (`*` crosses `/`, as in Falco's glob).
-pub fn glob_match(p: &[GlobTok], s: &str, fold: bool) -> bool {
-    let s: Vec<char> = if fold {
-        s.to_lowercase().chars().collect()
-    } else {
-        s.chars().collect()
-    };
-    let eq = |a: char, b: char| {
-        if fold {
-            a.to_lowercase().eq(b.to_lowercase())
-        } else {
-            a == b
-        }
-    };
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        let ok = match p.get(pi) {
-            Some(GlobTok::Lit(c)) => eq(*c, s[si]),
-            Some(GlobTok::Any) => true,
-            Some(GlobTok::Class(r, neg)) => {
-                r.iter().any(|(a, b)| *a <= s[si] && s[si] <= *b) != *neg
-            }
-            Some(GlobTok::Star) => {
-                star = Some((pi, si));
-                pi += 1;
-                continue;
-            }
-            None => false,
-        };
-        if ok {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|t| *t == GlobTok::Star)
 }
 
 /// Field slots shared by every rule of a set: each field is read at most

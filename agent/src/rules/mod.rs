@@ -17,6 +17,7 @@ pub mod cond;
 pub mod engine;
 pub mod extract;
 pub mod fields;
+pub mod glob;
 pub mod index;
 pub mod interest;
 mod items;

@@ -445,6 +445,31 @@ fn main() {
                     )
                 }
             }
+            // udp-spray N PORT [REPEAT]: one unconnected UDP socket sending
+            // a byte to 127.0.0.1 on N ports from PORT up (N destinations),
+            // each REPEAT times (default 1).
+            "udp-spray" => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let n: u16 = s(1).parse().unwrap();
+                let base: u16 = s(2).parse().unwrap();
+                let mut sent = 0i64;
+                let repeat: u16 = s(3).parse().unwrap_or(1);
+                for i in 0..n * repeat {
+                    let a = v4(base + i / repeat);
+                    let r = libc::sendto(
+                        fd,
+                        b"x".as_ptr().cast(),
+                        1,
+                        0,
+                        (&a as *const libc::sockaddr_in).cast(),
+                        16,
+                    );
+                    if r == 1 {
+                        sent += 1;
+                    }
+                }
+                sent
+            }
             "prctl-name" => libc::prctl(libc::PR_SET_NAME, c(s(1)).as_ptr(), 0, 0, 0) as i64,
             op => panic!("unknown op {op}"),
         }
