@@ -1442,6 +1442,21 @@ fn cases() -> Vec<Case> {
             |_| b(pid_is(helper(&["udp-spray", "60", "41000"]))),
             |_| b(pid_is(helper(&["udp-spray", "150", "42000"]))),
         ),
+        case(
+            "Program deleted its own executable",
+            // A copy of the helper deletes another file, then its own
+            // program file.
+            |e| {
+                let prog = e.copy(bin("vigil-test-helper").to_str().unwrap(), "dropper-near");
+                let other = e.path(&unique("other-file"));
+                write_file(&other);
+                b(pid_is(run(Command::new(&prog).arg("unlink").arg(&other))))
+            },
+            |e| {
+                let prog = e.copy(bin("vigil-test-helper").to_str().unwrap(), "dropper");
+                b(pid_is(run(Command::new(&prog).arg("unlink").arg(&prog))))
+            },
+        ),
     ]
 }
 

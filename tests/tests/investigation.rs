@@ -348,14 +348,17 @@ fn the_rate_cap_and_exclusions_leave_out_activity_and_count_it() {
     let data = tempfile::tempdir().unwrap();
     let (mut collector, url) = start_collector(data.path(), "127.0.0.1:0");
     // Outside /tmp, /var/tmp and /dev/shm (where the checkout itself may
-    // be): no default rule alerts on them, and an alert would name the
+    // be), and under true's own name (a renamed copy of a system binary
+    // alerts): no default rule alerts on them, and an alert would name the
     // process whatever the activity settings.
     let dir = tempfile::Builder::new()
         .prefix("vigil-activity-")
         .tempdir_in("/run")
         .unwrap();
-    let noisy = dir.path().join("noisy-tool");
-    let capped = dir.path().join("capped-tool");
+    std::fs::create_dir(dir.path().join("noisy")).unwrap();
+    std::fs::create_dir(dir.path().join("capped")).unwrap();
+    let noisy = dir.path().join("noisy/true");
+    let capped = dir.path().join("capped/true");
     copy_executable("/bin/true", &noisy);
     copy_executable("/bin/true", &capped);
     let exclude = format!("proc.exepath = \"{}\"", noisy.display());
