@@ -114,36 +114,33 @@ fn connected_dport(fd: i32) -> Option<u16> {
     Some(u16::from_be(port))
 }
 
-/// The address family of the socket open as `fd`; None when `fd` is not
-/// a socket (or its layout is unknown).
+/// The `struct socket` behind `fd`; None when `fd` is not a socket (or
+/// the layout is unknown).
 #[inline(always)]
-pub fn socket_family(fd: i32) -> Option<u16> {
+fn socket_of(fd: i32) -> Option<*const u8> {
     let file = fd_file(fd)?;
     let inode: *const u8 = read_kernel(file, config!(file_inode))?;
     let mode: u16 = read_kernel(inode, config!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let sock: *const u8 = read_kernel(file, config!(file_private_data))?;
-    let sk: *const u8 = read_kernel(sock, config!(socket_sk))?;
+    read_kernel(file, config!(file_private_data))
+}
+
+/// The address family of the socket open as `fd`.
+#[inline(always)]
+pub fn socket_family(fd: i32) -> Option<u16> {
+    let sk: *const u8 = read_kernel(socket_of(fd)?, config!(socket_sk))?;
     read_kernel(sk, config!(sock_family))
 }
 
 /// `SOCK_DGRAM`: the sends followed to a new destination.
 pub const SOCK_DGRAM: u16 = 2;
 
-/// The type (`SOCK_DGRAM`, ...) of the socket open as `fd`; None when `fd`
-/// is not a socket (or its layout is unknown).
+/// The type (`SOCK_DGRAM`, ...) of the socket open as `fd`.
 #[inline(always)]
 pub fn socket_type(fd: i32) -> Option<u16> {
-    let file = fd_file(fd)?;
-    let inode: *const u8 = read_kernel(file, config!(file_inode))?;
-    let mode: u16 = read_kernel(inode, config!(inode_mode))?;
-    if mode & S_IFMT != S_IFSOCK {
-        return None;
-    }
-    let sock: *const u8 = read_kernel(file, config!(file_private_data))?;
-    read_kernel(sock, config!(socket_type))
+    read_kernel(socket_of(fd)?, config!(socket_type))
 }
 
 /// Copies the first bytes of a send's payload (`DNS_PAYLOAD_MAX` at most).

@@ -39,18 +39,21 @@ pub fn read(proc_root: &Path, pid: u32) -> Option<Vec<ContainerMount>> {
     let host = read_bounded(&proc_root.join("1/mountinfo"))
         .map(|t| parse(&t))
         .unwrap_or_default();
-    Some(
-        own.into_iter()
-            .take(MOUNTS_MAX)
-            .map(|e| ContainerMount {
-                source: host_path(&e, &host).unwrap_or_else(|| e.source.clone()),
-                dest: e.point,
-                fstype: e.fstype,
-                rw: e.rw,
-                propagation: e.propagation.to_string(),
-            })
-            .collect(),
-    )
+    Some(resolve(own, &host))
+}
+
+/// A container's table with each mount's source as the host sees it.
+fn resolve(own: Vec<Entry>, host: &[Entry]) -> Vec<ContainerMount> {
+    own.into_iter()
+        .take(MOUNTS_MAX)
+        .map(|e| ContainerMount {
+            source: host_path(&e, host).unwrap_or_else(|| e.source.clone()),
+            dest: e.point,
+            fstype: e.fstype,
+            rw: e.rw,
+            propagation: e.propagation.to_string(),
+        })
+        .collect()
 }
 
 fn read_bounded(path: &Path) -> Option<String> {
@@ -150,23 +153,12 @@ garbage line without the separator
 607 600 0:5 /1234 /hidden rw shared:9 - proc proc rw
 ";
 
-    fn mounts() -> Vec<ContainerMount> {
-        let host = parse(HOST);
-        parse(CONTAINER)
-            .into_iter()
-            .map(|e| ContainerMount {
-                source: host_path(&e, &host).unwrap_or_else(|| e.source.clone()),
-                dest: e.point,
-                fstype: e.fstype,
-                rw: e.rw,
-                propagation: e.propagation.to_string(),
-            })
-            .collect()
-    }
-
     #[test]
     fn bind_mounts_show_the_host_path() {
-        let got: Vec<String> = mounts().iter().map(ContainerMount::describe).collect();
+        let got: Vec<String> = resolve(parse(CONTAINER), &parse(HOST))
+            .iter()
+            .map(ContainerMount::describe)
+            .collect();
         assert_eq!(
             got,
             [
