@@ -18,9 +18,7 @@
 //! ingesting again: `--reuse`).
 use std::time::{Duration, Instant};
 
-use vigil_collector::{
-    activity::ActivityStore, investigate, sqlite::SqliteStore, store::AlertStore,
-};
+use vigil_collector::{activity::ActivityStore, investigate, sql::SqlStore, store::AlertStore};
 use vigil_proto::v1::{
     Activity, ActivityKind, Alert, Ancestor, ExecutableInfo, HostInfo, PivotQuery, ProcessInfo,
     Severity, TimelineQuery, TreeQuery,
@@ -299,7 +297,7 @@ fn main() {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| tmp.path().join("bench.db"));
     let fresh = !(o.reuse && path.exists());
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqlStore::open(&path).unwrap();
     let start_t = vigil_collector::store::now_ns() - WEEK;
     let step = (WEEK / o.events.max(1) as i64).max(1);
     let mut alerts: Vec<String> = Vec::new();

@@ -169,6 +169,19 @@ impl Monitor {
     /// Marks agents silent whose last heartbeat is too old, raising
     /// "Agent silent" once for each; returns how many went silent.
     pub fn sweep(&self) -> Result<usize, StoreError> {
+        // One collector of those sharing a database sweeps, with the
+        // registry as the database has it: heartbeats may have gone to
+        // another collector.
+        if !self.store.holds_fleet_lease() {
+            return Ok(0);
+        }
+        if self.store.is_shared() {
+            let fresh = self.store.agents()?;
+            let mut agents = self.agents.lock().expect("agents lock");
+            for a in fresh {
+                agents.insert(a.hostname.clone(), a);
+            }
+        }
         let now = now_ns();
         let newly: Vec<AgentRecord> = {
             let mut agents = self.agents.lock().expect("agents lock");
@@ -267,7 +280,7 @@ fn own_alert(host: &HostInfo, rule: &str, severity: Severity, output: String, no
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{sqlite::SqliteStore, store::AlertFilter};
+    use crate::{sql::SqlStore, store::AlertFilter};
     use vigil_proto::v1::ProbeProgram;
 
     fn hb(host: &str) -> AgentHeartbeat {
@@ -286,7 +299,7 @@ mod tests {
         }
     }
 
-    fn alerts(store: &SqliteStore, rule: &str) -> Vec<Alert> {
+    fn alerts(store: &SqlStore, rule: &str) -> Vec<Alert> {
         store
             .query(&AlertFilter {
                 rule: Some(rule.into()),
@@ -298,7 +311,7 @@ mod tests {
 
     #[test]
     fn silence_detachment_and_losses_raise_alerts_once() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let store = Arc::new(SqlStore::in_memory().unwrap());
         let m = Monitor::new(store.clone(), SilentAfter::Intervals(3)).unwrap();
         m.heartbeat(hb("a")).unwrap();
         assert_eq!(m.agents()[0].state, AgentState::Ok);

@@ -11,7 +11,7 @@ pub mod pki;
 pub mod query;
 pub mod server;
 pub mod silences;
-pub mod sqlite;
+pub mod sql;
 pub mod store;
 pub mod tls;
 pub mod views;

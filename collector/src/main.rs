@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use vigil_collector::{
     groups::{GroupState, Reason},
     pki, query, server,
-    sqlite::SqliteStore,
+    sql::SqlStore,
     tls::{Listener, ServerTls, ServerTlsFiles},
     views,
 };
@@ -100,7 +100,25 @@ enum Command {
     /// Create and manage the certificates of a fleet (no openssl needed).
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Create or upgrade the database's schema and exit: what `serve`
+    /// does at start, for an upgrade run before the collectors are
+    /// restarted. Exits 1 when the database is newer than this collector
+    /// or cannot be reached.
+    ///
+    /// Examples:
+    ///   vigil-collector migrate --db /var/lib/vigil/alerts.db
+    ///   vigil-collector migrate --db 'postgres://vigil@db.example.com/vigil'
+    ///   vigil-collector migrate --db 'postgres://vigil@/vigil?host=/run/postgresql'
+    #[command(verbatim_doc_comment)]
+    Migrate {
+        /// The database, as `serve --db` takes it.
+        #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
 }
+
+/// The collector's database when none is given.
+const DEFAULT_DB: &str = "/var/lib/vigil/alerts.db";
 
 #[derive(Subcommand, Debug)]
 enum PkiCommand {
@@ -181,9 +199,14 @@ struct ServeArgs {
     /// Address to listen on (IP:PORT). The default accepts local agents only.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
-    /// SQLite database file; created if missing, its directory must exist.
-    #[arg(long, value_name = "PATH", default_value = "/var/lib/vigil/alerts.db")]
-    db: PathBuf,
+    /// Where alerts and activity are stored: a SQLite file (created if
+    /// missing; its directory must exist), or a PostgreSQL database,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (a Unix socket
+    /// directory with `?host=/run/postgresql`), which several collectors
+    /// may share (docs/scaling.md). The schema is created or migrated at
+    /// start; a database newer than this collector is refused.
+    #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+    db: String,
     /// A PKI directory made by `vigil-collector pki init`: serves with
     /// DIR/collector.crt and .key, accepts clients of DIR/ca.crt, refuses
     /// DIR/revoked/.
@@ -841,6 +864,20 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Pki(cmd) => pki_command(cmd),
+            Command::Migrate { db } => {
+                let shown = vigil_collector::sql::redact(&db);
+                let m = tokio::task::spawn_blocking(move || SqlStore::open_db(&db))
+                    .await??
+                    .migrated();
+                if m.from == m.to {
+                    println!("{shown}: schema version {} (current, nothing to do)", m.to);
+                } else if m.from == 0 {
+                    println!("{shown}: schema created at version {}", m.to);
+                } else {
+                    println!("{shown}: schema migrated from version {} to {}", m.from, m.to);
+                }
+                Ok(())
+            }
         }
     });
     match result {
@@ -884,7 +921,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(files) => Some(ServerTls::load(files).context("cannot serve TLS")?),
         None => None,
     };
-    if args.db.as_os_str() == "/var/lib/vigil/alerts.db" {
+    if args.db == DEFAULT_DB {
         std::fs::create_dir_all("/var/lib/vigil").context("cannot create /var/lib/vigil")?;
     }
     let notify = args
@@ -892,7 +929,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(vigil_collector::notify::config::Config::load)
         .transpose()?;
-    let store = Arc::new(SqliteStore::open(&args.db)?);
+    let store = {
+        let db = args.db.clone();
+        Arc::new(tokio::task::spawn_blocking(move || SqlStore::open_db(&db)).await??)
+    };
+    let migrated = store.migrated();
+    if migrated.from != migrated.to {
+        tracing::info!(
+            from = migrated.from,
+            to = migrated.to,
+            "database schema migrated"
+        );
+    }
     let tcp = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -911,7 +959,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "plaintext (loopback only)"
     };
-    tracing::info!(listen = %tcp.local_addr()?, db = %args.db.display(), %transport, "collector serving");
+    tracing::info!(listen = %tcp.local_addr()?, db = %vigil_collector::sql::redact(&args.db), %transport, "collector serving");
     let counters = Arc::new(vigil_collector::metrics::NotifyCounters::default());
     let opts = server::ServerOptions {
         silent_after: match args.silent_after {
@@ -921,7 +969,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retention: (!args.retention.is_zero()).then_some(args.retention),
         activity_retention: (!args.activity_retention.is_zero()).then_some(args.activity_retention),
         metrics,
-        db_path: Some(args.db.clone()),
+        db_path: (!vigil_collector::sql::is_postgres_address(&args.db))
+            .then(|| PathBuf::from(&args.db)),
         notify: notify.is_some().then(|| counters.clone()),
     };
     let (notify_stop, notify_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -143,6 +143,26 @@ fn spawn_pruner(
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         loop {
             tick.tick().await;
+            // One collector of those sharing a database prunes; each
+            // makes sure the next days' storage is there.
+            let st = store.clone();
+            let keep_from = activity.and_then(|r| {
+                std::time::SystemTime::now()
+                    .checked_sub(r)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos() as i64)
+            });
+            let leader = tokio::task::spawn_blocking(move || {
+                if let Err(e) = st.maintain(keep_from) {
+                    tracing::error!(error = %e, "cannot prepare storage for the next days");
+                }
+                st.holds_fleet_lease()
+            })
+            .await
+            .unwrap_or(false);
+            if !leader {
+                continue;
+            }
             for (what, retention) in [(Pruned::Alerts, alerts), (Pruned::Activity, activity)] {
                 if let Some(r) = retention {
                     prune_older(&store, what, r).await;
@@ -859,7 +879,14 @@ pub async fn run_with(
     opts: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let monitor = Arc::new(Monitor::new(store.clone(), opts.silent_after)?);
+    let monitor = {
+        let (s, after) = (store.clone(), opts.silent_after);
+        Arc::new(
+            tokio::task::spawn_blocking(move || Monitor::new(s, after))
+                .await
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
+        )
+    };
     let metrics = Arc::new(CollectorMetrics::default());
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(l) = opts.metrics {
@@ -876,8 +903,12 @@ pub async fn run_with(
     let _metrics_stop = metrics_stop;
     let sweeper = monitor.spawn_sweeper();
     let _stop_sweeper = scopeguard(Some(sweeper));
-    let pruner = (opts.retention.is_some() || opts.activity_retention.is_some())
-        .then(|| spawn_pruner(store.clone(), opts.retention, opts.activity_retention));
+    // Always: besides pruning, it keeps the next days' storage ready.
+    let pruner = Some(spawn_pruner(
+        store.clone(),
+        opts.retention,
+        opts.activity_retention,
+    ));
     let _stop_pruner = scopeguard(pruner);
     let (stop_tx, stop_rx) = watch::channel(false);
     let revoked = listener.tls.as_ref().map(|t| t.revoked().clone());

@@ -1,7 +1,7 @@
 //! The storage interface the collector writes alerts to and queries.
 //!
-//! SQLite is the embedded default ([`crate::sqlite`]); other backends
-//! (PostgreSQL) implement the same trait.
+//! [`crate::sql::SqlStore`] implements it on SQLite (the embedded default)
+//! and on PostgreSQL (the shared store of several collectors).
 use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
 
 use crate::{
@@ -15,6 +15,17 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("storage error: {0}")]
     Backend(String),
+    /// Another writer got in the way (a deadlock, a serialization
+    /// failure): the transaction may succeed when run again.
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Whether running the transaction again may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
 }
 
 /// The collector's clock, ns since the epoch.
@@ -167,4 +178,23 @@ pub trait AlertStore: crate::activity::ActivityStore + Send + Sync + 'static {
     /// returns how many went. Bounded so that ingestion waits at most one
     /// chunk.
     fn prune(&self, before_ns: i64, max: u32) -> Result<u64, StoreError>;
+
+    /// Whether this collector runs the fleet-wide jobs now (the silent-agent
+    /// sweep, retention, the notifier's planning): always, unless several
+    /// collectors share the store and another holds the lease.
+    fn holds_fleet_lease(&self) -> bool {
+        true
+    }
+
+    /// Whether several collectors may write this store, so that what one
+    /// caches (the agent registry) may be stale.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Upkeep with the retention sweep: the storage the next days'
+    /// activity needs, keeping what is newer than `keep_activity_from_ns`.
+    fn maintain(&self, _keep_activity_from_ns: Option<i64>) -> Result<u32, StoreError> {
+        Ok(0)
+    }
 }

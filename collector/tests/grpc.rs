@@ -1,11 +1,12 @@
-//! The collector over real gRPC and a real SQLite file: acks after commit,
-//! idempotent re-sends, hostile batches rejected without losing what was
-//! stored, queries with filters.
+//! The collector over real gRPC and a real SQLite file (and PostgreSQL,
+//! shared by two collectors): acks after commit, idempotent re-sends,
+//! hostile batches rejected without losing what was stored, queries with
+//! filters.
 use std::{sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use vigil_collector::{query, server, sqlite::SqliteStore, tls::Listener};
+use vigil_collector::{query, server, sql::SqlStore, tls::Listener};
 use vigil_proto::v1::{
     collector_client::CollectorClient, Alert, AlertBatch, AlertQuery, HostInfo, ProcessInfo,
     Severity,
@@ -18,9 +19,20 @@ struct Running {
 }
 
 async fn start(db: &std::path::Path) -> Running {
+    start_on(db.to_str().unwrap()).await
+}
+
+/// A collector on `db`: a SQLite path or a PostgreSQL address.
+async fn start_on(db: &str) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let store = Arc::new(SqliteStore::open(db).unwrap());
+    let db = db.to_string();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || SqlStore::open_db(&db))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server::run(
@@ -304,7 +316,7 @@ async fn alerts_past_the_retention_are_deleted_and_the_rest_kept() {
         .as_nanos() as i64;
     let hour = 3_600_000_000_000i64;
     {
-        let store = SqliteStore::open(&db).unwrap();
+        let store = SqlStore::open(&db).unwrap();
         let alerts: Vec<Alert> = (0..12_000)
             .map(|i| Alert {
                 id: format!("old-{i}"),
@@ -323,7 +335,7 @@ async fn alerts_past_the_retention_are_deleted_and_the_rest_kept() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let store = Arc::new(SqlStore::open(&db).unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server::run_with(
         Listener {
@@ -356,4 +368,77 @@ async fn alerts_past_the_retention_are_deleted_and_the_rest_kept() {
     assert_eq!(left[0].id, "new");
     let _ = tx.send(());
     task.await.unwrap().unwrap();
+}
+
+/// Sends one batch on a new stream to `url` and returns its ack's
+/// (stored, duplicates).
+async fn send_batch(url: &str, seq: u64, alerts: Vec<Alert>) -> (u32, u32) {
+    let mut client = CollectorClient::connect(url.to_string()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut acks = client
+        .stream_alerts(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(AlertBatch {
+        activity: Vec::new(),
+        host: Some(host("web-1")),
+        seq,
+        alerts,
+    })
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    (ack.stored, ack.duplicates)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_postgres_store_each_alert_once() {
+    let db = tokio::task::spawn_blocking(vigil_collector::sql::throwaway::database)
+        .await
+        .unwrap()
+        .unwrap();
+    let (a, b) = (start_on(&db).await, start_on(&db).await);
+    // The agent streams to A, loses it after its second batch was stored
+    // but before the ack, and re-sends that batch to B: stored once.
+    let batch = |n: u32| -> Vec<Alert> {
+        (0..5)
+            .map(|i| alert(&format!("x{n}-{i}"), "tmp exec", Severity::Warning, 7))
+            .collect()
+    };
+    assert_eq!(send_batch(&a.url, 1, batch(1)).await, (5, 0));
+    assert_eq!(send_batch(&a.url, 2, batch(2)).await, (5, 0));
+    assert_eq!(send_batch(&b.url, 2, batch(2)).await, (0, 5));
+    assert_eq!(send_batch(&b.url, 3, batch(3)).await, (5, 0));
+    // Both answer from the same store: 15 alerts, one group counting 15.
+    for url in [&a.url, &b.url] {
+        let all = query::fetch(
+            url,
+            None,
+            AlertQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(all.len(), 15, "from {url}");
+    }
+    let s = SqlStore::open_db(&db).unwrap();
+    let groups = tokio::task::spawn_blocking(move || {
+        vigil_collector::store::AlertStore::groups(
+            &s,
+            &vigil_collector::groups::GroupFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].count, 15);
+    a.stop().await;
+    b.stop().await;
 }

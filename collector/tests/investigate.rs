@@ -1,13 +1,22 @@
-//! Investigation over a real SQLite file: activity and alerts from an
-//! agent's batches become a process view, and the timeline, tree and
-//! pivot queries answer from it, bounded, after a reopen, and pruned by
-//! retention.
+//! Investigation over a real SQLite file and a real PostgreSQL database
+//! (a throwaway cluster): activity and alerts from an agent's batches
+//! become a process view, and the timeline, tree and pivot queries answer
+//! from it, bounded, after a reopen, and pruned by retention.
 use vigil_collector::{
     activity::ActivityStore,
     investigate::{self, InvestigateError},
-    sqlite::SqliteStore,
+    sql::{throwaway, SqlStore},
     store::AlertStore,
 };
+
+/// A fresh store on each engine.
+fn both() -> Vec<SqlStore> {
+    let url = throwaway::database().expect("PostgreSQL for the investigation tests");
+    vec![
+        SqlStore::in_memory().unwrap(),
+        SqlStore::connect(&url).unwrap(),
+    ]
+}
 use vigil_proto::v1::{
     timeline_entry::Entry, Activity, ActivityKind, Alert, Ancestor, ContainerInfo, ExecutableInfo,
     HostInfo, PivotQuery, ProcessInfo, Severity, TimelineQuery, TreeQuery,
@@ -63,7 +72,7 @@ const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00
 
 /// bash → sh → /tmp/dropper (connects, asks DNS, raises an alert) →
 /// child (exits); init known only from the alert's ancestry.
-fn scenario(s: &SqliteStore) -> Alert {
+fn scenario(s: &SqlStore) -> Alert {
     let h = host("web-1");
     let bash = proc(100, "p-bash", "p-init", &["/bin/bash", "/tmp/x.sh"]);
     let sh = proc(101, "p-sh", "p-bash", &["/bin/sh", "-c", "/tmp/dropper"]);
@@ -180,7 +189,7 @@ fn scenario(s: &SqliteStore) -> Alert {
     alert
 }
 
-fn check_answers(s: &SqliteStore) {
+fn check_answers(s: &SqlStore) {
     // The tree: init (partial) → bash → sh → dropper (alerting) → child.
     let t = investigate::tree(
         s,
@@ -381,12 +390,20 @@ fn timeline_tree_and_pivot_answer_from_stored_activity_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.db");
     {
-        let s = SqliteStore::open(&db).unwrap();
+        let s = SqlStore::open(&db).unwrap();
         scenario(&s);
         check_answers(&s);
     }
-    let s = SqliteStore::open(&db).unwrap();
+    let s = SqlStore::open(&db).unwrap();
     check_answers(&s);
+    // The same on PostgreSQL, through a second connection.
+    let url = throwaway::database().unwrap();
+    {
+        let pg = SqlStore::open_db(&url).unwrap();
+        scenario(&pg);
+        check_answers(&pg);
+    }
+    check_answers(&SqlStore::open_db(&url).unwrap());
     assert!(matches!(
         investigate::tree(
             &s,
@@ -401,8 +418,13 @@ fn timeline_tree_and_pivot_answer_from_stored_activity_and_survive_a_reopen() {
 
 #[test]
 fn retention_prunes_events_and_exited_processes() {
-    let s = SqliteStore::in_memory().unwrap();
-    scenario(&s);
+    for s in both() {
+        retention_prunes_events_and_exited_processes_on(&s);
+    }
+}
+
+fn retention_prunes_events_and_exited_processes_on(s: &SqlStore) {
+    scenario(s);
     // Everything before T0 + 6.5 s goes but the child's exit (and the other
     // host's exec); the child, which exited at 7 s, stays.
     let n = s.prune_activity(T0 + 6 * S + S / 2, 1000).unwrap();
@@ -423,8 +445,13 @@ fn retention_prunes_events_and_exited_processes() {
 
 #[test]
 fn one_host_cannot_rewrite_another_hosts_processes() {
-    let s = SqliteStore::in_memory().unwrap();
-    scenario(&s);
+    for s in both() {
+        one_host_cannot_rewrite_another_hosts_processes_on(&s);
+    }
+}
+
+fn one_host_cannot_rewrite_another_hosts_processes_on(s: &SqlStore) {
+    scenario(s);
     // db-2 claims web-1's payload: a new program, and an exit.
     let mut forged = proc(102, "p-drop", "", &["/usr/bin/innocent"]);
     forged.user = "nobody".into();
@@ -449,7 +476,12 @@ fn one_host_cannot_rewrite_another_hosts_processes() {
 
 #[test]
 fn an_event_names_the_program_its_process_ran_then() {
-    let s = SqliteStore::in_memory().unwrap();
+    for s in both() {
+        an_event_names_the_program_its_process_ran_then_on(&s);
+    }
+}
+
+fn an_event_names_the_program_its_process_ran_then_on(s: &SqlStore) {
     let h = host("web-1");
     // A loader connects, then execs a harmless-looking program.
     let loader = proc(300, "p-300", "", &["/tmp/loader"]);
@@ -469,7 +501,7 @@ fn an_event_names_the_program_its_process_ran_then() {
     s.insert_activity(&h, &[exec("n2", T0 + 2 * S, later)], &[])
         .unwrap();
     let p = investigate::pivot(
-        &s,
+        s,
         &PivotQuery {
             ip: "203.0.113.9".into(),
             since_unix_ns: T0,
@@ -485,4 +517,68 @@ fn an_event_names_the_program_its_process_ran_then() {
         s.process("web-1", "p-300").unwrap().unwrap().process.exe,
         "/usr/bin/sleep"
     );
+}
+
+/// A connection at `t`, by one process of web-1.
+fn connect_at(id: &str, t: i64) -> Activity {
+    Activity {
+        id: id.into(),
+        time_unix_ns: t,
+        kind: ActivityKind::Connect as i32,
+        protocol: "tcp".into(),
+        remote_addr: "198.51.100.7".into(),
+        remote_port: 443,
+        process: Some(ident(&proc(7, "p-7", "", &["/usr/bin/curl"]))),
+        ..Default::default()
+    }
+}
+
+fn timeline_ids(s: &SqlStore, from: i64, to: i64) -> Vec<String> {
+    s.span_activity(&vigil_collector::activity::Span {
+        host: "web-1".into(),
+        from_ns: from,
+        to_ns: to,
+        pid: None,
+        limit: 100,
+        order: vigil_collector::activity::Order::Forward,
+    })
+    .unwrap()
+    .into_iter()
+    .map(|a| a.id)
+    .collect()
+}
+
+#[test]
+fn postgres_keeps_activity_by_day_and_retention_drops_whole_days() {
+    let url = throwaway::database().unwrap();
+    let s = SqlStore::connect(&url).unwrap();
+    let now = vigil_collector::store::now_ns();
+    let day = 86_400 * S;
+    // Today and three days ago have partitions from the start; thirty days
+    // ago has none and waits in the default partition.
+    let (old, recent, today) = (now - 30 * day, now - 3 * day, now);
+    s.insert_activity(
+        &host("web-1"),
+        &[
+            connect_at("old", old),
+            connect_at("recent", recent),
+            connect_at("today", today),
+        ],
+        &[],
+    )
+    .unwrap();
+    // A longer retention makes the older days' partitions: the waiting
+    // event moves into its own, and nothing is lost.
+    assert!(s.maintain(Some(now - 40 * day)).unwrap() >= 30);
+    assert_eq!(
+        timeline_ids(&s, old - S, now + S),
+        ["old", "recent", "today"]
+    );
+    // Re-sent after the move: still once.
+    s.insert_activity(&host("web-1"), &[connect_at("old", old)], &[])
+        .unwrap();
+    assert_eq!(timeline_ids(&s, old - S, old + S), ["old"]);
+    // Retention of two days: the old days' partitions go whole.
+    s.prune_activity(now - 2 * day, 10_000).unwrap();
+    assert_eq!(timeline_ids(&s, old - S, now + S), ["today"]);
 }

@@ -28,7 +28,7 @@ use vigil_proto::v1::Alert;
 use crate::{
     groups::GroupRecord,
     metrics::NotifyCounters,
-    sqlite::{Outgoing, Queued, SqliteStore},
+    sql::{Outgoing, Queued, SqlStore},
     store::now_ns,
 };
 use config::{Config, Facts, ReceiverKind};
@@ -61,7 +61,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the notifier until `shutdown` resolves.
 pub async fn run(
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     config: Arc<Config>,
     file: Option<std::path::PathBuf>,
     counters: Arc<NotifyCounters>,
@@ -133,39 +133,14 @@ pub async fn run(
                 }
             }
         }
-        let (s, c) = (store.clone(), config.clone());
-        match tokio::task::spawn_blocking(move || plan(&s, &c)).await {
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot queue notifications; retrying"),
-            Err(e) => tracing::error!(error = %e, "notification planner failed"),
-            Ok(Ok(())) => {}
-        }
-        let (s, c) = (store.clone(), config.clone());
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || summarise(&s, &c)).await {
-            tracing::error!(error = %e, "cannot queue notification summaries");
-        }
-        // Receivers whose open groups are due to be sent again.
-        let now = std::time::Instant::now();
-        let refresh_due: Vec<String> = config
-            .receivers
-            .iter()
-            .filter_map(|r| match &r.kind {
-                ReceiverKind::Alertmanager { refresh, .. } => {
-                    let last = last_refresh.entry(r.name.clone()).or_insert(now);
-                    (now.duration_since(*last) >= *refresh).then(|| {
-                        *last = now;
-                        r.name.clone()
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        if !refresh_due.is_empty() {
-            let (s, c) = (store.clone(), config.clone());
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || refresh(&s, &c, &refresh_due)).await
-            {
-                tracing::error!(error = %e, "cannot queue Alertmanager refreshes");
-            }
+        // Planning runs on one collector of those sharing a database (the
+        // fleet lease); every one of them sends what is due.
+        let s = store.clone();
+        let leader = tokio::task::spawn_blocking(move || s.holds_fleet_lease())
+            .await
+            .unwrap_or(false);
+        if leader {
+            plan_all(&store, &config, &mut last_refresh).await;
         }
         let s = store.clone();
         let due = match tokio::task::spawn_blocking(move || s.due(now_ns(), 64)).await {
@@ -177,11 +152,15 @@ pub async fn run(
             Err(_) => continue,
         };
         for o in due {
-            // Each service's rate limit: wait rather than be refused.
-            if next_send
+            // Each service's rate limit: wait rather than be refused (the
+            // claim is handed back for then).
+            if let Some(t) = next_send
                 .get(&o.receiver)
-                .is_some_and(|t| *t > std::time::Instant::now())
+                .filter(|t| **t > std::time::Instant::now())
             {
+                let at = now_ns() + t.duration_since(std::time::Instant::now()).as_nanos() as i64;
+                let (s, id) = (store.clone(), o.id);
+                let _ = tokio::task::spawn_blocking(move || s.unclaim(id, at)).await;
                 continue;
             }
             // A refresh queued before the group was resolved must not
@@ -242,8 +221,50 @@ pub async fn run(
     }
 }
 
+/// Queues what the audit trail, the summaries and the Alertmanager
+/// refreshes call for (the fleet lease holder's part).
+async fn plan_all(
+    store: &Arc<SqlStore>,
+    config: &Arc<Config>,
+    last_refresh: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
+    let (s, c) = (store.clone(), config.clone());
+    match tokio::task::spawn_blocking(move || plan(&s, &c)).await {
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot queue notifications; retrying"),
+        Err(e) => tracing::error!(error = %e, "notification planner failed"),
+        Ok(Ok(())) => {}
+    }
+    let (s, c) = (store.clone(), config.clone());
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || summarise(&s, &c)).await {
+        tracing::error!(error = %e, "cannot queue notification summaries");
+    }
+    // Receivers whose open groups are due to be sent again.
+    let now = std::time::Instant::now();
+    let refresh_due: Vec<String> = config
+        .receivers
+        .iter()
+        .filter_map(|r| match &r.kind {
+            ReceiverKind::Alertmanager { refresh, .. } => {
+                let last = last_refresh.entry(r.name.clone()).or_insert(now);
+                (now.duration_since(*last) >= *refresh).then(|| {
+                    *last = now;
+                    r.name.clone()
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if !refresh_due.is_empty() {
+        let (s, c) = (store.clone(), config.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || refresh(&s, &c, &refresh_due)).await
+        {
+            tracing::error!(error = %e, "cannot queue Alertmanager refreshes");
+        }
+    }
+}
+
 async fn record(
-    store: &Arc<SqliteStore>,
+    store: &Arc<SqlStore>,
     o: &Outgoing,
     outcome: Result<String, (Option<i64>, String)>,
 ) {
@@ -257,7 +278,7 @@ async fn record(
 /// reopened group goes to the receivers its routes pick (unless its alert
 /// is silenced); an acknowledged, resolved or closed group goes to the
 /// PagerDuty receivers it was sent to, so their incident follows it.
-fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreError> {
+fn plan(store: &SqlStore, config: &Config) -> Result<(), crate::store::StoreError> {
     let cursor = store.notify_cursor()?;
     let events = store.group_events_after(cursor, 500)?;
     let Some(last) = events.last().map(|e| e.seq) else {
@@ -361,7 +382,7 @@ fn plan(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreE
 /// receivers were last told: one message per group and receiver with how
 /// many more alerts came (webhook and Slack; PagerDuty's incident and
 /// Alertmanager's refreshed alert already stand for them).
-fn summarise(store: &SqliteStore, config: &Config) -> Result<(), crate::store::StoreError> {
+fn summarise(store: &SqlStore, config: &Config) -> Result<(), crate::store::StoreError> {
     let now = now_ns();
     let mut rows = Vec::new();
     for (group, receiver, told) in
@@ -418,7 +439,7 @@ fn summarise(store: &SqliteStore, config: &Config) -> Result<(), crate::store::S
 /// Re-sends every open group to the Alertmanager receivers it went to
 /// whose refresh period has passed, so Alertmanager keeps it firing.
 fn refresh(
-    store: &SqliteStore,
+    store: &SqlStore,
     config: &Config,
     due: &[String],
 ) -> Result<(), crate::store::StoreError> {
@@ -813,7 +834,7 @@ mod tests {
     fn a_resolve_planned_with_its_trigger_is_not_lost_and_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let config = pager(dir.path());
-        let store = SqliteStore::in_memory().unwrap();
+        let store = SqlStore::in_memory().unwrap();
         store.start_notify_cursor().unwrap();
         store.insert_batch(&host(), &[alert("a")]).unwrap();
         let who = Actor::collector();
@@ -845,7 +866,7 @@ mod tests {
     fn turning_notifications_on_does_not_page_for_the_past() {
         let dir = tempfile::tempdir().unwrap();
         let config = pager(dir.path());
-        let store = SqliteStore::in_memory().unwrap();
+        let store = SqlStore::in_memory().unwrap();
         store.insert_batch(&host(), &[alert("old")]).unwrap();
         store.start_notify_cursor().unwrap();
         plan(&store, &config).unwrap();
@@ -876,7 +897,7 @@ mod silence_tests {
             dir.path(),
         )
         .unwrap();
-        let store = SqliteStore::in_memory().unwrap();
+        let store = SqlStore::in_memory().unwrap();
         store.start_notify_cursor().unwrap();
         let host = HostInfo {
             hostname: "h".into(),
@@ -914,9 +935,11 @@ mod silence_tests {
             "the first alert no silence covers announces the group"
         );
         assert_eq!(due[0].event, "announced");
-        // Later alerts only add to the count.
+        // Later alerts only add to the count: once the claim on the
+        // announcement runs out, it is still the only message.
         store.insert_batch(&host, &[alert("again")]).unwrap();
         plan(&store, &config).unwrap();
-        assert_eq!(store.due(now_ns(), 10).unwrap().len(), 1);
+        let later = now_ns() + 301 * 1_000_000_000;
+        assert_eq!(store.due(later, 10).unwrap().len(), 1);
     }
 }

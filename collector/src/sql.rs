@@ -1,0 +1,1558 @@
+//! The store over SQL: one row per alert with the filter columns broken
+//! out and the full alert kept as protobuf bytes; groups, their audit
+//! trail, silences, the notification outbox and the agent registry beside
+//! them; activity and the process view in `sql/activity.rs`.
+//!
+//! Every statement is written once and runs on SQLite (one file, WAL; the
+//! embedded default) or on PostgreSQL (the shared store of several
+//! collectors) through the query layer in `sql/db.rs`. Where several
+//! collectors share a database, what they race for is settled in it:
+//! alert ids are keys (a re-send anywhere is a no-op), a group's row is
+//! locked while an alert is folded into it, audit entries are numbered in
+//! commit order, the outbox is claimed row by row, and the fleet-wide
+//! jobs run where the fleet lease is held ([`SqlStore::holds_fleet_lease`]).
+use std::{collections::HashMap, path::Path, sync::Mutex};
+
+use prost::Message;
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use vigil_proto::v1::{AgentHeartbeat, Alert, HostInfo};
+
+use crate::{
+    activity::Detail,
+    groups::{
+        self, Actor, AuditRecord, Change, GroupError, GroupFilter, GroupRecord, GroupState, Reason,
+    },
+    silences::{Matcher, Silence},
+    store::{now_ns, AgentRecord, AgentState, AlertFilter, AlertStore, InsertOutcome, StoreError},
+    vals,
+};
+
+mod activity;
+pub mod db;
+pub mod partitions;
+pub mod postgres;
+pub mod schema;
+pub mod throwaway;
+
+use db::{Db, DbError, Dialect, Row, SqliteDb, TxError};
+pub use schema::Migrated;
+
+/// The fleet lease: a session-level advisory lock (PostgreSQL) that one
+/// collector of those sharing a database holds; it runs the notifier's
+/// planning, the silent-agent sweep and retention.
+const FLEET_LEASE: i64 = 0x5649_4749_4c00_0003;
+
+/// Serializes audit appends on PostgreSQL until commit, so that entries
+/// become visible in the order of their numbers: the notifier's cursor
+/// never passes an entry a slower transaction has yet to commit.
+const AUDIT_LOCK: i64 = 0x5649_4749_4c00_0004;
+
+/// How long a claimed notification is kept from other senders: longer
+/// than any attempt takes (a crashed sender's claim runs out, and its
+/// notification is sent again).
+const CLAIM_NS: i64 = 300 * 1_000_000_000;
+
+/// Where the store keeps its data.
+enum Backend {
+    Sqlite {
+        /// The writer: batches, the registry, pruning.
+        conn: Mutex<Connection>,
+        /// A second connection for queries: with WAL, a reader sees the
+        /// last commit and never blocks the writer, so a query of
+        /// thousands of rows does not stall ingestion. None for an
+        /// in-memory database.
+        reader: Option<Mutex<Connection>>,
+    },
+    Postgres {
+        pool: Box<postgres::Pool>,
+        /// The connection holding the fleet lease, once taken.
+        lease: Mutex<Option<postgres::Owned>>,
+    },
+}
+
+pub struct SqlStore {
+    backend: Backend,
+    /// Process ids whose row is known to hold at least this much
+    /// (`activity::Detail`), so most events skip the process upsert.
+    known_procs: Mutex<HashMap<String, Detail>>,
+    /// What opening did to the schema.
+    migrated: Migrated,
+}
+
+fn poisoned() -> DbError {
+    DbError::new("database lock poisoned")
+}
+
+impl SqlStore {
+    /// Opens the database `db` names: a `postgres://` or `postgresql://`
+    /// address, or a SQLite file path (created if missing; its directory
+    /// must exist). Migrates the schema first.
+    pub fn open_db(db: &str) -> Result<SqlStore, StoreError> {
+        if is_postgres_address(db) {
+            SqlStore::connect(db)
+        } else {
+            SqlStore::open(Path::new(db))
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`. The
+    /// parent directory must exist.
+    pub fn open(path: &Path) -> Result<SqlStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if path.is_dir() {
+            return Err(open_err(
+                "is a directory; give a file path such as alerts.db".into(),
+            ));
+        }
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => {
+                return Err(open_err(format!(
+                    "directory {} does not exist",
+                    p.display()
+                )));
+            }
+            _ => {}
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        let mut store = Self::init(conn).map_err(|e| open_err(e.to_string()))?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|r| {
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            r.pragma_update(None, "cache_size", -65_536)?;
+            Ok(r)
+        })
+        .map_err(|e| open_err(e.to_string()))?;
+        if let Backend::Sqlite { reader: r, .. } = &mut store.backend {
+            *r = Some(Mutex::new(reader));
+        }
+        Ok(store)
+    }
+
+    /// A private in-memory SQLite database (tests, dry runs).
+    pub fn in_memory() -> Result<SqlStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(DbError::from)?)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    fn init(conn: Connection) -> Result<SqlStore, rusqlite::Error> {
+        // WAL: readers do not block the writer; FULL sync: an ack means on disk.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let migrated = schema::migrate_sqlite(&conn)?;
+        // The activity indexes are large: a bigger page cache keeps their
+        // upper levels in memory (64 MiB per connection, at most).
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        // Checkpoints every 64 MiB of WAL rather than 4: a page changed by
+        // many commits in between reaches the database file once.
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        Ok(SqlStore {
+            backend: Backend::Sqlite {
+                conn: Mutex::new(conn),
+                reader: None,
+            },
+            known_procs: Mutex::new(HashMap::new()),
+            migrated,
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` (`postgres://USER@HOST/DB`, a Unix
+    /// socket directory with `?host=/dir`), migrates its schema and makes
+    /// the activity partitions of the days around now.
+    pub fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        let open_err = |e: DbError| StoreError::Open {
+            path: redact(url),
+            message: e.message,
+        };
+        let pool = postgres::Pool::connect(url).map_err(open_err)?;
+        let migrated = schema::migrate_postgres(&pool).map_err(open_err)?;
+        let store = SqlStore {
+            backend: Backend::Postgres {
+                pool: Box::new(pool),
+                lease: Mutex::new(None),
+            },
+            known_procs: Mutex::new(HashMap::new()),
+            migrated,
+        };
+        store.maintain_partitions(None)?;
+        Ok(store)
+    }
+
+    /// Which engine this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// The schema version found on opening, and the one left.
+    pub fn migrated(&self) -> Migrated {
+        self.migrated
+    }
+
+    /// Runs `f` in a transaction on the writer and commits it (on
+    /// PostgreSQL, again when it lost a deadlock).
+    fn write<T: Send, E: TxError + Send>(
+        &self,
+        mut f: impl FnMut(&mut dyn Db) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => {
+                let mut conn = conn.lock().map_err(|_| poisoned())?;
+                let tx = conn.transaction().map_err(DbError::from)?;
+                let v = f(&mut SqliteDb(&tx))?;
+                tx.commit().map_err(DbError::from)?;
+                Ok(v)
+            }
+            Backend::Postgres { pool, .. } => pool.write(f),
+        }
+    }
+
+    /// Runs `f` on a connection for reading: SQLite's reader when there is
+    /// one.
+    fn read<T: Send, E: From<DbError> + Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        match &self.backend {
+            Backend::Sqlite { conn, reader } => {
+                let conn = reader
+                    .as_ref()
+                    .unwrap_or(conn)
+                    .lock()
+                    .map_err(|_| poisoned())?;
+                f(&mut SqliteDb(&conn))
+            }
+            Backend::Postgres { pool, .. } => pool.read(f),
+        }
+    }
+
+    /// Whether this collector runs the fleet-wide jobs (the notifier's
+    /// planning, the silent-agent sweep, retention) now. Always on SQLite,
+    /// whose file has one collector. On PostgreSQL the first collector to
+    /// take the lease keeps it while its connection lives; when it goes,
+    /// another takes it at its next try.
+    pub fn holds_fleet_lease(&self) -> bool {
+        let Backend::Postgres { pool, lease } = &self.backend else {
+            return true;
+        };
+        postgres::off_runtime(|| {
+            let Ok(mut held) = lease.lock() else {
+                return false;
+            };
+            if let Some(c) = held.as_mut() {
+                let c = c.client();
+                if !c.is_closed() && c.simple_query("SELECT 1").is_ok() {
+                    return true;
+                }
+                *held = None;
+            }
+            let Ok(mut c) = pool.dedicated() else {
+                return false;
+            };
+            let got = c
+                .client()
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&FLEET_LEASE])
+                .is_ok_and(|r| r.get::<_, bool>(0));
+            if got {
+                tracing::info!("this collector holds the fleet lease: it runs notifications, the silent-agent sweep and retention");
+                *held = Some(c);
+            }
+            got
+        })
+    }
+
+    /// Whether several collectors may share this database (PostgreSQL):
+    /// what one holds in memory may be stale.
+    pub fn is_shared(&self) -> bool {
+        self.dialect() == Dialect::Postgres
+    }
+
+    /// PostgreSQL: makes the activity partitions from `keep_from_ns`'s day
+    /// (or a week back) to two days ahead. Nothing on SQLite.
+    pub fn maintain_partitions(&self, keep_from_ns: Option<i64>) -> Result<u32, StoreError> {
+        if self.dialect() != Dialect::Postgres {
+            return Ok(0);
+        }
+        let today = partitions::day_of(now_ns());
+        let first = keep_from_ns
+            .map_or(today - 7, partitions::day_of)
+            .max(today - 400);
+        self.write(|db| partitions::ensure(db, first, today + 2).map_err(StoreError::from))
+    }
+}
+
+/// Whether `db` is a PostgreSQL address rather than a file path.
+pub fn is_postgres_address(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// A PostgreSQL address without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl AlertStore for SqlStore {
+    fn add_silence(
+        &self,
+        matchers: &[Matcher],
+        reason: &str,
+        expires_ns: i64,
+        who: &Actor,
+    ) -> Result<Silence, StoreError> {
+        let now = now_ns();
+        let texts: Vec<String> = matchers.iter().map(Matcher::text).collect();
+        let digest = Sha256::digest(format!("{now}\0{texts:?}\0{reason}\0{}", who.name));
+        let id: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO silences (id, matchers, reason, created_by, created_ns, expires_ns,
+                     expired_by, matched)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0)",
+                vals![
+                    &id,
+                    serde_json::to_string(&texts).unwrap_or_default(),
+                    reason,
+                    &who.name,
+                    now,
+                    expires_ns
+                ],
+            )
+            .map_err(StoreError::from)
+        })?;
+        Ok(Silence {
+            id,
+            matchers: matchers.to_vec(),
+            reason: reason.into(),
+            created_by: who.name.clone(),
+            created_ns: now,
+            expires_ns,
+            expired_by: None,
+            matched: 0,
+        })
+    }
+
+    fn silences(&self, include_expired: bool) -> Result<Vec<Silence>, StoreError> {
+        self.read(|db| {
+            db.map(
+                &format!(
+                    "SELECT {SILENCE_COLUMNS} FROM silences WHERE ?1 OR expires_ns > ?2
+                     ORDER BY created_ns DESC"
+                ),
+                vals![include_expired, now_ns()],
+                silence_row,
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn expire_silence(&self, id: &str, who: &Actor) -> Result<Silence, GroupError> {
+        let now = now_ns();
+        self.write(|db| {
+            let find = |db: &mut dyn Db| -> Result<Silence, GroupError> {
+                db.row(
+                    &format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1"),
+                    vals![id],
+                )?
+                .map(|r| silence_row(&r))
+                .transpose()?
+                .ok_or_else(|| GroupError::NoSilence(id.into()))
+            };
+            let s = find(db)?;
+            if !s.is_active(now) {
+                return Err(GroupError::Refused(format!(
+                    "silence {id} has ended already"
+                )));
+            }
+            db.exec(
+                "UPDATE silences SET expires_ns = ?2, expired_by = ?3 WHERE id = ?1",
+                vals![id, now, &who.name],
+            )?;
+            find(db)
+        })
+    }
+
+    fn groups(&self, f: &GroupFilter) -> Result<Vec<GroupRecord>, StoreError> {
+        self.read(|db| {
+            db.map(
+                &format!(
+                    "SELECT {GROUP_COLUMNS} FROM groups
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1)
+                       AND (CAST(?2 AS BIGINT) IS NULL OR last_seen_ns >= ?2)
+                       AND (CAST(?3 AS TEXT) IS NULL OR hostname = ?3)
+                       AND (CAST(?4 AS TEXT) IS NULL OR rule = ?4)
+                       AND (CAST(?6 AS TEXT) IS NULL OR id = ?6)
+                     ORDER BY last_seen_ns DESC, id
+                     LIMIT ?5"
+                ),
+                vals![
+                    f.state.map(GroupState::name),
+                    f.since_ns,
+                    &f.host,
+                    &f.rule,
+                    f.limit,
+                    &f.id
+                ],
+                group_row,
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn update_group(
+        &self,
+        id: &str,
+        change: &Change,
+        note: &str,
+        who: &Actor,
+    ) -> Result<GroupRecord, GroupError> {
+        self.write(|db| {
+            let g = find_group(db, id, true)?;
+            let (state, reason, assignee, action, detail) = groups::apply(&g, change, note)?;
+            let now = now_ns();
+            let changed_ns = if state != g.state {
+                now
+            } else {
+                g.state_changed_ns
+            };
+            db.exec(
+                "UPDATE groups SET state = ?2, reason = ?3, assignee = ?4, state_changed_ns = ?5
+                 WHERE id = ?1",
+                vals![
+                    &g.id,
+                    state.name(),
+                    reason.map(Reason::name),
+                    assignee,
+                    changed_ns
+                ],
+            )?;
+            append_audit(db, &g.id, now, who, action, &detail, None)?;
+            find_group(db, &g.id, false)
+        })
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<AuditRecord>, GroupError> {
+        self.read(|db| {
+            let g = find_group(db, id, false)?;
+            Ok(db.map(
+                "SELECT group_id, time_ns, actor, client, action, detail FROM audit
+                 WHERE group_id = ?1 ORDER BY seq",
+                vals![&g.id],
+                |r| {
+                    Ok(AuditRecord {
+                        group_id: r.get(0)?,
+                        time_ns: r.get(1)?,
+                        actor: r.get(2)?,
+                        client: r.get(3)?,
+                        action: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                },
+            )?)
+        })
+    }
+
+    fn insert_batch(&self, host: &HostInfo, alerts: &[Alert]) -> Result<InsertOutcome, StoreError> {
+        self.write(|db| insert_alerts(db, host, alerts).map_err(StoreError::from))
+    }
+
+    fn query(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        if let Some(id) = &f.id {
+            // By its key, then the other filters.
+            let one = crate::activity::ActivityStore::alert_by_id(self, id)?;
+            let only = AlertFilter {
+                id: None,
+                ..f.clone()
+            };
+            return Ok(one
+                .into_iter()
+                .filter(|a| only.admits(a))
+                .take(f.limit.max(1) as usize)
+                .collect());
+        }
+        let bodies = self.read(|db| {
+            db.map(
+                "SELECT body FROM alerts
+                 WHERE (CAST(?1 AS BIGINT) IS NULL OR time_unix_ns >= ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR hostname = ?2)
+                   AND (CAST(?3 AS TEXT) IS NULL OR rule = ?3)
+                   AND (CAST(?4 AS BIGINT) IS NULL OR severity >= ?4)
+                   AND (CAST(?6 AS TEXT) IS NULL OR container_id = ?6 OR k8s_pod = ?6
+                        OR (length(CAST(?6 AS TEXT)) >= 12 AND substr(container_id, 1, length(CAST(?6 AS TEXT))) = ?6))
+                   AND (CAST(?7 AS TEXT) IS NULL OR id = ?7)
+                 ORDER BY time_unix_ns DESC, id
+                 LIMIT ?5",
+                vals![
+                    f.since_unix_ns,
+                    &f.host,
+                    &f.rule,
+                    f.min_severity,
+                    f.limit,
+                    &f.container,
+                    &f.id
+                ],
+                |r| r.get::<Vec<u8>>(0),
+            )
+            .map_err(StoreError::from)
+        })?;
+        bodies
+            .iter()
+            .map(|b| {
+                Alert::decode(b.as_slice())
+                    .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))
+            })
+            .collect()
+    }
+
+    fn save_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO agents (hostname, state, reason, last_seen_ns, heartbeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(hostname) DO UPDATE SET state = excluded.state,
+                     reason = excluded.reason, last_seen_ns = excluded.last_seen_ns,
+                     heartbeat = excluded.heartbeat",
+                vals![
+                    &a.hostname,
+                    a.state.name(),
+                    &a.reason,
+                    a.last_seen_ns,
+                    a.heartbeat.encode_to_vec()
+                ],
+            )
+            .map_err(StoreError::from)
+        })?;
+        Ok(())
+    }
+
+    fn prune(&self, before_ns: i64, max: u32) -> Result<u64, StoreError> {
+        self.write(|db| {
+            db.exec(
+                "DELETE FROM alerts WHERE id IN
+                   (SELECT id FROM alerts WHERE time_unix_ns < ?1 LIMIT ?2)",
+                vals![before_ns, max],
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(|db| {
+            db.map(
+                "SELECT hostname, state, reason, last_seen_ns, heartbeat FROM agents
+                 ORDER BY hostname",
+                &[],
+                |r| {
+                    let state: String = r.get(1)?;
+                    let hb: Vec<u8> = r.get(4)?;
+                    Ok(AgentRecord {
+                        hostname: r.get(0)?,
+                        state: AgentState::from_name(&state).unwrap_or(AgentState::Degraded),
+                        reason: r.get(2)?,
+                        last_seen_ns: r.get(3)?,
+                        heartbeat: AgentHeartbeat::decode(hb.as_slice()).unwrap_or_default(),
+                    })
+                },
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn holds_fleet_lease(&self) -> bool {
+        SqlStore::holds_fleet_lease(self)
+    }
+
+    fn is_shared(&self) -> bool {
+        SqlStore::is_shared(self)
+    }
+
+    fn maintain(&self, keep_activity_from_ns: Option<i64>) -> Result<u32, StoreError> {
+        self.maintain_partitions(keep_activity_from_ns)
+    }
+}
+
+/// Stores a batch of alerts (see [`AlertStore::insert_batch`]).
+fn insert_alerts(
+    db: &mut dyn Db,
+    host: &HostInfo,
+    alerts: &[Alert],
+) -> Result<InsertOutcome, DbError> {
+    let mut out = InsertOutcome::default();
+    let received = now_ns();
+    let silences = live_silences(db, received)?;
+    for a in alerts {
+        let (group_id, container, key) = groups::identify(host, a);
+        let silenced_by = silences
+            .iter()
+            .find(|s| s.matches(host, a))
+            .map(|s| s.id.clone());
+        let mut stored = a.clone();
+        // The context is stored as activity, beside the alert.
+        stored.context.clear();
+        stored.host = Some(host.clone());
+        stored.group_id = group_id.clone();
+        stored.silenced_by = silenced_by.clone().unwrap_or_default();
+        let (pid, exe) = a
+            .process
+            .as_ref()
+            .map_or((None, None), |p| (Some(p.pid), Some(p.exe.clone())));
+        let container_id = a.container.as_ref().map(|c| c.id.clone());
+        let k8s_pod = a
+            .container
+            .as_ref()
+            .filter(|c| !c.k8s_pod.is_empty())
+            .map(|c| format!("{}/{}", c.k8s_namespace, c.k8s_pod));
+        let n = db.exec(
+            "INSERT INTO alerts
+             (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
+              container_id, k8s_pod, group_id, silenced_by, proc_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT DO NOTHING",
+            vals![
+                &a.id,
+                a.time_unix_ns,
+                received,
+                &host.hostname,
+                &host.machine_id,
+                &a.rule,
+                a.severity,
+                pid,
+                exe,
+                stored.encode_to_vec(),
+                container_id,
+                k8s_pod,
+                &group_id,
+                &silenced_by,
+                a.process
+                    .as_ref()
+                    .map(|p| p.proc_id.as_str())
+                    .filter(|p| !p.is_empty()),
+            ],
+        )?;
+        if n == 1 {
+            if let Some(id) = &silenced_by {
+                db.exec(
+                    "UPDATE silences SET matched = matched + 1 WHERE id = ?1",
+                    vals![id],
+                )?;
+            }
+            let silenced = silenced_by.is_some();
+            fold_into_group(db, &group_id, &container, &key, host, a, silenced, received)?;
+            out.stored += 1;
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The group columns, in [`group_row`]'s order.
+const GROUP_COLUMNS: &str = "id, rule, severity, hostname, container, state, reason, assignee, \
+     count, first_seen_ns, last_seen_ns, output, key, state_changed_ns";
+
+fn group_row(r: &Row) -> Result<GroupRecord, DbError> {
+    let state: String = r.get(5)?;
+    let reason: Option<String> = r.get(6)?;
+    let key: String = r.get(12)?;
+    Ok(GroupRecord {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        severity: r.get(2)?,
+        hostname: r.get(3)?,
+        container: r.get(4)?,
+        state: GroupState::parse(&state).unwrap_or(GroupState::Open),
+        reason: reason.and_then(|r| Reason::parse(&r).ok()),
+        assignee: r.get(7)?,
+        count: r.get::<i64>(8)? as u64,
+        first_seen_ns: r.get(9)?,
+        last_seen_ns: r.get(10)?,
+        output: r.get(11)?,
+        key: serde_json::from_str(&key).unwrap_or_default(),
+        state_changed_ns: r.get(13)?,
+    })
+}
+
+/// One audit entry; `alert_id` for the entries an alert caused (opened,
+/// reopened), which the notifier follows.
+fn append_audit(
+    db: &mut dyn Db,
+    group_id: &str,
+    time_ns: i64,
+    who: &Actor,
+    action: &str,
+    detail: &str,
+    alert_id: Option<&str>,
+) -> Result<(), DbError> {
+    if db.dialect() == Dialect::Postgres {
+        db.exec("SELECT pg_advisory_xact_lock(?1)", vals![AUDIT_LOCK])?;
+    }
+    db.exec(
+        "INSERT INTO audit (group_id, time_ns, actor, client, action, detail, alert_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        vals![
+            group_id,
+            time_ns,
+            &who.name,
+            &who.client,
+            action,
+            detail,
+            alert_id
+        ],
+    )?;
+    Ok(())
+}
+
+/// Counts a newly stored alert in its group: opens the group, or adds to
+/// it and reopens it when it was resolved or closed, saying so in its
+/// audit trail. A group opened by a silenced alert is not announced; the
+/// first alert after it that no silence covers announces it (an
+/// `announced` entry the notifier treats as the opening). The group's row
+/// is made or locked first, so collectors sharing a database fold alerts
+/// of one group one at a time.
+#[allow(clippy::too_many_arguments)]
+fn fold_into_group(
+    db: &mut dyn Db,
+    group_id: &str,
+    container: &str,
+    key: &std::collections::BTreeMap<String, String>,
+    host: &HostInfo,
+    a: &Alert,
+    silenced: bool,
+    now: i64,
+) -> Result<(), DbError> {
+    let count = a.count.max(1) as i64;
+    let collector = Actor::collector();
+    let opened = db.exec(
+        "INSERT INTO groups (id, rule, severity, hostname, container, state, reason,
+             assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns,
+             announced)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT DO NOTHING",
+        vals![
+            group_id,
+            &a.rule,
+            a.severity,
+            &host.hostname,
+            container,
+            count,
+            a.time_unix_ns,
+            &a.output,
+            serde_json::to_string(key).unwrap_or_default(),
+            now,
+            !silenced
+        ],
+    )?;
+    if opened == 1 {
+        return append_audit(
+            db,
+            group_id,
+            now,
+            &collector,
+            "opened",
+            &format!("first alert {}", a.id),
+            Some(&a.id),
+        );
+    }
+    let lock = db.dialect().for_update();
+    let Some(before) = db.row(
+        &format!("SELECT state, reason, announced FROM groups WHERE id = ?1{lock}"),
+        vals![group_id],
+    )?
+    else {
+        return Err(DbError::new(format!(
+            "group {group_id} vanished while an alert was added"
+        )));
+    };
+    let (state, reason, announced): (String, Option<String>, bool) =
+        (before.get(0)?, before.get(1)?, before.get(2)?);
+    // SET expressions read the row as it was, so `output` follows the
+    // newest alert by event time even when alerts arrive out of order.
+    db.exec(
+        "UPDATE groups SET count = count + ?2,
+             severity = CASE WHEN ?3 > severity THEN ?3 ELSE severity END,
+             first_seen_ns = CASE WHEN ?4 < first_seen_ns THEN ?4 ELSE first_seen_ns END,
+             output = CASE WHEN ?4 >= last_seen_ns THEN ?5 ELSE output END,
+             last_seen_ns = CASE WHEN ?4 > last_seen_ns THEN ?4 ELSE last_seen_ns END
+         WHERE id = ?1",
+        vals![group_id, count, a.severity, a.time_unix_ns, &a.output],
+    )?;
+    if GroupState::parse(&state).is_some_and(GroupState::is_done) {
+        db.exec(
+            "UPDATE groups SET state = 'open', reason = NULL, state_changed_ns = ?2,
+                 announced = ?3
+             WHERE id = ?1",
+            vals![group_id, now, !silenced],
+        )?;
+        let was = match reason {
+            Some(r) => format!("{state} as {r}"),
+            None => state,
+        };
+        append_audit(
+            db,
+            group_id,
+            now,
+            &collector,
+            "reopened",
+            &format!("new alert {} (was {was})", a.id),
+            Some(&a.id),
+        )?;
+    } else if !announced && !silenced {
+        db.exec(
+            "UPDATE groups SET announced = 1 WHERE id = ?1",
+            vals![group_id],
+        )?;
+        append_audit(
+            db,
+            group_id,
+            now,
+            &collector,
+            "announced",
+            &format!("first alert no silence covers: {}", a.id),
+            Some(&a.id),
+        )?;
+    }
+    Ok(())
+}
+
+const SILENCE_COLUMNS: &str =
+    "id, matchers, reason, created_by, created_ns, expires_ns, expired_by, matched";
+
+fn silence_row(r: &Row) -> Result<Silence, DbError> {
+    let texts: Vec<String> = serde_json::from_str(&r.get::<String>(1)?).unwrap_or_default();
+    Ok(Silence {
+        id: r.get(0)?,
+        // Stored matchers were parsed before; one that no longer parses is
+        // dropped, and a silence left with none is ignored
+        // (`live_silences`) rather than widened to every alert.
+        matchers: texts
+            .iter()
+            .filter_map(|t| Matcher::parse(t).ok())
+            .collect(),
+        reason: r.get(2)?,
+        created_by: r.get(3)?,
+        created_ns: r.get(4)?,
+        expires_ns: r.get(5)?,
+        expired_by: r.get(6)?,
+        matched: r.get::<i64>(7)? as u64,
+    })
+}
+
+/// The silences in force at `now`.
+fn live_silences(db: &mut dyn Db, now: i64) -> Result<Vec<Silence>, DbError> {
+    let all = db.map(
+        &format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE expires_ns > ?1 ORDER BY created_ns"
+        ),
+        vals![now],
+        silence_row,
+    )?;
+    // A silence whose matchers were all lost must not match everything.
+    Ok(all.into_iter().filter(|s| !s.matchers.is_empty()).collect())
+}
+
+/// The group `id` names: a group id, or an alert's id (its group); locked
+/// for the transaction with `lock` (PostgreSQL).
+fn find_group(db: &mut dyn Db, id: &str, lock: bool) -> Result<GroupRecord, GroupError> {
+    let lock = if lock { db.dialect().for_update() } else { "" };
+    let by_id = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1{lock}");
+    if let Some(r) = db.row(&by_id, vals![id])? {
+        return Ok(group_row(&r)?);
+    }
+    let of_alert: Option<Option<String>> =
+        db.value("SELECT group_id FROM alerts WHERE id = ?1", vals![id])?;
+    match of_alert.flatten() {
+        Some(gid) => match db.row(&by_id, vals![gid])? {
+            Some(r) => Ok(group_row(&r)?),
+            None => Err(GroupError::NotFound(id.into())),
+        },
+        None => Err(GroupError::NotFound(id.into())),
+    }
+}
+
+/// A notification to queue. An empty body queues nothing but still
+/// records `count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub receiver: String,
+    pub group: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    /// The group's count the receiver is told of.
+    pub count: Option<u64>,
+}
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub receiver: String,
+    pub group_id: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+    pub created_ns: i64,
+}
+
+/// An audit entry the notifier acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEvent {
+    pub seq: i64,
+    pub group_id: String,
+    pub action: String,
+    pub alert_id: Option<String>,
+}
+
+/// The notifier's side of the store: the audit trail it follows, and the
+/// outbox it fills and empties. Every step commits before the next, so a
+/// restart neither loses a notification nor sends one twice (a crash
+/// between a receiver's answer and the commit re-sends that one).
+impl SqlStore {
+    /// Audit entries after `seq`, oldest first.
+    pub fn group_events_after(&self, seq: i64, limit: u32) -> Result<Vec<GroupEvent>, StoreError> {
+        self.read(|db| {
+            db.map(
+                "SELECT seq, group_id, action, alert_id FROM audit WHERE seq > ?1
+                 ORDER BY seq LIMIT ?2",
+                vals![seq, limit],
+                |r| {
+                    Ok(GroupEvent {
+                        seq: r.get(0)?,
+                        group_id: r.get(1)?,
+                        action: r.get(2)?,
+                        alert_id: r.get(3)?,
+                    })
+                },
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// Starts the notifier's cursor at the end of the audit trail the first
+    /// time notifications are turned on, so that a database with a history
+    /// does not page for all of it. Once set, it only moves forward.
+    pub fn start_notify_cursor(&self) -> Result<(), StoreError> {
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO notify_cursor (name, seq)
+                 VALUES ('audit', (SELECT COALESCE(MAX(seq), 0) FROM audit))
+                 ON CONFLICT DO NOTHING",
+                &[],
+            )
+            .map_err(StoreError::from)
+        })?;
+        Ok(())
+    }
+
+    /// How far the notifier has read the audit trail.
+    pub fn notify_cursor(&self) -> Result<i64, StoreError> {
+        self.read(|db| {
+            db.value::<i64>("SELECT seq FROM notify_cursor WHERE name = 'audit'", &[])
+                .map_err(StoreError::from)
+        })
+        .map(|s| s.unwrap_or(0))
+    }
+
+    /// One stored alert.
+    pub fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let body: Option<Vec<u8>> = self.read(|db| {
+            db.value("SELECT body FROM alerts WHERE id = ?1", vals![id])
+                .map_err(StoreError::from)
+        })?;
+        Ok(body.and_then(|b| Alert::decode(b.as_slice()).ok()))
+    }
+
+    /// One group, by its id.
+    pub fn group(&self, id: &str) -> Result<Option<GroupRecord>, StoreError> {
+        match self.read(|db| find_group(db, id, false)) {
+            Ok(g) => Ok(Some(g)),
+            Err(GroupError::Store(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Queues `rows` and moves the cursor to `seq` when given, in one
+    /// transaction. A row with a count also records it as what that
+    /// receiver was last told of the group (for summaries).
+    pub fn enqueue(&self, seq: Option<i64>, rows: &[Queued]) -> Result<(), StoreError> {
+        let now = now_ns();
+        self.write(|db| {
+            for q in rows {
+                if let Some(count) = q.count {
+                    db.exec(
+                        "INSERT INTO notify_state (group_id, receiver, count, at_ns)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(group_id, receiver) DO UPDATE SET count = excluded.count,
+                             at_ns = excluded.at_ns",
+                        vals![&q.group, &q.receiver, count, now],
+                    )?;
+                }
+                if q.body.is_empty() {
+                    continue;
+                }
+                db.exec(
+                    "INSERT INTO outbox (receiver, group_id, event, body, attempts, next_ns, state,
+                         last_error, created_ns)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, 'pending', '', ?5)",
+                    vals![&q.receiver, &q.group, &q.event, &q.body, now],
+                )?;
+            }
+            if let Some(seq) = seq {
+                db.exec(
+                    "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
+                     ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+                    vals![seq],
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Claims the notifications due at `now`, oldest first, for
+    /// [`CLAIM_NS`]: until then no other sender (another collector on the
+    /// same database) takes them. One receiver gets one group's messages
+    /// in order, so a message waits while an earlier one to the same
+    /// receiver about the same group is being sent or retried (a resolve
+    /// never overtakes its trigger).
+    pub fn due(&self, now: i64, limit: u32) -> Result<Vec<Outgoing>, StoreError> {
+        self.write(|db| {
+            let claim = db.dialect().skip_locked();
+            let due = db.map(
+                &format!(
+                    "SELECT id, receiver, group_id, event, body, attempts, created_ns FROM outbox
+                     WHERE state = 'pending' AND next_ns <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending'
+                           AND e.receiver = outbox.receiver AND e.group_id = outbox.group_id
+                           AND e.id < outbox.id)
+                     ORDER BY id LIMIT ?2{claim}"
+                ),
+                vals![now, limit],
+                |r| {
+                    Ok(Outgoing {
+                        id: r.get(0)?,
+                        receiver: r.get(1)?,
+                        group_id: r.get(2)?,
+                        event: r.get(3)?,
+                        body: r.get(4)?,
+                        attempts: r.get::<i64>(5)? as u32,
+                        created_ns: r.get(6)?,
+                    })
+                },
+            )?;
+            for o in &due {
+                db.exec(
+                    "UPDATE outbox SET next_ns = ?2 WHERE id = ?1",
+                    vals![o.id, now.saturating_add(CLAIM_NS)],
+                )?;
+            }
+            Ok::<_, StoreError>(due)
+        })
+    }
+
+    /// Hands a claimed notification back, due at `at_ns` (its receiver's
+    /// rate limit holds it until then).
+    pub fn unclaim(&self, id: i64, at_ns: i64) -> Result<(), StoreError> {
+        self.write(|db| {
+            db.exec(
+                "UPDATE outbox SET next_ns = ?2 WHERE id = ?1 AND state = 'pending'",
+                vals![id, at_ns],
+            )
+            .map_err(StoreError::from)
+        })?;
+        Ok(())
+    }
+
+    /// Records the outcome of sending `o`: `Ok(detail)` sent, `Err((None,
+    /// why))` given up, `Err((Some(next_ns), why))` to try again then. A
+    /// sent or given-up notification goes into its group's audit trail.
+    pub fn delivery_outcome(
+        &self,
+        o: &Outgoing,
+        outcome: Result<String, (Option<i64>, String)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ns();
+        let collector = Actor::collector();
+        self.write(|db| {
+            match &outcome {
+                Ok(detail) => {
+                    db.exec(
+                        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, done_ns = ?2
+                         WHERE id = ?1",
+                        vals![o.id, now],
+                    )?;
+                    // A refresh of an open group is routine, not history.
+                    if o.event != "refresh" {
+                        append_audit(db, &o.group_id, now, &collector, "notified", detail, None)?;
+                    }
+                }
+                Err((Some(next), why)) => {
+                    db.exec(
+                        "UPDATE outbox SET attempts = attempts + 1, next_ns = ?2, last_error = ?3
+                         WHERE id = ?1",
+                        vals![o.id, *next, why],
+                    )?;
+                }
+                Err((None, why)) => {
+                    db.exec(
+                        "UPDATE outbox SET state = 'dead', attempts = attempts + 1, done_ns = ?2,
+                             last_error = ?3
+                         WHERE id = ?1",
+                        vals![o.id, now, why],
+                    )?;
+                    append_audit(
+                        db,
+                        &o.group_id,
+                        now,
+                        &collector,
+                        "notification failed",
+                        &format!("{}: {why}", o.receiver),
+                        None,
+                    )?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// The receivers an opened or reopened `group` was queued for.
+    pub fn notified_receivers(&self, group: &str) -> Result<Vec<String>, StoreError> {
+        self.read(|db| {
+            db.map(
+                "SELECT DISTINCT receiver FROM outbox
+                 WHERE group_id = ?1 AND event IN ('opened', 'reopened', 'announced')
+                 ORDER BY receiver",
+                vals![group],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// (group, receiver) for every open or acknowledged group that was
+    /// sent to a receiver, for receivers that want open groups re-sent.
+    pub fn open_notified(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|db| {
+            db.map(
+                "SELECT DISTINCT o.group_id, o.receiver FROM outbox o
+                   JOIN groups g ON g.id = o.group_id
+                 WHERE o.event IN ('opened', 'reopened', 'announced')
+                   AND g.state IN ('open', 'acknowledged')
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.group_id = o.group_id
+                       AND p.receiver = o.receiver AND p.event = 'refresh'
+                       AND p.state = 'pending')",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// Drops a queued notification that no longer applies (a refresh of a
+    /// group resolved meanwhile).
+    pub fn drop_outgoing(&self, id: i64) -> Result<(), StoreError> {
+        self.write(|db| {
+            db.exec(
+                "UPDATE outbox SET state = 'dropped', done_ns = ?2 WHERE id = ?1",
+                vals![id, now_ns()],
+            )
+            .map_err(StoreError::from)
+        })?;
+        Ok(())
+    }
+
+    /// (group, receiver, count told) for open groups whose count grew
+    /// since a receiver was last told, at least `window_ns` ago.
+    pub fn summaries_due(
+        &self,
+        now: i64,
+        window_ns: i64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.read(|db| {
+            db.map(
+                "SELECT s.group_id, s.receiver, s.count FROM notify_state s
+                 JOIN groups g ON g.id = s.group_id
+                 WHERE g.count > s.count AND s.at_ns <= ?1
+                   AND g.state IN ('open', 'acknowledged')",
+                vals![now - window_ns],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<i64>(2)? as u64)),
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// Notifications given up on (dead letters).
+    pub fn dead_letters(&self) -> Result<u64, StoreError> {
+        self.count_where("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")
+    }
+
+    /// Number of stored alerts.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.count_where("SELECT COUNT(*) FROM alerts")
+    }
+
+    fn count_where(&self, sql: &str) -> Result<u64, StoreError> {
+        self.read(|db| db.value::<i64>(sql, &[]).map_err(StoreError::from))
+            .map(|n| n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::{ProcessInfo, Severity};
+
+    /// A fresh store on each engine: SQLite in memory, and a new database
+    /// on the throwaway PostgreSQL cluster.
+    pub(crate) fn both() -> Vec<SqlStore> {
+        let url = throwaway::database().expect("PostgreSQL for the store tests");
+        vec![
+            SqlStore::in_memory().unwrap(),
+            SqlStore::connect(&url).unwrap(),
+        ]
+    }
+
+    pub(crate) fn alert(id: &str, rule: &str, sev: Severity, t: i64) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: rule.into(),
+            severity: sev as i32,
+            time_unix_ns: t,
+            process: Some(ProcessInfo {
+                pid: 42,
+                exe: "/tmp/x".into(),
+                argv: vec!["/tmp/x".into(), "--y".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn in_container(id: &str, id_full: &str, pod: Option<(&str, &str)>, t: i64) -> Alert {
+        Alert {
+            container: Some(vigil_proto::v1::ContainerInfo {
+                id: id_full.into(),
+                runtime: if id_full == "host" {
+                    "host"
+                } else {
+                    "containerd"
+                }
+                .into(),
+                k8s_namespace: pod.map(|p| p.0.to_string()).unwrap_or_default(),
+                k8s_pod: pod.map(|p| p.1.to_string()).unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..alert(id, "r", Severity::Warning, t)
+        }
+    }
+
+    #[test]
+    fn filters_by_container_id_prefix_host_and_pod() {
+        for s in both() {
+            filters_by_container(&s);
+        }
+    }
+
+    fn filters_by_container(s: &SqlStore) {
+        let full = "3f2a8c9d1e0b4a5f6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b";
+        s.insert_batch(
+            &host("h"),
+            &[
+                in_container("a", full, Some(("shop", "web-1")), 1),
+                in_container("b", "host", None, 2),
+                alert("c", "r", Severity::Warning, 3),
+            ],
+        )
+        .unwrap();
+        let ids = |c: &str| -> Vec<String> {
+            s.query(&AlertFilter {
+                container: Some(c.into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+        };
+        assert_eq!(ids(full), ["a"]);
+        assert_eq!(ids(&full[..12]), ["a"], "the short id Falco prints");
+        assert_eq!(ids(&full[..6]), Vec::<String>::new(), "too short a prefix");
+        assert_eq!(ids("shop/web-1"), ["a"]);
+        assert_eq!(ids("host"), ["b"]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE alerts (id TEXT PRIMARY KEY, time_unix_ns INTEGER NOT NULL,
+                 received_ns INTEGER NOT NULL, hostname TEXT NOT NULL, machine_id TEXT NOT NULL,
+                 rule TEXT NOT NULL, severity INTEGER NOT NULL, pid INTEGER, exe TEXT,
+                 body BLOB NOT NULL);",
+            )
+            .unwrap();
+            let old = alert("old", "r", Severity::Warning, 1);
+            c.execute(
+                "INSERT INTO alerts VALUES ('old', 1, 1, 'h', '', 'r', 4, 42, '/tmp/x', ?1)",
+                [old.encode_to_vec()],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let s = SqlStore::open(&path).unwrap();
+        s.insert_batch(&host("h"), &[in_container("new", "host", None, 2)])
+            .unwrap();
+        let all = s
+            .query(&AlertFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 2, "the old alert is kept");
+        let host_only = s
+            .query(&AlertFilter {
+                container: Some("host".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(host_only.len(), 1);
+    }
+
+    fn host(name: &str) -> HostInfo {
+        HostInfo {
+            hostname: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stores_once_per_id_and_round_trips() {
+        for s in both() {
+            stores_once(&s);
+        }
+    }
+
+    fn stores_once(s: &SqlStore) {
+        let a = alert("a", "r", Severity::Warning, 10);
+        assert_eq!(
+            s.insert_batch(&host("h1"), std::slice::from_ref(&a))
+                .unwrap(),
+            InsertOutcome {
+                stored: 1,
+                duplicates: 0
+            }
+        );
+        assert_eq!(
+            s.insert_batch(&host("h1"), std::slice::from_ref(&a))
+                .unwrap(),
+            InsertOutcome {
+                stored: 0,
+                duplicates: 1
+            }
+        );
+        let got = s
+            .query(&AlertFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].process.as_ref().unwrap().argv, vec!["/tmp/x", "--y"]);
+        assert_eq!(got[0].host.as_ref().unwrap().hostname, "h1");
+    }
+
+    #[test]
+    fn re_sent_alerts_count_once_in_their_group_and_audit_rows_cannot_change() {
+        for s in both() {
+            re_sent_alerts(&s);
+        }
+    }
+
+    fn re_sent_alerts(s: &SqlStore) {
+        let batch = [
+            alert("a", "r", Severity::Warning, 10),
+            alert("b", "r", Severity::Error, 20),
+        ];
+        s.insert_batch(&host("h"), &batch).unwrap();
+        s.insert_batch(&host("h"), &batch).unwrap(); // a re-send
+        let all = |state| {
+            s.groups(&GroupFilter {
+                state,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let g = &all(None)[0];
+        assert_eq!((g.count, g.severity), (2, Severity::Error as i32));
+        assert_eq!((g.first_seen_ns, g.last_seen_ns), (10, 20));
+        let who = Actor {
+            name: "local:t".into(),
+            client: String::new(),
+        };
+        s.update_group("a", &Change::Close(Reason::Duplicate), "", &who)
+            .unwrap();
+        assert!(all(Some(GroupState::Open)).is_empty());
+        // An older alert arriving late reopens the group but keeps the
+        // newest output and last-seen time.
+        let mut late = alert("c", "r", Severity::Warning, 5);
+        late.output = "late".into();
+        s.insert_batch(&host("h"), &[late]).unwrap();
+        let g = &all(Some(GroupState::Open))[0];
+        assert_eq!((g.count, g.first_seen_ns, g.last_seen_ns), (3, 5, 20));
+        assert_ne!(g.output, "late");
+        let trail = s.history(&g.id).unwrap();
+        let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["opened", "closed", "reopened"]);
+        // Append-only: the database itself refuses edits and deletions.
+        let e = s
+            .write(|db| db.exec("UPDATE audit SET actor = 'x'", &[]))
+            .unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        assert!(s.write(|db| db.exec("DELETE FROM audit", &[])).is_err());
+    }
+
+    #[test]
+    fn filters_and_orders_newest_first() {
+        for s in both() {
+            filters_and_orders(&s);
+        }
+    }
+
+    fn filters_and_orders(s: &SqlStore) {
+        s.insert_batch(
+            &host("h1"),
+            &[
+                alert("1", "r1", Severity::Notice, 100),
+                alert("2", "r2", Severity::Critical, 200),
+            ],
+        )
+        .unwrap();
+        s.insert_batch(&host("h2"), &[alert("3", "r1", Severity::Warning, 300)])
+            .unwrap();
+        let ids = |f: AlertFilter| -> Vec<String> {
+            s.query(&AlertFilter { limit: 100, ..f })
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        assert_eq!(ids(AlertFilter::default()), vec!["3", "2", "1"]);
+        assert_eq!(
+            ids(AlertFilter {
+                host: Some("h1".into()),
+                ..Default::default()
+            }),
+            vec!["2", "1"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                rule: Some("r1".into()),
+                ..Default::default()
+            }),
+            vec!["3", "1"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                since_unix_ns: Some(150),
+                ..Default::default()
+            }),
+            vec!["3", "2"]
+        );
+        assert_eq!(
+            ids(AlertFilter {
+                min_severity: Some(Severity::Warning as i32),
+                ..Default::default()
+            }),
+            vec!["3", "2"]
+        );
+        assert_eq!(
+            s.query(&AlertFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_query_in_progress_does_not_hold_up_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqlStore::open(&dir.path().join("q.db")).unwrap();
+        s.insert_batch(&host("h"), &[alert("a", "r", Severity::Warning, 1)])
+            .unwrap();
+        // A query that is reading (its connection and a read transaction
+        // held) while a batch commits: with one connection this would wait.
+        let Backend::Sqlite {
+            reader: Some(reader),
+            ..
+        } = &s.backend
+        else {
+            panic!("a file database has a reader");
+        };
+        let reader = reader.lock().unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        s.insert_batch(&host("h"), &[alert("b", "r", Severity::Warning, 2)])
+            .unwrap();
+        // The reader's snapshot is unchanged until it ends.
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.db");
+        SqlStore::open(&path)
+            .unwrap()
+            .insert_batch(&host("h"), &[alert("a", "r", Severity::Error, 1)])
+            .unwrap();
+        assert_eq!(SqlStore::open(&path).unwrap().count().unwrap(), 1);
+    }
+
+    #[test]
+    fn bad_paths_name_the_culprit() {
+        let e = SqlStore::open(Path::new("/nonexistent-dir/alerts.db"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent-dir") && e.contains("does not exist"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let e = SqlStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+    }
+}
