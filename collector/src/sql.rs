@@ -987,12 +987,30 @@ impl SqlStore {
         }
     }
 
-    /// Queues `rows` and moves the cursor to `seq` when given, in one
-    /// transaction. A row with a count also records it as what that
+    /// Queues `rows`, in one transaction with moving the cursor from `from`
+    /// to `to` when `cursor` is `Some((from, to))`. When the cursor is no
+    /// longer at `from` (another collector planned those events), nothing
+    /// is queued. A row with a count also records it as what that
     /// receiver was last told of the group (for summaries).
-    pub fn enqueue(&self, seq: Option<i64>, rows: &[Queued]) -> Result<(), StoreError> {
+    pub fn enqueue(&self, cursor: Option<(i64, i64)>, rows: &[Queued]) -> Result<(), StoreError> {
         let now = now_ns();
         self.write(|db| {
+            if let Some((from, to)) = cursor {
+                let moved = db.exec(
+                    "UPDATE notify_cursor SET seq = ?2 WHERE name = 'audit' AND seq = ?1",
+                    vals![from, to],
+                )?;
+                if moved == 0
+                    && db.exec(
+                        "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
+                         ON CONFLICT DO NOTHING",
+                        vals![to],
+                    )? == 0
+                {
+                    tracing::debug!(from, to, "notifications already planned elsewhere");
+                    return Ok(());
+                }
+            }
             for q in rows {
                 if let Some(count) = q.count {
                     db.exec(
@@ -1011,13 +1029,6 @@ impl SqlStore {
                          last_error, created_ns)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, 'pending', '', ?5)",
                     vals![&q.receiver, &q.group, &q.event, &q.body, now],
-                )?;
-            }
-            if let Some(seq) = seq {
-                db.exec(
-                    "INSERT INTO notify_cursor (name, seq) VALUES ('audit', ?1)
-                     ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
-                    vals![seq],
                 )?;
             }
             Ok::<_, StoreError>(())
@@ -1528,6 +1539,84 @@ mod tests {
         reader.execute_batch("COMMIT").unwrap();
         drop(reader);
         assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn collectors_sharing_postgres_plan_once_claim_each_notification_and_lease_jobs_to_one() {
+        let url = throwaway::database().unwrap();
+        let (s1, s2) = (
+            SqlStore::connect(&url).unwrap(),
+            SqlStore::connect(&url).unwrap(),
+        );
+        s1.start_notify_cursor().unwrap();
+        s2.start_notify_cursor().unwrap();
+        let q = |g: &str| Queued {
+            receiver: "pager".into(),
+            group: g.into(),
+            event: "opened".into(),
+            body: b"{}".to_vec(),
+            count: Some(1),
+        };
+        // Both planned audit entries 1 to 5; the second finds the cursor
+        // moved and queues nothing.
+        s1.enqueue(Some((0, 5)), &[q("g1")]).unwrap();
+        s2.enqueue(Some((0, 5)), &[q("g1")]).unwrap();
+        s2.enqueue(Some((5, 6)), &[q("g2")]).unwrap();
+        assert_eq!(s1.notify_cursor().unwrap(), 6);
+        // What one claims, the other does not get, until the claim runs
+        // out (its sender died).
+        let now = now_ns();
+        let mine = s1.due(now, 10).unwrap();
+        assert_eq!(
+            mine.iter().map(|o| o.group_id.as_str()).collect::<Vec<_>>(),
+            ["g1", "g2"]
+        );
+        assert!(s2.due(now, 10).unwrap().is_empty());
+        s1.delivery_outcome(&mine[0], Ok("sent".into())).unwrap();
+        let late = s2.due(now + CLAIM_NS + 1, 10).unwrap();
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].group_id, "g2");
+        // One lease holder; when it goes, another takes over.
+        assert!(s1.holds_fleet_lease());
+        assert!(!s2.holds_fleet_lease());
+        assert!(s1.holds_fleet_lease(), "kept while held");
+        drop(s1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !s2.holds_fleet_lease() {
+            assert!(std::time::Instant::now() < deadline, "lease not taken over");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn a_newer_postgres_schema_is_refused_and_migrate_reports_versions() {
+        let url = throwaway::database().unwrap();
+        let s = SqlStore::connect(&url).unwrap();
+        assert_eq!(
+            s.migrated(),
+            Migrated {
+                from: 0,
+                to: schema::POSTGRES_VERSION
+            }
+        );
+        assert_eq!(
+            SqlStore::connect(&url).unwrap().migrated().from,
+            schema::POSTGRES_VERSION
+        );
+        s.write(|db| db.exec("UPDATE vigil_schema SET version = 999", &[]))
+            .unwrap();
+        let e = SqlStore::connect(&url).err().unwrap().to_string();
+        assert!(e.contains("version 999 is newer"), "{e}");
+        assert!(!e.contains("password"), "{e}");
+        let e = SqlStore::connect("postgres://nobody@127.0.0.1:1/x?connect_timeout=2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cannot connect to PostgreSQL"), "{e}");
+        assert_eq!(
+            redact("postgres://vigil:hunter2@db:5432/vigil"),
+            "postgres://vigil:***@db:5432/vigil"
+        );
     }
 
     #[test]

@@ -20,6 +20,63 @@ use std::{
 };
 
 /// Path of a workspace binary next to this test's target directory.
+/// The store a test's collectors use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// `DIR/alerts.db`, the default.
+    Sqlite,
+    /// A fresh database on the process's throwaway PostgreSQL cluster,
+    /// shared by every collector the test starts on the same `DIR`.
+    Postgres,
+}
+
+thread_local! {
+    static STORE: std::cell::Cell<Store> = const { std::cell::Cell::new(Store::Sqlite) };
+}
+
+/// Runs `test` with its collectors on `store` (see [`on_both_stores`]).
+pub fn with_store(store: Store, test: impl FnOnce()) {
+    STORE.with(|s| s.set(store));
+    test();
+}
+
+/// Runs each named test (a `fn()` in scope) twice: in `on_sqlite::NAME`
+/// with its collectors on SQLite, and in `on_postgres::NAME` on a real
+/// PostgreSQL server.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $name() {
+                $crate::with_store($crate::Store::Sqlite, super::$name);
+            })*
+        }
+        mod on_postgres {
+            $(#[test]
+            fn $name() {
+                $crate::with_store($crate::Store::Postgres, super::$name);
+            })*
+        }
+    };
+}
+
+/// The `--db` of collectors on `dir`: its SQLite file, or, when the test
+/// runs on PostgreSQL, the database made for `dir` the first time.
+pub fn collector_db(dir: &Path) -> std::ffi::OsString {
+    let marker = dir.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return url.into();
+    }
+    if STORE.with(|s| s.get()) == Store::Postgres {
+        let url = vigil_collector::sql::throwaway::database()
+            .unwrap_or_else(|e| panic!("PostgreSQL for this test: {e}"));
+        std::fs::write(&marker, &url).unwrap();
+        return url.into();
+    }
+    dir.join("alerts.db").into()
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -362,7 +419,7 @@ pub fn start_collector_with(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, 
     ])
     .args(extra)
     .arg("--db")
-    .arg(dir.join("alerts.db"));
+    .arg(collector_db(dir));
     let (p, addr) = wait_collector(cmd);
     (p, format!("http://{addr}"))
 }
@@ -381,7 +438,7 @@ pub fn start_tls_collector(dir: &Path, pki: &Path) -> (Proc, String) {
     ])
     .arg(pki)
     .arg("--db")
-    .arg(dir.join("alerts.db"));
+    .arg(collector_db(dir));
     let (p, addr) = wait_collector(cmd);
     (p, format!("https://{addr}"))
 }

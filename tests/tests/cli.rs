@@ -163,3 +163,34 @@ fn help_documents_the_contract() {
         assert!(h.contains(flag), "query help lacks {flag}");
     }
 }
+
+#[test]
+fn migrate_creates_then_finds_the_schema_current_on_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.db");
+    let url = vigil_collector::sql::throwaway::database().unwrap();
+    for db in [file.to_str().unwrap(), url.as_str()] {
+        let first = run("vigil-collector", &["migrate", "--db", db]);
+        assert!(first.status.success(), "{}", stderr(&first));
+        let out = String::from_utf8_lossy(&first.stdout);
+        assert!(out.contains("schema created at version"), "{out}");
+        let again = run("vigil-collector", &["migrate", "--db", db]);
+        let out = String::from_utf8_lossy(&again.stdout);
+        assert!(out.contains("(current, nothing to do)"), "{out}");
+    }
+    // An unreachable server: a clean error naming it, not a panic.
+    let o = run(
+        "vigil-collector",
+        &[
+            "migrate",
+            "--db",
+            "postgres://vigil:pw@127.0.0.1:1/x?connect_timeout=2",
+        ],
+    );
+    assert_clean_failure(&o, "cannot connect to PostgreSQL");
+    assert!(
+        stderr(&o).contains("postgres://vigil:***@127.0.0.1:1/x"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -55,7 +55,6 @@ fn assert_each_once(alerts: &[serde_json::Value], n: usize, log: &str) {
     );
 }
 
-#[test]
 fn alerts_survive_an_agent_killed_during_a_collector_outage() {
     if !kernel_tests_enabled("alerts_survive_an_agent_killed_during_a_collector_outage") {
         return;
@@ -102,7 +101,6 @@ fn alerts_survive_an_agent_killed_during_a_collector_outage() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn alerts_survive_a_collector_killed_mid_stream() {
     if !kernel_tests_enabled("alerts_survive_a_collector_killed_mid_stream") {
         return;
@@ -202,7 +200,6 @@ impl Proxy {
     }
 }
 
-#[test]
 fn a_stalled_connection_is_detected_and_everything_delivered_after() {
     if !kernel_tests_enabled("a_stalled_connection_is_detected_and_everything_delivered_after") {
         return;
@@ -319,3 +316,9 @@ fn a_full_collector_disk_loses_nothing_once_space_returns() {
     assert!(agent.stop().success());
     assert!(collector.stop().success());
 }
+
+vigil_tests::on_both_stores!(
+    alerts_survive_an_agent_killed_during_a_collector_outage,
+    alerts_survive_a_collector_killed_mid_stream,
+    a_stalled_connection_is_detected_and_everything_delivered_after,
+);

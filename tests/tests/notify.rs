@@ -166,6 +166,13 @@ fn send_alert(url: &str, host: &str, rule: &str, severity: i32) {
 
 /// Sends `n` alerts of `rule` in one batch.
 fn send_alerts(url: &str, host: &str, rule: &str, severity: i32, n: usize) {
+    let ids: Vec<String> = (0..n).map(|_| unique("id")).collect();
+    send_alerts_with_ids(url, host, rule, severity, &ids);
+}
+
+/// Sends alerts of `rule` with these ids in one batch (the same ids twice:
+/// a re-send).
+fn send_alerts_with_ids(url: &str, host: &str, rule: &str, severity: i32, ids: &[String]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -180,9 +187,10 @@ fn send_alerts(url: &str, host: &str, rule: &str, severity: i32, n: usize) {
                 ..Default::default()
             }),
             seq: 1,
-            alerts: (0..n)
-                .map(|_| Alert {
-                    id: unique("id"),
+            alerts: ids
+                .iter()
+                .map(|id| Alert {
+                    id: id.clone(),
                     rule: rule.into(),
                     severity,
                     output: "something happened".into(),
@@ -206,7 +214,6 @@ fn send_alerts(url: &str, host: &str, rule: &str, severity: i32, n: usize) {
     });
 }
 
-#[test]
 fn a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not() {
     if !kernel_tests_enabled(
         "a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not",
@@ -331,7 +338,6 @@ fn a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn failures_are_retried_429_is_honoured_and_4xx_is_not_retried() {
     let data = tempfile::tempdir().unwrap();
     let (port, got) = listening(vec![
@@ -402,7 +408,6 @@ fn failures_are_retried_429_is_honoured_and_4xx_is_not_retried() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn notifications_queued_before_a_restart_are_delivered_once_after_it() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -449,7 +454,6 @@ fn a_bad_notification_file_stops_the_collector_and_names_the_place() {
     assert!(e.contains("routes[0]: unknown receiver `pagr`"), "{e}");
 }
 
-#[test]
 fn pagerduty_gets_one_incident_per_group_kept_in_step_with_it() {
     let data = tempfile::tempdir().unwrap();
     let (port, got) = listening(vec![(202, None), (202, None), (202, None)]);
@@ -511,7 +515,6 @@ fn pagerduty_gets_one_incident_per_group_kept_in_step_with_it() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn slack_gets_block_kit_within_its_limits_and_its_rate() {
     let data = tempfile::tempdir().unwrap();
     let (port, got) = listening(vec![]);
@@ -620,7 +623,6 @@ fn notify_test_sends_in_the_receivers_format_and_prints_its_answer() {
     );
 }
 
-#[test]
 fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
     let data = tempfile::tempdir().unwrap();
     let (port, got) = listening(vec![]);
@@ -681,7 +683,6 @@ fn alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn repeats_within_the_window_make_one_summary() {
     let data = tempfile::tempdir().unwrap();
     let (port, got) = listening(vec![]);
@@ -720,7 +721,6 @@ fn repeats_within_the_window_make_one_summary() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn a_changed_notification_file_is_reloaded_and_a_bad_one_keeps_the_last() {
     let data = tempfile::tempdir().unwrap();
     let ((p1, got1), (p2, got2)) = (listening(vec![]), listening(vec![]));
@@ -758,3 +758,181 @@ fn a_changed_notification_file_is_reloaded_and_a_bad_one_keeps_the_last() {
     assert_eq!(got1.lock().unwrap().len(), 1);
     assert!(collector.stop().success());
 }
+
+/// A TCP proxy on a loopback port, as a load balancer in front of
+/// collectors: new connections go to the backend `switch` last chose, and
+/// a switch cuts the open ones, so their clients reconnect there.
+struct Balancer {
+    port: u16,
+    backend: Arc<std::sync::atomic::AtomicU16>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Balancer {
+    fn new(backend: u16) -> Balancer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let backend = Arc::new(std::sync::atomic::AtomicU16::new(backend));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (b, o) = (backend.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(client) = conn else { continue };
+                let to = b.load(std::sync::atomic::Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let mut open = o.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Balancer {
+            port,
+            backend,
+            open,
+        }
+    }
+
+    /// Sends new connections to `backend` and cuts the open ones.
+    fn switch(&self, backend: u16) {
+        self.backend
+            .store(backend, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_collectors_on_one_postgres_database_notify_each_group_once() {
+    if !kernel_tests_enabled("two_collectors_on_one_postgres_database_notify_each_group_once") {
+        return;
+    }
+    // Two collectors, each with the same notification file, on one
+    // database, behind a balancer the real agent streams through.
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = vigil_collector::sql::throwaway::database().unwrap();
+    for d in [&a_dir, &b_dir] {
+        std::fs::write(d.path().join("postgres-url"), &db).unwrap();
+    }
+    let (port, got) = listening(vec![]);
+    let (mut a, a_url) = start_collector_with(
+        a_dir.path(),
+        "127.0.0.1:0",
+        &["--notify", &notify_file(a_dir.path(), port, "warning")],
+    );
+    let (mut b, b_url) = start_collector_with(
+        b_dir.path(),
+        "127.0.0.1:0",
+        &["--notify", &notify_file(b_dir.path(), port, "warning")],
+    );
+    let lb = Balancer::new(port_of(&a_url));
+    let (dir, marker) = marker_binary("/bin/true", "fleet-marker");
+    let groups: Vec<String> = (0..6).map(|i| unique(&format!("Fleet {i}"))).collect();
+    let rules = dir.path().join("r.yaml");
+    let text: String = groups
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            format!(
+                "- rule: {r}\n  desc: d\n  priority: warning\n  condition: evt.type = execve and proc.exepath = \"{m}\" and proc.args contains g{i}x\n  output: marker ran g{i}\n",
+                m = marker.display()
+            )
+        })
+        .collect();
+    std::fs::write(&rules, text).unwrap();
+    let lb_url = format!("http://127.0.0.1:{}", lb.port);
+    let mut agent = start_agent(&["--collector", &lb_url, "--rules", rules.to_str().unwrap()]);
+    let run = |i: usize| {
+        for _ in 0..2 {
+            assert!(Command::new(&marker)
+                .arg(format!("g{i}x"))
+                .status()
+                .unwrap()
+                .success());
+        }
+    };
+    // Half the groups through A; then the balancer moves the agent to B
+    // mid-stream; the rest through B.
+    for i in 0..3 {
+        run(i);
+    }
+    query_until(
+        &a_url,
+        &["--rule", &groups[2]],
+        Duration::from_secs(20),
+        |v| v.len() >= 2,
+    );
+    lb.switch(port_of(&b_url));
+    for i in 3..6 {
+        run(i);
+    }
+    // A second host's agent alternates between the collectors by itself,
+    // re-sending each batch to the other one as after a lost ack.
+    let other = unique("fleet-host");
+    for (i, (first, then)) in [(&a_url, &b_url), (&b_url, &a_url), (&a_url, &b_url)]
+        .into_iter()
+        .enumerate()
+    {
+        let ids = [unique("fleet-id"), unique("fleet-id")];
+        send_alerts_with_ids(first, &other, &groups[i], 4, &ids);
+        send_alerts_with_ids(then, &other, &groups[i], 4, &ids);
+    }
+    for rule in &groups[3..] {
+        query_until(&b_url, &["--rule", rule], Duration::from_secs(30), |v| {
+            v.len() >= 2
+        });
+    }
+    // Both collectors answer from the one store.
+    for url in [&a_url, &b_url] {
+        query_until(url, &["--rule", &groups[5]], Duration::from_secs(5), |v| {
+            v.len() == 2
+        });
+    }
+    // Nine groups (six on this host, three on the other): nine
+    // notifications, each once, from whichever collector sent it.
+    let reqs = settle(&got, 9, Duration::from_secs(30));
+    let mut ids: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            assert_eq!(j["event"], "opened", "{j}");
+            j["group_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (reqs.len(), ids.len()),
+        (9, 9),
+        "each group notified exactly once: {reqs:?}"
+    );
+    agent.kill();
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+vigil_tests::on_both_stores!(
+    a_warning_reaches_the_webhook_once_signed_and_a_silenced_one_does_not,
+    failures_are_retried_429_is_honoured_and_4xx_is_not_retried,
+    notifications_queued_before_a_restart_are_delivered_once_after_it,
+    pagerduty_gets_one_incident_per_group_kept_in_step_with_it,
+    slack_gets_block_kit_within_its_limits_and_its_rate,
+    alertmanager_fires_while_the_group_is_open_and_ends_when_it_is_resolved,
+    repeats_within_the_window_make_one_summary,
+    a_changed_notification_file_is_reloaded_and_a_bad_one_keeps_the_last,
+);

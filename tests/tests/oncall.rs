@@ -63,7 +63,6 @@ fn run(marker: &Path, times: usize) {
     }
 }
 
-#[test]
 fn alerts_fold_into_a_group_that_responders_work_and_audit() {
     if !kernel_tests_enabled("alerts_fold_into_a_group_that_responders_work_and_audit") {
         return;
@@ -214,7 +213,6 @@ fn alerts_fold_into_a_group_that_responders_work_and_audit() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn over_mutual_tls_the_certificate_names_the_actor() {
     if !kernel_tests_enabled("over_mutual_tls_the_certificate_names_the_actor") {
         return;
@@ -286,7 +284,6 @@ fn over_mutual_tls_the_certificate_names_the_actor() {
     assert!(collector.stop().success());
 }
 
-#[test]
 fn a_silence_marks_the_alerts_it_matches_and_ends_when_expired() {
     if !kernel_tests_enabled("a_silence_marks_the_alerts_it_matches_and_ends_when_expired") {
         return;
@@ -401,3 +398,9 @@ fn a_silence_marks_the_alerts_it_matches_and_ends_when_expired() {
     agent.kill();
     assert!(collector.stop().success());
 }
+
+vigil_tests::on_both_stores!(
+    alerts_fold_into_a_group_that_responders_work_and_audit,
+    over_mutual_tls_the_certificate_names_the_actor,
+    a_silence_marks_the_alerts_it_matches_and_ends_when_expired,
+);

@@ -1,6 +1,8 @@
-//! `cargo xtask load`: many simulated agents streaming alerts to a real
-//! collector (release build, mutual TLS, SQLite on disk) at a steady rate;
-//! checks that every alert is stored exactly once and prints the ack
+//! `cargo xtask load`: many simulated agents streaming alerts (and, with
+//! `--activity-rate`, activity) to real collectors (release build, mutual
+//! TLS; SQLite on disk, or `--store postgres` with `--collectors N`
+//! sharing one PostgreSQL database) at a steady rate; checks that every
+//! alert is stored exactly once and prints the throughput and the ack
 //! latency percentiles (batch sent to its ack, which comes after the
 //! commit). Each agent has a certificate of its own.
 use std::{
@@ -14,13 +16,19 @@ use anyhow::{bail, Context as _};
 use tokio::sync::Mutex;
 use vigil_proto::{
     tls::{endpoint, ClientTls, Role},
-    v1::{collector_client::CollectorClient, Alert, AlertBatch, AlertQuery, HostInfo},
+    v1::{
+        collector_client::CollectorClient, Activity, ActivityKind, Alert, AlertBatch, AlertQuery,
+        HostInfo, ProcessInfo,
+    },
 };
 
 pub struct LoadOptions {
     pub agents: u32,
     pub rate: u32,
     pub seconds: u32,
+    pub activity_rate: u32,
+    pub postgres: bool,
+    pub collectors: u32,
 }
 
 /// Alerts per batch: an agent sends `rate / BATCHES_PER_S` alerts at a
@@ -49,28 +57,47 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
     for i in 0..o.agents {
         quiet(&["pki", "issue", &pki_s, "--agent", &format!("load-{i}")])?;
     }
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
+    if o.collectors > 1 && !o.postgres {
+        bail!("--collectors above 1 needs --store postgres: a SQLite file has one collector");
+    }
+    let db = if o.postgres {
+        eprintln!("==> a throwaway PostgreSQL cluster (fsync on)");
+        vigil_collector::sql::throwaway::database_with(
+            vigil_collector::sql::throwaway::Durability::Full,
+        )
+        .map_err(anyhow::Error::msg)?
+    } else {
+        dir.join("alerts.db").display().to_string()
     };
-    let mut collector = Collector(
-        Command::new(bin)
-            .args(["serve", "--metrics-listen", "off", "--pki", &pki_s])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.join("alerts.db"))
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the collector")?,
-    );
-    let url = format!("https://127.0.0.1:{port}");
-    std::thread::sleep(Duration::from_secs(1));
+    // The first creates the schema; the rest start against it.
+    quiet(&["migrate", "--db", &db])?;
+    let mut collectors = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..o.collectors {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        collectors.push(Collector(
+            Command::new(bin)
+                .args(["serve", "--metrics-listen", "off", "--pki", &pki_s])
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--db", &db])
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start the collector")?,
+        ));
+        urls.push(format!("https://127.0.0.1:{port}"));
+    }
+    let url = urls[0].clone();
+    std::thread::sleep(Duration::from_secs(2));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let total = u64::from(o.agents) * u64::from(o.rate) * u64::from(o.seconds);
+    let activity_total = u64::from(o.agents) * u64::from(o.activity_rate) * u64::from(o.seconds);
     eprintln!(
-        "==> {} agents x {} alerts/s x {} s = {total} alerts",
-        o.agents, o.rate, o.seconds
+        "==> {} agents x ({} alerts/s + {} activity events/s) x {} s = {total} alerts, {activity_total} events, over {} collector(s)",
+        o.agents, o.rate, o.activity_rate, o.seconds, o.collectors
     );
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let started = Instant::now();
@@ -78,11 +105,11 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for i in 0..o.agents {
             let tls = ClientTls::from_pki(&pki, Role::Agent, &format!("load-{i}"));
-            let ep = endpoint(&url, Some(&tls))?;
+            let ep = endpoint(&urls[i as usize % urls.len()], Some(&tls))?;
             let lat = latencies.clone();
-            let (rate, seconds) = (o.rate, o.seconds);
+            let (rate, activity, seconds) = (o.rate, o.activity_rate, o.seconds);
             tasks.push(tokio::spawn(async move {
-                agent(ep, i, rate, seconds, lat).await
+                agent(ep, i, rate, activity, seconds, lat).await
             }));
         }
         for t in tasks {
@@ -112,22 +139,28 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
         }
         anyhow::Ok(n)
     })?;
-    collector.stop();
+    for c in &mut collectors {
+        c.stop();
+    }
     let mut l = rt.block_on(latencies.lock()).clone();
     l.sort();
     let p = |q: f64| l[((l.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e3;
     println!(
-        "\n`cargo xtask load --agents {} --rate {} --seconds {}` on {} cores\n",
+        "\n`cargo xtask load --agents {} --rate {} --activity-rate {} --seconds {} --store {} --collectors {}` on {} cores\n",
         o.agents,
         o.rate,
+        o.activity_rate,
         o.seconds,
+        if o.postgres { "postgres" } else { "sqlite" },
+        o.collectors,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| measure | value |\n|---|---|");
     println!("| alerts sent / stored | {total} / {stored} |");
     println!(
-        "| throughput | {:.0} alerts/s over {:.1} s |",
+        "| throughput | {:.0} alerts/s and {:.0} activity events/s over {:.1} s |",
         total as f64 / took.as_secs_f64(),
+        activity_total as f64 / took.as_secs_f64(),
         took.as_secs_f64()
     );
     println!(
@@ -151,6 +184,7 @@ async fn agent(
     ep: tonic::transport::Endpoint,
     i: u32,
     rate: u32,
+    activity_rate: u32,
     seconds: u32,
     lat: Arc<Mutex<Vec<Duration>>>,
 ) -> anyhow::Result<()> {
@@ -193,9 +227,31 @@ async fn agent(
                 ..Default::default()
             })
             .collect();
+        // Connections by a few processes, as a busy service makes them.
+        let activity = (0..activity_rate / BATCHES_PER_S)
+            .map(|k| {
+                let pid = 1000 + k % 8;
+                Activity {
+                    id: format!("load-{i}-{seq}-a{k}"),
+                    time_unix_ns: now + i64::from(k),
+                    kind: ActivityKind::Connect as i32,
+                    event_type: "connect".into(),
+                    protocol: "tcp".into(),
+                    remote_addr: format!("198.51.100.{}", k % 200),
+                    remote_port: 443,
+                    process: Some(ProcessInfo {
+                        pid,
+                        proc_id: format!("load-{i}-{pid}"),
+                        exe: "/usr/bin/curl".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
         let _ = sent_tx.send((seq, Instant::now()));
         tx.send(AlertBatch {
-            activity: Vec::new(),
+            activity,
             host: Some(host.clone()),
             seq,
             alerts,

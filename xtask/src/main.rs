@@ -87,6 +87,17 @@ enum Cmd {
         /// How long they stream.
         #[arg(long, default_value_t = 60)]
         seconds: u32,
+        /// Activity events per second per agent, sent in the same batches.
+        #[arg(long, default_value_t = 0)]
+        activity_rate: u32,
+        /// The collectors' store: `sqlite` (a file) or `postgres` (a
+        /// throwaway cluster with fsync on, started for the run).
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        store: String,
+        /// Collectors sharing the store (postgres only); agents are spread
+        /// over them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+        collectors: u32,
     },
     /// What streaming activity costs a busy build host: programs started
     /// at a build's pace, the agent with `--activity none` and with its
@@ -148,10 +159,16 @@ fn main() -> anyhow::Result<()> {
             agents,
             rate,
             seconds,
+            activity_rate,
+            store,
+            collectors,
         } => load::run(load::LoadOptions {
             agents,
             rate,
             seconds,
+            activity_rate,
+            postgres: store == "postgres",
+            collectors,
         }),
         Cmd::BenchActivity {
             rounds,
@@ -251,6 +268,7 @@ pub(crate) fn setup() -> anyhow::Result<()> {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     setup()?;
+    ensure_postgres()?;
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -287,6 +305,38 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     result?;
     // Packages, units, images and manifests: what an operator installs.
     deploy::check()
+}
+
+/// Installs PostgreSQL's server from Debian's packages when this host has
+/// none: the store, investigation, on-call and delivery tests run on it
+/// too, each on a throwaway cluster of its own (initdb into a temporary
+/// directory, a Unix socket; no system service is started).
+fn ensure_postgres() -> anyhow::Result<()> {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|v| v.path().join("bin/initdb").exists())
+        || std::env::var_os("VIGIL_PG_BIN").is_some();
+    if installed {
+        return Ok(());
+    }
+    step(
+        "apt-get update (for PostgreSQL)",
+        as_root(Path::new("/usr/bin/apt-get"), false).args(["update", "-qq"]),
+    )?;
+    step(
+        "apt-get install postgresql (the tests' second store)",
+        as_root(Path::new("/usr/bin/apt-get"), false)
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "postgresql",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// The suite for a user who is not root: everything is built, and the

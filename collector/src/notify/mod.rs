@@ -375,7 +375,9 @@ fn plan(store: &SqlStore, config: &Config) -> Result<(), crate::store::StoreErro
             _ => {}
         }
     }
-    store.enqueue(Some(last), &rows)
+    // Only if no one else planned these events meanwhile (a collector
+    // that lost the fleet lease mid-plan): each is planned once.
+    store.enqueue(Some((cursor, last)), &rows)
 }
 
 /// Summarises the repeats of groups whose window has passed since their

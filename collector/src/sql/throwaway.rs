@@ -28,10 +28,31 @@ static SERVER_PID: AtomicU32 = AtomicU32::new(0);
 static SERVER_DIR: OnceLock<PathBuf> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
+/// How the cluster writes: tests want speed; benchmarks want what a
+/// production server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// No fsync, asynchronous commits: for tests.
+    Off,
+    /// fsync and synchronous commits, PostgreSQL's defaults: for
+    /// benchmarks beside SQLite's `synchronous=FULL`.
+    Full,
+}
+
 /// The address of a new, empty database on the process's throwaway
-/// cluster (started on first use). An error says what is missing.
+/// cluster (started on first use, for tests). An error says what is
+/// missing.
 pub fn database() -> Result<String, String> {
-    let cluster = CLUSTER.get_or_init(start).as_ref().map_err(Clone::clone)?;
+    database_with(Durability::Off)
+}
+
+/// [`database`], with the cluster started as `durability` says if this is
+/// the process's first.
+pub fn database_with(durability: Durability) -> Result<String, String> {
+    let cluster = CLUSTER
+        .get_or_init(|| start(durability))
+        .as_ref()
+        .map_err(Clone::clone)?;
     let name = format!("t{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
     let admin = url(&cluster.dir, "postgres");
     let mut c = postgres::Client::connect(&admin, postgres::NoTls)
@@ -97,7 +118,7 @@ fn as_server_user(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-fn start() -> Result<Cluster, String> {
+fn start(durability: Durability) -> Result<Cluster, String> {
     let bin = bin_dir()?;
     let dir = std::env::temp_dir().join(format!(
         "vigil-pg-{}-{}",
@@ -138,10 +159,13 @@ fn start() -> Result<Cluster, String> {
         let log = std::fs::File::create(d.join("server.log")).ok();
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.args(["-D", &dd.to_string_lossy(), "-k", &d.to_string_lossy()])
-            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=400", "-c", "shared_buffers=128MB"])
-            .stdin(Stdio::null())
+            .args(["-c", "listen_addresses="])
+            .args(["-c", "max_connections=400", "-c", "shared_buffers=256MB"]);
+        if durability == Durability::Off {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.map_or(Stdio::null(), Stdio::from));
         as_server_user(&mut cmd);
