@@ -1,4 +1,6 @@
-//! The investigation store at scale, on a real SQLite file:
+//! The investigation store at scale, on a real SQLite file or a real
+//! PostgreSQL database (`--store postgres`: a throwaway cluster with fsync
+//! on; or `--db postgres://...`):
 //!
 //! 1. **Ingest**: a generator makes a fleet's activity (`--hosts` hosts,
 //!    a week of process starts and exits, connections (most to a few
@@ -35,6 +37,7 @@ struct Opts {
     runs: usize,
     db: Option<String>,
     reuse: bool,
+    postgres: bool,
 }
 
 fn opts() -> Opts {
@@ -45,6 +48,7 @@ fn opts() -> Opts {
         runs: 40,
         db: None,
         reuse: false,
+        postgres: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -56,6 +60,7 @@ fn opts() -> Opts {
             "--alert-every" => o.alert_every = v().parse().expect("--alert-every N"),
             "--runs" => o.runs = v().parse().expect("--runs N"),
             "--db" => o.db = Some(v()),
+            "--store" => o.postgres = v() == "postgres",
             "--reuse" => {
                 o.reuse = true;
                 i += 1;
@@ -292,12 +297,16 @@ fn pct(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 fn main() {
     let o = opts();
     let tmp = tempfile::tempdir().unwrap();
-    let path =
-        o.db.clone()
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| tmp.path().join("bench.db"));
-    let fresh = !(o.reuse && path.exists());
-    let store = SqlStore::open(&path).unwrap();
+    let db = match &o.db {
+        Some(db) => db.clone(),
+        None if o.postgres => vigil_collector::sql::throwaway::database_with(
+            vigil_collector::sql::throwaway::Durability::Full,
+        )
+        .unwrap(),
+        None => tmp.path().join("bench.db").display().to_string(),
+    };
+    let store = SqlStore::open_db(&db).unwrap();
+    let fresh = !(o.reuse && store.count().unwrap() > 0);
     let start_t = vigil_collector::store::now_ns() - WEEK;
     let step = (WEEK / o.events.max(1) as i64).max(1);
     let mut alerts: Vec<String> = Vec::new();
@@ -347,7 +356,7 @@ fn main() {
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "ingest: {stored} events ({} alerts) from {} hosts in {secs:.1} s, {:.1} s of it in the store: {:.0} events/s stored (batches of {BATCH}, one transaction each, synchronous=FULL)",
+            "ingest: {stored} events ({} alerts) from {} hosts in {secs:.1} s, {:.1} s of it in the store: {:.0} events/s stored (batches of {BATCH}, one transaction each, durable commits)",
             alerts.len(),
             o.hosts,
             in_store.as_secs_f64(),
@@ -358,7 +367,7 @@ fn main() {
             .map(|i| format!("alert-{}", i * o.alert_every))
             .collect();
     }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let size = store.size_bytes().unwrap();
     println!("database: {:.1} GiB", size as f64 / (1u64 << 30) as f64);
 
     let mut rng = Rng(0xabcd);

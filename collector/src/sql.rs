@@ -270,6 +270,17 @@ impl SqlStore {
         })
     }
 
+    /// The database's size on disk, indexes included.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+            }
+            Dialect::Postgres => "SELECT pg_database_size(current_database())",
+        };
+        self.count_where(sql)
+    }
+
     /// Whether several collectors may share this database (PostgreSQL):
     /// what one holds in memory may be stale.
     pub fn is_shared(&self) -> bool {
@@ -588,44 +599,97 @@ impl AlertStore for SqlStore {
     }
 }
 
-/// Stores a batch of alerts (see [`AlertStore::insert_batch`]).
+/// Rows one multi-row `INSERT` carries at most: one statement (and one
+/// round trip to PostgreSQL) per chunk rather than per row, with every
+/// statement's parameter count well inside both engines' limits.
+pub(crate) const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO {table} ({columns}) VALUES (...), ... {tail}` for `rows`
+/// rows of `width` parameters each.
+pub(crate) fn multi_insert(
+    table: &str,
+    columns: &str,
+    width: usize,
+    rows: usize,
+    tail: &str,
+) -> String {
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
+const ALERT_COLUMNS: &str = "id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, \
+     pid, exe, body, container_id, k8s_pod, group_id, silenced_by, proc_id";
+
+/// An alert of a batch, ready to store.
+struct Incoming<'a> {
+    alert: &'a Alert,
+    group_id: String,
+    container: String,
+    key: std::collections::BTreeMap<String, String>,
+    silenced_by: Option<String>,
+}
+
+/// Stores a batch of alerts (see [`AlertStore::insert_batch`]): the rows
+/// in chunks, then each group once with what the batch's new alerts add
+/// to it.
 fn insert_alerts(
     db: &mut dyn Db,
     host: &HostInfo,
     alerts: &[Alert],
 ) -> Result<InsertOutcome, DbError> {
-    let mut out = InsertOutcome::default();
     let received = now_ns();
     let silences = live_silences(db, received)?;
-    for a in alerts {
-        let (group_id, container, key) = groups::identify(host, a);
-        let silenced_by = silences
-            .iter()
-            .find(|s| s.matches(host, a))
-            .map(|s| s.id.clone());
-        let mut stored = a.clone();
-        // The context is stored as activity, beside the alert.
-        stored.context.clear();
-        stored.host = Some(host.clone());
-        stored.group_id = group_id.clone();
-        stored.silenced_by = silenced_by.clone().unwrap_or_default();
-        let (pid, exe) = a
-            .process
-            .as_ref()
-            .map_or((None, None), |p| (Some(p.pid), Some(p.exe.clone())));
-        let container_id = a.container.as_ref().map(|c| c.id.clone());
-        let k8s_pod = a
-            .container
-            .as_ref()
-            .filter(|c| !c.k8s_pod.is_empty())
-            .map(|c| format!("{}/{}", c.k8s_namespace, c.k8s_pod));
-        let n = db.exec(
-            "INSERT INTO alerts
-             (id, time_unix_ns, received_ns, hostname, machine_id, rule, severity, pid, exe, body,
-              container_id, k8s_pod, group_id, silenced_by, proc_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-             ON CONFLICT DO NOTHING",
-            vals![
+    let incoming: Vec<Incoming<'_>> = alerts
+        .iter()
+        .map(|a| {
+            let (group_id, container, key) = groups::identify(host, a);
+            let silenced_by = silences
+                .iter()
+                .find(|s| s.matches(host, a))
+                .map(|s| s.id.clone());
+            Incoming {
+                alert: a,
+                group_id,
+                container,
+                key,
+                silenced_by,
+            }
+        })
+        .collect();
+    // The ids the database did not have: those it returns.
+    let mut new_ids = std::collections::HashSet::new();
+    for chunk in incoming.chunks(ROWS_PER_INSERT) {
+        let mut params = Vec::with_capacity(chunk.len() * 15);
+        for i in chunk {
+            let a = i.alert;
+            let mut stored = a.clone();
+            // The context is stored as activity, beside the alert.
+            stored.context.clear();
+            stored.host = Some(host.clone());
+            stored.group_id = i.group_id.clone();
+            stored.silenced_by = i.silenced_by.clone().unwrap_or_default();
+            let (pid, exe) = a
+                .process
+                .as_ref()
+                .map_or((None, None), |p| (Some(p.pid), Some(p.exe.clone())));
+            let k8s_pod = a
+                .container
+                .as_ref()
+                .filter(|c| !c.k8s_pod.is_empty())
+                .map(|c| format!("{}/{}", c.k8s_namespace, c.k8s_pod));
+            params.extend_from_slice(vals![
                 &a.id,
                 a.time_unix_ns,
                 received,
@@ -636,29 +700,54 @@ fn insert_alerts(
                 pid,
                 exe,
                 stored.encode_to_vec(),
-                container_id,
+                a.container.as_ref().map(|c| c.id.clone()),
                 k8s_pod,
-                &group_id,
-                &silenced_by,
+                &i.group_id,
+                &i.silenced_by,
                 a.process
                     .as_ref()
                     .map(|p| p.proc_id.as_str())
                     .filter(|p| !p.is_empty()),
-            ],
-        )?;
-        if n == 1 {
-            if let Some(id) = &silenced_by {
-                db.exec(
-                    "UPDATE silences SET matched = matched + 1 WHERE id = ?1",
-                    vals![id],
-                )?;
-            }
-            let silenced = silenced_by.is_some();
-            fold_into_group(db, &group_id, &container, &key, host, a, silenced, received)?;
-            out.stored += 1;
-        } else {
-            out.duplicates += 1;
+            ]);
         }
+        let sql = multi_insert(
+            "alerts",
+            ALERT_COLUMNS,
+            15,
+            chunk.len(),
+            "ON CONFLICT DO NOTHING RETURNING id",
+        );
+        for r in db.rows(&sql, &params)? {
+            new_ids.insert(r.get::<String>(0)?);
+        }
+    }
+    // New alerts (an id twice in one batch counts once), by group in the
+    // order each group first appears.
+    let mut out = InsertOutcome::default();
+    let mut by_group: Vec<(&str, Vec<&Incoming<'_>>)> = Vec::new();
+    let mut matched: std::collections::BTreeMap<&str, u64> = Default::default();
+    for i in &incoming {
+        if !new_ids.remove(&i.alert.id) {
+            out.duplicates += 1;
+            continue;
+        }
+        out.stored += 1;
+        if let Some(s) = &i.silenced_by {
+            *matched.entry(s.as_str()).or_default() += 1;
+        }
+        match by_group.iter_mut().find(|(g, _)| *g == i.group_id) {
+            Some((_, members)) => members.push(i),
+            None => by_group.push((&i.group_id, vec![i])),
+        }
+    }
+    for (silence, n) in matched {
+        db.exec(
+            "UPDATE silences SET matched = matched + ?2 WHERE id = ?1",
+            vals![silence, n],
+        )?;
+    }
+    for (_, members) in &by_group {
+        fold_into_group(db, host, members, received)?;
     }
     Ok(out)
 }
@@ -719,48 +808,83 @@ fn append_audit(
     Ok(())
 }
 
-/// Counts a newly stored alert in its group: opens the group, or adds to
-/// it and reopens it when it was resolved or closed, saying so in its
-/// audit trail. A group opened by a silenced alert is not announced; the
-/// first alert after it that no silence covers announces it (an
-/// `announced` entry the notifier treats as the opening). The group's row
-/// is made or locked first, so collectors sharing a database fold alerts
-/// of one group one at a time.
-#[allow(clippy::too_many_arguments)]
+/// Counts a batch's new alerts of one group in it: opens the group, or
+/// adds to it and reopens it when it was resolved or closed, saying so in
+/// its audit trail, as if they came one by one in batch order. A group
+/// opened by a silenced alert is not announced; the first alert after it
+/// that no silence covers announces it (an `announced` entry the notifier
+/// treats as the opening). The group's row is made or locked first, so
+/// collectors sharing a database fold alerts of one group one at a time.
 fn fold_into_group(
     db: &mut dyn Db,
-    group_id: &str,
-    container: &str,
-    key: &std::collections::BTreeMap<String, String>,
     host: &HostInfo,
-    a: &Alert,
-    silenced: bool,
+    members: &[&Incoming<'_>],
     now: i64,
 ) -> Result<(), DbError> {
-    let count = a.count.max(1) as i64;
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let group_id = first.group_id.as_str();
+    let a = first.alert;
+    let count: i64 = members.iter().map(|m| m.alert.count.max(1) as i64).sum();
+    let severity = members
+        .iter()
+        .map(|m| m.alert.severity)
+        .max()
+        .unwrap_or(a.severity);
+    let first_ns = members
+        .iter()
+        .map(|m| m.alert.time_unix_ns)
+        .min()
+        .unwrap_or(0);
+    // The newest by event time gives the output (of equals, the later in
+    // the batch, as `max_by_key` picks).
+    let newest = members
+        .iter()
+        .max_by_key(|m| m.alert.time_unix_ns)
+        .map_or(a, |m| m.alert);
+    let silenced = first.silenced_by.is_some();
+    // The first alert after the opening one that no silence covers.
+    let announcer = members[1..].iter().find(|m| m.silenced_by.is_none());
     let collector = Actor::collector();
     let opened = db.exec(
         "INSERT INTO groups (id, rule, severity, hostname, container, state, reason,
              assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns,
              announced)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT DO NOTHING",
         vals![
             group_id,
             &a.rule,
-            a.severity,
+            severity,
             &host.hostname,
-            container,
+            &first.container,
             count,
-            a.time_unix_ns,
-            &a.output,
-            serde_json::to_string(key).unwrap_or_default(),
+            first_ns,
+            newest.time_unix_ns,
+            &newest.output,
+            serde_json::to_string(&first.key).unwrap_or_default(),
             now,
             !silenced
         ],
     )?;
+    let announce = |db: &mut dyn Db, by: &Alert| -> Result<(), DbError> {
+        db.exec(
+            "UPDATE groups SET announced = 1 WHERE id = ?1",
+            vals![group_id],
+        )?;
+        append_audit(
+            db,
+            group_id,
+            now,
+            &collector,
+            "announced",
+            &format!("first alert no silence covers: {}", by.id),
+            Some(&by.id),
+        )
+    };
     if opened == 1 {
-        return append_audit(
+        append_audit(
             db,
             group_id,
             now,
@@ -768,7 +892,11 @@ fn fold_into_group(
             "opened",
             &format!("first alert {}", a.id),
             Some(&a.id),
-        );
+        )?;
+        if let (true, Some(m)) = (silenced, announcer) {
+            announce(db, m.alert)?;
+        }
+        return Ok(());
     }
     let lock = db.dialect().for_update();
     let Some(before) = db.row(
@@ -788,10 +916,17 @@ fn fold_into_group(
         "UPDATE groups SET count = count + ?2,
              severity = CASE WHEN ?3 > severity THEN ?3 ELSE severity END,
              first_seen_ns = CASE WHEN ?4 < first_seen_ns THEN ?4 ELSE first_seen_ns END,
-             output = CASE WHEN ?4 >= last_seen_ns THEN ?5 ELSE output END,
-             last_seen_ns = CASE WHEN ?4 > last_seen_ns THEN ?4 ELSE last_seen_ns END
+             output = CASE WHEN ?5 >= last_seen_ns THEN ?6 ELSE output END,
+             last_seen_ns = CASE WHEN ?5 > last_seen_ns THEN ?5 ELSE last_seen_ns END
          WHERE id = ?1",
-        vals![group_id, count, a.severity, a.time_unix_ns, &a.output],
+        vals![
+            group_id,
+            count,
+            severity,
+            first_ns,
+            newest.time_unix_ns,
+            &newest.output
+        ],
     )?;
     if GroupState::parse(&state).is_some_and(GroupState::is_done) {
         db.exec(
@@ -813,20 +948,13 @@ fn fold_into_group(
             &format!("new alert {} (was {was})", a.id),
             Some(&a.id),
         )?;
-    } else if !announced && !silenced {
-        db.exec(
-            "UPDATE groups SET announced = 1 WHERE id = ?1",
-            vals![group_id],
-        )?;
-        append_audit(
-            db,
-            group_id,
-            now,
-            &collector,
-            "announced",
-            &format!("first alert no silence covers: {}", a.id),
-            Some(&a.id),
-        )?;
+        if let (true, Some(m)) = (silenced, announcer) {
+            announce(db, m.alert)?;
+        }
+    } else if !announced {
+        if let Some(m) = members.iter().find(|m| m.silenced_by.is_none()) {
+            announce(db, m.alert)?;
+        }
     }
     Ok(())
 }
@@ -1441,6 +1569,42 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("append-only"), "{e}");
         assert!(s.write(|db| db.exec("DELETE FROM audit", &[])).is_err());
+    }
+
+    #[test]
+    fn a_batch_folds_each_group_once_as_if_its_alerts_came_one_by_one() {
+        for s in both() {
+            let mut newest = alert("b", "r", Severity::Error, 30);
+            newest.output = "newest".into();
+            let batch: Vec<Alert> = std::iter::once(alert("a", "r", Severity::Warning, 10))
+                .chain([alert("a", "r", Severity::Warning, 10), newest])
+                .chain([alert("c", "r", Severity::Notice, 20)])
+                .chain((0..100).map(|i| alert(&format!("m{i}"), "r", Severity::Notice, 15)))
+                .collect();
+            let out = s.insert_batch(&host("h"), &batch).unwrap();
+            assert_eq!(
+                (out.stored, out.duplicates),
+                (103, 1),
+                "a chunk boundary crossed"
+            );
+            let g = &s
+                .groups(&GroupFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap()[0];
+            assert_eq!(g.count, 103);
+            assert_eq!(g.severity, Severity::Error as i32);
+            assert_eq!((g.first_seen_ns, g.last_seen_ns), (10, 30));
+            assert_eq!(g.output, "newest");
+            let actions: Vec<String> = s
+                .history(&g.id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.action)
+                .collect();
+            assert_eq!(actions, ["opened"]);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! commit). Each agent has a certificate of its own.
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -73,7 +73,8 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
     quiet(&["migrate", "--db", &db])?;
     let mut collectors = Vec::new();
     let mut urls = Vec::new();
-    for _ in 0..o.collectors {
+    for n in 0..o.collectors {
+        let log = std::fs::File::create(dir.join(format!("collector-{n}.log")))?;
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
@@ -82,14 +83,27 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
             Command::new(bin)
                 .args(["serve", "--metrics-listen", "off", "--pki", &pki_s])
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--db", &db])
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .context("cannot start the collector")?,
         ));
         urls.push(format!("https://127.0.0.1:{port}"));
     }
     let url = urls[0].clone();
-    std::thread::sleep(Duration::from_secs(2));
+    // Serving once the port accepts (after the schema and partitions).
+    for u in &urls {
+        let addr = u.trim_start_matches("https://");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "collector {u} did not start within 30 s (its log: {})",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -101,7 +115,7 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
     );
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let started = Instant::now();
-    rt.block_on(async {
+    let streamed = rt.block_on(async {
         let mut tasks = Vec::new();
         for i in 0..o.agents {
             let tls = ClientTls::from_pki(&pki, Role::Agent, &format!("load-{i}"));
@@ -116,7 +130,19 @@ pub fn run(o: LoadOptions) -> anyhow::Result<()> {
             t.await??;
         }
         anyhow::Ok(())
-    })?;
+    });
+    if let Err(e) = streamed {
+        for n in 0..o.collectors {
+            let log =
+                std::fs::read_to_string(dir.join(format!("collector-{n}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("--- collector {n}'s log, last lines:");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        return Err(e);
+    }
     let took = started.elapsed();
     // Every alert stored, once: count them through the query API.
     let tls = ClientTls::from_pki(&pki, Role::Responder, "load");

@@ -13,8 +13,8 @@ use prost::Message;
 use vigil_proto::v1::{Activity, ActivityKind, Alert, HostInfo, ProcessInfo};
 
 use super::{
-    db::{Db, DbError, Dialect, Row},
-    partitions, SqlStore,
+    db::{Db, DbError, Dialect, Row, Value},
+    multi_insert, partitions, SqlStore, ROWS_PER_INSERT,
 };
 use crate::{
     activity::{ActivityStore, Detail, HostSeen, PivotKey, ProcessRow, Span},
@@ -162,7 +162,8 @@ fn fold_process(db: &mut dyn Db, host: &str, w: &ProcWrite<'_>) -> Result<(), Db
 }
 
 /// Stores one event; true when it was new.
-fn store_event(db: &mut dyn Db, host: &str, a: &Activity) -> Result<bool, DbError> {
+/// An event's row in `activity`, as [`EVENT_INSERT_COLUMNS`] lists them.
+fn event_values(host: &str, a: &Activity) -> [Value; 9] {
     let (proc_id, pid) = a
         .process
         .as_ref()
@@ -188,24 +189,39 @@ fn store_event(db: &mut dyn Db, host: &str, a: &Activity) -> Result<bool, DbErro
         }
         .encode_to_vec()
     };
-    let n = db.exec(
-        "INSERT INTO activity
-             (id, hostname, time_unix_ns, kind, proc_id, pid, remote_addr, domain, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT DO NOTHING",
-        vals![
-            &a.id,
-            host,
-            a.time_unix_ns,
-            a.kind,
-            proc_id,
-            pid,
-            nonempty(&a.remote_addr),
-            nonempty(&a.domain),
-            body,
-        ],
-    )?;
-    Ok(n == 1)
+    [
+        Value::from(&a.id),
+        Value::from(host),
+        Value::from(a.time_unix_ns),
+        Value::from(a.kind),
+        Value::from(proc_id),
+        Value::from(pid),
+        Value::from(nonempty(&a.remote_addr)),
+        Value::from(nonempty(&a.domain)),
+        Value::from(body),
+    ]
+}
+
+const EVENT_INSERT_COLUMNS: &str =
+    "id, hostname, time_unix_ns, kind, proc_id, pid, remote_addr, domain, body";
+
+/// Stores events (rows of [`event_values`]), many per statement; returns
+/// how many were new (an id stored already, or twice in `rows`, counts
+/// once).
+fn store_events(db: &mut dyn Db, rows: &[[Value; 9]]) -> Result<u32, DbError> {
+    let mut stored = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = multi_insert(
+            "activity",
+            EVENT_INSERT_COLUMNS,
+            9,
+            chunk.len(),
+            "ON CONFLICT DO NOTHING",
+        );
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        stored += db.exec(&sql, &params)? as u32;
+    }
+    Ok(stored)
 }
 
 /// An event as read: its body, its process's identity, and the process
@@ -353,7 +369,7 @@ impl ActivityStore for SqlStore {
         let mut learned: Vec<(String, Detail)> = Vec::new();
         let stored = self.write(|db| {
             learned.clear();
-            let mut stored = 0u32;
+            let mut events: Vec<[Value; 9]> = Vec::new();
             let mut fold = |db: &mut dyn Db, w: ProcWrite<'_>| -> Result<(), DbError> {
                 let id = &w.process.proc_id;
                 if id.is_empty() {
@@ -369,9 +385,7 @@ impl ActivityStore for SqlStore {
                 Ok(())
             };
             for a in activity {
-                if store_event(db, h, a)? {
-                    stored += 1;
-                }
+                events.push(event_values(h, a));
                 let Some(p) = &a.process else { continue };
                 let exec = a.kind() == ActivityKind::Exec;
                 fold(
@@ -431,9 +445,7 @@ impl ActivityStore for SqlStore {
                     )?;
                 }
                 for c in &al.context {
-                    if store_event(db, h, c)? {
-                        stored += 1;
-                    }
+                    events.push(event_values(h, c));
                     if let Some(p) = &c.process {
                         fold(
                             db,
@@ -448,6 +460,7 @@ impl ActivityStore for SqlStore {
                     }
                 }
             }
+            let stored = store_events(db, &events)?;
             if stored > 0 {
                 db.exec(
                     "INSERT INTO activity_hosts (hostname) VALUES (?1) ON CONFLICT DO NOTHING",
