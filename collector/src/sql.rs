@@ -66,8 +66,8 @@ enum Backend {
     },
     Postgres {
         pool: Box<postgres::Pool>,
-        /// The connection holding the fleet lease, once taken.
-        lease: Mutex<Option<postgres::Owned>>,
+        /// The connection for the fleet lease, and whether it holds it.
+        lease: Mutex<Option<(postgres::Owned, bool)>>,
     },
 }
 
@@ -245,28 +245,46 @@ impl SqlStore {
             return true;
         };
         postgres::off_runtime(|| {
-            let Ok(mut held) = lease.lock() else {
+            let Ok(mut slot) = lease.lock() else {
                 return false;
             };
-            if let Some(c) = held.as_mut() {
-                let c = c.client();
-                if !c.is_closed() && c.simple_query("SELECT 1").is_ok() {
+            // One connection for the lease, kept: the holder's keeps the
+            // lock; the others' try again on it.
+            if slot.as_mut().is_some_and(|(c, _)| c.client().is_closed()) {
+                *slot = None;
+            }
+            if slot.is_none() {
+                match pool.dedicated() {
+                    Ok(c) => *slot = Some((c, false)),
+                    Err(_) => return false,
+                }
+            }
+            let Some((c, held)) = slot.as_mut() else {
+                return false;
+            };
+            if *held {
+                if c.client().simple_query("SELECT 1").is_ok() {
                     return true;
                 }
-                *held = None;
-            }
-            let Ok(mut c) = pool.dedicated() else {
+                tracing::warn!("lost the fleet lease with the database connection; another collector may take it");
+                *slot = None;
                 return false;
-            };
-            let got = c
+            }
+            match c
                 .client()
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&FLEET_LEASE])
-                .is_ok_and(|r| r.get::<_, bool>(0));
-            if got {
-                tracing::info!("this collector holds the fleet lease: it runs notifications, the silent-agent sweep and retention");
-                *held = Some(c);
+            {
+                Ok(r) if r.get::<_, bool>(0) => {
+                    *held = true;
+                    tracing::info!("this collector holds the fleet lease: it runs notifications, the silent-agent sweep and retention");
+                    true
+                }
+                Ok(_) => false,
+                Err(_) => {
+                    *slot = None;
+                    false
+                }
             }
-            got
         })
     }
 
@@ -1780,6 +1798,34 @@ mod tests {
         assert_eq!(
             redact("postgres://vigil:hunter2@db:5432/vigil"),
             "postgres://vigil:***@db:5432/vigil"
+        );
+    }
+
+    #[test]
+    fn postgres_over_tls_checks_the_servers_certificate() {
+        let (url, _ca) = throwaway::tls_database().unwrap();
+        let s = SqlStore::connect(&url).unwrap();
+        s.insert_batch(&host("h"), &[alert("a", "r", Severity::Error, 1)])
+            .unwrap();
+        assert_eq!(s.count().unwrap(), 1);
+        // Another CA's certificate list: the server is not believed.
+        let other = tempfile::tempdir().unwrap();
+        crate::pki::init(other.path(), &["localhost".into()], 1).unwrap();
+        let wrong = url.replace(
+            &url[url.find("sslrootcert=").unwrap()..],
+            &format!("sslrootcert={}", other.path().join("ca.crt").display()),
+        );
+        let e = SqlStore::connect(&wrong).err().unwrap().to_string();
+        assert!(e.contains("cannot connect to PostgreSQL"), "{e}");
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        // A mode that would fall back to plaintext is refused up front.
+        let e = SqlStore::connect(&url.replace("sslmode=require", "sslmode=prefer"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("sslmode=prefer would fall back to plaintext"),
+            "{e}"
         );
     }
 

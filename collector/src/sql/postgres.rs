@@ -15,9 +15,11 @@ use std::{
 };
 
 use postgres::{
+    config::SslMode,
     types::{to_sql_checked, IsNull, ToSql, Type},
     Client, GenericClient, NoTls, Statement,
 };
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::{Db, DbError, Dialect, Row, TxError, Value};
 
@@ -33,7 +35,17 @@ impl From<postgres::Error> for DbError {
                 Some(d) => format!("{}: {} ({d})", db.severity(), db.message()),
                 None => format!("{}: {}", db.severity(), db.message()),
             },
-            None => e.to_string(),
+            None => {
+                // The cause says what went wrong (a refused certificate,
+                // a refused connection): the error alone does not.
+                let mut m = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    m = format!("{m}: {c}");
+                    cause = c.source();
+                }
+                m
+            }
         };
         DbError { message, code }
     }
@@ -141,6 +153,81 @@ pub fn numbered_params(sql: &str) -> String {
     out
 }
 
+/// The client's settings from a `postgres://` address, and TLS when it
+/// asks for it. Beside libpq's parameters, two are read here:
+///
+/// - `sslmode`: `disable` (the default here) or `require`, which
+///   encrypts and verifies the server's certificate and name (libpq's
+///   `verify-full`; `verify-full` and `verify-ca` are taken as it).
+///   `prefer` and `allow` are refused: they fall back to plaintext
+///   without a word.
+/// - `sslrootcert=FILE`: the CA certificates (PEM) the server's is
+///   checked against; without it, the Mozilla roots.
+pub fn parse_address(url: &str) -> Result<(postgres::Config, Option<MakeRustlsConnect>), DbError> {
+    let bad = |m: String| DbError::new(format!("bad PostgreSQL address: {m}"));
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let (mut mode, mut root) = (None, None);
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=').unwrap_or((kv, "")) {
+            ("sslmode", v) => mode = Some(v),
+            ("sslrootcert", v) => root = Some(v),
+            _ => kept.push(kv),
+        }
+    }
+    let tls = match mode {
+        None | Some("disable") => None,
+        Some("require" | "verify-ca" | "verify-full") => Some(tls_connector(root)?),
+        Some(m @ ("prefer" | "allow")) => {
+            return Err(bad(format!(
+                "sslmode={m} would fall back to plaintext without a word; use sslmode=require (TLS, the server's certificate and name verified) or sslmode=disable"
+            )))
+        }
+        Some(m) => return Err(bad(format!("sslmode={m}: expected disable or require"))),
+    };
+    if tls.is_none() && root.is_some() {
+        return Err(bad("sslrootcert needs sslmode=require".into()));
+    }
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config: postgres::Config = rest
+        .parse()
+        .map_err(|e: postgres::Error| bad(e.to_string()))?;
+    config.ssl_mode(if tls.is_some() {
+        SslMode::Require
+    } else {
+        SslMode::Disable
+    });
+    Ok((config, tls))
+}
+
+fn tls_connector(root: Option<&str>) -> Result<MakeRustlsConnect, DbError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let certs = vigil_proto::tls::read_certs(std::path::Path::new(path))
+                .map_err(|e| DbError::new(format!("sslrootcert: {e}")))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| DbError::new(format!("sslrootcert {path}: {e}")))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| DbError::new(format!("TLS to PostgreSQL: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// A client and the statements prepared on it, keyed by their text as
 /// the store writes it.
 pub struct PgConn {
@@ -214,6 +301,8 @@ impl<C: GenericClient> Db for PgDb<'_, C> {
 /// and kept; one that broke is dropped when handed back.
 pub struct Pool {
     config: postgres::Config,
+    /// TLS to the server (`sslmode=require`), or none.
+    tls: Option<MakeRustlsConnect>,
     state: Mutex<PoolState>,
     returned: Condvar,
 }
@@ -227,15 +316,14 @@ impl Pool {
     /// Checks the address and opens one connection, so that a wrong
     /// address or password fails at start.
     pub fn connect(url: &str) -> Result<Pool, DbError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| DbError::new(format!("bad PostgreSQL address: {e}")))?;
+        let (mut config, tls) = parse_address(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("vigil-collector");
         let pool = Pool {
             config,
+            tls,
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -249,7 +337,11 @@ impl Pool {
     }
 
     fn open(&self) -> Result<PgConn, DbError> {
-        let client = off_runtime(|| self.config.connect(NoTls)).map_err(|e| {
+        let client = off_runtime(|| match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        })
+        .map_err(|e| {
             DbError::new(format!(
                 "cannot connect to PostgreSQL: {}",
                 DbError::from(e)

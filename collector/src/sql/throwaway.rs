@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests and benchmarks: `initdb` into
-//! a temporary directory, the server on a Unix socket there (no TCP port,
-//! no system service), a fresh database per caller, and everything
-//! stopped and removed when the process exits.
+//! a temporary directory, the server on a Unix socket there and on a
+//! loopback port with TLS (a certificate from a CA made for it), no
+//! system service, a fresh database per caller, and everything stopped
+//! and removed when the process exits.
 //!
 //! The server binaries are found in `$VIGIL_PG_BIN`, the newest
 //! `/usr/lib/postgresql/*/bin`, or `pg_config --bindir`. PostgreSQL refuses
@@ -9,7 +10,7 @@
 //! `nobody`).
 use std::{
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -20,6 +21,7 @@ use std::{
 
 struct Cluster {
     dir: PathBuf,
+    port: u16,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -49,21 +51,46 @@ pub fn database() -> Result<String, String> {
 /// [`database`], with the cluster started as `durability` says if this is
 /// the process's first.
 pub fn database_with(durability: Durability) -> Result<String, String> {
+    let (cluster, name) = create(durability)?;
+    Ok(url(cluster, &name))
+}
+
+/// A new database on the cluster (started first if need be): its name.
+fn create(durability: Durability) -> Result<(&'static Cluster, String), String> {
     let cluster = CLUSTER
         .get_or_init(|| start(durability))
         .as_ref()
         .map_err(Clone::clone)?;
     let name = format!("t{}", NEXT_DB.fetch_add(1, Ordering::Relaxed));
-    let admin = url(&cluster.dir, "postgres");
+    let admin = url(cluster, "postgres");
     let mut c = postgres::Client::connect(&admin, postgres::NoTls)
         .map_err(|e| format!("cannot reach the throwaway PostgreSQL: {e}"))?;
     c.batch_execute(&format!("CREATE DATABASE {name}"))
         .map_err(|e| format!("cannot create database {name}: {e}"))?;
-    Ok(url(&cluster.dir, &name))
+    Ok((cluster, name))
 }
 
-fn url(dir: &Path, db: &str) -> String {
-    format!("postgres://vigil@localhost/{db}?host={}", dir.display())
+/// [`database`] over TCP and TLS: the address (with `sslmode=require` and
+/// the cluster's CA as `sslrootcert`), and the CA's file.
+pub fn tls_database() -> Result<(String, PathBuf), String> {
+    let (cluster, name) = create(Durability::Off)?;
+    let ca = cluster.dir.join("tls").join("ca.crt");
+    Ok((
+        format!(
+            "postgres://vigil@localhost:{}/{name}?sslmode=require&sslrootcert={}",
+            cluster.port,
+            ca.display()
+        ),
+        ca,
+    ))
+}
+
+fn url(c: &Cluster, db: &str) -> String {
+    format!(
+        "postgres://vigil@localhost:{}/{db}?host={}",
+        c.port,
+        c.dir.display()
+    )
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -131,6 +158,22 @@ fn start(durability: Durability) -> Result<Cluster, String> {
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
     let data = dir.join("data");
+    // TLS on the loopback port: a CA and a certificate for localhost.
+    let tls = dir.join("tls");
+    crate::pki::init(&tls, &["localhost".into(), "127.0.0.1".into()], 30)
+        .map_err(|e| format!("cannot make the cluster's certificate: {e}"))?;
+    if let Some((uid, gid)) = server_user() {
+        for f in ["collector.crt", "collector.key"] {
+            std::os::unix::fs::chown(tls.join(f), Some(uid), Some(gid))
+                .map_err(|e| format!("chown {f}: {e}"))?;
+        }
+        std::os::unix::fs::chown(&tls, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", tls.display()))?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
     let out = as_server_user(Command::new(bin.join("initdb")).args([
         "-D",
         &data.to_string_lossy(),
@@ -159,7 +202,18 @@ fn start(durability: Durability) -> Result<Cluster, String> {
         let log = std::fs::File::create(d.join("server.log")).ok();
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.args(["-D", &dd.to_string_lossy(), "-k", &d.to_string_lossy()])
-            .args(["-c", "listen_addresses="])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                d.join("tls/collector.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "ssl_key_file={}",
+                d.join("tls/collector.key").display()
+            ))
             .args(["-c", "max_connections=400", "-c", "shared_buffers=256MB"]);
         if durability == Durability::Off {
             cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
@@ -190,18 +244,20 @@ fn start(durability: Durability) -> Result<Cluster, String> {
     let _ = SERVER_DIR.set(dir.clone());
     // SAFETY: registers a plain function.
     unsafe { libc::atexit(stop_at_exit) };
+    let cluster = Cluster { dir, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match postgres::Client::connect(&url(&dir, "postgres"), postgres::NoTls) {
+        match postgres::Client::connect(&url(&cluster, "postgres"), postgres::NoTls) {
             Ok(_) => break,
             Err(e) if Instant::now() > deadline => {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(cluster.dir.join("server.log")).unwrap_or_default();
                 return Err(format!("PostgreSQL did not start: {e}\n{log}"));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    Ok(Cluster { dir })
+    Ok(cluster)
 }
 
 /// Stops the server (fast shutdown) and removes its directory.
