@@ -87,6 +87,8 @@ pub struct CollectorSource {
     pub monitor: Arc<Monitor>,
     /// The SQLite file, for its size; None for other stores.
     pub db: Option<PathBuf>,
+    /// The store, for whether this collector holds the fleet lease.
+    pub store: Arc<dyn crate::store::AlertStore>,
     /// The notifier's counters, when `--notify` is given.
     pub notify: Option<Arc<NotifyCounters>>,
 }
@@ -238,6 +240,12 @@ impl Source for CollectorSource {
                 n as f64,
             );
         }
+        t.single(
+            "vigil_collector_fleet_lease",
+            "gauge",
+            "1 where this collector runs the fleet-wide jobs (notification planning, the silent-agent sweep, retention): always with SQLite; on a shared PostgreSQL database, exactly one collector.",
+            if self.store.fleet_lease_last_seen() { 1.0 } else { 0.0 },
+        );
         if let Some(db) = &self.db {
             let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
             let mut wal = db.clone().into_os_string();

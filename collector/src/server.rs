@@ -894,6 +894,7 @@ pub async fn run_with(
             metrics: metrics.clone(),
             monitor: monitor.clone(),
             db: opts.db_path.clone(),
+            store: store.clone(),
             notify: opts.notify.clone(),
         });
         tokio::spawn(vigil_metrics::serve(l, source, async {

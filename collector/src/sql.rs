@@ -78,6 +78,8 @@ pub struct SqlStore {
     known_procs: Mutex<HashMap<String, Detail>>,
     /// What opening did to the schema.
     migrated: Migrated,
+    /// Whether the last look found this collector holding the fleet lease.
+    lease_seen: std::sync::atomic::AtomicBool,
 }
 
 fn poisoned() -> DbError {
@@ -160,6 +162,7 @@ impl SqlStore {
             },
             known_procs: Mutex::new(HashMap::new()),
             migrated,
+            lease_seen: true.into(),
         })
     }
 
@@ -180,6 +183,7 @@ impl SqlStore {
             },
             known_procs: Mutex::new(HashMap::new()),
             migrated,
+            lease_seen: false.into(),
         };
         store.maintain_partitions(None)?;
         Ok(store)
@@ -244,7 +248,7 @@ impl SqlStore {
         let Backend::Postgres { pool, lease } = &self.backend else {
             return true;
         };
-        postgres::off_runtime(|| {
+        let held = postgres::off_runtime(|| {
             let Ok(mut slot) = lease.lock() else {
                 return false;
             };
@@ -285,7 +289,10 @@ impl SqlStore {
                     false
                 }
             }
-        })
+        });
+        self.lease_seen
+            .store(held, std::sync::atomic::Ordering::Relaxed);
+        held
     }
 
     /// The database's size on disk, indexes included.
@@ -606,6 +613,10 @@ impl AlertStore for SqlStore {
 
     fn holds_fleet_lease(&self) -> bool {
         SqlStore::holds_fleet_lease(self)
+    }
+
+    fn fleet_lease_last_seen(&self) -> bool {
+        self.lease_seen.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn is_shared(&self) -> bool {

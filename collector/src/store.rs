@@ -186,6 +186,12 @@ pub trait AlertStore: crate::activity::ActivityStore + Send + Sync + 'static {
         true
     }
 
+    /// What [`AlertStore::holds_fleet_lease`] last found, without asking
+    /// the database: for the metrics.
+    fn fleet_lease_last_seen(&self) -> bool {
+        true
+    }
+
     /// Whether several collectors may write this store, so that what one
     /// caches (the agent registry) may be stale.
     fn is_shared(&self) -> bool {

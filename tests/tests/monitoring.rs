@@ -303,26 +303,6 @@ fn detached_programs_and_losses_raise_alerts() {
     assert!(collector.stop().success());
 }
 
-/// `GET path` over plain HTTP/1.1: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
 #[test]
 fn the_collector_serves_metrics_and_health() {
     let data = tempfile::tempdir().unwrap();

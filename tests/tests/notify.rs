@@ -903,6 +903,19 @@ fn two_collectors_on_one_postgres_database_notify_each_group_once() {
             v.len() == 2
         });
     }
+    // One of the two runs the fleet-wide jobs, and says so.
+    let lease = |c: &mut Proc| {
+        let addr = c.logged_addr("metrics on /metrics", "metrics");
+        let (_, body) = http_get(&addr, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("vigil_collector_fleet_lease "))
+            .unwrap_or_else(|| panic!("no lease gauge in {body}"))
+            .trim()
+            .to_string()
+    };
+    let mut held = vec![lease(&mut a), lease(&mut b)];
+    held.sort();
+    assert_eq!(held, ["0", "1"]);
     // Nine groups (six on this host, three on the other): nine
     // notifications, each once, from whichever collector sent it.
     let reqs = settle(&got, 9, Duration::from_secs(30));
