@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use sha2::{Digest, Sha256};
-use vigil_proto::v1::{AgentHeartbeat, HostInfo, LossCount, ProbeProgram};
+use vigil_proto::v1::{AgentHeartbeat, HostInfo, LoadedRule, LossCount, ProbeProgram};
 
 /// What a heartbeat reports, read by the run loop.
 pub struct Reading {
@@ -21,6 +21,8 @@ pub struct Reading {
     pub spool_depth: u64,
     /// Activity events written to the spool so far (cumulative).
     pub activity_sent: u64,
+    /// The rules loaded.
+    pub loaded_rules: Vec<LoadedRule>,
 }
 
 /// Builds heartbeats, turning cumulative counters into what changed since
@@ -85,6 +87,7 @@ impl Heartbeats {
             uptime_s: self.started.elapsed().as_secs(),
             boot_id: self.boot_id.clone(),
             rules_digest: r.rules_digest,
+            loaded_rules: r.loaded_rules,
             rules: r.rules,
             programs: r
                 .programs
@@ -162,6 +165,7 @@ mod tests {
             totals: vec![("kernel:file".into(), n), ("alert_queue".into(), 0)],
             spool_depth: 0,
             activity_sent: 10 * n,
+            loaded_rules: Vec::new(),
         };
         let first = h.build(reading(5));
         assert_eq!(first.losses.len(), 1);

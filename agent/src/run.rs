@@ -655,6 +655,16 @@ fn send_heartbeat(
         totals,
         spool_depth: fc.spool_depth.load(Ordering::Relaxed),
         activity_sent: fc.activity_spooled.load(Ordering::Relaxed),
+        loaded_rules: out
+            .rules
+            .rules()
+            .map(|m| vigil_proto::v1::LoadedRule {
+                name: m.name.clone(),
+                severity: m.severity as i32,
+                tags: m.tags.clone(),
+                origin: m.origin.clone(),
+            })
+            .collect(),
     };
     f.heartbeat(hb.build(reading));
 }

@@ -110,6 +110,8 @@ pub struct GroupRecord {
     pub output: String,
     pub key: BTreeMap<String, String>,
     pub state_changed_ns: i64,
+    /// The rule's tags, as its first alert carried them.
+    pub tags: Vec<String>,
 }
 
 /// Which groups a query wants; `None` does not constrain.
@@ -122,6 +124,10 @@ pub struct GroupFilter {
     pub rule: Option<String>,
     /// Only the group with this id.
     pub id: Option<String>,
+    /// Severity at least this (proto enum value).
+    pub min_severity: Option<i32>,
+    /// Whose rule carries this tag.
+    pub tag: Option<String>,
     pub limit: u32,
 }
 
@@ -413,6 +419,7 @@ mod tests {
             output: "o".into(),
             key: BTreeMap::new(),
             state_changed_ns: 1,
+            tags: Vec::new(),
         }
     }
 

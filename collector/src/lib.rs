@@ -1,8 +1,10 @@
 //! Vigil's collector as a library: storage, the PKI and the TLS transport,
 //! the gRPC service and the query client. The `vigil-collector` binary is a
 //! thin CLI over these.
+pub mod accounts;
 pub mod activity;
 pub mod agents;
+pub mod console;
 pub mod groups;
 pub mod investigate;
 pub mod metrics;

@@ -15,7 +15,7 @@ use vigil_collector::{
     groups::{GroupState, Reason},
     pki, query, server,
     sql::SqlStore,
-    tls::{Listener, ServerTls, ServerTlsFiles},
+    tls::{Listener, Purpose, ServerTls, ServerTlsFiles},
     views,
 };
 use vigil_proto::{
@@ -100,6 +100,22 @@ enum Command {
     /// Create and manage the certificates of a fleet (no openssl needed).
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Console accounts: who may sign in to the web console (serve
+    /// --ui-listen), with which role. viewer reads; responder also
+    /// acknowledges, resolves, closes, assigns, notes and silences; admin
+    /// may do what a responder may. Passwords are hashed with argon2id;
+    /// API tokens for scripts are shown once and stored as digests.
+    /// Responders with a client certificate of the fleet's CA need no
+    /// account.
+    ///
+    /// Examples:
+    ///   vigil-collector user add alice --role responder --password-file ./alice.pw
+    ///   vigil-collector user add bob --role viewer --password-file - < bob.pw --db /var/lib/vigil/alerts.db
+    ///   vigil-collector user token alice --label ticket-sync --days 90
+    ///   vigil-collector user list
+    ///   vigil-collector user remove bob
+    #[command(verbatim_doc_comment, subcommand)]
+    User(UserCommand),
     /// Create or upgrade the database's schema and exit: what `serve`
     /// does at start, for an upgrade run before the collectors are
     /// restarted. Exits 1 when the database is newer than this collector
@@ -119,6 +135,62 @@ enum Command {
 
 /// The collector's database when none is given.
 const DEFAULT_DB: &str = "/var/lib/vigil/alerts.db";
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account (or, with --replace, change its role and
+    /// password, which ends its sessions).
+    Add {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// viewer, responder or admin.
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: vigil_collector::accounts::Role,
+        /// A file holding the password on its first line (at least 12
+        /// characters); `-` reads standard input. Never on the command
+        /// line, where other users could read it.
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        /// Replace an existing account's role and password.
+        #[arg(long)]
+        replace: bool,
+        /// The database, as `serve --db` takes it.
+        #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
+    /// List the accounts: name, role, created.
+    List {
+        #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
+    /// Delete an account and end its sessions and API tokens.
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
+    /// Make an API token for NAME and print it (it is not shown again).
+    /// Scripts send it as `Authorization: Bearer TOKEN`; it acts with
+    /// NAME's role and is named `token:NAME` in the audit trail.
+    Token {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// What it is for, kept with it.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        label: String,
+        /// How long it lasts.
+        #[arg(long, value_name = "N", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<vigil_collector::accounts::Role, String> {
+    vigil_collector::accounts::Role::parse(s)
+        .ok_or_else(|| format!("`{s}`: expected viewer, responder or admin"))
+}
 
 #[derive(Subcommand, Debug)]
 enum PkiCommand {
@@ -258,6 +330,15 @@ struct ServeArgs {
     /// management network). `off` serves none.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen_or_off)]
     metrics_listen: ListenOrOff,
+    /// Serve the web console on this address (IP:PORT), e.g.
+    /// 127.0.0.1:8443, over HTTPS with the collector's certificate (the
+    /// same TLS files as gRPC; browsers may also present a responder's
+    /// client certificate). With --insecure-plaintext it is plain HTTP,
+    /// refused unless the address is loopback. People sign in with
+    /// accounts made by `vigil-collector user add` (docs/console.md).
+    /// `off` serves none.
+    #[arg(long, value_name = "ADDR", default_value = "off", value_parser = parse_listen_or_off)]
+    ui_listen: ListenOrOff,
 }
 
 /// An address to listen on, or `off`.
@@ -864,6 +945,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Pki(cmd) => pki_command(cmd),
+            Command::User(cmd) => user_command(cmd).await,
             Command::Migrate { db } => {
                 let shown = vigil_collector::sql::redact(&db);
                 let m = tokio::task::spawn_blocking(move || SqlStore::open_db(&db))
@@ -891,6 +973,13 @@ fn main() -> ExitCode {
 
 /// The TLS files `serve` was given, or why it cannot serve.
 fn serve_tls(args: &ServeArgs) -> anyhow::Result<Option<ServerTlsFiles>> {
+    if let (true, Some(ui)) = (args.insecure_plaintext, args.ui_listen.0) {
+        if !ui.ip().is_loopback() {
+            anyhow::bail!(
+                "--insecure-plaintext is refused for the console on {ui}: passwords and sessions would cross the network in the clear; give --ui-listen a loopback address (127.0.0.1:8443) or serve TLS with --pki DIR"
+            );
+        }
+    }
     if args.insecure_plaintext {
         if !args.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -988,12 +1077,162 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         ))
     });
+    let (ui_stop, ui_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = match args.ui_listen.0 {
+        Some(addr) => {
+            let ui_tls = match &tls {
+                Some(t) => Some(
+                    ServerTls::load_for(t.files().clone(), Purpose::Console)
+                        .context("cannot serve the console over TLS")?,
+                ),
+                None => None,
+            };
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for the console on {addr}"))?;
+            let scheme = if ui_tls.is_some() { "https" } else { "http" };
+            tracing::info!(console = %format!("{scheme}://{}/", l.local_addr()?), "web console serving");
+            let revoked = ui_tls.as_ref().map(|t| t.revoked().clone());
+            Some(tokio::spawn(vigil_collector::console::run(
+                Listener {
+                    tcp: l,
+                    tls: ui_tls,
+                },
+                store.clone(),
+                vigil_collector::console::ConsoleOptions { revoked },
+                async {
+                    let _ = ui_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
     server::run_with(Listener { tcp, tls }, store, opts, shutdown_signal()).await?;
+    drop(ui_stop);
+    if let Some(c) = console {
+        let _ = c.await;
+    }
     drop(notify_stop);
     if let Some(n) = notifier {
         let _ = n.await;
     }
     tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Reads a password from FILE's first line (`-`: standard input).
+fn read_password(file: &Path) -> anyhow::Result<String> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+            &mut s,
+        )
+        .context("cannot read the password from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the password file {}", file.display()))?
+    };
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+async fn open_store(db: String) -> anyhow::Result<Arc<SqlStore>> {
+    let shown = vigil_collector::sql::redact(&db);
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || SqlStore::open_db(&db))
+            .await?
+            .with_context(|| format!("cannot open the database {shown}"))?,
+    ))
+}
+
+async fn user_command(cmd: UserCommand) -> anyhow::Result<()> {
+    use vigil_collector::accounts::{self, Credential, CredentialKind, User};
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            password_file,
+            replace,
+            db,
+        } => {
+            accounts::check_name(&name)?;
+            let password = read_password(&password_file)?;
+            let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
+                .await?
+                .with_context(|| format!("password file {}", password_file.display()))?;
+            let store = open_store(db).await?;
+            let user = User {
+                name: name.clone(),
+                role,
+                created_ns: vigil_collector::store::now_ns(),
+            };
+            let existed =
+                tokio::task::spawn_blocking(move || store.put_user(&user, &hash, replace))
+                    .await??;
+            match (existed, replace) {
+                (true, false) => anyhow::bail!(
+                    "user `{name}` exists; give --replace to change its role and password"
+                ),
+                (true, true) => println!("user {name} updated: role {}", role.name()),
+                (false, _) => println!("user {name} added: role {}", role.name()),
+            }
+        }
+        UserCommand::List { db } => {
+            let store = open_store(db).await?;
+            let users = tokio::task::spawn_blocking(move || store.users()).await??;
+            if users.is_empty() {
+                println!("no accounts; add one with `vigil-collector user add NAME --role responder --password-file FILE`");
+            }
+            for u in users {
+                println!(
+                    "{:<24} {:<10} created {}",
+                    u.name,
+                    u.role.name(),
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_nanos(u.created_ns.max(0) as u64)
+                    )
+                );
+            }
+        }
+        UserCommand::Remove { name, db } => {
+            let store = open_store(db).await?;
+            let n = name.clone();
+            if !tokio::task::spawn_blocking(move || store.remove_user(&n)).await?? {
+                anyhow::bail!("no user `{name}`");
+            }
+            println!("user {name} removed, with its sessions and tokens");
+        }
+        UserCommand::Token {
+            name,
+            label,
+            days,
+            db,
+        } => {
+            let store = open_store(db).await?;
+            let n = name.clone();
+            let s = store.clone();
+            let Some((user, _)) =
+                tokio::task::spawn_blocking(move || s.user_with_password(&n)).await??
+            else {
+                anyhow::bail!("no user `{name}`: add it first with `vigil-collector user add`");
+            };
+            let token = accounts::new_token("vgt_")?;
+            let cred = Credential {
+                kind: CredentialKind::Api,
+                user: user.name,
+                role: user.role,
+                csrf: String::new(),
+                label,
+                expires_ns: vigil_collector::store::now_ns()
+                    + i64::from(days) * 86_400 * 1_000_000_000,
+            };
+            let digest = accounts::token_digest(&token);
+            tokio::task::spawn_blocking(move || store.add_credential(&digest, &cred)).await??;
+            println!("{token}");
+            eprintln!("API token for {name}, valid {days} days; it is not shown again");
+        }
+    }
     Ok(())
 }
 

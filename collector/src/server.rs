@@ -506,6 +506,7 @@ impl Collector for CollectorService {
             rule: nonempty(&q.rule),
             id: nonempty(&q.id),
             limit: bounded(q.limit),
+            ..GroupFilter::default()
         };
         let store = self.store.clone();
         let list = blocking(move || store.groups(&filter).map_err(GroupError::from)).await?;

@@ -29,6 +29,7 @@ use crate::{
 };
 
 mod activity;
+pub mod console;
 pub mod db;
 pub mod partitions;
 pub mod postgres;
@@ -435,6 +436,8 @@ impl AlertStore for SqlStore {
                        AND (CAST(?3 AS TEXT) IS NULL OR hostname = ?3)
                        AND (CAST(?4 AS TEXT) IS NULL OR rule = ?4)
                        AND (CAST(?6 AS TEXT) IS NULL OR id = ?6)
+                       AND (CAST(?7 AS BIGINT) IS NULL OR severity >= ?7)
+                       AND (CAST(?8 AS TEXT) IS NULL OR tags LIKE ?8 ESCAPE '\\')
                      ORDER BY last_seen_ns DESC, id
                      LIMIT ?5"
                 ),
@@ -444,7 +447,9 @@ impl AlertStore for SqlStore {
                     &f.host,
                     &f.rule,
                     f.limit,
-                    &f.id
+                    &f.id,
+                    f.min_severity,
+                    f.tag.as_ref().map(|t| format!("%,{},%", like_escape(t)))
                 ],
                 group_row,
             )
@@ -783,7 +788,7 @@ fn insert_alerts(
 
 /// The group columns, in [`group_row`]'s order.
 const GROUP_COLUMNS: &str = "id, rule, severity, hostname, container, state, reason, assignee, \
-     count, first_seen_ns, last_seen_ns, output, key, state_changed_ns";
+     count, first_seen_ns, last_seen_ns, output, key, state_changed_ns, tags";
 
 fn group_row(r: &Row) -> Result<GroupRecord, DbError> {
     let state: String = r.get(5)?;
@@ -804,7 +809,33 @@ fn group_row(r: &Row) -> Result<GroupRecord, DbError> {
         output: r.get(11)?,
         key: serde_json::from_str(&key).unwrap_or_default(),
         state_changed_ns: r.get(13)?,
+        tags: split_tags(&r.get::<String>(14)?),
     })
+}
+
+/// Tags as the groups table keeps them: `,a,b,`, so that a filter can
+/// look for `,tag,`.
+fn join_tags(tags: &[String]) -> String {
+    let mut s = String::from(",");
+    for t in tags {
+        s.push_str(&t.replace(',', " "));
+        s.push(',');
+    }
+    s
+}
+
+/// `s` matched literally by LIKE ... ESCAPE '\\'.
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn split_tags(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// One audit entry; `alert_id` for the entries an alert caused (opened,
@@ -879,8 +910,8 @@ fn fold_into_group(
     let opened = db.exec(
         "INSERT INTO groups (id, rule, severity, hostname, container, state, reason,
              assignee, count, first_seen_ns, last_seen_ns, output, key, state_changed_ns,
-             announced)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             announced, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'open', NULL, '', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT DO NOTHING",
         vals![
             group_id,
@@ -894,7 +925,8 @@ fn fold_into_group(
             &newest.output,
             serde_json::to_string(&first.key).unwrap_or_default(),
             now,
-            !silenced
+            !silenced,
+            join_tags(&a.tags)
         ],
     )?;
     let announce = |db: &mut dyn Db, by: &Alert| -> Result<(), DbError> {

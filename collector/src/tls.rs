@@ -188,6 +188,7 @@ impl Revoked {
 /// The collector's TLS settings, reloadable.
 pub struct ServerTls {
     files: ServerTlsFiles,
+    purpose: Purpose,
     config: RwLock<Arc<ServerConfig>>,
     revoked: Arc<Revoked>,
     /// The certificate files as last loaded or failed, and the revoked
@@ -203,9 +204,25 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
+/// What a TLS listener serves, which sets what it asks of clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// gRPC (HTTP/2): every client presents a certificate.
+    Grpc,
+    /// The console (HTTP/1.1): browsers without a certificate are let in
+    /// to sign in with a password; one that presents a certificate must
+    /// present a valid, unrevoked one.
+    Console,
+}
+
 impl ServerTls {
     /// Reads and checks every file; an error names the file and the reason.
     pub fn load(files: ServerTlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        ServerTls::load_for(files, Purpose::Grpc)
+    }
+
+    /// [`ServerTls::load`] for `purpose`.
+    pub fn load_for(files: ServerTlsFiles, purpose: Purpose) -> Result<Arc<ServerTls>, TlsError> {
         let stamps = (
             Stamps {
                 loaded: files.stamp(),
@@ -218,13 +235,14 @@ impl ServerTls {
         );
         // The certificate's errors first: they are the likelier mistake.
         let revoked = Arc::new(Revoked::default());
-        let config = build(&files, revoked.clone())?;
+        let config = build(&files, revoked.clone(), purpose)?;
         revoked.set(read_revoked(&files)?);
-        if files.revoked.is_none() {
+        if files.revoked.is_none() && purpose == Purpose::Grpc {
             tracing::warn!("no revoked-certificates directory (--revoked DIR): certificates cannot be revoked while running");
         }
         Ok(Arc::new(ServerTls {
             files,
+            purpose,
             config: RwLock::new(Arc::new(config)),
             revoked,
             stamps: Mutex::new(stamps),
@@ -268,7 +286,7 @@ impl ServerTls {
         }
         let now = self.files.stamp();
         if stamps.0.changed(&now) {
-            match build(&self.files, self.revoked.clone()) {
+            match build(&self.files, self.revoked.clone(), self.purpose) {
                 Ok(config) => {
                     *self.config.write().expect("config lock") = Arc::new(config);
                     stamps.0 = Stamps {
@@ -326,7 +344,11 @@ fn read_revoked(files: &ServerTlsFiles) -> Result<HashSet<Vec<u8>>, TlsError> {
 }
 
 /// The rustls configuration from `files`, refusing `revoked` serials.
-fn build(files: &ServerTlsFiles, revoked: Arc<Revoked>) -> Result<ServerConfig, TlsError> {
+fn build(
+    files: &ServerTlsFiles,
+    revoked: Arc<Revoked>,
+    purpose: Purpose,
+) -> Result<ServerConfig, TlsError> {
     read_valid_cert(&files.cert)?;
     let chain = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
@@ -340,9 +362,12 @@ fn build(files: &ServerTlsFiles, revoked: Arc<Revoked>) -> Result<ServerConfig, 
         })?;
     }
     let provider = Arc::new(default_provider());
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| bad(&files.client_ca, e))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match purpose {
+        Purpose::Grpc => builder,
+        Purpose::Console => builder.allow_unauthenticated(),
+    };
+    let inner = builder.build().map_err(|e| bad(&files.client_ca, e))?;
     let verifier = Arc::new(RevocationCheck { inner, revoked });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -359,7 +384,10 @@ fn build(files: &ServerTlsFiles, revoked: Arc<Revoked>) -> Result<ServerConfig, 
             ),
             e => bad(&files.key, e),
         })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = match purpose {
+        Purpose::Grpc => vec![b"h2".to_vec()],
+        Purpose::Console => vec![b"http/1.1".to_vec()],
+    };
     Ok(config)
 }
 
@@ -371,6 +399,10 @@ struct RevocationCheck {
 }
 
 impl ClientCertVerifier for RevocationCheck {
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
     }

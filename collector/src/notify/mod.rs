@@ -699,6 +699,7 @@ pub async fn test(config: &Config, name: &str, host: &str) -> Result<Vec<String>
         output: "A test from vigil-collector notify test; nothing happened.".into(),
         key: Default::default(),
         state_changed_ns: now,
+        tags: Vec::new(),
     };
     let alert = Alert {
         id: format!("vigil-test-{now}"),

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The SQLite schema's version.
-pub const SQLITE_VERSION: i64 = 8;
+pub const SQLITE_VERSION: i64 = 9;
 
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS groups (
     output            TEXT NOT NULL,
     key               TEXT NOT NULL,
     state_changed_ns  INTEGER NOT NULL,
-    announced         INTEGER NOT NULL DEFAULT 1
+    announced         INTEGER NOT NULL DEFAULT 1,
+    tags              TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS groups_last_seen ON groups(last_seen_ns);
 CREATE INDEX IF NOT EXISTS groups_state_last_seen ON groups(state, last_seen_ns);
@@ -166,6 +167,23 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen_ns  INTEGER NOT NULL,
     heartbeat     BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS users (
+    name        TEXT PRIMARY KEY,
+    role        TEXT NOT NULL,
+    password    TEXT NOT NULL,
+    created_ns  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    hash        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    created_ns  INTEGER NOT NULL,
+    expires_ns  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credentials_user ON credentials(user_name);
 ";
 
 /// Version 1 had no container columns: alerts stored then keep NULL there
@@ -200,6 +218,12 @@ ALTER TABLE groups ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
 /// alerts stored then are in no process tree.
 const MIGRATE_TO_V8: &str = "
 ALTER TABLE alerts ADD COLUMN proc_id TEXT;
+";
+
+/// Version 8 kept no tags with groups (groups made then match no tag
+/// filter) and had no console accounts (new tables).
+const MIGRATE_TO_V9: &str = "
+ALTER TABLE groups ADD COLUMN tags TEXT NOT NULL DEFAULT '';
 ";
 
 /// What a migration did: the version found and the version left.
@@ -239,6 +263,9 @@ pub fn migrate_sqlite(conn: &Connection) -> rusqlite::Result<Migrated> {
     if (1..8).contains(&version) {
         tx.execute_batch(MIGRATE_TO_V8)?;
     }
+    if (4..9).contains(&version) {
+        tx.execute_batch(MIGRATE_TO_V9)?;
+    }
     tx.execute_batch(SQLITE_SCHEMA)?;
     tx.pragma_update(None, "user_version", SQLITE_VERSION)?;
     tx.commit()?;
@@ -251,7 +278,7 @@ pub fn migrate_sqlite(conn: &Connection) -> rusqlite::Result<Migrated> {
 /// PostgreSQL's migrations, oldest first: the database's version is how
 /// many have run. Add one at the end for every change; never edit one
 /// that has shipped.
-const POSTGRES_MIGRATIONS: &[&str] = &[POSTGRES_V1];
+const POSTGRES_MIGRATIONS: &[&str] = &[POSTGRES_V1, POSTGRES_V2];
 
 /// The PostgreSQL schema's version.
 pub const POSTGRES_VERSION: i64 = POSTGRES_MIGRATIONS.len() as i64;
@@ -403,6 +430,28 @@ CREATE TABLE agents (
     last_seen_ns  BIGINT NOT NULL,
     heartbeat     BYTEA NOT NULL
 );
+";
+
+/// Version 2: tags with groups, and the console's accounts.
+const POSTGRES_V2: &str = "
+ALTER TABLE groups ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY,
+    role        TEXT NOT NULL,
+    password    TEXT NOT NULL,
+    created_ns  BIGINT NOT NULL
+);
+CREATE TABLE credentials (
+    hash        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    created_ns  BIGINT NOT NULL,
+    expires_ns  BIGINT NOT NULL
+);
+CREATE INDEX credentials_user ON credentials(user_name);
 ";
 
 /// Serializes migrations between collectors starting at once (a
