@@ -194,3 +194,72 @@ fn migrate_creates_then_finds_the_schema_current_on_both_stores() {
         stderr(&o)
     );
 }
+
+#[test]
+fn console_accounts_are_made_listed_tokened_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("alerts.db");
+    let db = db.to_str().unwrap();
+    let pw = dir.path().join("pw");
+    let pw_s = pw.to_str().unwrap();
+    let add = |name: &str, role: &str, extra: &[&str]| {
+        let mut args = vec![
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-file",
+            pw_s,
+            "--db",
+            db,
+        ];
+        args.extend_from_slice(extra);
+        run("vigil-collector", &args)
+    };
+    // No file, a short password, a bad role, a bad name: each named.
+    assert_clean_failure(&add("alice", "responder", &[]), pw_s);
+    std::fs::write(&pw, "short\n").unwrap();
+    assert_clean_failure(&add("alice", "responder", &[]), "at least 12");
+    std::fs::write(&pw, "a long enough password\nignored second line\n").unwrap();
+    assert_clean_failure(&add("alice", "boss", &[]), "viewer, responder or admin");
+    assert_clean_failure(&add("a b", "viewer", &[]), "user name `a b`");
+    let o = add("alice", "responder", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&add("alice", "admin", &[]), "--replace");
+    let o = add("alice", "admin", &["--replace"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run("vigil-collector", &["user", "list", "--db", db]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("alice") && out.contains("admin"), "{out}");
+    let o = run(
+        "vigil-collector",
+        &["user", "token", "alice", "--label", "ci", "--db", db],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(token.starts_with("vgt_") && token.len() == 68, "{token}");
+    assert_clean_failure(
+        &run("vigil-collector", &["user", "token", "nobody", "--db", db]),
+        "no user `nobody`",
+    );
+    let o = run("vigil-collector", &["user", "remove", "alice", "--db", db]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(
+        &run("vigil-collector", &["user", "remove", "alice", "--db", db]),
+        "no user `alice`",
+    );
+    // The console refuses plain HTTP off loopback, before serving anything.
+    let o = run(
+        "vigil-collector",
+        &[
+            "serve",
+            "--insecure-plaintext",
+            "--ui-listen",
+            "0.0.0.0:0",
+            "--db",
+            db,
+        ],
+    );
+    assert_clean_failure(&o, "refused for the console");
+}

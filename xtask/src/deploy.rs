@@ -874,6 +874,66 @@ fn this_xtask() -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The console of `cargo xtask run`: signing in as `admin` with the
+/// password it made, over HTTPS checked against the run's CA, and the
+/// alert list naming the alert just raised. curl keeps the cookies.
+fn console_shows_alerts(data: &Path, ui: &str) -> anyhow::Result<()> {
+    let ca = data.join("pki/ca.crt");
+    let jar = data.join("console-cookies");
+    let password = std::fs::read_to_string(data.join("console-password"))
+        .context("cargo xtask run made no console password")?;
+    let curl = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .context("curl is needed for the console check")?;
+        ensure!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let base = format!("https://{ui}");
+    let form = curl(&[&format!("{base}/login")])?;
+    let csrf = form
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .context("the sign-in page has no CSRF field")?
+        .to_string();
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-urlencode",
+        "username=admin",
+        "--data-urlencode",
+        &format!("password={}", password.trim()),
+        "--data-urlencode",
+        &format!("csrf_token={csrf}"),
+        &format!("{base}/login"),
+    ])?;
+    ensure!(
+        status == "303",
+        "signing in to the console answered {status}"
+    );
+    let page = curl(&[&format!("{base}/alerts?state=any&since=1h")])?;
+    ensure!(
+        page.contains(TMP_RULE),
+        "the console's alert list does not show `{TMP_RULE}`"
+    );
+    eprintln!("==> cargo xtask run: its console at {base} signs admin in and lists the alert");
+    Ok(())
+}
+
 /// `cargo xtask run`, the README's first command, end to end: it starts,
 /// an alert reaches its collector, and SIGTERM sent to xtask alone stops
 /// the agent and the collector and ends it with success.
@@ -885,10 +945,14 @@ fn run_command() -> anyhow::Result<()> {
         l.local_addr()?.port()
     };
     let listen = format!("127.0.0.1:{port}");
+    let ui = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("127.0.0.1:{}", l.local_addr()?.port())
+    };
     let mut xtask = Logged::spawn(
         "cargo xtask run",
         Command::new(this_xtask()?)
-            .args(["run", "--listen", &listen, "--data-dir"])
+            .args(["run", "--listen", &listen, "--ui-listen", &ui, "--data-dir"])
             .arg(&data),
     )?;
     let outcome = (|| -> anyhow::Result<()> {
@@ -908,7 +972,8 @@ fn run_command() -> anyhow::Result<()> {
                 Ok(line_naming(&out.stdout, marker).map(drop))
             },
             || xtask.log(),
-        )
+        )?;
+        console_shows_alerts(&data, &ui)
     })();
     // SIGTERM to xtask alone: its children are not signalled by us.
     // SAFETY: signalling our own child.

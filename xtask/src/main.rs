@@ -39,6 +39,11 @@ enum Cmd {
         /// Collector listen address.
         #[arg(long, default_value = run::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Where the web console listens (HTTPS with the run's
+        /// certificates; `off` for none). Sign in as `admin` with the
+        /// password in DATA_DIR/console-password, made on first use.
+        #[arg(long, default_value = run::DEFAULT_UI_LISTEN)]
+        ui_listen: String,
         /// Extra arguments for `vigil-agent run` (after `--`), e.g. `-- --events`.
         #[arg(last = true)]
         agent_args: Vec<String>,
@@ -145,8 +150,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             data_dir,
             listen,
+            ui_listen,
             agent_args,
-        } => run::run(&data_dir, listen, &agent_args),
+        } => run::run(&data_dir, listen, &ui_listen, &agent_args),
         Cmd::Test { args } => test(&args),
         Cmd::Package => deploy::package().map(drop),
         Cmd::Image => deploy::image().map(|tags| {
@@ -268,7 +274,7 @@ pub(crate) fn setup() -> anyhow::Result<()> {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     setup()?;
-    ensure_postgres()?;
+    ensure_test_packages()?;
     step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -307,34 +313,43 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     deploy::check()
 }
 
-/// Installs PostgreSQL's server from Debian's packages when this host has
-/// none: the store, investigation, on-call and delivery tests run on it
-/// too, each on a throwaway cluster of its own (initdb into a temporary
-/// directory, a Unix socket; no system service is started).
-fn ensure_postgres() -> anyhow::Result<()> {
-    let installed = std::fs::read_dir("/usr/lib/postgresql")
+/// Installs what the tests need from Debian's packages when this host
+/// lacks it: PostgreSQL's server (the store, investigation, on-call and
+/// delivery tests run on it too, each on a throwaway cluster of its own:
+/// initdb into a temporary directory, no system service is started), and
+/// Chromium with its WebDriver (the console's browser test).
+fn ensure_test_packages() -> anyhow::Result<()> {
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
         .any(|v| v.path().join("bin/initdb").exists())
         || std::env::var_os("VIGIL_PG_BIN").is_some();
-    if installed {
+    let mut missing = Vec::new();
+    if !postgres {
+        missing.push("postgresql");
+    }
+    if !Path::new("/usr/bin/chromium").exists() {
+        missing.push("chromium");
+    }
+    if !Path::new("/usr/bin/chromedriver").exists() {
+        missing.push("chromium-driver");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
     step(
-        "apt-get update (for PostgreSQL)",
+        "apt-get update (for the tests' packages)",
         as_root(Path::new("/usr/bin/apt-get"), false).args(["update", "-qq"]),
     )?;
     step(
-        "apt-get install postgresql (the tests' second store)",
+        &format!(
+            "apt-get install {} (PostgreSQL: the tests' second store; Chromium: the console's browser test)",
+            missing.join(" ")
+        ),
         as_root(Path::new("/usr/bin/apt-get"), false)
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "postgresql",
-            ])
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

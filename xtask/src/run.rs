@@ -22,6 +22,9 @@ use crate::{as_root, quiet_step, step};
 /// The responder certificate `cargo xtask run` makes for local queries.
 const RESPONDER: &str = "local";
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub(crate) const DEFAULT_UI_LISTEN: &str = "127.0.0.1:8443";
+/// The console account `cargo xtask run` makes on first use.
+const CONSOLE_USER: &str = "admin";
 
 /// How long each child gets to stop cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -49,8 +52,15 @@ fn stop_requested() -> bool {
 pub(crate) fn run(
     data_dir: &Path,
     listen: SocketAddr,
+    ui_listen: &str,
     agent_args: &[String],
 ) -> anyhow::Result<()> {
+    let ui: Option<SocketAddr> = match ui_listen {
+        "off" => None,
+        a => Some(a.parse().with_context(|| {
+            format!("--ui-listen `{a}`: expected IP:PORT (e.g. 127.0.0.1:8443) or off")
+        })?),
+    };
     crate::setup()?;
     if crate::is_root() && std::env::var_os("SUDO_USER").is_some() {
         eprintln!(
@@ -84,10 +94,15 @@ pub(crate) fn run(
     let pki = data_dir.join("pki");
     ensure_pki(bin, &pki, &host, &listen)?;
     let pki_s = pki.display().to_string();
+    let console_password = data_dir.join("console-password");
+    if ui.is_some() {
+        ensure_console_account(bin, &db, &console_password)?;
+    }
     let agent_exe = std::fs::canonicalize(bin.join("vigil-agent"))?;
     catch_stop_signals();
     let mut collector = Command::new(bin.join("vigil-collector"))
         .args(["serve", "--listen", &listen.to_string(), "--pki", &pki_s])
+        .args(["--ui-listen", ui_listen])
         .arg("--db")
         .arg(&db)
         .spawn()
@@ -139,12 +154,20 @@ pub(crate) fn run(
     } else {
         format!("--server {url} ")
     };
+    let console = match ui {
+        Some(a) => format!(
+            "\n    Console: https://{a}/  (sign in as {CONSOLE_USER}, password in {}; the browser \
+             does not know the run's CA {pki_s}/ca.crt: import it, or accept the warning)",
+            console_password.display()
+        ),
+        None => String::new(),
+    };
     eprintln!(
         "==> Vigil is running over mutual TLS: collector on {url} (database {}, certificates in {pki_s}),\n    \
          agent for host {host} with the default rules (spool {}).\n    \
          Try:  cp /bin/true /tmp/x && /tmp/x\n    \
          Then: {} query {server}--pki {pki_s} --as {RESPONDER} alerts --since 1h\n    \
-         Ctrl-C (or SIGTERM to this process) stops both.",
+         Ctrl-C (or SIGTERM to this process) stops both.{console}",
         db.display(),
         spool.display(),
         bin.join("vigil-collector").display()
@@ -179,6 +202,40 @@ pub(crate) fn run(
         }
     }
     eprintln!("==> stopped");
+    Ok(())
+}
+
+/// Makes the console account `admin` with a random password, kept in
+/// `password_file` (mode 0600), on first use.
+fn ensure_console_account(bin: &Path, db: &Path, password_file: &Path) -> anyhow::Result<()> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    if password_file.exists() {
+        return Ok(());
+    }
+    let mut raw = [0u8; 15];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = password_file.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?,
+        format!("{password}\n").as_bytes(),
+    )?;
+    quiet_step(
+        &format!("make the console account {CONSOLE_USER}"),
+        Command::new(bin.join("vigil-collector"))
+            .args(["user", "add", CONSOLE_USER, "--role", "admin", "--replace"])
+            .arg("--password-file")
+            .arg(&tmp)
+            .arg("--db")
+            .arg(db),
+    )?;
+    std::fs::rename(&tmp, password_file)?;
     Ok(())
 }
 

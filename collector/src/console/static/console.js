@@ -67,11 +67,28 @@
   }
   document.querySelectorAll("dialog .cancel").forEach((b) => b.addEventListener("click", () => b.closest("dialog").close()));
 
+  // On a group's page: a acknowledges it, r and s go to its forms.
+  const group = document.getElementById("group");
+  function onGroupPage(e) {
+    const id = group.dataset.id;
+    switch (e.key) {
+      case "a":
+        if (!mayTriage) return false;
+        act(id, { action: "ack" }).then(() => window.location.reload());
+        return true;
+      case "r": { const f = document.getElementById("end-reason"); if (!f) return false; f.focus(); return true; }
+      case "s": { const f = document.getElementById("silence-reason"); if (!f) return false; f.focus(); return true; }
+      default: return false;
+    }
+  }
+
   document.addEventListener("keydown", (e) => {
-    if (!rows || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     if (t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
     if (document.querySelector("dialog[open]")) return;
+    if (group && !rows) { if (onGroupPage(e)) e.preventDefault(); return; }
+    if (!rows) return;
     const row = current();
     switch (e.key) {
       case "j": select(selected + 1); break;
