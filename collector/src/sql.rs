@@ -553,13 +553,7 @@ impl AlertStore for SqlStore {
             )
             .map_err(StoreError::from)
         })?;
-        bodies
-            .iter()
-            .map(|b| {
-                Alert::decode(b.as_slice())
-                    .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))
-            })
-            .collect()
+        decode_alerts(&bodies)
     }
 
     fn save_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
@@ -811,6 +805,17 @@ fn group_row(r: &Row) -> Result<GroupRecord, DbError> {
         state_changed_ns: r.get(13)?,
         tags: split_tags(&r.get::<String>(14)?),
     })
+}
+
+/// Stored alert bodies, decoded.
+pub(crate) fn decode_alerts(bodies: &[Vec<u8>]) -> Result<Vec<Alert>, StoreError> {
+    bodies
+        .iter()
+        .map(|b| {
+            Alert::decode(b.as_slice())
+                .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))
+        })
+        .collect()
 }
 
 /// Tags as the groups table keeps them: `,a,b,`, so that a filter can

@@ -37,7 +37,7 @@ fn clock(ns: i64) -> String {
 /// characters escaped: command lines and paths come from the watched
 /// hosts, and a newline or an escape sequence in them must neither break
 /// a table nor reach the responder's terminal.
-fn clip(s: &str, n: usize) -> String {
+pub fn clip(s: &str, n: usize) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i + 1 >= n && s.chars().count() > n {

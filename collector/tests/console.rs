@@ -428,6 +428,25 @@ async fn pages_and_actions(store: Arc<SqlStore>) {
     ] {
         assert!(page.contains(want), "the group page shows {want}");
     }
+    // The delivery log: what was sent to whom for this group.
+    store
+        .enqueue(
+            None,
+            &[vigil_collector::sql::Queued {
+                receiver: "pager".into(),
+                group: shell.clone(),
+                event: "opened".into(),
+                body: b"{}".to_vec(),
+                count: Some(1),
+            }],
+        )
+        .unwrap();
+    let page = get_ok(&c, &base, &format!("/alerts/{shell}"), &alice.cookie).await;
+    let log = &page[page.find("id=\"delivery-h\"").unwrap()..];
+    assert!(
+        log.contains("<td>pager</td><td>opened</td><td>pending</td>"),
+        "{log}"
+    );
     // An alert's id leads to its group's page.
     assert!(get_ok(&c, &base, "/alerts/a1", &alice.cookie)
         .await

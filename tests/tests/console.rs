@@ -281,6 +281,55 @@ fn a_responder_triages_a_live_alert_in_a_real_browser() {
             "audit trail: {audit}"
         );
 
+        // Back on the list: r resolves the selected group through its
+        // dialog, s silences its rule on its host.
+        c.goto(&format!("{base}/alerts?state=acknowledged&since=1h")).await.unwrap();
+        c.wait().for_element(Locator::Css(&row)).await.unwrap();
+        key(&c, 'j').await;
+        key(&c, 'r').await;
+        let reason = c.wait().for_element(Locator::Id("resolve-reason")).await.unwrap();
+        until(
+            &c,
+            "the resolve dialog to open, focused",
+            "document.getElementById('resolve-dialog').open && document.activeElement.id === 'resolve-reason'",
+            Duration::from_secs(5),
+        )
+        .await;
+        reason.select_by_value("false_positive").await.unwrap();
+        c.find(Locator::Css("#resolve-dialog button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "the resolved group to leave the acknowledged list",
+            &format!("document.getElementById('rows') && !document.querySelector({})", serde_json::json!(row)),
+            Duration::from_secs(15),
+        )
+        .await;
+        c.goto(&format!("{base}/alerts?state=resolved&since=1h")).await.unwrap();
+        c.wait().for_element(Locator::Css(&row)).await.unwrap();
+        key(&c, 'j').await;
+        key(&c, 's').await;
+        let why = c.wait().for_element(Locator::Id("silence-reason")).await.unwrap();
+        until(
+            &c,
+            "the silence dialog to open",
+            "document.getElementById('silence-dialog').open",
+            Duration::from_secs(5),
+        )
+        .await;
+        why.send_keys("known test marker").await.unwrap();
+        c.find(Locator::Css("#silence-dialog button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait().for_element(Locator::Id("rows")).await.unwrap();
+
         // Hosts and rules, for the record.
         c.goto(&format!("{base}/hosts")).await.unwrap();
         c.wait().for_element(Locator::Id("hosts")).await.unwrap();
@@ -300,21 +349,28 @@ fn a_responder_triages_a_live_alert_in_a_real_browser() {
         assert!(c.current_url().await.unwrap().path().starts_with("/login"));
         c.close().await.unwrap();
     });
-    // The same change, as the collector's own audit trail has it.
-    let out = Command::new(bin("vigil-collector"))
-        .args([
-            "query",
-            "--server",
-            &url,
-            "groups",
-            "--state",
-            "acknowledged",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&rule), "{text}");
+    // The same changes, as the collector's own CLI sees them.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin("vigil-collector"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let groups = cli(&[
+        "query", "--server", &url, "groups", "--state", "resolved", "--json",
+    ]);
+    assert!(
+        groups.contains(&rule) && groups.contains("false_positive"),
+        "{groups}"
+    );
+    let silences = cli(&["silence", "--server", &url, "list", "--json"]);
+    assert!(
+        silences.contains(&format!("rule={rule}"))
+            && silences.contains("known test marker")
+            && silences.contains("console:alice"),
+        "{silences}"
+    );
     agent.kill();
     assert!(collector.stop().success());
 }

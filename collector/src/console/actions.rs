@@ -21,6 +21,19 @@ use crate::{
     store::{now_ns, AlertStore},
 };
 
+/// A change's form, once its size, CSRF token and the caller's role pass.
+fn checked_form(me: &Identity, body: &[u8]) -> Result<Vec<(String, String)>, Failure> {
+    if body.len() > super::MAX_FORM_BYTES {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the form is too large",
+        ));
+    }
+    let form = view::parse_form(body);
+    me.may_change(&form)?;
+    Ok(form)
+}
+
 /// Where to go after an action: `back` when it is a path on this console.
 fn back_to(form: &[(String, String)], default: String) -> String {
     let b = field(form, "back");
@@ -104,14 +117,7 @@ pub async fn act(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
-    if body.len() > super::MAX_FORM_BYTES {
-        return Err(Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the form is too large",
-        ));
-    }
-    let form = view::parse_form(&body);
-    me.may_change(&form)?;
+    let form = checked_form(&me, &body)?;
     let change = change_of(&form)?;
     let store = c.store.clone();
     let back = back_to(&form, format!("/alerts/{}", view::url_encode(&id)));
@@ -136,14 +142,7 @@ pub async fn bulk(
     Extension(me): Extension<Identity>,
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
-    if body.len() > super::MAX_FORM_BYTES {
-        return Err(Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the form is too large",
-        ));
-    }
-    let form = view::parse_form(&body);
-    me.may_change(&form)?;
+    let form = checked_form(&me, &body)?;
     let ids: Vec<String> = form
         .iter()
         .filter(|(k, _)| k == "id")
@@ -194,8 +193,7 @@ pub async fn expire_silence(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Failure> {
-    let form = view::parse_form(&body);
-    me.may_change(&form)?;
+    let form = checked_form(&me, &body)?;
     let store = c.store.clone();
     let back = back_to(&form, "/rules".into());
     tokio::task::spawn_blocking(move || store.expire_silence(&id, &me.actor()))

@@ -187,22 +187,7 @@ pub const SEVERITIES: [&str; 8] = [
     "debug",
 ];
 
-/// At most `n` characters, control characters shown escaped.
-pub fn clip(s: &str, n: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i >= n {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::views::clip;
 
 /// A tag, with the MITRE ATT&CK page it names, if any: techniques
 /// (`T1059`, `T1059.004`, `mitre_T1059`) and tactics (`mitre_execution`).
@@ -283,7 +268,7 @@ mod tests {
         assert_eq!(ago(0, 5), "never");
         assert_eq!(ago(1_000_000_000, 121_000_000_000), "2m ago");
         assert_eq!(clip("a\nb", 10), "a\\nb");
-        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("abcdef", 3), "ab…");
         assert_eq!(
             parse_form(b"id=a&id=b&csrf_token=x%20y"),
             vec![

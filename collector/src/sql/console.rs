@@ -1,7 +1,6 @@
 //! What the console reads and writes beyond the alert store: accounts and
 //! credentials ([`crate::accounts`]), how often each rule fired, and a
 //! group's notification deliveries.
-use prost::Message as _;
 use vigil_proto::v1::Alert;
 
 use super::{db::Row, SqlStore};
@@ -244,13 +243,7 @@ impl SqlStore {
             )
             .map_err(StoreError::from)
         })?;
-        bodies
-            .iter()
-            .map(|b| {
-                Alert::decode(b.as_slice())
-                    .map_err(|e| StoreError::Backend(format!("corrupt stored alert: {e}")))
-            })
-            .collect()
+        super::decode_alerts(&bodies)
     }
 
     /// The group's notifications, oldest first (at most `limit`).
