@@ -783,6 +783,13 @@ async fn guessing_is_held_off_and_hostile_requests_are_bounded() {
     )
     .await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let res = c
+        .post(format!("{base}/login"))
+        .form(&[("username", big.as_str()), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Security headers on every page.
     let res = get(&c, &base, "/alerts", &bob.cookie).await;
     let csp = res.headers()[header::CONTENT_SECURITY_POLICY]

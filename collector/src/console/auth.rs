@@ -368,6 +368,10 @@ pub async fn login(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if body.len() > super::MAX_FORM_BYTES {
+        return view::Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large")
+            .into_response();
+    }
     let form = view::parse_form(&body);
     let field = |k: &str| {
         form.iter()
@@ -375,8 +379,10 @@ pub async fn login(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
+    // No account name is longer than 64 characters: what is tracked and
+    // logged of a longer one is cut, control characters escaped.
     let (user, password, next) = (
-        field("username"),
+        view::clip(field("username").trim(), 65),
         field("password"),
         local_path(Some(&field("next"))),
     );
