@@ -437,7 +437,7 @@ impl AlertStore for SqlStore {
                        AND (CAST(?4 AS TEXT) IS NULL OR rule = ?4)
                        AND (CAST(?6 AS TEXT) IS NULL OR id = ?6)
                        AND (CAST(?7 AS BIGINT) IS NULL OR severity >= ?7)
-                       AND (CAST(?8 AS TEXT) IS NULL OR tags LIKE ?8 ESCAPE '\\')
+                       AND (CAST(?8 AS TEXT) IS NULL OR LOWER(tags) LIKE LOWER(?8) ESCAPE '\\')
                      ORDER BY last_seen_ns DESC, id
                      LIMIT ?5"
                 ),

@@ -766,12 +766,17 @@ async fn guessing_is_held_off_and_hostile_requests_are_bounded() {
     add_user(&store, "bob", Role::Viewer, "bob's long password!");
     let bob = login(&c, &base, "bob", "bob's long password!").await;
     // Only local paths after signing in.
-    let page = c
-        .get(format!("{base}/login?next=//evil.example/x"))
-        .send()
-        .await
-        .unwrap();
-    assert!(page.text().await.unwrap().contains("value=\"/alerts\""));
+    for next in ["//evil.example/x", "/%09/evil.example", "/%5Cevil.example"] {
+        let page = c
+            .get(format!("{base}/login?next={next}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            page.text().await.unwrap().contains("value=\"/alerts\""),
+            "{next}"
+        );
+    }
     // A form larger than any the console makes.
     let big = "x".repeat(100 * 1024);
     let res = post(
@@ -916,6 +921,16 @@ async fn over_tls_responders_sign_in_with_their_certificate() {
         .unwrap()
         .iter()
         .any(|h| h.actor == "responder:carol" && h.action == "acknowledged"));
+    // Another site making the browser send the certificate gets no
+    // session (the browser withholds the SameSite cookie there).
+    let res = carol
+        .get(format!("{base}/alerts"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(cookie_of(&res, "vigil_session").is_none());
     // The certificate's session cookie is no good without the certificate.
     let bare = tls_client(&pki_dir, None);
     assert_eq!(get(&bare, &base, "/alerts", &cookie).await.status(), 303);

@@ -36,12 +36,7 @@ fn checked_form(me: &Identity, body: &[u8]) -> Result<Vec<(String, String)>, Fai
 
 /// Where to go after an action: `back` when it is a path on this console.
 fn back_to(form: &[(String, String)], default: String) -> String {
-    let b = field(form, "back");
-    if b.starts_with('/') && !b.starts_with("//") && !b.contains('\\') {
-        b.to_string()
-    } else {
-        default
-    }
+    view::local_path(field(form, "back")).map_or(default, str::to_string)
 }
 
 fn change_of(form: &[(String, String)]) -> Result<Option<Change>, Failure> {

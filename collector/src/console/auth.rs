@@ -38,11 +38,13 @@ const SESSION_COOKIE: &str = "vigil_session";
 const LOGIN_COOKIE: &str = "vigil_login";
 /// The form field every change carries.
 pub const CSRF_FIELD: &str = "csrf_token";
-/// Failed sign-ins of one name before it is held off.
-const MAX_FAILURES: u32 = 5;
+/// Sign-in attempts of one name in a minute before it is held off.
+pub const MAX_FAILURES: u32 = 5;
+/// Sign-in attempts from one address in a minute.
+pub const MAX_FAILURES_PER_CLIENT: u32 = 30;
 /// How long a name is held off after [`MAX_FAILURES`].
 const HOLD_OFF: Duration = Duration::from_secs(60);
-/// Names tracked at once; past it the oldest are forgotten.
+/// Keys tracked at once; past it the oldest are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
 /// The person (or script) behind a request.
@@ -101,35 +103,57 @@ impl Identity {
     }
 }
 
-/// Failed sign-ins per name, to hold off guessing.
-#[derive(Default)]
-pub struct Throttle(Mutex<HashMap<String, (u32, Instant)>>);
+/// Sign-in attempts per key (a name, or a client address), to hold off
+/// guessing. An attempt counts when it starts, so guesses made in
+/// parallel count too; a success forgets the key.
+pub struct Throttle {
+    tries: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Attempts a key may make in [`HOLD_OFF`].
+    max: u32,
+}
 
 impl Throttle {
-    fn held_off(&self, name: &str) -> bool {
-        let map = self.0.lock().expect("throttle lock");
-        map.get(name)
-            .is_some_and(|(n, at)| *n >= MAX_FAILURES && at.elapsed() < HOLD_OFF)
+    pub fn new(max: u32) -> Throttle {
+        Throttle {
+            tries: Mutex::new(HashMap::new()),
+            max,
+        }
     }
 
-    fn failed(&self, name: &str) {
-        let mut map = self.0.lock().expect("throttle lock");
+    /// Counts an attempt for `key`; false when the key is held off.
+    fn attempt(&self, key: &str) -> bool {
+        let mut map = self.tries.lock().expect("throttle lock");
+        if let Some(e) = map.get_mut(key) {
+            if e.1.elapsed() >= HOLD_OFF {
+                *e = (0, Instant::now());
+            }
+            if e.0 >= self.max {
+                return false;
+            }
+            e.0 += 1;
+            e.1 = Instant::now();
+            return true;
+        }
         if map.len() >= MAX_TRACKED {
+            // Forget the stale first; then, under a flood of names, the
+            // oldest: never the whole map, which would free a held key.
             map.retain(|_, (_, at)| at.elapsed() < HOLD_OFF);
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    map.remove(&k);
+                }
             }
         }
-        let e = map.entry(name.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= HOLD_OFF {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-        e.1 = Instant::now();
+        map.insert(key.to_string(), (1, Instant::now()));
+        true
     }
 
-    fn succeeded(&self, name: &str) {
-        self.0.lock().expect("throttle lock").remove(name);
+    fn succeeded(&self, key: &str) {
+        self.tries.lock().expect("throttle lock").remove(key);
     }
 }
 
@@ -150,6 +174,10 @@ fn set_cookie(c: &Console, name: &str, value: &str, max_age: Duration) -> String
         max_age.as_secs(),
         if c.tls { "; Secure" } else { "" }
     )
+}
+
+fn serial_hex(p: &crate::tls::Peer) -> String {
+    p.serial.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn client_of(info: &ConnInfo) -> String {
@@ -240,7 +268,9 @@ async fn identify(
                 // A certificate's session is good only with the
                 // certificate itself, still presented and unrevoked.
                 CredentialKind::Certificate => {
-                    !api && peer.as_ref().is_some_and(|p| p.name == cred.user)
+                    !api && peer
+                        .as_ref()
+                        .is_some_and(|p| p.name == cred.user && serial_hex(p) == cred.label)
                         && cert_role == Some(cred.role)
                 }
             };
@@ -264,8 +294,21 @@ async fn identify(
     let (Some(peer), Some(role)) = (peer, cert_role) else {
         return Ok(None);
     };
-    // A responder's certificate: a session of its own.
-    let (token, cred) = new_session(CredentialKind::Certificate, &peer.name, role)?;
+    // A browser sends its certificate with requests other sites make it
+    // send, but not its SameSite cookie: a session is made only for the
+    // console's own pages, so another site cannot make sessions that push
+    // out the real one.
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if !matches!(fetch_site, "none" | "same-origin") {
+        return Ok(None);
+    }
+    // A responder's certificate: a session of its own, good only with
+    // this very certificate.
+    let (token, mut cred) = new_session(CredentialKind::Certificate, &peer.name, role)?;
+    cred.label = serial_hex(&peer);
     let store = c.store.clone();
     let digest = accounts::token_digest(&token);
     let saved = cred.clone();
@@ -319,10 +362,7 @@ pub struct LoginQuery {
 
 /// Only a path on this console: never a redirect elsewhere.
 fn local_path(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
-        _ => "/alerts".into(),
-    }
+    next.and_then(view::local_path).unwrap_or("/alerts").into()
 }
 
 fn login_form(
@@ -398,16 +438,28 @@ pub async fn login(
         );
     }
     let client = client_of(&info);
-    if c.throttle.held_off(&user) {
-        tracing::warn!(%user, %client, "console: sign-in refused: too many failures");
+    let ip = info.remote.map_or_else(String::new, |a| a.ip().to_string());
+    if !c.throttle_ip.attempt(&ip) || !c.throttle.attempt(&user) {
+        tracing::warn!(%user, %client, "console: sign-in refused: too many attempts");
         return login_form(
             &c,
             StatusCode::TOO_MANY_REQUESTS,
             next,
-            "Too many failed sign-ins for this name; wait a minute and try again.".into(),
+            "Too many failed sign-ins for this name or from this address; wait a minute and try again.".into(),
             user,
         );
     }
+    // Argon2 costs memory and CPU: a few at a time, the rest told to retry,
+    // so a flood of sign-ins cannot starve the store's threads.
+    let Ok(_hashing) = c.hashing.clone().try_acquire_owned() else {
+        return login_form(
+            &c,
+            StatusCode::SERVICE_UNAVAILABLE,
+            next,
+            "Too many sign-ins at once; try again in a moment.".into(),
+            user,
+        );
+    };
     let store = c.store.clone();
     let name = user.clone();
     // Argon2 is deliberately slow: off the async threads, and a wrong
@@ -427,7 +479,6 @@ pub async fn login(
     let account = match checked {
         Ok(Some(u)) => u,
         Ok(None) => {
-            c.throttle.failed(&user);
             tracing::warn!(%user, %client, "console: sign-in failed");
             return login_form(
                 &c,
@@ -440,6 +491,7 @@ pub async fn login(
         Err(f) => return f.into_response(),
     };
     c.throttle.succeeded(&user);
+    c.throttle_ip.succeeded(&ip);
     let (token, cred) = match new_session(CredentialKind::Session, &account.name, account.role) {
         Ok(x) => x,
         Err(f) => return f.into_response(),

@@ -53,6 +53,12 @@ const MAX_STREAMS: usize = 256;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Longest form body read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// Most connections served at once; past it new ones are closed.
+const MAX_CONNECTIONS: usize = 1024;
+/// A live-update stream ends after this; the browser reconnects at once,
+/// and its session is checked again (so a stream does not outlive a
+/// sign-out or a removed account by more than this).
+const STREAM_LIFETIME: Duration = Duration::from_secs(300);
 
 /// What the console needs besides the store.
 #[derive(Clone, Default)]
@@ -70,7 +76,11 @@ pub struct Console {
     /// Bumped when groups change: (newest audit entry, newest alert).
     changes: watch::Receiver<(i64, i64)>,
     streams: Arc<tokio::sync::Semaphore>,
+    /// Sign-in attempts per name, and per client address.
     throttle: auth::Throttle,
+    throttle_ip: auth::Throttle,
+    /// Password checks in progress (argon2 is memory- and CPU-hard).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the console on `listener` until `shutdown` resolves.
@@ -89,12 +99,18 @@ pub async fn run(
         tls,
         changes,
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
-        throttle: auth::Throttle::default(),
+        throttle: auth::Throttle::new(auth::MAX_FAILURES),
+        throttle_ip: auth::Throttle::new(auth::MAX_FAILURES_PER_CLIENT),
+        hashing: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
+        )),
     });
     let app = router(console);
     let reloader = listener.tls.as_ref().map(|t| t.spawn_reloader());
     let mut conns = incoming(listener);
     let mut tasks = tokio::task::JoinSet::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shed = 0u64;
     tokio::pin!(shutdown);
     loop {
         let conn = tokio::select! {
@@ -105,9 +121,20 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            shed += 1;
+            if shed.is_power_of_two() {
+                tracing::warn!(
+                    total = shed,
+                    "console: too many connections; new ones closed"
+                );
+            }
+            continue;
+        };
         let info = tokio_rustls_conn_info(&conn);
         let svc = app.clone().layer(Extension(info));
         tasks.spawn(async move {
+            let _permit = permit;
             let svc = hyper_util::service::TowerToHyperService::new(svc);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -162,6 +189,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/static/console.css", get(css))
         .route("/static/console.js", get(js))
         .merge(private)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(console)
 }
@@ -248,14 +276,16 @@ async fn events(State(c): State<Arc<Console>>) -> Response {
     };
     let mut rx = c.changes.clone();
     rx.mark_unchanged();
-    let stream = WatchStream::from_changes(rx).map(move |(audit, alert)| {
-        let _held = &permit;
-        Ok::<_, std::convert::Infallible>(
-            Event::default()
-                .event("changed")
-                .data(format!("{audit} {alert}")),
-        )
-    });
+    let stream = WatchStream::from_changes(rx)
+        .take_until(tokio::time::sleep(STREAM_LIFETIME))
+        .map(move |(audit, alert)| {
+            let _held = &permit;
+            Ok::<_, std::convert::Infallible>(
+                Event::default()
+                    .event("changed")
+                    .data(format!("{audit} {alert}")),
+            )
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -141,6 +141,19 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// `s` when it is a path on this console, to redirect to: `/`, then
+/// printable ASCII only (a tab or a newline would be dropped by the
+/// browser, turning `/\t/evil` into `//evil`), and not `//` or `/\`
+/// (another host).
+pub fn local_path(s: &str) -> Option<&str> {
+    let ok = s.starts_with('/')
+        && !s.starts_with("//")
+        && !s.starts_with("/\\")
+        && s.len() <= 2048
+        && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'\\');
+    ok.then_some(s)
+}
+
 pub fn url_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -260,6 +273,22 @@ mod tests {
         );
         assert_eq!(tag("container").link, "");
         assert_eq!(tag("T12").link, "");
+    }
+
+    #[test]
+    fn only_local_paths_are_redirect_targets() {
+        assert_eq!(local_path("/alerts?state=any"), Some("/alerts?state=any"));
+        for bad in [
+            "//evil",
+            "/\\evil",
+            "/\t/evil",
+            "/\n/evil",
+            "https://evil",
+            "/a b",
+            "",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

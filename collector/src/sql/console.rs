@@ -33,9 +33,9 @@ pub struct RuleCount {
     pub last_ns: i64,
 }
 
-/// Most credentials of one kind kept per user: signing in again past this
-/// ends the oldest sessions, so a script that signs in in a loop cannot
-/// grow the table.
+/// Most browser sessions of one kind kept per user: signing in again past
+/// this ends the oldest, so a script that signs in in a loop cannot grow
+/// the table. API tokens are not capped (an administrator makes each).
 const MAX_PER_USER: i64 = 32;
 
 fn user_row(r: &Row) -> Result<User, super::db::DbError> {
@@ -121,13 +121,17 @@ impl SqlStore {
         let now = now_ns();
         self.write(|db| {
             db.exec("DELETE FROM credentials WHERE expires_ns <= ?1", vals![now])?;
-            db.exec(
-                "DELETE FROM credentials WHERE user_name = ?1 AND kind = ?2
-                   AND hash NOT IN (
-                     SELECT hash FROM credentials WHERE user_name = ?1 AND kind = ?2
-                     ORDER BY created_ns DESC, hash LIMIT ?3)",
-                vals![&c.user, c.kind.name(), MAX_PER_USER - 1],
-            )?;
+            // API tokens are made by an administrator, one by one, and
+            // are never dropped to make room.
+            if c.kind != CredentialKind::Api {
+                db.exec(
+                    "DELETE FROM credentials WHERE user_name = ?1 AND kind = ?2
+                       AND hash NOT IN (
+                         SELECT hash FROM credentials WHERE user_name = ?1 AND kind = ?2
+                         ORDER BY created_ns DESC, hash LIMIT ?3)",
+                    vals![&c.user, c.kind.name(), MAX_PER_USER - 1],
+                )?;
+            }
             db.exec(
                 "INSERT INTO credentials (hash, kind, user_name, role, csrf, label, created_ns,
                      expires_ns)
@@ -216,12 +220,13 @@ impl SqlStore {
     }
 
     /// What changes when groups do: the newest audit entry's number and
-    /// the newest alert time of any group (both indexed maxima).
+    /// when the collector last stored an alert (its clock, not the event's:
+    /// a late alert counts too). Both are indexed maxima.
     pub fn change_marks(&self) -> Result<(i64, i64), StoreError> {
         self.read(|db| {
             let r = db.row(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit),
-                        (SELECT COALESCE(MAX(last_seen_ns), 0) FROM groups)",
+                        (SELECT COALESCE(MAX(received_ns), 0) FROM alerts)",
                 &[],
             )?;
             Ok(match r {

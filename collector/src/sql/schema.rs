@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     proc_id       TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time_unix_ns);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_ns);
 CREATE INDEX IF NOT EXISTS alerts_host_time ON alerts(hostname, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time_unix_ns);
 CREATE INDEX IF NOT EXISTS alerts_container_time ON alerts(container_id, time_unix_ns);
@@ -435,6 +436,7 @@ CREATE TABLE agents (
 /// Version 2: tags with groups, and the console's accounts.
 const POSTGRES_V2: &str = "
 ALTER TABLE groups ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+CREATE INDEX alerts_received ON alerts(received_ns);
 CREATE TABLE users (
     name        TEXT PRIMARY KEY,
     role        TEXT NOT NULL,
