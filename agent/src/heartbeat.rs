@@ -35,7 +35,14 @@ pub struct Heartbeats {
     last_totals: HashMap<String, u64>,
     last_cpu: Option<(Instant, u64)>,
     last_activity_sent: u64,
+    /// The rule set whose list was last sent, and heartbeats since.
+    sent_rules: Option<(String, u32)>,
 }
+
+/// The rule list goes with the first heartbeat, when the rule set changes,
+/// and every this many heartbeats (for a collector that lost it); in
+/// between the collector keeps the last list of an unchanged digest.
+const RULES_EVERY: u32 = 20;
 
 impl Heartbeats {
     pub fn new(host: HostInfo, interval: std::time::Duration) -> Heartbeats {
@@ -47,6 +54,7 @@ impl Heartbeats {
             last_totals: HashMap::new(),
             last_cpu: None,
             last_activity_sent: 0,
+            sent_rules: None,
         }
     }
 
@@ -78,6 +86,16 @@ impl Heartbeats {
             }
             None => 0.0,
         };
+        let send_rules = match &mut self.sent_rules {
+            Some((digest, beats)) if *digest == r.rules_digest && *beats + 1 < RULES_EVERY => {
+                *beats += 1;
+                false
+            }
+            _ => {
+                self.sent_rules = Some((r.rules_digest.clone(), 0));
+                true
+            }
+        };
         AgentHeartbeat {
             host: Some(self.host.clone()),
             time_unix_ns: std::time::SystemTime::now()
@@ -87,7 +105,11 @@ impl Heartbeats {
             uptime_s: self.started.elapsed().as_secs(),
             boot_id: self.boot_id.clone(),
             rules_digest: r.rules_digest,
-            loaded_rules: r.loaded_rules,
+            loaded_rules: if send_rules {
+                r.loaded_rules
+            } else {
+                Vec::new()
+            },
             rules: r.rules,
             programs: r
                 .programs
@@ -165,7 +187,10 @@ mod tests {
             totals: vec![("kernel:file".into(), n), ("alert_queue".into(), 0)],
             spool_depth: 0,
             activity_sent: 10 * n,
-            loaded_rules: Vec::new(),
+            loaded_rules: vec![vigil_proto::v1::LoadedRule {
+                name: "r".into(),
+                ..Default::default()
+            }],
         };
         let first = h.build(reading(5));
         assert_eq!(first.losses.len(), 1);
@@ -174,6 +199,14 @@ mod tests {
         assert_eq!(first.activity_sent, 50);
         let same = h.build(reading(5));
         assert!(same.losses.is_empty());
+        // The rule list goes with the first heartbeat, then only again
+        // when the set changes or every RULES_EVERY heartbeats.
+        assert_eq!(first.loaded_rules.len(), 1);
+        assert!(same.loaded_rules.is_empty());
+        for _ in 2..RULES_EVERY {
+            assert!(h.build(reading(5)).loaded_rules.is_empty());
+        }
+        assert_eq!(h.build(reading(5)).loaded_rules.len(), 1, "the refresh");
         assert_eq!(same.activity_sent, 0);
         let more = h.build(reading(9));
         assert_eq!(more.losses[0].count, 4);

@@ -148,6 +148,16 @@ impl Monitor {
         if let Some((AgentState::Silent, _)) = before {
             tracing::info!(host = %host.hostname, "agent heard from again");
         }
+        // Agents send their rule list only when it changes (and now and
+        // then): keep the last one while the digest stays the same.
+        let mut hb = hb;
+        if hb.loaded_rules.is_empty() {
+            if let Some(prev) = self.agents.lock().expect("agents lock").get(&host.hostname) {
+                if prev.heartbeat.rules_digest == hb.rules_digest {
+                    hb.loaded_rules = prev.heartbeat.loaded_rules.clone();
+                }
+            }
+        }
         let record = AgentRecord {
             hostname: host.hostname.clone(),
             state,
@@ -307,6 +317,40 @@ mod tests {
                 ..Default::default()
             })
             .unwrap()
+    }
+
+    #[test]
+    fn the_rule_list_is_kept_while_the_rule_set_stays_the_same() {
+        let store = Arc::new(SqlStore::in_memory().unwrap());
+        let m = Monitor::new(store.clone(), SilentAfter::Intervals(3)).unwrap();
+        let with = |digest: &str, rules: &[&str]| AgentHeartbeat {
+            rules_digest: digest.into(),
+            loaded_rules: rules
+                .iter()
+                .map(|r| vigil_proto::v1::LoadedRule {
+                    name: r.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..hb("a")
+        };
+        let names = || -> Vec<String> {
+            store.agents().unwrap()[0]
+                .heartbeat
+                .loaded_rules
+                .iter()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        m.heartbeat(with("d1", &["x", "y"])).unwrap();
+        m.heartbeat(with("d1", &[])).unwrap();
+        assert_eq!(names(), ["x", "y"]);
+        // A new rule set without its list (a collector that missed it)
+        // shows none rather than the old one.
+        m.heartbeat(with("d2", &[])).unwrap();
+        assert!(names().is_empty());
+        m.heartbeat(with("d2", &["z"])).unwrap();
+        assert_eq!(names(), ["z"]);
     }
 
     #[test]

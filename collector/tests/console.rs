@@ -895,6 +895,9 @@ async fn over_tls_responders_sign_in_with_their_certificate() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    assert!(res
+        .headers()
+        .contains_key(header::STRICT_TRANSPORT_SECURITY));
     let cookie = cookie_of(&res, "vigil_session").expect("a session for the certificate");
     let set = res.headers()[header::SET_COOKIE]
         .to_str()

@@ -190,15 +190,25 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/static/console.js", get(js))
         .merge(private)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            security_headers,
+        ))
         .with_state(console)
 }
 
 /// Headers on every answer: only this origin's scripts and styles, no
-/// framing, no sniffing, no referrer outside, nothing cached.
-async fn security_headers(req: Request, next: Next) -> Response {
+/// framing, no sniffing, no referrer outside, nothing cached; over TLS,
+/// HTTPS only from now on.
+async fn security_headers(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if c.tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
