@@ -305,7 +305,11 @@ fn a_responder_triages_a_live_alert_in_a_real_browser() {
         until(
             &c,
             "the resolved group to leave the acknowledged list",
-            &format!("document.getElementById('rows') && !document.querySelector({})", serde_json::json!(row)),
+            &format!(
+                "document.readyState === 'complete' && document.getElementById('rows') \
+                 && !document.getElementById('resolve-dialog').open && !document.querySelector({})",
+                serde_json::json!(row)
+            ),
             Duration::from_secs(15),
         )
         .await;
@@ -328,7 +332,15 @@ fn a_responder_triages_a_live_alert_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        c.wait().for_element(Locator::Id("rows")).await.unwrap();
+        // The form's page has replaced this one (its dialog is closed)
+        // before the next navigation, which would otherwise race it.
+        until(
+            &c,
+            "the silence to be added",
+            "document.readyState === 'complete' && document.getElementById('silence-dialog') && !document.getElementById('silence-dialog').open",
+            Duration::from_secs(15),
+        )
+        .await;
 
         // Hosts and rules, for the record.
         c.goto(&format!("{base}/hosts")).await.unwrap();
