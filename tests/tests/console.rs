@@ -348,6 +348,31 @@ fn a_responder_triages_a_live_alert_in_a_real_browser() {
         let hosts = c.find(Locator::Id("hosts")).await.unwrap().text().await.unwrap();
         assert!(hosts.contains(&hostname()), "{hosts}");
         shot(&c, &shots, "hosts").await;
+        // A host's page: its agent, recent groups and activity.
+        c.find(Locator::Css("#hosts a")).await.unwrap().click().await.unwrap();
+        until(
+            &c,
+            "the host's page",
+            &format!(
+                "document.querySelector('h1') && document.querySelector('h1').textContent === {}",
+                serde_json::json!(hostname())
+            ),
+            Duration::from_secs(15),
+        )
+        .await;
+        let host_page = c.source().await.unwrap();
+        assert!(host_page.contains(&rule), "the host's recent groups");
+        shot(&c, &shots, "host").await;
+        // A pivot: where the marker's executable ran.
+        c.goto(&format!(
+            "{base}/pivot?exe={}",
+            marker.to_str().unwrap().replace('/', "%2F")
+        ))
+        .await
+        .unwrap();
+        let pivot = c.wait().for_element(Locator::Css("main")).await.unwrap().text().await.unwrap();
+        assert!(pivot.contains(&hostname()), "{pivot}");
+        shot(&c, &shots, "pivot").await;
         c.goto(&format!("{base}/rules")).await.unwrap();
         let rules_text = c.wait().for_element(Locator::Id("rules")).await.unwrap().text().await.unwrap();
         assert!(rules_text.contains(&rule), "{rules_text}");
